@@ -1,0 +1,55 @@
+# SimPersona — one-command setup. `make demo` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+# A local CPU wheel of torch, when the machine has one; otherwise the pinned version from PyPI.
+TORCH_WHEEL := $(firstword $(wildcard /opt/wheels/torch-2.13.0+cpu-cp311-cp311-*.whl))
+TORCH_SPEC := $(if $(TORCH_WHEEL),$(TORCH_WHEEL),torch==2.13.0)
+UI_PORT ?= 3000
+
+.PHONY: setup demo test ui lint format bench clean chromium validate
+
+setup: $(VENV)/.installed chromium
+
+$(VENV)/.installed: pyproject.toml constraints/cpu.txt
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@test -x $(BIN)/uv || $(BIN)/pip install -q uv
+	@echo "==> installing torch first (CPU build, constraints pin it: no CUDA wheels)"
+	$(BIN)/uv pip install -q --python $(BIN)/python -c constraints/cpu.txt "$(TORCH_SPEC)"
+	@echo "==> installing simpersona and its dependencies"
+	$(BIN)/uv pip install -q --python $(BIN)/python -c constraints/cpu.txt -e ".[dev]"
+	@touch $@
+
+# Debian chromium for the storefront agents and UI tests (playwright install does not work here).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "==> installing Debian chromium"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+demo: setup
+	$(BIN)/simpersona demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+validate: setup
+	$(BIN)/dagster definitions validate -w workspace.yaml
+
+ui: setup
+	env --default-signal=INT $(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w workspace.yaml
+
+lint: setup
+	$(BIN)/ruff check simpersona dagster_project tests benchmarks
+	$(BIN)/ruff format --check simpersona dagster_project tests benchmarks
+
+format: setup
+	$(BIN)/ruff format simpersona dagster_project tests benchmarks
+	$(BIN)/ruff check --fix simpersona dagster_project tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/bench_generate.py --quick
+
+clean:
+	rm -rf data/ .pytest_cache

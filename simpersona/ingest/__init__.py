@@ -1,0 +1,1 @@
+"""Importers for real logs, validation, sessionization and quarantine."""

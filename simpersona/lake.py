@@ -1,0 +1,153 @@
+"""The raw lake: canonical tables as Parquet (CSV accepted), hive-partitioned by shop and date.
+
+    <root>/events/shop=<shop_id>/date=<YYYY-MM-DD>/<part>.parquet
+    <root>/products/shop=<shop_id>/<part>.parquet
+    <root>/collections/shop=<shop_id>/<part>.parquet
+
+Writers name their files by `part` (an importer uses the source file's stem), so importing
+the same source twice replaces its files instead of duplicating rows. Every write is atomic:
+a temporary file in the same folder, then `os.replace`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from simpersona.schema import conform, sanitize_shop_id
+
+RAW_SUFFIXES = (".parquet", ".csv")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def atomic_write_parquet(df: pl.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write `df` to `path` so readers see either the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        df.write_parquet(tmp, compression="zstd", statistics=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(text: str, path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def _partition_value(name: str, key: str) -> str | None:
+    prefix = f"{key}="
+    return name[len(prefix) :] if name.startswith(prefix) else None
+
+
+@dataclass(frozen=True)
+class Lake:
+    """Paths and writers of one raw lake folder."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | os.PathLike[str]) -> Lake:
+        return cls(Path(root))
+
+    # ---- paths -------------------------------------------------------------------------
+    def events_dir(self, shop_id: str, date: str | None = None) -> Path:
+        d = self.root / "events" / f"shop={shop_id}"
+        return d / f"date={date}" if date is not None else d
+
+    def catalog_dir(self, table: str, shop_id: str) -> Path:
+        if table not in ("products", "collections"):
+            raise ValueError(f"unknown catalog table {table!r}")
+        return self.root / table / f"shop={shop_id}"
+
+    @staticmethod
+    def raw_files(folder: Path) -> list[Path]:
+        """Readable raw files in `folder` (Parquet or CSV), sorted; hidden/temp files skipped."""
+        if not folder.is_dir():
+            return []
+        return sorted(
+            p
+            for p in folder.iterdir()
+            if p.is_file() and p.suffix.lower() in RAW_SUFFIXES and not p.name.startswith(".")
+        )
+
+    # ---- discovery (used by the sensor) ------------------------------------------------
+    def shops(self) -> list[str]:
+        """Shops that have an events folder."""
+        base = self.root / "events"
+        if not base.is_dir():
+            return []
+        out = []
+        for p in base.iterdir():
+            shop = _partition_value(p.name, "shop")
+            if p.is_dir() and shop:
+                out.append(shop)
+        return sorted(out)
+
+    def dates(self, shop_id: str) -> list[str]:
+        """Dates (YYYY-MM-DD) with at least one raw events file for `shop_id`."""
+        base = self.events_dir(shop_id)
+        if not base.is_dir():
+            return []
+        out = []
+        for p in base.iterdir():
+            date = _partition_value(p.name, "date")
+            if p.is_dir() and date and _DATE_RE.match(date) and self.raw_files(p):
+                out.append(date)
+        return sorted(out)
+
+    def partitions(self) -> Iterator[tuple[str, str]]:
+        for shop in self.shops():
+            for date in self.dates(shop):
+                yield shop, date
+
+    # ---- writers -----------------------------------------------------------------------
+    def write_events(self, events: pl.DataFrame, part: str) -> list[Path]:
+        """Write canonical events, split by shop and UTC date, as `<part>.parquet` in each
+        partition folder (replacing a previous file of the same part)."""
+        events = conform(events, "events")
+        if events.is_empty():
+            return []
+        for shop in events["shop_id"].unique().drop_nulls().to_list():
+            if sanitize_shop_id(shop) != shop:
+                raise ValueError(
+                    f"shop id {shop!r} is not a safe partition key; "
+                    f"use simpersona.schema.sanitize_shop_id -> {sanitize_shop_id(shop)!r}"
+                )
+        events = events.with_columns(pl.col("ts").dt.date().cast(pl.String).alias("_date"))
+        written = []
+        for (shop, date), chunk in events.group_by(["shop_id", "_date"], maintain_order=True):
+            if shop is None or date is None:
+                raise ValueError(
+                    f"events of part {part!r} need shop_id and ts on every row to be placed "
+                    "in the lake; send such rows through ingestion as CSV instead"
+                )
+            path = self.events_dir(shop, date) / f"{part}.parquet"
+            written.append(atomic_write_parquet(chunk.drop("_date").sort("ts"), path))
+        return written
+
+    def write_catalog(self, table: str, df: pl.DataFrame, part: str = "catalog") -> list[Path]:
+        """Write canonical products or collections, one file per shop."""
+        df = conform(df, table)
+        written = []
+        for (shop,), chunk in df.group_by(["shop_id"], maintain_order=True):
+            written.append(
+                atomic_write_parquet(chunk, self.catalog_dir(table, shop) / f"{part}.parquet")
+            )
+        return written
