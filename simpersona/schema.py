@@ -96,7 +96,7 @@ SCHEMAS: Final[dict[str, dict[str, pl.DataType]]] = {
 
 def empty_frame(table: str) -> pl.DataFrame:
     """An empty frame with the canonical schema of `table`."""
-    return pl.DataFrame(schema=SCHEMAS[table] if table in SCHEMAS else QUARANTINE_SCHEMA)
+    return pl.DataFrame(schema=SCHEMAS.get(table, QUARANTINE_SCHEMA))
 
 
 def conform(df: pl.DataFrame, table: str, keep_provenance: bool = True) -> pl.DataFrame:

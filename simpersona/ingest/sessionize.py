@@ -34,8 +34,4 @@ def sessionize(events: pl.DataFrame, gap_minutes: int = SESSION_GAP_MINUTES) -> 
     missing = missing.with_columns(
         pl.concat_str([pl.col("buyer_id"), start_ms], separator="-").alias("session_id")
     ).select(df.columns)
-    return (
-        pl.concat([df.filter(pl.col("session_id").is_not_null()), missing])
-        .sort(idx)
-        .drop(idx)
-    )
+    return pl.concat([df.filter(pl.col("session_id").is_not_null()), missing]).sort(idx).drop(idx)
