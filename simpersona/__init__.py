@@ -1,2 +1,3 @@
 """SimPersona core library (no Dagster import)."""
+
 __version__ = "0.1.0"

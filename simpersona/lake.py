@@ -15,7 +15,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -54,6 +54,14 @@ def atomic_write_text(text: str, path: str | os.PathLike[str]) -> Path:
 def _partition_value(name: str, key: str) -> str | None:
     prefix = f"{key}="
     return name[len(prefix) :] if name.startswith(prefix) else None
+
+
+@dataclass
+class LakeChanges:
+    shops: list[str] = field(default_factory=list)  # every shop in the lake
+    days: set[str] = field(default_factory=set)  # every day with data
+    catalogs: list[str] = field(default_factory=list)  # shops whose catalog changed
+    partitions: list[tuple[str, str]] = field(default_factory=list)  # changed (shop, date)
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,24 @@ class Lake:
         for shop in self.shops():
             for date in self.dates(shop):
                 yield shop, date
+
+    def changed_since(self, since_ns: int) -> LakeChanges:
+        """Shops, catalogs and (shop, date) partitions with a raw file modified after
+        `since_ns` (ns since the epoch). With since_ns=0 everything counts as changed."""
+        changes = LakeChanges()
+        for shop in self.shops():
+            changes.shops.append(shop)
+            for table in ("products", "collections"):
+                files = self.raw_files(self.catalog_dir(table, shop))
+                if any(f.stat().st_mtime_ns > since_ns for f in files):
+                    changes.catalogs.append(shop)
+                    break
+            for date in self.dates(shop):
+                changes.days.add(date)
+                files = self.raw_files(self.events_dir(shop, date))
+                if any(f.stat().st_mtime_ns > since_ns for f in files):
+                    changes.partitions.append((shop, date))
+        return changes
 
     # ---- writers -----------------------------------------------------------------------
     def write_events(self, events: pl.DataFrame, part: str) -> list[Path]:

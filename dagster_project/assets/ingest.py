@@ -1,0 +1,165 @@
+"""Ingest stage: validated catalog and events, with everything rejected kept in quarantine."""
+
+import dagster as dg
+import polars as pl
+
+from dagster_project.partitions import shop_day_partitions, shop_partitions
+from dagster_project.resources import (
+    BuyerHashResource,
+    IngestSettings,
+    LakeResource,
+    MLflowResource,
+    WarehouseResource,
+)
+from simpersona.ingest.ingest import ingest_catalog, ingest_events
+from simpersona.markdown import counts_to_markdown, frame_to_markdown
+
+GROUP = "ingest"
+
+
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=shop_partitions,
+    kinds={"polars", "parquet"},
+    description="A shop's products and collections, validated; rejected rows in quarantine.",
+)
+def catalog(
+    context: dg.AssetExecutionContext,
+    lake: LakeResource,
+    warehouse: WarehouseResource,
+    ingest_settings: IngestSettings,
+    mlflow: MLflowResource,
+) -> dg.MaterializeResult:
+    shop = context.partition_key
+    wh = warehouse.warehouse()
+    res = ingest_catalog(lake.lake(), wh, shop, ingest_settings.max_reject_share)
+    figures = {
+        "products": res.products,
+        "collections": res.collections,
+        "rows_read": res.rows_read,
+        "rows_rejected": res.rows_rejected,
+    }
+    with mlflow.run_for(context, {"shop": shop}) as run:
+        run.log_params({"shop": shop, "max_reject_share": ingest_settings.max_reject_share})
+        run.log_metrics(figures)
+    preview = wh.read_partition("products", shop).head(10).drop("description")
+    return dg.MaterializeResult(
+        metadata={
+            **{k: dg.MetadataValue.int(v) for k, v in figures.items()},
+            "rejects_by_reason": dg.MetadataValue.md(
+                counts_to_markdown(res.rejects_by_reason, "reason")
+            ),
+            "preview": dg.MetadataValue.md(frame_to_markdown(preview)),
+            "path": dg.MetadataValue.path(str(wh.partition_path("products", shop))),
+            "mlflow_run_id": run.run_id,
+        }
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=shop_day_partitions,
+    deps=[
+        dg.AssetDep(
+            catalog,
+            partition_mapping=dg.MultiToSingleDimensionPartitionMapping(
+                partition_dimension_name="shop"
+            ),
+        )
+    ],
+    kinds={"polars", "parquet", "duckdb"},
+    description=(
+        "One shop-day of canonical events: validated, sessionized, buyer ids de-identified. "
+        "Rejected rows go to the quarantine table with file, row and reason."
+    ),
+)
+def raw_events(
+    context: dg.AssetExecutionContext,
+    lake: LakeResource,
+    warehouse: WarehouseResource,
+    buyer_hash: BuyerHashResource,
+    ingest_settings: IngestSettings,
+    mlflow: MLflowResource,
+) -> dg.MaterializeResult:
+    key = context.partition_key.keys_by_dimension  # type: ignore[union-attr]
+    shop, date = key["shop"], key["date"]
+    wh, lk = warehouse.warehouse(), lake.lake()
+    if not wh.has_partition("products", shop):
+        context.log.warning(f"catalog of {shop} not materialized yet; ingesting it first")
+        ingest_catalog(lk, wh, shop, ingest_settings.max_reject_share)
+    res = ingest_events(
+        lk,
+        wh,
+        shop,
+        date,
+        buyer_hash.hash_key(),
+        max_reject_share=ingest_settings.max_reject_share,
+        session_gap_minutes=ingest_settings.session_gap_minutes,
+    )
+    figures = {
+        "rows_read": res.rows_read,
+        "rows_valid": res.rows_valid,
+        "rows_rejected": res.rows_rejected,
+        "buyers": res.buyers,
+        "sessions_filled": res.sessions_filled,
+    }
+    with mlflow.run_for(context, {"shop": shop, "date": date}) as run:
+        run.log_params({"shop": shop, "date": date, "files": ",".join(res.files)})
+        run.log_metrics({**figures, "reject_share": res.reject_share})
+        run.log_metrics({f"events.{k}": v for k, v in res.events_by_type.items()})
+        run.log_metrics({f"rejects.{k}": v for k, v in res.rejects_by_reason.items()})
+    preview = (
+        pl.read_parquet(res.output_path)
+        .head(10)
+        .select("ts", "event_type", "buyer_id", "session_id", "product_id", "search_query")
+    )
+    return dg.MaterializeResult(
+        metadata={
+            **{k: dg.MetadataValue.int(v) for k, v in figures.items()},
+            "dagster/row_count": dg.MetadataValue.int(res.rows_valid),
+            "reject_share": dg.MetadataValue.float(round(res.reject_share, 6)),
+            "rejects_by_reason": dg.MetadataValue.md(
+                counts_to_markdown(res.rejects_by_reason, "reason")
+            ),
+            "rejects_by_file": dg.MetadataValue.md(counts_to_markdown(res.rejects_by_file, "file")),
+            "events_by_type": dg.MetadataValue.md(
+                counts_to_markdown(res.events_by_type, "event_type")
+            ),
+            "source_files": dg.MetadataValue.json(res.files),
+            "preview": dg.MetadataValue.md(frame_to_markdown(preview)),
+            "path": dg.MetadataValue.path(res.output_path),
+            "quarantine_path": dg.MetadataValue.path(res.quarantine_path),
+            "mlflow_run_id": run.run_id,
+        }
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=[raw_events, catalog],
+    kinds={"duckdb"},
+    description=(
+        "Every rejected row of every shop and day, with file, row, field and reason; "
+        "refreshes the DuckDB views (raw_events, products, collections, quarantine)."
+    ),
+)
+def quarantine(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MLflowResource
+) -> dg.MaterializeResult:
+    wh = warehouse.warehouse()
+    views = wh.refresh_views()
+    q = wh.read_quarantine()
+    by = q.group_by(["table", "shop_id", "reason"]).len().sort("len", descending=True)
+    with mlflow.run_for(context) as run:
+        run.log_metrics({"rows": q.height})
+        if by.height:
+            run.log_text(by.write_csv(), "quarantine_by_reason.csv")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(q.height),
+            "by_table_shop_reason": dg.MetadataValue.md(frame_to_markdown(by, 50)),
+            "duckdb_views": dg.MetadataValue.json(views),
+            "duckdb_path": dg.MetadataValue.path(str(wh.duckdb_path)),
+            "mlflow_run_id": run.run_id,
+        }
+    )

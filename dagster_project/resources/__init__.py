@@ -1,0 +1,108 @@
+"""Configurable resources: one per external system, local defaults, env-overridable."""
+
+import os
+
+import dagster as dg
+from pydantic import Field
+
+from simpersona.ingest.ingest import DEFAULT_MAX_REJECT_SHARE, HASH_KEY_ENV, load_hash_key
+from simpersona.lake import Lake
+from simpersona.tracking import DEFAULT_EXPERIMENT, Tracker
+from simpersona.warehouse import Warehouse
+
+DATA_DIR = os.environ.get("SIMPERSONA_DATA_DIR", "data")
+
+
+class LakeResource(dg.ConfigurableResource):
+    """The raw lake folder (Parquet/CSV, hive-partitioned by shop and date)."""
+
+    root: str = Field(default=f"{DATA_DIR}/lake", description="Folder of the raw lake.")
+
+    def lake(self) -> Lake:
+        return Lake.at(self.root)
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """Validated tables (one Parquet file per partition) and the DuckDB file with views."""
+
+    root: str = Field(default=f"{DATA_DIR}/warehouse", description="Folder of validated tables.")
+    duckdb_path: str = Field(
+        default=f"{DATA_DIR}/warehouse.duckdb", description="DuckDB file with views over them."
+    )
+
+    def warehouse(self) -> Warehouse:
+        return Warehouse.at(self.root, self.duckdb_path)
+
+
+class BuyerHashResource(dg.ConfigurableResource):
+    """Keyed hashing of buyer ids. The key comes from `key` (use dg.EnvVar), else
+    $SIMPERSONA_BUYER_HASH_KEY, else a random key kept in `key_file`."""
+
+    key: str | None = Field(default=None, description="Hash key (secret); prefer dg.EnvVar.")
+    key_file: str = Field(
+        default=f"{DATA_DIR}/.buyer_hash_key", description="Where a generated key is kept."
+    )
+
+    def hash_key(self) -> bytes:
+        return load_hash_key(self.key, self.key_file)
+
+
+class IngestSettings(dg.ConfigurableResource):
+    """Limits of ingestion."""
+
+    max_reject_share: float = Field(
+        default=DEFAULT_MAX_REJECT_SHARE,
+        description="Fail a partition when more than this share of its rows is rejected.",
+    )
+    session_gap_minutes: int = Field(
+        default=30, description="Inactivity gap that ends a session (for missing session ids)."
+    )
+
+
+class MLflowResource(dg.ConfigurableResource):
+    """MLflow tracking: every materialization logs a run tagged with the Dagster run id,
+    asset key and partition."""
+
+    tracking_uri: str = Field(default=f"sqlite:///{DATA_DIR}/mlflow.db", description="MLflow URI.")
+    artifact_root: str = Field(
+        default=f"{DATA_DIR}/mlartifacts", description="Artifact location of new experiments."
+    )
+    experiment: str = Field(default=DEFAULT_EXPERIMENT, description="MLflow experiment name.")
+
+    def tracker(self) -> Tracker:
+        return Tracker(self.tracking_uri, self.artifact_root, self.experiment)
+
+    def run_for(self, context: dg.AssetExecutionContext, extra_tags: dict | None = None):
+        """An MLflow run for this materialization (a context manager yielding TrackedRun)."""
+        tags = {
+            "dagster.run_id": context.run.run_id,
+            "dagster.asset_key": context.asset_key.to_user_string(),
+            "dagster.job": context.run.job_name,
+        }
+        if context.has_partition_key:
+            tags["dagster.partition"] = str(context.partition_key)
+        tags.update(extra_tags or {})
+        name = context.asset_key.to_user_string()
+        if context.has_partition_key:
+            name += f"[{context.partition_key}]"
+        return self.tracker().run(name, tags)
+
+
+def default_resources() -> dict[str, dg.ConfigurableResource]:
+    return {
+        "lake": LakeResource(),
+        "warehouse": WarehouseResource(),
+        "buyer_hash": BuyerHashResource(key=os.environ.get(HASH_KEY_ENV)),
+        "ingest_settings": IngestSettings(),
+        "mlflow": MLflowResource(),
+    }
+
+
+__all__ = [
+    "BuyerHashResource",
+    "IngestSettings",
+    "LakeResource",
+    "MLflowResource",
+    "WarehouseResource",
+    "default_resources",
+]

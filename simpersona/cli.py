@@ -1,0 +1,156 @@
+"""The `simpersona` command line.
+
+Library commands (generate, calibrate, import) call `simpersona` directly; pipeline
+commands (ingest, demo) run the Dagster assets in-process and are imported lazily, so the
+library itself stays free of Dagster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from simpersona.ingest.importers import import_command
+from simpersona.synth.cli import calibrate_command, generate_command
+
+app = typer.Typer(
+    name="simpersona",
+    help="Learn discrete buyer personas from raw clickstreams and simulate shoppers with them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+console = Console()
+
+app.command("generate", help="Generate synthetic shops with planted buyer types into the lake.")(
+    generate_command
+)
+app.command(
+    "calibrate", help="Compare generated and real logs side by side (realism figures)."
+)(calibrate_command)
+app.command("import", help="Import real logs (shopify-pixels, rees46, generic) into the lake.")(
+    import_command
+)
+
+DataDir = Annotated[
+    Path,
+    typer.Option("--data-dir", help="Root of the project's data (lake, warehouse, reports)."),
+]
+
+
+def _set_data_dir(data_dir: Path) -> None:
+    os.environ["SIMPERSONA_DATA_DIR"] = str(data_dir)
+
+
+@app.command("partitions")
+def partitions_command(
+    lake: Annotated[Path, typer.Option(help="Lake folder.")] = Path("data/lake"),
+) -> None:
+    """List the shops and days found in the lake."""
+    from simpersona.lake import Lake
+
+    lk = Lake.at(lake)
+    shops = lk.shops()
+    if not shops:
+        console.print(f"[yellow]no shops in {lake}[/]")
+        raise typer.Exit(1)
+    table = Table("shop", "days", "first", "last", "raw files")
+    for shop in shops:
+        days = lk.dates(shop)
+        n_files = sum(len(lk.raw_files(lk.events_dir(shop, d))) for d in days)
+        table.add_row(shop, str(len(days)), days[0] if days else "-", days[-1] if days else "-", str(n_files))
+    console.print(table)
+
+
+@app.command("ingest")
+def ingest_command(
+    data_dir: DataDir = Path("data"),
+    shop: Annotated[
+        list[str] | None, typer.Option("--shop", help="Only these shops (repeatable).")
+    ] = None,
+    max_reject_share: Annotated[
+        float, typer.Option(help="Fail a partition above this share of rejected rows.")
+    ] = 0.05,
+) -> None:
+    """Validate and load the lake into the warehouse through the Dagster assets (in-process;
+    runs are recorded in the Dagster instance under <data-dir>/dagster_home)."""
+    _set_data_dir(data_dir)
+    from dagster_project.resources import IngestSettings, default_resources
+    from dagster_project.run import dagster_instance, run_ingestion
+
+    resources = default_resources()
+    resources["ingest_settings"] = IngestSettings(max_reject_share=max_reject_share)
+    instance = dagster_instance(data_dir / "dagster_home")
+    with console.status("ingesting…") as status:
+        res = run_ingestion(
+            data_dir / "lake",
+            instance=instance,
+            shops=shop,
+            resources=resources,
+            on_partition=lambda s, d: status.update(f"ingested {s} {d or 'catalog'}"),
+        )
+    console.print_json(json.dumps(res.summary()))
+
+
+@app.command("quarantine")
+def quarantine_command(
+    data_dir: DataDir = Path("data"),
+    limit: Annotated[int, typer.Option(help="Rows of examples to show.")] = 10,
+) -> None:
+    """Show rejected rows by table, shop and reason, with examples."""
+    from simpersona.warehouse import Warehouse
+
+    wh = Warehouse.at(data_dir / "warehouse", data_dir / "warehouse.duckdb")
+    q = wh.read_quarantine()
+    if q.is_empty():
+        console.print("[green]quarantine is empty[/]")
+        return
+    by = q.group_by(["table", "shop_id", "reason", "field"]).len().sort("len", descending=True)
+    table = Table("table", "shop", "reason", "field", "rows")
+    for r in by.iter_rows():
+        table.add_row(*[str(x) for x in r])
+    console.print(table)
+    ex = Table("file", "row", "reason", "raw", title="examples")
+    for r in q.head(limit).iter_rows(named=True):
+        ex.add_row(str(r["source_file"]), str(r["source_row"]), r["reason"], r["raw"][:100])
+    console.print(ex)
+
+
+@app.command("demo")
+def demo_command(
+    data_dir: DataDir = Path("data"),
+    shops: Annotated[int, typer.Option(help="Generated shops.")] = 6,
+    buyers: Annotated[int, typer.Option(help="Generated buyers, all shops together.")] = 60_000,
+    seed: Annotated[int, typer.Option(help="Seed of everything.")] = 0,
+) -> None:
+    """Run every stage that exists end-to-end on generated data and write
+    <data-dir>/reports/latest/summary.json."""
+    _set_data_dir(data_dir)
+    from dagster_project.run import run_demo
+
+    summary, report_dir = run_demo(data_dir, n_shops=shops, n_buyers=buyers, seed=seed, console=console)
+    table = Table("figure", "value", title="SimPersona demo")
+    for k, v in summary.items():
+        table.add_row(k, f"{v:,}" if isinstance(v, int) else str(v))
+    console.print(table)
+    console.print(f"summary: [bold]{report_dir / 'summary.json'}[/]")
+    console.print(f"lake: {data_dir / 'lake'}   warehouse: {data_dir / 'warehouse.duckdb'}")
+    console.print(f"MLflow: sqlite:///{data_dir}/mlflow.db   Dagster UI: make ui")
+
+
+@app.command("version")
+def version_command() -> None:
+    """Print the version."""
+    from simpersona import __version__
+
+    console.print(__version__)
+
+
+if __name__ == "__main__":
+    app()
