@@ -138,8 +138,8 @@ def run_demo(
     summary = {
         "seed": seed,
         "generate_shops": n_shops,
-        "generate_buyers": gen.total_buyers,
-        "generate_events": gen.total_events,
+        "generate_buyers": gen.n_buyers,
+        "generate_events": gen.n_events,
         "generate_seconds": round(gen.seconds, 2),
         **ing.summary(),
     }
