@@ -1,0 +1,1 @@
+"""Buyer representations: enrichment, scalars, embeddings channels, transforms, strata, labels."""

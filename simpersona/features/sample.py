@@ -1,0 +1,94 @@
+"""Training sample (SPEC §5): training and evaluation shops disjoint; per training shop up to
+1,500 buyer–shop pairs, at most 300 per stratum, stratum E dropped; 85/15 train/validation."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+
+@dataclass
+class SampleConfig:
+    per_shop: int = 1_500
+    per_stratum: int = 300
+    drop_strata: tuple[str, ...] = ("E",)
+    val_fraction: float = 0.15
+    train_shops: list[str] | None = None  # explicit lists win over the seeded split
+    eval_shops: list[str] | None = None
+    eval_fraction: float = 0.5  # share of shops held out for evaluation in the seeded split
+    seed: int = 0
+
+
+@dataclass
+class ShopSplit:
+    train: list[str]
+    eval: list[str] = field(default_factory=list)
+
+
+def _rng(seed: int, *keys: str) -> np.random.Generator:
+    return np.random.default_rng([seed, *(zlib.crc32(k.encode()) for k in keys)])
+
+
+def split_shops(shops: Sequence[str], cfg: SampleConfig) -> ShopSplit:
+    """Disjoint training and evaluation shops: the configured lists, else a seeded split
+    (at least one shop on each side when there are two or more)."""
+    shops = sorted(set(shops))
+    if cfg.train_shops is not None or cfg.eval_shops is not None:
+        train = sorted(cfg.train_shops or [s for s in shops if s not in (cfg.eval_shops or [])])
+        evals = sorted(cfg.eval_shops or [s for s in shops if s not in train])
+        overlap = set(train) & set(evals)
+        if overlap:
+            raise ValueError(f"training and evaluation shops overlap: {sorted(overlap)}")
+        unknown = (set(train) | set(evals)) - set(shops)
+        if unknown:
+            raise ValueError(f"configured shops not in the data: {sorted(unknown)}")
+        return ShopSplit(train, evals)
+    if len(shops) < 2:
+        return ShopSplit(list(shops), [])
+    order = _rng(cfg.seed, "shops").permutation(len(shops))
+    n_eval = min(max(1, round(len(shops) * cfg.eval_fraction)), len(shops) - 1)
+    evals = sorted(shops[i] for i in order[:n_eval])
+    return ShopSplit(sorted(s for s in shops if s not in evals), evals)
+
+
+def training_sample(
+    buyers: pl.DataFrame, train_shops: Sequence[str], cfg: SampleConfig
+) -> pl.DataFrame:
+    """Sample buyer–shop pairs of the training shops.
+
+    `buyers`: shop_id, buyer_id, stratum (other columns are carried). Returns the sampled
+    rows with a `split` column ('train' | 'val'), deterministic for a seed whatever the input
+    row order.
+    """
+    out = []
+    for shop in sorted(train_shops):
+        rows = buyers.filter(
+            (pl.col("shop_id") == shop) & ~pl.col("stratum").is_in(list(cfg.drop_strata))
+        ).sort("buyer_id")
+        picked = []
+        for (stratum,), part in rows.group_by(["stratum"], maintain_order=True):
+            rng = _rng(cfg.seed, shop, str(stratum))
+            idx = rng.permutation(part.height)[: cfg.per_stratum]
+            picked.append(part[np.sort(idx)])
+        if not picked:
+            continue
+        shop_rows = pl.concat(picked).sort("buyer_id")
+        if shop_rows.height > cfg.per_shop:
+            idx = _rng(cfg.seed, shop, "cap").permutation(shop_rows.height)[: cfg.per_shop]
+            shop_rows = shop_rows[np.sort(idx)]
+        # validation: a seeded share within each stratum
+        split = np.full(shop_rows.height, "train", dtype=object)
+        strata = shop_rows["stratum"].to_numpy()
+        for s in np.unique(strata):
+            where = np.flatnonzero(strata == s)
+            n_val = int(round(where.size * cfg.val_fraction))
+            val = _rng(cfg.seed, shop, str(s), "val").permutation(where.size)[:n_val]
+            split[where[val]] = "val"
+        out.append(shop_rows.with_columns(pl.Series("split", split.tolist(), pl.String)))
+    if not out:
+        return buyers.head(0).with_columns(pl.lit(None, pl.String).alias("split"))
+    return pl.concat(out)
