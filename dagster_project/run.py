@@ -64,12 +64,17 @@ class IngestRun:
         }
 
 
+# In-process runs log to the console at WARNING; full logs stay in the instance (UI).
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 def _materialize(selection: list[str], instance, partition_key=None, resources=None):
     return dg.materialize(
         all_assets,
         selection=selection,
         partition_key=partition_key,
         instance=instance,
+        run_config=QUIET,
         resources=resources or default_resources(),
         raise_on_error=True,
     )
@@ -81,22 +86,27 @@ def run_ingestion(
     shops: Iterable[str] | None = None,
     resources: dict | None = None,
     on_partition: Callable[[str, str | None], None] | None = None,
+    progress: bool = False,
 ) -> IngestRun:
-    """Materialize `catalog` per shop, `raw_events` per shop-day, then `quarantine`."""
+    """Materialize `catalog` per shop, `raw_events` per shop-day, then `quarantine`.
+
+    `on_partition(shop, date)` is called after each (date None for a catalog); `progress`
+    shows a progress bar over all runs."""
     t0 = time.perf_counter()
     instance = instance or dagster_instance()
     lake = Lake.at(lake_root)
     register_partitions(instance, lake)
     wanted = set(shops) if shops else None
+    plan = {s: lake.dates(s) for s in lake.shops() if wanted is None or s in wanted}
+    bar = _progress_bar(sum(len(d) + 1 for d in plan.values()) + 1, "ingest", progress)
     out = IngestRun()
-    for shop in lake.shops():
-        if wanted is not None and shop not in wanted:
-            continue
+    for shop, dates in plan.items():
         _materialize(["catalog"], instance, shop, resources)
         out.catalogs += 1
+        bar.update(1)
         if on_partition:
             on_partition(shop, None)
-        for date in lake.dates(shop):
+        for date in dates:
             res = _materialize(["raw_events"], instance, shop_day_key(shop, date), resources)
             md = res.asset_materializations_for_node("raw_events")[0].metadata
             out.partitions += 1
@@ -106,11 +116,20 @@ def run_ingestion(
             out.rows_valid_by_shop[shop] = (
                 out.rows_valid_by_shop.get(shop, 0) + md["rows_valid"].value
             )
+            bar.update(1)
             if on_partition:
                 on_partition(shop, date)
     _materialize(["quarantine"], instance, None, resources)
+    bar.update(1)
+    bar.close()
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="run", disable=not enabled, leave=False)
 
 
 def run_demo(
@@ -132,9 +151,12 @@ def run_demo(
         lake_root,
         GeneratorConfig(n_shops=n_shops, n_buyers=n_buyers, seed=seed),
         ground_truth_path=data_dir / "ground_truth" / "planted_types.parquet",
+        progress=False,
     )
     say("[2/2] ingesting through the Dagster assets")
-    ing = run_ingestion(lake_root, instance=dagster_instance(data_dir / "dagster_home"))
+    ing = run_ingestion(
+        lake_root, instance=dagster_instance(data_dir / "dagster_home"), progress=True
+    )
     summary = {
         "seed": seed,
         "generate_shops": n_shops,

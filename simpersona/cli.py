@@ -31,9 +31,9 @@ console = Console()
 app.command("generate", help="Generate synthetic shops with planted buyer types into the lake.")(
     generate_command
 )
-app.command(
-    "calibrate", help="Compare generated and real logs side by side (realism figures)."
-)(calibrate_command)
+app.command("calibrate", help="Compare generated and real logs side by side (realism figures).")(
+    calibrate_command
+)
 app.command("import", help="Import real logs (shopify-pixels, rees46, generic) into the lake.")(
     import_command
 )
@@ -64,11 +64,13 @@ def partitions_command(
     for shop in shops:
         days = lk.dates(shop)
         n_files = sum(len(lk.raw_files(lk.events_dir(shop, d))) for d in days)
-        table.add_row(shop, str(len(days)), days[0] if days else "-", days[-1] if days else "-", str(n_files))
+        table.add_row(
+            shop, str(len(days)), days[0] if days else "-", days[-1] if days else "-", str(n_files)
+        )
     console.print(table)
 
 
-@app.command("ingest")
+@app.command("ingest", help="Validate the lake into the warehouse through the Dagster assets.")
 def ingest_command(
     data_dir: DataDir = Path("data"),
     shop: Annotated[
@@ -87,14 +89,9 @@ def ingest_command(
     resources = default_resources()
     resources["ingest_settings"] = IngestSettings(max_reject_share=max_reject_share)
     instance = dagster_instance(data_dir / "dagster_home")
-    with console.status("ingesting…") as status:
-        res = run_ingestion(
-            data_dir / "lake",
-            instance=instance,
-            shops=shop,
-            resources=resources,
-            on_partition=lambda s, d: status.update(f"ingested {s} {d or 'catalog'}"),
-        )
+    res = run_ingestion(
+        data_dir / "lake", instance=instance, shops=shop, resources=resources, progress=True
+    )
     console.print_json(json.dumps(res.summary()))
 
 
@@ -122,7 +119,7 @@ def quarantine_command(
     console.print(ex)
 
 
-@app.command("demo")
+@app.command("demo", help="Run every stage that exists end to end on generated data.")
 def demo_command(
     data_dir: DataDir = Path("data"),
     shops: Annotated[int, typer.Option(help="Generated shops.")] = 6,
@@ -134,12 +131,14 @@ def demo_command(
     _set_data_dir(data_dir)
     from dagster_project.run import run_demo
 
-    summary, report_dir = run_demo(data_dir, n_shops=shops, n_buyers=buyers, seed=seed, console=console)
+    summary, report_dir = run_demo(
+        data_dir, n_shops=shops, n_buyers=buyers, seed=seed, console=console
+    )
     table = Table("figure", "value", title="SimPersona demo")
     for k, v in summary.items():
         table.add_row(k, f"{v:,}" if isinstance(v, int) else str(v))
     console.print(table)
-    console.print(f"summary: [bold]{report_dir / 'summary.json'}[/]")
+    console.print(f"summary: [bold]{report_dir.parent / 'latest' / 'summary.json'}[/]")
     console.print(f"lake: {data_dir / 'lake'}   warehouse: {data_dir / 'warehouse.duckdb'}")
     console.print(f"MLflow: sqlite:///{data_dir}/mlflow.db   Dagster UI: make ui")
 
