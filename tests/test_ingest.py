@@ -39,13 +39,25 @@ BAD = [
     ("e10,s1,u1,,not-a-time,page_view,,,,,,,USD,/", "unparseable_timestamp", "ts"),
     ("e11,s1,u1,,2025-01-02T10:00:00Z,product_view,p1,,,,-3,,USD,/", "negative_price", "price"),
     ("e1,s1,u9,,2025-01-02T12:00:00Z,page_view,,,,,,,USD,/", "duplicate_event_id", "event_id"),
-    ("e12,s1,u1,,2025-01-02T10:00:00Z,product_view,p404,,,,,,USD,/", "product_not_in_catalog", "product_id"),
+    (
+        "e12,s1,u1,,2025-01-02T10:00:00Z,product_view,p404,,,,,,USD,/",
+        "product_not_in_catalog",
+        "product_id",
+    ),
     ("e13,s1,u1,,2025-01-02T10:00:00Z,product_view,,,,,,,USD,/", "missing_field", "product_id"),
     ("e14,s1,u1,,2025-01-03T10:00:00Z,page_view,,,,,,,USD,/", "timestamp_outside_partition", "ts"),
     ("e15,s2,u1,,2025-01-02T10:00:00Z,page_view,,,,,,,USD,/", "wrong_shop", "shop_id"),
-    ("e16,s1,u1,,2025-01-02T10:00:00Z,add_to_cart,p1,,,two,,,USD,/", "unparseable_number", "quantity"),
+    (
+        "e16,s1,u1,,2025-01-02T10:00:00Z,add_to_cart,p1,,,two,,,USD,/",
+        "unparseable_number",
+        "quantity",
+    ),
     (",s1,u1,,2025-01-02T10:00:00Z,page_view,,,,,,,USD,/", "missing_field", "event_id"),
-    ("e17,s1,u1,,2025-01-02T10:00:00Z,checkout_completed,,,,1,,-5,USD,/", "negative_price", "order_value"),
+    (
+        "e17,s1,u1,,2025-01-02T10:00:00Z,checkout_completed,,,,1,,-5,USD,/",
+        "negative_price",
+        "order_value",
+    ),
 ]
 
 
@@ -177,7 +189,15 @@ def test_parquet_input_with_typed_columns(tmp_path: Path) -> None:
 
 def test_timestamp_parsing() -> None:
     s = pl.DataFrame(
-        {"x": ["2025-02-23T00:00:01.750Z", "2019-10-01 00:00:04 UTC", "2025-01-01T10:00:00+02:00", "x", None]}
+        {
+            "x": [
+                "2025-02-23T00:00:01.750Z",
+                "2019-10-01 00:00:04 UTC",
+                "2025-01-01T10:00:00+02:00",
+                "x",
+                None,
+            ]
+        }
     ).select(parse_timestamp(pl.col("x")))["x"]
     assert s[0] == dt.datetime(2025, 2, 23, 0, 0, 1, 750000, tzinfo=dt.UTC)
     assert s[1] == dt.datetime(2019, 10, 1, 0, 0, 4, tzinfo=dt.UTC)
