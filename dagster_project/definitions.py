@@ -4,17 +4,31 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dagster_project.assets import ingest
-from dagster_project.jobs import catalog_job, events_job, quarantine_job
+from dagster_project.assets import features, ingest
+from dagster_project.jobs import (
+    catalog_job,
+    events_job,
+    features_fit_job,
+    features_shop_job,
+    quarantine_job,
+    vectors_job,
+)
 from dagster_project.resources import default_resources
 from dagster_project.schedules import nightly_ingest_schedule
 from dagster_project.sensors import lake_sensor
 
-all_assets = dg.load_assets_from_modules([ingest])
+all_assets = dg.load_assets_from_modules([ingest, features])
 
 defs = dg.Definitions(
     assets=all_assets,
-    jobs=[catalog_job, events_job, quarantine_job],
+    jobs=[
+        catalog_job,
+        events_job,
+        quarantine_job,
+        features_shop_job,
+        features_fit_job,
+        vectors_job,
+    ],
     schedules=[nightly_ingest_schedule],
     sensors=[lake_sensor],
     resources=default_resources(),

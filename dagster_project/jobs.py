@@ -22,3 +22,21 @@ quarantine_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("quarantine"),
     description="Roll up the quarantine and refresh the DuckDB views.",
 )
+
+features_shop_job = dg.define_asset_job(
+    "features_shop_job",
+    selection=dg.AssetSelection.assets("enriched_sessions", "product_embeddings", "buyer_features"),
+    description="Per shop: enriched sessions, product embeddings, raw buyer features.",
+)
+
+features_fit_job = dg.define_asset_job(
+    "features_fit_job",
+    selection=dg.AssetSelection.assets("training_sample", "feature_transform"),
+    description="Sample the training shops and fit the feature transform.",
+)
+
+vectors_job = dg.define_asset_job(
+    "vectors_job",
+    selection=dg.AssetSelection.assets("buyer_vectors"),
+    description="Per shop: 403-d buyer vectors with the current feature transform.",
+)

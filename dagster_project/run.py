@@ -146,17 +146,18 @@ def run_demo(
     data_dir = Path(data_dir)
     say = console.print if console is not None else print
     lake_root = data_dir / "lake"
-    say(f"[1/2] generating {n_shops} shops, {n_buyers:,} buyers into {lake_root}")
+    say(f"[1/3] generating {n_shops} shops, {n_buyers:,} buyers into {lake_root}")
     gen = generate_lake(
         lake_root,
         GeneratorConfig(n_shops=n_shops, n_buyers=n_buyers, seed=seed),
         ground_truth_path=data_dir / "ground_truth" / "planted_types.parquet",
         progress=False,
     )
-    say("[2/2] ingesting through the Dagster assets")
-    ing = run_ingestion(
-        lake_root, instance=dagster_instance(data_dir / "dagster_home"), progress=True
-    )
+    say("[2/3] ingesting through the Dagster assets")
+    instance = dagster_instance(data_dir / "dagster_home")
+    ing = run_ingestion(lake_root, instance=instance, progress=True)
+    say("[3/3] buyer representations: sessions, embeddings, features, transform, vectors")
+    feats = run_features(instance, shops=Lake.at(lake_root).shops(), progress=True)
     summary = {
         "seed": seed,
         "generate_shops": n_shops,
@@ -164,7 +165,75 @@ def run_demo(
         "generate_events": gen.n_events,
         "generate_seconds": round(gen.seconds, 2),
         **ing.summary(),
+        **feats.summary(),
     }
     report_dir = new_report_dir(data_dir / "reports")
     update_summary(report_dir, summary)
     return summary, report_dir
+
+
+@dataclass
+class FeaturesRun:
+    shops: int = 0
+    buyers: int = 0
+    strata: dict[str, int] = field(default_factory=dict)
+    sample_rows: int = 0
+    transform: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, float | int | str]:
+        n = sum(self.strata.values()) or 1
+        out: dict[str, float | int | str] = {
+            "features_shops": self.shops,
+            "features_buyers": self.buyers,
+            "training_sample_rows": self.sample_rows,
+            "features_seconds": round(self.seconds, 2),
+        }
+        out |= {f"stratum_{k}_share": round(v / n, 4) for k, v in sorted(self.strata.items())}
+        out |= self.transform
+        return out
+
+
+def run_features(
+    instance: dg.DagsterInstance,
+    shops: Iterable[str] | None = None,
+    resources: dict | None = None,
+    run_config: dict | None = None,
+    progress: bool = False,
+) -> FeaturesRun:
+    """Per shop enriched sessions, embeddings and buyer features; then the training sample
+    and feature transform; then per shop buyer vectors."""
+    t0 = time.perf_counter()
+    shops = sorted(shops or instance.get_dynamic_partitions(shop_partitions.name))
+    bar = _progress_bar(2 * len(shops) + 1, "features", progress)
+    out = FeaturesRun(shops=len(shops))
+    for shop in shops:
+        _materialize(
+            ["enriched_sessions", "product_embeddings", "buyer_features"], instance, shop, resources
+        )
+        bar.update(1)
+    res = dg.materialize(
+        all_assets,
+        selection=["training_sample", "feature_transform"],
+        instance=instance,
+        resources=resources or default_resources(),
+        run_config={**QUIET, **(run_config or {})},
+    )
+    bar.update(1)
+    md = res.asset_materializations_for_node("training_sample")[0].metadata
+    out.sample_rows = md["rows"].value
+    tmd = res.asset_materializations_for_node("feature_transform")[0].metadata
+    out.transform = {"transform_version": tmd["version"].value} | {
+        k: tmd[k].value for k in tmd if k.startswith("explained_variance_")
+    }
+    for shop in shops:
+        r = _materialize(["buyer_vectors"], instance, shop, resources)
+        vmd = r.asset_materializations_for_node("buyer_vectors")[0].metadata
+        n = vmd["buyers"].value
+        out.buyers += n
+        for k in ("A", "B", "C", "D", "E"):
+            out.strata[k] = out.strata.get(k, 0) + round(vmd[f"stratum_{k}_share"].value * n)
+        bar.update(1)
+    bar.close()
+    out.seconds = time.perf_counter() - t0
+    return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +39,36 @@ def atomic_write_parquet(df: pl.DataFrame, path: str | os.PathLike[str]) -> Path
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_parquet_chunks(chunks: Iterable[pl.DataFrame], path: str | os.PathLike[str]) -> int:
+    """Stream frames of one schema into one Parquet file, atomically; returns rows written.
+    Memory stays at one chunk, however large the file."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    writer = None
+    rows = 0
+    try:
+        for chunk in chunks:
+            table = chunk.to_arrow()
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+            writer.write_table(table)
+            rows += chunk.height
+        if writer is None:
+            raise ValueError(f"no rows to write to {path}")
+        writer.close()
+        os.replace(tmp, path)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return rows
 
 
 def atomic_write_text(text: str, path: str | os.PathLike[str]) -> Path:

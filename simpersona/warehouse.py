@@ -78,6 +78,21 @@ class Warehouse:
     def has_partition(self, table: str, shop_id: str, date: str | None = None) -> bool:
         return self.partition_path(table, shop_id, date).exists()
 
+    def shops_with(self, table: str) -> list[str]:
+        """Shops that have at least one materialized partition of `table`."""
+        base = self.root / table
+        if not base.is_dir():
+            return []
+        return sorted(
+            p.name.removeprefix("shop=")
+            for p in base.iterdir()
+            if p.is_dir() and p.name.startswith("shop=") and any(p.rglob("data.parquet"))
+        )
+
+    def table_path(self, table: str) -> Path:
+        """An unpartitioned table's file."""
+        return self.root / table / "data.parquet"
+
     def read_events(self, shop_id: str) -> pl.DataFrame:
         """All validated events of one shop, every day, ordered by time."""
         files = sorted((self.root / "raw_events" / f"shop={shop_id}").glob("date=*/data.parquet"))

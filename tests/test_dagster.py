@@ -16,7 +16,9 @@ import pytest
 from dagster_project.definitions import defs
 from dagster_project.partitions import day_partitions, shop_partitions
 from dagster_project.resources import (
+    ArtifactsResource,
     BuyerHashResource,
+    EmbeddingResource,
     IngestSettings,
     LakeResource,
     MLflowResource,
@@ -42,6 +44,8 @@ def resources_for(root: Path, max_reject_share: float = 0.05) -> dict:
         "mlflow": MLflowResource(
             tracking_uri=f"sqlite:///{root / 'mlflow.db'}", artifact_root=str(root / "mlartifacts")
         ),
+        "artifacts": ArtifactsResource(root=str(root / "artifacts")),
+        "embeddings": EmbeddingResource(cache_dir=str(root / "embedding_cache")),
     }
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from simpersona.features.enrich import enrich_sessions
 from simpersona.features.labels import class_weights, tercile_edges, to_bins
-from simpersona.features.sample import SampleConfig, split_shops, training_sample
+from simpersona.features.sample import SampleConfig, sample_training_pairs, split_shops
 from simpersona.features.scalars import SCALAR_NAMES, buyer_features
 from simpersona.features.transform import (
     INTENT_EPS,
@@ -309,7 +309,7 @@ def test_sample_caps_split_and_disjoint_shops() -> None:
     cfg = SampleConfig(seed=3)
     split = split_shops(buyers["shop_id"].unique().to_list(), cfg)
     assert not set(split.train) & set(split.eval) and len(split.train) == 2
-    sample = training_sample(buyers, split.train, cfg)
+    sample = sample_training_pairs(buyers, split.train, cfg)
     assert set(sample["shop_id"]) == set(split.train)
     assert "E" not in sample["stratum"].to_list()
     per = sample.group_by(["shop_id", "stratum"]).len()
@@ -318,7 +318,9 @@ def test_sample_caps_split_and_disjoint_shops() -> None:
     val_share = (sample["split"] == "val").mean()
     assert 0.13 < val_share < 0.17
     # deterministic, whatever the row order
-    again = training_sample(buyers.sample(fraction=1.0, shuffle=True, seed=1), split.train, cfg)
+    again = sample_training_pairs(
+        buyers.sample(fraction=1.0, shuffle=True, seed=1), split.train, cfg
+    )
     assert sample.sort("buyer_id").equals(again.sort("buyer_id"))
     with pytest.raises(ValueError, match="overlap"):
         split_shops(["a", "b"], SampleConfig(train_shops=["a"], eval_shops=["a", "b"]))

@@ -1,6 +1,7 @@
 """Configurable resources: one per external system, local defaults, env-overridable."""
 
 import os
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
@@ -88,6 +89,61 @@ class MLflowResource(dg.ConfigurableResource):
         return self.tracker().run(name, tags)
 
 
+class ArtifactsResource(dg.ConfigurableResource):
+    """Where models and fitted artifacts live (versioned folders)."""
+
+    root: str = Field(default=f"{DATA_DIR}/artifacts", description="Artifacts folder.")
+
+    def path(self, *parts: str) -> Path:
+        return Path(self.root, *parts)
+
+
+_EMBEDDERS: dict[tuple, object] = {}
+
+
+class EmbeddingResource(dg.ConfigurableResource):
+    """The product-title text embedder (sentence-transformers, offline) and its cache."""
+
+    model: str = Field(
+        default="all-MiniLM-L6-v2",
+        description="'all-MiniLM-L6-v2' (packaged, offline) or a local sentence-transformers "
+        "directory (the paper used a 768-d model).",
+    )
+    device: str = Field(default="cpu", description="cpu or cuda.")
+    batch_size: int = Field(default=64, description="Titles per forward pass.")
+    cache_dir: str = Field(
+        default=f"{DATA_DIR}/artifacts/embedding_cache", description="Embedding cache folder."
+    )
+    num_threads: int | None = Field(
+        default=None,
+        description="torch CPU threads (1 is fastest when several shops embed in parallel).",
+    )
+
+    def config(self):
+        from simpersona.embeddings import EmbeddingConfig
+
+        return EmbeddingConfig(
+            model=self.model,
+            device=self.device,
+            batch_size=self.batch_size,
+            cache_dir=self.cache_dir,
+        )
+
+    def embedder(self):
+        """The loaded model, once per process."""
+        from simpersona.embeddings import load_embedder
+
+        key = (self.model, self.device, self.batch_size)
+        if key not in _EMBEDDERS:
+            _EMBEDDERS[key] = load_embedder(self.config())
+        return _EMBEDDERS[key]
+
+    def cache(self):
+        from simpersona.embeddings import EmbeddingCache
+
+        return EmbeddingCache(self.cache_dir)
+
+
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     return {
         "lake": LakeResource(),
@@ -95,10 +151,14 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "buyer_hash": BuyerHashResource(key=os.environ.get(HASH_KEY_ENV)),
         "ingest_settings": IngestSettings(),
         "mlflow": MLflowResource(),
+        "artifacts": ArtifactsResource(),
+        "embeddings": EmbeddingResource(),
     }
 
 
 __all__ = [
+    "ArtifactsResource",
+    "EmbeddingResource",
     "BuyerHashResource",
     "IngestSettings",
     "LakeResource",

@@ -55,7 +55,7 @@ def split_shops(shops: Sequence[str], cfg: SampleConfig) -> ShopSplit:
     return ShopSplit(sorted(s for s in shops if s not in evals), evals)
 
 
-def training_sample(
+def sample_training_pairs(
     buyers: pl.DataFrame, train_shops: Sequence[str], cfg: SampleConfig
 ) -> pl.DataFrame:
     """Sample buyer–shop pairs of the training shops.
