@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 TORCH_WHEEL := $(firstword $(wildcard /opt/wheels/torch-2.13.0+cpu-cp311-cp311-*.whl))
 TORCH_SPEC := $(if $(TORCH_WHEEL),$(TORCH_WHEEL),torch==2.13.0)
 UI_PORT ?= 3000
+# The Dagster instance the CLI and demo record their runs in, so the UI shows them.
+UI_HOME := $(or $(DAGSTER_HOME),$(CURDIR)/data/dagster_home)
 
 .PHONY: setup demo test ui lint format bench clean chromium validate
 
@@ -41,7 +43,8 @@ validate: setup
 	$(BIN)/dagster definitions validate -w workspace.yaml
 
 ui: setup
-	env --default-signal=INT $(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w workspace.yaml
+	@mkdir -p "$(UI_HOME)"
+	env --default-signal=INT DAGSTER_HOME="$(UI_HOME)" $(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w workspace.yaml
 
 lint: setup
 	$(BIN)/ruff check simpersona dagster_project tests benchmarks
