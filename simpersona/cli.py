@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from simpersona.ingest.importers import import_command
+from simpersona.store.cli import storefront_command
 from simpersona.synth.cli import calibrate_command, generate_command
 
 app = typer.Typer(
@@ -36,6 +37,10 @@ app.command("calibrate", help="Compare generated and real logs side by side (rea
 )
 app.command("import", help="Import real logs (shopify-pixels, rees46, generic) into the lake.")(
     import_command
+)
+
+app.command("storefront", help="Serve the storefront and log visits into the lake.")(
+    storefront_command
 )
 
 DataDir = Annotated[
