@@ -236,3 +236,15 @@ def test_session_crossing_midnight_keeps_id() -> None:
     assert sid["a"] == "u-old"  # continues yesterday's session (20 min gap)
     assert sid["b"] not in ("u-old", sid["a"])  # 2 h later: a new session
     assert sid["c"] != "v-old"  # 3 h gap: new session
+
+
+def test_ground_truth_joins_after_deidentify_frame(tmp_path: Path) -> None:
+    from simpersona.ingest.ingest import deidentify_frame
+
+    lake, wh = make_lake(tmp_path, GOOD)
+    ingest_catalog(lake, wh, "s1", max_reject_share=1.0)
+    ingest_events(lake, wh, "s1", "2025-01-02", KEY)
+    truth = pl.DataFrame({"shop_id": ["s1"] * 3, "buyer_id": ["u1", "u2", "u3"], "t": [1, 2, 3]})
+    ev = wh.read_partition("raw_events", "s1", "2025-01-02")
+    joined = ev.join(deidentify_frame(truth, KEY), on=["shop_id", "buyer_id"], how="inner")
+    assert joined.height == ev.height and set(joined["t"]) == {1, 2, 3}

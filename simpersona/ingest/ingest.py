@@ -56,6 +56,12 @@ def deidentify(buyer_ids: pl.Series, key: bytes) -> pl.Series:
     return buyer_ids.replace_strict(mapping, default=None, return_dtype=pl.String)
 
 
+def deidentify_frame(df: pl.DataFrame, key: bytes, column: str = "buyer_id") -> pl.DataFrame:
+    """`df` with `column` replaced by the same keyed hash ingestion applies — e.g. to join the
+    generator's planted ground truth (raw ids) to warehouse tables (hashed ids)."""
+    return df.with_columns(deidentify(df[column].cast(pl.String), key).alias(column))
+
+
 # ---- reading raw files -----------------------------------------------------------------
 def read_raw_files(files: list[Path]) -> pl.DataFrame:
     """Read raw Parquet/CSV files with DuckDB (CSV as text, so nothing is coerced away),
