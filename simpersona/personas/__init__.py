@@ -1,0 +1,48 @@
+"""Discrete buyer personas (SPEC §6–8): the behaviour-aware VQ-VAE, its training loop and
+token assignment. Names are imported lazily, so `import simpersona.personas.<module>` of a
+torch-free sibling does not pay for importing torch.
+
+    from simpersona.personas import VQVAEConfig, train_vqvae, assign_tokens, VQVAE
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "VQVAEConfig": "config",
+    "GATE3_FEATURES": "config",
+    "VQVAE": "vqvae",
+    "EMACodebook": "vqvae",
+    "VQOutput": "vqvae",
+    "train_vqvae": "train",
+    "TrainResult": "train",
+    "evaluate": "train",
+    "perplexity": "train",
+    "assign_tokens": "assign",
+    "iter_assign_tokens": "assign",
+    "iter_parquet_vectors": "assign",
+    "encode": "assign",
+    "funnel_signature": "contrastive",
+    "signature_from_strata": "contrastive",
+    "positive_mask": "contrastive",
+    "info_nce": "contrastive",
+    "recon_loss": "losses",
+    "total_loss": "losses",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
+
+def load_model(path: str) -> Any:
+    """A saved VQ-VAE (`VQVAE.save`), on CPU, in eval mode."""
+    from simpersona.personas.vqvae import VQVAE
+
+    return VQVAE.load(path)

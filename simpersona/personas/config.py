@@ -1,0 +1,95 @@
+"""VQ-VAE hyperparameters (SPEC §6; paper §2.2, App. C, D). Defaults are the paper's values
+where it gives one; the rest (dropout, σ of the reset noise, optimiser, epochs, batch size)
+are ours and say so."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from simpersona.features.scalars import SCALAR_NAMES
+
+# Behavioural features of contrastive gate 3 (SPEC §6: product views, search sessions,
+# collection views, session duration), as indices into the 16 scalars.
+GATE3_FEATURES: tuple[str, ...] = (
+    "total_product_views",
+    "search_sessions",
+    "collection_view_sessions",
+    "total_duration_s",
+)
+GATE3_INDICES: tuple[int, ...] = tuple(SCALAR_NAMES.index(n) for n in GATE3_FEATURES)
+
+
+@dataclass
+class VQVAEConfig:
+    # --- architecture (App. C) ---
+    input_dim: int = 403
+    hidden_dims: tuple[int, ...] = (256, 128)  # encoder 403 → 256 → 128 → 96, decoder mirrored
+    latent_dim: int = 96
+    dropout: float = 0.1  # ours: the paper names Dropout blocks but no p
+    # --- codebook (App. C, Eq. 7–8) ---
+    codebook_size: int = 256  # K
+    ema_decay: float = 0.9  # γ: e_k ← γ·e_k + (1 − γ)·mean of the batch's z_e assigned to k
+    usage_decay: float = 0.9  # decay of the EMA of usage counts n̂_k (ours: the paper's γ)
+    dead_alpha: float = 0.1  # α: dead when n̂_k < α·mean_j n̂_j
+    dead_check_every: int = 50  # steps between dead-code checks
+    dead_warmup_steps: int = 100  # no check before this many steps
+    reset_noise_std: float = 0.01  # ours: σ of the Gaussian noise added to a reset code
+    # --- loss weights (Eq. 2, App. C) ---
+    lambda_recon: float = 0.3  # λr
+    beta: float = 0.75  # β, commitment
+    lambda_con: float = 0.15  # λc, contrastive
+    lambda_aux: float = 0.5  # λa, the three auxiliary heads
+    # --- reconstruction (§2.2) ---
+    mask_loss: Literal["bce", "none"] = "bce"  # ours: BCE on the 3 mask dims as a 5th group
+    # --- contrastive (§2.2, App. D) ---
+    tau: float = 0.1  # InfoNCE temperature
+    top_m: int = 10  # gate 2: top-M by product-embedding cosine
+    top_f: int = 3  # gate 3: top-F by behavioural Euclidean distance (M > F)
+    signature_source: Literal["masks", "given"] = "masks"  # gate 1: see contrastive.py
+    # --- optimisation (ours) ---
+    batch_size: int = 512
+    epochs: int = 40
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # max gradient norm; 0 disables
+    seed: int = 0
+    device: str = "cpu"  # "cpu", "cuda" (used when available, else CPU with a warning), "auto"
+    # torch intra-op threads while training; None keeps torch's setting. 1 by default: the
+    # per-step ops are small (batch × ≤ 403 × 256), and on 2 shared cores 2 threads ran a
+    # step up to 20× slower than 1 whenever another process held a core (OpenMP barriers).
+    num_threads: int | None = 1
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form provenance, saved along
+
+    def __post_init__(self) -> None:
+        self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
+        if not 0.0 <= self.ema_decay < 1.0 or not 0.0 <= self.usage_decay < 1.0:
+            raise ValueError("EMA decays must lie in [0, 1)")
+        if self.top_m < self.top_f or self.top_f < 1:
+            raise ValueError(f"need top_m ≥ top_f ≥ 1, got M={self.top_m}, F={self.top_f}")
+        if self.mask_loss not in ("bce", "none"):
+            raise ValueError(f"mask_loss must be 'bce' or 'none', got {self.mask_loss!r}")
+        if self.signature_source not in ("masks", "given"):
+            raise ValueError("signature_source must be 'masks' or 'given'")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["hidden_dims"] = list(self.hidden_dims)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> VQVAEConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown VQVAEConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+    def save_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load_json(cls, path: str | Path) -> VQVAEConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
