@@ -5,9 +5,22 @@ from __future__ import annotations
 
 from typing import Final
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
-from simpersona.features.enrich import session_table, with_catalog_prices
+from simpersona.features.enrich import (
+    BUYER_KEYS,
+    SESSION_COLUMNS,
+    catalog_prices,
+    dense_codes,
+    event_codes,
+    fast_sessions,
+    group_codes,
+    is_constant,
+    session_table,
+)
+from simpersona.schema import EVENT_TYPES
 
 # Order of the 16 scalars in the buyer vector, with their transform group.
 SCALARS: Final[tuple[tuple[str, str], ...]] = (
@@ -33,8 +46,6 @@ CHANNELS: Final[tuple[str, ...]] = ("viewed", "carted", "purchased")
 STRATA: Final[tuple[str, ...]] = ("A", "B", "C", "D", "E")
 RATE_ALPHA: Final[float] = 1.0  # Laplace prior of the funnel rates (SPEC §2: α = β = 1)
 RATE_BETA: Final[float] = 1.0
-
-BUYER_KEYS = ["shop_id", "buyer_id"]
 
 
 def _smoothed(n: str) -> pl.Expr:
@@ -68,6 +79,11 @@ def buyer_scalars_from_sessions(sessions: pl.LazyFrame) -> pl.LazyFrame:
         pl.col("n_checkout_completed").sum().cast(pl.Int64).alias("orders"),
         pl.col("n_events").sum().cast(pl.Int64).alias("events"),
     )
+    return _derived(buyers)
+
+
+def _derived(buyers: pl.LazyFrame) -> pl.LazyFrame:
+    """Rates, intent, average order value, stratum and label inputs from the buyer sums."""
     s_atc, s_co, s_pur = (
         pl.col("atc_sessions"),
         pl.col("checkout_sessions"),
@@ -116,59 +132,227 @@ def stratum_expr() -> pl.Expr:
     )
 
 
-def channel_products(events: pl.LazyFrame) -> pl.LazyFrame:
-    """Distinct products per buyer for each embedding channel: viewed, carted, purchased.
-
-    Purchased: the product of a completed order when the source names one; otherwise the
-    products carted in the session of the order.
-    """
-    et = pl.col("event_type")
-    pid = pl.col("product_id")
-    viewed = events.filter((et == "product_view") & pid.is_not_null()).select(
-        *BUYER_KEYS, "product_id", pl.lit("viewed").alias("channel")
-    )
-    carted = events.filter((et == "add_to_cart") & pid.is_not_null()).select(
-        *BUYER_KEYS, "session_id", "product_id"
-    )
-    orders = events.filter(et == "checkout_completed").select(
-        *BUYER_KEYS, "session_id", "product_id"
-    )
-    named = orders.filter(pid.is_not_null())
-    unnamed_sessions = (
-        orders.group_by(*BUYER_KEYS, "session_id")
-        .agg(pid.is_not_null().any().alias("__named"))
-        .filter(~pl.col("__named"))
-        .drop("__named")
-    )
-    bought_from_cart = carted.join(unnamed_sessions, on=[*BUYER_KEYS, "session_id"], how="semi")
-    purchased = pl.concat([named, bought_from_cart]).select(
-        *BUYER_KEYS, "product_id", pl.lit("purchased").alias("channel")
-    )
-    carted = carted.select(*BUYER_KEYS, "product_id", pl.lit("carted").alias("channel"))
-    return pl.concat([viewed, carted, purchased]).unique(maintain_order=False)
+def buyer_features_from_sessions(sessions: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
+    """Per buyer–shop pair, from session records (`session_table` or `enrich_sessions`): the
+    16 raw scalars, helper counts, stratum, s_pur, exploration sessions, and the sorted
+    distinct products of each embedding channel."""
+    cols = [*BUYER_KEYS, *_SESSION_NUMBERS, *(f"{c}_products" for c in CHANNELS)]
+    frame = sessions.lazy().select(cols).collect()
+    grouped = group_codes(frame, BUYER_KEYS) if frame.height else None
+    fast = None
+    if grouped is not None:
+        buyer_of_session, first = grouped
+        fast = _buyer_table(frame, buyer_of_session, frame.select(BUYER_KEYS)[first])
+    if fast is None:
+        return _buyer_features_polars(frame.lazy())
+    buyers, rank, n_buyers = fast
+    lists = []
+    for c in CHANNELS:
+        items = pl.DataFrame({"rank": rank, "p": frame[f"{c}_products"]}).explode(
+            "p", empty_as_null=False, keep_nulls=False
+        )
+        code, names = dense_codes(items["p"])
+        keep = code >= 0
+        item_rank = items["rank"].to_numpy()[keep]
+        lists.append(channel_lists(item_rank, code[keep], names, n_buyers, f"{c}_products"))
+    return buyers.hstack(lists)
 
 
 def buyer_features(
     events: pl.LazyFrame | pl.DataFrame, products: pl.LazyFrame | pl.DataFrame | None = None
 ) -> pl.DataFrame:
-    """Per buyer–shop pair: the 16 raw scalars, helper counts, stratum, s_pur, exploration
-    sessions, and the product lists of the three embedding channels."""
-    ev = events.lazy()
-    prods = products.lazy() if products is not None else None
-    ev = with_catalog_prices(ev, prods)
-    scalars = buyer_scalars_from_sessions(session_table(ev))
-    lists = (
-        channel_products(ev)
-        .group_by(BUYER_KEYS)
-        .agg(
-            *[
-                pl.col("product_id").filter(pl.col("channel") == c).sort().alias(f"{c}_products")
-                for c in CHANNELS
-            ]
-        )
+    """Per buyer–shop pair straight from events: the frame of
+    `buyer_features_from_sessions(session_table(events, products))`, computed without the
+    per-session product lists. Low-cardinality columns (event_type, product_id) may come as
+    Categorical, which is faster; the product lists are strings either way."""
+    frame = events.lazy().select(SESSION_COLUMNS).collect()
+    event_code = event_codes(frame)
+    if products is not None:
+        frame = _fill_catalog_prices(frame, event_code, products.lazy())
+    fs = fast_sessions(frame, event_code)
+    fast = None
+    if fs is not None:
+        keys = frame.select(BUYER_KEYS)[fs.buyer_first_row]
+        fast = _buyer_table(fs.numbers, fs.buyer_of_session, keys)
+    if fast is None or fs is None:
+        return buyer_features_from_sessions(session_table(frame.lazy()))
+    buyers, rank, n_buyers = fast
+    session_of_row = fs.session_of_row
+    # Product codes only for the rows that feed a channel.
+    kinds = [EVENT_TYPES.index(t) for t in ("product_view", "add_to_cart", "checkout_completed")]
+    relevant = np.flatnonzero(np.isin(event_code, kinds))
+    pcode, names = dense_codes(frame["product_id"].gather(relevant))
+    rows, codes = {}, {}
+    for k in kinds:
+        pick = (event_code[relevant] == k) & (pcode >= 0)
+        rows[k], codes[k] = relevant[pick], pcode[pick]
+    viewed, carted, named = (rows[k] for k in kinds)
+    # Purchased: the products a completed order names; a session whose orders name none
+    # bought its cart.
+    named_in = np.bincount(session_of_row[named], minlength=fs.numbers.height)
+    unnamed = (fs.numbers["n_checkout_completed"].to_numpy() > 0) & (named_in == 0)
+    bought = unnamed[session_of_row[carted]]
+    items = {
+        "viewed": (viewed, codes[kinds[0]]),
+        "carted": (carted, codes[kinds[1]]),
+        "purchased": (
+            np.concatenate([named, carted[bought]]),
+            np.concatenate([codes[kinds[2]], codes[kinds[1]][bought]]),
+        ),
+    }
+    lists = [
+        channel_lists(rank[session_of_row[r]], code, names, n_buyers, f"{c}_products")
+        for c, (r, code) in items.items()
+    ]
+    return buyers.hstack(lists)
+
+
+# ---- fast path ----------------------------------------------------------------------------
+# Dense integer buyer ids and numpy sums instead of a string group-by (see enrich.py).
+_SESSION_NUMBERS = [
+    "start",
+    "duration_s",
+    "n_events",
+    "n_product_views",
+    "n_collection_views",
+    "n_searches",
+    "n_add_to_cart",
+    "n_checkout_started",
+    "n_checkout_completed",
+    "cart_value",
+    "order_value",
+]
+
+
+def _fill_catalog_prices(
+    frame: pl.DataFrame, event_code: np.ndarray, products: pl.LazyFrame
+) -> pl.DataFrame:
+    """`with_catalog_prices` for the rows whose price matters (add-to-carts without one)."""
+    idx = np.flatnonzero(event_code == EVENT_TYPES.index("add_to_cart"))
+    if idx.size:
+        sub = frame.select("price", "product_id")[idx]
+        missing = (sub["price"].is_null() & sub["product_id"].is_not_null()).to_numpy()
+        idx = idx[missing]
+    if idx.size == 0:
+        return frame
+    need = frame.select("shop_id", pl.col("product_id").cast(pl.String))[idx]
+    prices = catalog_prices(products.with_columns(pl.col("product_id").cast(pl.String)))
+    found = need.join(
+        prices.collect(), on=["shop_id", "product_id"], how="left", maintain_order="left"
+    ).get_column("__catalog_price")
+    catalog = np.zeros(frame.height, dtype=np.float64)
+    use = np.zeros(frame.height, dtype=bool)
+    catalog[idx] = found.cast(pl.Float64).fill_null(0.0).to_numpy()
+    use[idx] = found.is_not_null().to_numpy()
+    price = pl.when(pl.Series(use)).then(pl.Series(catalog)).otherwise(pl.col("price"))
+    return frame.with_columns(price.cast(frame.schema["price"]).alias("price"))
+
+
+def _buyer_table(
+    sessions: pl.DataFrame, buyer_of_session: np.ndarray, keys: pl.DataFrame
+) -> tuple[pl.DataFrame, np.ndarray, int] | None:
+    """The scalar part of `buyer_features_from_sessions` with numpy sums over dense buyer ids.
+
+    `sessions`: the `_SESSION_NUMBERS` columns; `buyer_of_session`: dense buyer id of each
+    session; `keys`: shop_id and buyer_id of each buyer id. Returns the buyer frame sorted
+    by shop and buyer, the row of each session's buyer in it, and the number of buyers."""
+    if sessions.height == 0 or sessions["start"].null_count():
+        return None
+    nb = keys.height
+    sort_keys = [k for k in BUYER_KEYS if not is_constant(keys[k])] or BUYER_KEYS
+    order = keys.select(pl.arg_sort_by(sort_keys)).to_series().to_numpy()
+    rank_of_id = np.empty(nb, dtype=np.int64)
+    rank_of_id[order] = np.arange(nb)
+    rank = rank_of_id[buyer_of_session]
+
+    def col(name: str) -> np.ndarray:
+        return sessions[name].to_numpy()
+
+    def count(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(rank[mask], minlength=nb).astype(np.int64)
+
+    def total(values: np.ndarray) -> np.ndarray:
+        return np.bincount(rank, weights=values.astype(np.float64), minlength=nb)
+
+    has = {c: col(c) > 0 for c in _SESSION_NUMBERS if c.startswith("n_") and c != "n_events"}
+    checkout = has["n_checkout_started"] | has["n_checkout_completed"]
+    atc = has["n_add_to_cart"]
+    day = _day_numbers(sessions["start"])
+    day -= day.min()
+    buyer_days = _distinct(rank * (int(day.max()) + 1) + day) // (int(day.max()) + 1)
+    atc_n = count(atc)
+    cart_sum = np.bincount(rank[atc], weights=col("cart_value")[atc], minlength=nb)
+    sums = {
+        "sessions": np.bincount(rank, minlength=nb).astype(np.int64),
+        "active_days": np.bincount(buyer_days, minlength=nb).astype(np.int64),
+        "product_view_sessions": count(has["n_product_views"]),
+        "atc_sessions": atc_n,
+        "checkout_sessions": count(checkout),
+        "search_sessions": count(has["n_searches"]),
+        "collection_view_sessions": count(has["n_collection_views"]),
+        "purchase_sessions": count(has["n_checkout_completed"]),
+        "total_duration_s": total(col("duration_s")),
+        "total_product_views": _int_total(rank, col("n_product_views"), nb),
+        "browse_only_sessions": count(~atc & ~checkout),
+        "avg_cart_value": np.where(atc_n > 0, cart_sum / np.maximum(atc_n, 1), 0.0),
+        "__order_total": total(col("order_value")),
+        "orders": _int_total(rank, col("n_checkout_completed"), nb),
+        "events": _int_total(rank, col("n_events"), nb),
+    }
+    frame = keys[order].hstack(
+        [
+            pl.Series(k, v, dtype=pl.Int64 if v.dtype.kind in "iu" else pl.Float64)
+            for k, v in sums.items()
+        ]
     )
-    empty = pl.lit([], dtype=pl.List(pl.String))
-    out = scalars.join(lists, on=BUYER_KEYS, how="left").with_columns(
-        [pl.col(f"{c}_products").fill_null(empty) for c in CHANNELS]
+    return _derived(frame.lazy()).collect(), rank, nb
+
+
+def _day_numbers(start: pl.Series) -> np.ndarray:
+    """`start.dt.date()` as day numbers (integer division when the zone is UTC or none)."""
+    dtype = start.dtype
+    per_day = {"us": 86_400_000_000, "ns": 86_400_000_000_000, "ms": 86_400_000}
+    if isinstance(dtype, pl.Datetime) and dtype.time_zone in (None, "UTC", "Etc/UTC"):
+        return start.to_physical().to_numpy() // per_day[dtype.time_unit]
+    return start.dt.date().to_physical().cast(pl.Int64).to_numpy()
+
+
+def _int_total(rank: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros(n, dtype=np.int64)
+    np.add.at(out, rank, values.astype(np.int64))
+    return out
+
+
+def channel_lists(
+    rank: np.ndarray, code: np.ndarray, names: pl.Series, n_buyers: int, name: str
+) -> pl.Series:
+    """Sorted distinct products per buyer as a List(String) column of `n_buyers` rows, from
+    items (buyer row, product code into the sorted `names`); buyers without any get []."""
+    n_names = max(len(names), 1)
+    pairs = _distinct(rank.astype(np.int64) * n_names + code)
+    owner = pairs // n_names
+    offsets = np.zeros(n_buyers + 1, dtype=np.int64)
+    np.cumsum(np.bincount(owner, minlength=n_buyers), out=offsets[1:])
+    values = names.gather(pairs % n_names).to_arrow(compat_level=pl.CompatLevel.newest())
+    return pl.Series(name, pa.LargeListArray.from_arrays(pa.array(offsets), values))
+
+
+def _distinct(x: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (np.unique without its slow hash path)."""
+    x = np.sort(x)
+    if x.size:
+        keep = np.empty(x.size, dtype=bool)
+        keep[0] = True
+        np.not_equal(x[1:], x[:-1], out=keep[1:])
+        x = x[keep]
+    return x
+
+
+def _buyer_features_polars(sessions: pl.LazyFrame) -> pl.DataFrame:
+    """Reference implementation of `buyer_features_from_sessions` (string group-by)."""
+    scalars = buyer_scalars_from_sessions(sessions)
+    lists = sessions.group_by(BUYER_KEYS).agg(
+        pl.col(f"{c}_products").flatten().drop_nulls().unique().sort().alias(f"{c}_products")
+        for c in CHANNELS
     )
-    return out.sort(BUYER_KEYS).collect()
+    return scalars.join(lists, on=BUYER_KEYS, how="left").sort(BUYER_KEYS).collect()

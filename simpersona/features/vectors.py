@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,25 +58,42 @@ class ProductEmbeddings:
         return int(self.matrix.shape[1])
 
 
+def averaging_matrix(
+    product_lists: pl.Series, emb: ProductEmbeddings, dtype: type = np.float32
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """(n, n_products) sparse matrix whose row i averages buyer i's products (one list per
+    buyer) and the (n,) observed mask; products without an embedding are skipped, so a
+    buyer none of whose products has one is unobserved (an all-zero row)."""
+    n = len(product_lists)
+    items = pl.DataFrame(
+        {"row": np.arange(n, dtype=np.int64), "p": product_lists.cast(pl.List(pl.String))}
+    ).explode("p", empty_as_null=False, keep_nulls=False)
+    ids = list(emb.index)
+    col = (
+        items["p"]
+        .cast(pl.Enum(ids) if ids else pl.Enum(["-"]), strict=False)
+        .to_physical()
+        .cast(pl.Int64)
+        .fill_null(-1)
+        .to_numpy()
+    )
+    lookup = np.fromiter(emb.index.values(), dtype=np.int64, count=len(ids))
+    keep = col >= 0
+    rows, cols = items["row"].to_numpy()[keep], lookup[col[keep]]
+    counts = np.bincount(rows, minlength=n).astype(dtype)
+    observed = counts > 0
+    weights = (1.0 / counts[rows]).astype(dtype)
+    avg = sp.csr_matrix((weights, (rows, cols)), shape=(n, emb.matrix.shape[0]))
+    return avg, observed
+
+
 def channel_means(
     product_lists: pl.Series, emb: ProductEmbeddings
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean embedding of each buyer's products (one list per buyer), as a sparse averaging
     matrix times the embedding matrix. Returns (n, D) means and the (n,) observed mask;
     unobserved rows are zero. Products without an embedding are skipped."""
-    n = len(product_lists)
-    lengths = product_lists.list.len().fill_null(0).to_numpy()
-    flat = product_lists.explode(empty_as_null=False).to_list() if n else []
-    rows = np.repeat(np.arange(n), lengths)
-    cols = np.fromiter(
-        (emb.index.get(p, -1) if p is not None else -1 for p in flat), np.int64, len(flat)
-    )
-    keep = cols >= 0
-    rows, cols = rows[keep], cols[keep]
-    counts = np.bincount(rows, minlength=n).astype(np.float32)
-    observed = counts > 0
-    weights = 1.0 / counts[rows]
-    avg = sp.csr_matrix((weights, (rows, cols)), shape=(n, emb.matrix.shape[0]))
+    avg, observed = averaging_matrix(product_lists, emb)
     return np.asarray(avg @ emb.matrix, dtype=np.float32), observed
 
 
@@ -142,18 +160,33 @@ def vector_matrix(
     features: pl.DataFrame, emb: ProductEmbeddings, transform: FeatureTransform
 ) -> np.ndarray:
     """(n, 403) float32 buyer vectors of one shop's buyers."""
+    return _vector_matrix(features, emb, transform, _projections(emb, transform))
+
+
+def _projections(emb: ProductEmbeddings, transform: FeatureTransform) -> dict[str, np.ndarray]:
+    """Each product's channel transform, per channel: (n_products, 128)."""
     if emb.dim != transform.embedding_dim:
         raise ValueError(
             f"embeddings are {emb.dim}-d but the transform was fitted on {transform.embedding_dim}-d"
         )
+    return {c: transform.channels[c].project(emb.matrix) for c in CHANNELS}
+
+
+def _vector_matrix(
+    features: pl.DataFrame,
+    emb: ProductEmbeddings,
+    transform: FeatureTransform,
+    projections: Mapping[str, np.ndarray],
+) -> np.ndarray:
     n = features.height
-    out = np.zeros((n, VECTOR_DIM), dtype=np.float32)
+    out = np.empty((n, VECTOR_DIM), dtype=np.float32)
     out[:, SCALAR_SLICE] = transform.transform_scalars(raw_scalar_matrix(features))
     for i, c in enumerate(CHANNELS):
-        means, observed = channel_means(features[f"{c}_products"], emb)
-        if observed.any():
-            out[observed, CHANNEL_SLICES[c]] = transform.channels[c].transform(means[observed])
-        out[:, MASK_SLICE.start + i] = observed.astype(np.float32)
+        # Channel transform of the mean embedding = mean of the products' transforms; an
+        # unobserved buyer's row of the averaging matrix is empty, so its channel is zero.
+        avg, observed = averaging_matrix(features[f"{c}_products"], emb, np.float64)
+        out[:, CHANNEL_SLICES[c]] = avg @ projections[c]
+        out[:, MASK_SLICE.start + i] = observed
     return out
 
 
@@ -164,15 +197,32 @@ def iter_buyer_vectors(
     chunk_size: int = 100_000,
 ) -> Iterator[pl.DataFrame]:
     """Buyer vectors in chunks (memory stays bounded on large shops): shop_id, buyer_id,
-    stratum, the three bins, s_pur and `vector` (Array[Float32, 403])."""
-    for start in range(0, features.height, chunk_size):
+    stratum, the three bins, s_pur and `vector` (Array[Float32, 403]).
+
+    The next chunk is computed in a background thread while the caller consumes the
+    current one (e.g. encodes it to Parquet), so at most two chunks are alive."""
+    projections = _projections(emb, transform)
+
+    def chunk(start: int) -> pl.DataFrame:
         part = features.slice(start, chunk_size)
-        vec = vector_matrix(part, emb, transform)
-        yield (
+        vec = _vector_matrix(part, emb, transform, projections)
+        return (
             part.select("shop_id", "buyer_id", "stratum", "s_pur")
             .hstack(label_columns(part, transform))
             .with_columns(pl.Series("vector", vec, dtype=pl.Array(pl.Float32, VECTOR_DIM)))
         )
+
+    starts = range(0, features.height, chunk_size)
+    if len(starts) <= 1:
+        yield from map(chunk, starts)
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ahead = pool.submit(chunk, starts[0])
+        for start in starts[1:]:
+            current = ahead.result()
+            ahead = pool.submit(chunk, start)
+            yield current
+        yield ahead.result()
 
 
 def buyer_vectors(
