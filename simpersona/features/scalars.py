@@ -137,7 +137,7 @@ def buyer_features_from_sessions(sessions: pl.LazyFrame | pl.DataFrame) -> pl.Da
     16 raw scalars, helper counts, stratum, s_pur, exploration sessions, and the sorted
     distinct products of each embedding channel."""
     cols = [*BUYER_KEYS, *_SESSION_NUMBERS, *(f"{c}_products" for c in CHANNELS)]
-    frame = sessions.lazy().select(cols).collect()
+    frame = sessions.lazy().select(cols).collect().rechunk()
     grouped = group_codes(frame, BUYER_KEYS) if frame.height else None
     fast = None
     if grouped is not None:
@@ -165,7 +165,9 @@ def buyer_features(
     `buyer_features_from_sessions(session_table(events, products))`, computed without the
     per-session product lists. Low-cardinality columns (event_type, product_id) may come as
     Categorical, which is faster; the product lists are strings either way."""
-    frame = events.lazy().select(SESSION_COLUMNS).collect()
+    # One chunk per column: the hashing, casts and gathers below are several times slower
+    # on a frame read from many files (one chunk per file).
+    frame = events.lazy().select(SESSION_COLUMNS).collect().rechunk()
     event_code = event_codes(frame)
     if products is not None:
         frame = _fill_catalog_prices(frame, event_code, products.lazy())
