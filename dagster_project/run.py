@@ -68,13 +68,15 @@ class IngestRun:
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def _materialize(selection: list[str], instance, partition_key=None, resources=None):
+def _materialize(
+    selection: list[str], instance, partition_key=None, resources=None, run_config=None
+):
     return dg.materialize(
         all_assets,
         selection=selection,
         partition_key=partition_key,
         instance=instance,
-        run_config=QUIET,
+        run_config={**QUIET, **(run_config or {})},
         resources=resources or default_resources(),
         raise_on_error=True,
     )
@@ -212,12 +214,8 @@ def run_features(
             ["enriched_sessions", "product_embeddings", "buyer_features"], instance, shop, resources
         )
         bar.update(1)
-    res = dg.materialize(
-        all_assets,
-        selection=["training_sample", "feature_transform"],
-        instance=instance,
-        resources=resources or default_resources(),
-        run_config={**QUIET, **(run_config or {})},
+    res = _materialize(
+        ["training_sample", "feature_transform"], instance, None, resources, run_config
     )
     bar.update(1)
     md = res.asset_materializations_for_node("training_sample")[0].metadata

@@ -152,21 +152,9 @@ def enrich_sessions(
         "order_value",
         "url",
     )
-    pid = pl.col("product_id")
     sessions = ev.group_by(SESSION_KEYS, maintain_order=True).agg(
         *_session_aggs(),
-        pid.filter(_ET == "product_view")
-        .drop_nulls()
-        .unique(maintain_order=True)
-        .alias("viewed_products"),
-        pid.filter(_ET == "add_to_cart")
-        .drop_nulls()
-        .unique(maintain_order=True)
-        .alias("carted_products"),
-        pid.filter(_ET == "checkout_completed")
-        .drop_nulls()
-        .unique(maintain_order=True)
-        .alias("__bought_named"),
+        *_product_aggs(),
         pl.col("search_query").filter(_ET == "search").alias("searches"),
         pl.col("collection_title")
         .filter(_ET == "collection_view")
