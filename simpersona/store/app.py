@@ -366,6 +366,23 @@ class Storefront:
     def absolute(request: Request, path: str) -> str:
         return str(request.base_url).rstrip("/") + path
 
+    def _shop_context(self, visit: Visit | None) -> dict[str, Any]:
+        """Template variables of the shop chrome (header, nav, cart count) for a visit."""
+        if visit is None:
+            return {"shop": None}
+        cat = visit.catalog
+        with self.lock:
+            cart_count = sum(line.quantity for line in visit.shop.lines(visit.buyer_id))
+        return {
+            "shop": cat,
+            "L": visit.links,
+            "nav": cat.nav_collections(),
+            "cart_count": cart_count,
+            "money": lambda v: money(v, cat.currency),
+            "info_pages": INFO_PAGES,
+            "q": "",
+        }
+
     def render(
         self,
         template: str,
@@ -375,19 +392,7 @@ class Storefront:
         **context: Any,
     ) -> HTMLResponse:
         ctx: dict[str, Any] = {"page": page, "visit": visit, "error": None, "shop": None}
-        if visit is not None:
-            cat = visit.catalog
-            with self.lock:
-                cart_count = sum(line.quantity for line in visit.shop.lines(visit.buyer_id))
-            ctx.update(
-                shop=cat,
-                L=visit.links,
-                nav=cat.nav_collections(),
-                cart_count=cart_count,
-                money=lambda v: money(v, cat.currency),
-                info_pages=INFO_PAGES,
-                q="",
-            )
+        ctx.update(self._shop_context(visit))
         ctx.update(context)
         html = self.env.get_template(template).render(**ctx)
         response = HTMLResponse(html, status_code=status_code)
@@ -854,21 +859,7 @@ class Storefront:
             "title": title,
             "message": message,
         }
-        if visit is not None:
-            cat = visit.catalog
-            with self.lock:
-                count = sum(x.quantity for x in visit.shop.lines(visit.buyer_id))
-            ctx.update(
-                shop=cat,
-                L=visit.links,
-                nav=cat.nav_collections(),
-                cart_count=count,
-                money=lambda x: money(x, cat.currency),
-                info_pages=INFO_PAGES,
-                q="",
-            )
-        else:
-            ctx.update(shop=None)
+        ctx.update(self._shop_context(visit))
         html = self.env.get_template("error.html").render(**ctx)
         return HTMLResponse(html, status_code=status)
 
