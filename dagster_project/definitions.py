@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dagster_project.assets import features, ingest
+from dagster_project.assets import features, ingest, personas
 from dagster_project.jobs import (
     catalog_job,
     events_job,
     features_fit_job,
     features_shop_job,
+    personas_fit_job,
+    personas_report_job,
+    personas_shop_job,
     quarantine_job,
     vectors_job,
 )
@@ -17,7 +20,7 @@ from dagster_project.resources import default_resources
 from dagster_project.schedules import nightly_ingest_schedule
 from dagster_project.sensors import lake_sensor
 
-all_assets = dg.load_assets_from_modules([ingest, features])
+all_assets = dg.load_assets_from_modules([ingest, features, personas])
 
 defs = dg.Definitions(
     assets=all_assets,
@@ -28,6 +31,9 @@ defs = dg.Definitions(
         features_shop_job,
         features_fit_job,
         vectors_job,
+        personas_fit_job,
+        personas_shop_job,
+        personas_report_job,
     ],
     schedules=[nightly_ingest_schedule],
     sensors=[lake_sensor],

@@ -40,3 +40,21 @@ vectors_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("buyer_vectors"),
     description="Per shop: 403-d buyer vectors with the current feature transform.",
 )
+
+personas_fit_job = dg.define_asset_job(
+    "personas_fit_job",
+    selection=dg.AssetSelection.assets("persona_codebook", "codebook_report"),
+    description="Train the VQ-VAE and the k-means baseline; the Table-1 codebook report.",
+)
+
+personas_shop_job = dg.define_asset_job(
+    "personas_shop_job",
+    selection=dg.AssetSelection.assets("persona_assignments", "store_token_distribution"),
+    description="Per shop: persona token of every buyer and the shop's token distribution.",
+)
+
+personas_report_job = dg.define_asset_job(
+    "personas_report_job",
+    selection=dg.AssetSelection.assets("distribution_recovery", "persona_cards"),
+    description="Across shops: stratum/feature recovery (JS, R²) and the persona cards.",
+)

@@ -235,3 +235,138 @@ def run_features(
     bar.close()
     out.seconds = time.perf_counter() - t0
     return out
+
+
+# Summary keys of the personas stage (issue 4), in the order the demo prints them.
+PERSONA_SUMMARY_KEYS = (
+    "vqvae_purity",
+    "kmeans_purity",
+    "vqvae_incoherence_max",
+    "kmeans_incoherence_max",
+    "vqvae_ch",
+    "kmeans_ch",
+    "codebook_perplexity",
+    "dead_codes",
+    "ari_planted",
+    "js_mean",
+    "js_median",
+    "r2_intent_strength",
+    "r2_atc_rate",
+    "r2_checkout_rate",
+    "r2_browse_only_rate",
+)
+
+
+@dataclass
+class PersonasRun:
+    """What the personas stage produced: the codebook version, the Table-1 report's figures
+    (flat `vqvae_*` / `kmeans_*` metadata of codebook_report), the recovery figures, the
+    per-store JS table and the cards."""
+
+    codebook_version: str = ""
+    training_seconds: float = 0.0
+    report: dict[str, float] = field(default_factory=dict)
+    report_table: str = ""
+    recovery: dict[str, float] = field(default_factory=dict)
+    recovery_table: str = ""
+    store_js: str = ""
+    buyers: int = 0
+    cards: int = 0
+    cards_html: str = ""
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, float | int | str | None]:
+        """The 15 issue-4 keys (None where a figure is undefined, e.g. ARI without planted
+        types) plus a few run facts."""
+        r, d = self.report, self.recovery
+        heads = ("engagement", "exploration", "purchase")
+
+        def inc_max(prefix: str) -> float | None:
+            vals = [
+                r[f"{prefix}_incoherent_{h}_pct"]
+                for h in heads
+                if f"{prefix}_incoherent_{h}_pct" in r
+            ]
+            return max(vals) if vals else None
+
+        out: dict[str, float | int | str | None] = {
+            "vqvae_purity": r.get("vqvae_stratum_purity_pct"),
+            "kmeans_purity": r.get("kmeans_stratum_purity_pct"),
+            "vqvae_incoherence_max": inc_max("vqvae"),
+            "kmeans_incoherence_max": inc_max("kmeans"),
+            "vqvae_ch": r.get("vqvae_calinski_harabasz"),
+            "kmeans_ch": r.get("kmeans_calinski_harabasz"),
+            "codebook_perplexity": r.get("vqvae_perplexity"),
+            "dead_codes": r.get("vqvae_dead_codes"),
+            "ari_planted": r.get("vqvae_planted_majority_ari"),
+            "js_mean": d.get("js_mean"),
+            "js_median": d.get("js_median"),
+            **{
+                f"r2_{f}": d.get(f"r2_{f}")
+                for f in ("intent_strength", "atc_rate", "checkout_rate", "browse_only_rate")
+            },
+        }
+        out |= {
+            "kmeans_ari_planted": r.get("kmeans_planted_majority_ari"),
+            "js_under_0_10": d.get("js_under_0_10"),
+            "persona_cards": self.cards,
+            "codebook_version": self.codebook_version,
+            "vqvae_training_seconds": round(self.training_seconds, 2),
+            "personas_seconds": round(self.seconds, 2),
+        }
+        return out
+
+
+def _metadata_values(md) -> dict:
+    return {k: getattr(v, "value", v) for k, v in md.items()}
+
+
+def run_personas(
+    instance: dg.DagsterInstance,
+    shops: Iterable[str] | None = None,
+    resources: dict | None = None,
+    run_config: dict | None = None,
+    progress: bool = False,
+) -> PersonasRun:
+    """Train the codebook and write its report; per shop the persona assignments and token
+    distribution; then distribution recovery and the persona cards. `run_config` is a
+    Dagster run config (`{"ops": {"persona_codebook": {"config": {...}}, ...}}`); each
+    run gets the ops it selects."""
+    t0 = time.perf_counter()
+    shops = sorted(shops or instance.get_dynamic_partitions(shop_partitions.name))
+    bar = _progress_bar(len(shops) + 2, "personas", progress)
+    ops = (run_config or {}).get("ops", {})
+
+    def cfg(*names: str) -> dict:
+        return {"ops": {n: ops[n] for n in names if n in ops}}
+
+    out = PersonasRun()
+    fit = ["persona_codebook", "codebook_report"]
+    res = _materialize(fit, instance, None, resources, cfg(*fit))
+    cmd = _metadata_values(res.asset_materializations_for_node("persona_codebook")[0].metadata)
+    rmd = _metadata_values(res.asset_materializations_for_node("codebook_report")[0].metadata)
+    out.codebook_version = cmd["version"]
+    out.training_seconds = cmd.get("training_seconds", 0.0)
+    out.report = {k: v for k, v in rmd.items() if k.startswith(("vqvae_", "kmeans_"))}
+    out.report_table = rmd["table"]
+    bar.update(1)
+    per_shop = ["persona_assignments", "store_token_distribution"]
+    for shop in shops:
+        r = _materialize(per_shop, instance, shop, resources, cfg(*per_shop))
+        out.buyers += (
+            r.asset_materializations_for_node("persona_assignments")[0].metadata["buyers"].value
+        )
+        bar.update(1)
+    across = ["distribution_recovery", "persona_cards"]
+    res = _materialize(across, instance, None, resources, cfg(*across))
+    dmd = _metadata_values(res.asset_materializations_for_node("distribution_recovery")[0].metadata)
+    pmd = _metadata_values(res.asset_materializations_for_node("persona_cards")[0].metadata)
+    out.recovery = {k: v for k, v in dmd.items() if isinstance(v, int | float)}
+    out.recovery_table = dmd["appendix_b"]
+    out.store_js = dmd["store_js"]
+    out.cards = pmd["cards"]
+    out.cards_html = pmd["html"]
+    bar.update(1)
+    bar.close()
+    out.seconds = time.perf_counter() - t0
+    return out

@@ -194,3 +194,47 @@ def encode(
             np.empty(0, np.float32),
         )
     return np.concatenate(lats), np.concatenate(toks), np.concatenate(dists)
+
+
+# Columns of a `buyer_vectors` file carried into an assignment row (everything but the vector).
+ASSIGNMENT_CARRY = (
+    "shop_id",
+    "buyer_id",
+    "stratum",
+    "engagement_bin",
+    "exploration_bin",
+    "purchase_bin",
+)
+
+
+def iter_assignment_frames(
+    model: VQVAE,
+    path: str | Path,
+    kmeans: Any = None,
+    batch_rows: int = 65_536,
+    *,
+    device: str | torch.device | None = None,
+    num_threads: int | None = None,
+) -> Iterator[pl.DataFrame]:
+    """One frame per `batch_rows` of a `buyer_vectors` Parquet file: its key, stratum and bin
+    columns, `token` (Int32), `distance` (squared distance to the code, Float32) and, when a
+    fitted k-means baseline is given (anything with `.assign(x) -> codes`),
+    `kmeans_cluster` (Int32). One encoder pass; memory bounded by one batch."""
+    with pq.ParquetFile(path) as f:
+        names = set(f.schema_arrow.names)
+        carry = [c for c in ASSIGNMENT_CARRY if c in names]
+        for batch in f.iter_batches(batch_size=batch_rows, columns=[*carry, "vector"]):
+            x = as_matrix(batch, "vector")
+            tok, dist = assign_tokens(
+                model, x, device=device, num_threads=num_threads, return_distances=True
+            )
+            cols = {c: pl.from_arrow(batch.column(c)) for c in carry}
+            frame = pl.DataFrame(cols).with_columns(
+                pl.Series("token", tok, dtype=pl.Int32),
+                pl.Series("distance", dist, dtype=pl.Float32),
+            )
+            if kmeans is not None:
+                frame = frame.with_columns(
+                    pl.Series("kmeans_cluster", kmeans.assign(x), dtype=pl.Int32)
+                )
+            yield frame

@@ -1,0 +1,724 @@
+"""Personas stage (SPEC §6–8): the VQ-VAE codebook and its k-means baseline, the Table-1
+codebook report, per-shop persona assignments and token distributions, population recovery
+across shops and the persona cards. Thin wrappers: the logic lives in simpersona.personas."""
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from dagster_project.assets.features import (
+    SHOP_SPLIT_FILE,
+    buyer_features,
+    buyer_vectors,
+    training_sample,
+)
+from dagster_project.partitions import shop_partitions
+from dagster_project.resources import (
+    DATA_DIR,
+    ArtifactsResource,
+    BuyerHashResource,
+    MLflowResource,
+    WarehouseResource,
+)
+from simpersona.features.labels import HEADS
+from simpersona.features.scalars import SCALAR_NAMES, STRATA
+from simpersona.lake import atomic_write_parquet, atomic_write_parquet_chunks, atomic_write_text
+from simpersona.markdown import counts_to_markdown, frame_to_markdown
+from simpersona.personas.config import VQVAEConfig
+
+CODEBOOK = "persona_codebook"
+_DEFAULTS = VQVAEConfig()  # the paper's defaults, shown as the config defaults
+# Figures of a codebook report worth a flat metadata entry / MLflow metric.
+REPORT_KEYS = (
+    "n_buyers",
+    "used_codes",
+    "dead_codes",
+    "perplexity",
+    "stratum_purity_pct",
+    "stratum_purity_weighted_pct",
+    "incompatible_mixing_codes",
+    *(f"incoherent_{h}_pct" for h in HEADS),
+    "pairwise_cosine",
+    "calinski_harabasz",
+    "planted_ari",
+    "planted_nmi",
+    "planted_majority_ari",
+    "planted_majority_accuracy_pct",
+)
+
+
+# ---- helpers -----------------------------------------------------------------------------
+def _finite(d: dict[str, Any]) -> dict[str, float | int]:
+    """Numbers only, NaN/inf dropped (Dagster metadata and MLflow metrics want finite)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
+            continue
+        if isinstance(v, float | np.floating) and not np.isfinite(v):
+            continue
+        out[k] = int(v) if isinstance(v, int | np.integer) else round(float(v), 6)
+    return out
+
+
+def _set_current(artifacts: ArtifactsResource, name: str, version: str) -> None:
+    atomic_write_text(json.dumps({"version": version}), artifacts.path(name, "current.json"))
+
+
+def _current(artifacts: ArtifactsResource, name: str) -> tuple[str, Path]:
+    pointer = artifacts.path(name, "current.json")
+    if not pointer.exists():
+        raise dg.Failure(f"no current {name}: materialize {name} first")
+    version = json.loads(pointer.read_text())["version"]
+    return version, artifacts.path(name, version)
+
+
+def load_codebook(artifacts: ArtifactsResource):
+    """(version, VQVAE on CPU in eval mode, KMeansBaseline) of the current codebook."""
+    from simpersona.personas.kmeans_baseline import KMeansBaseline
+    from simpersona.personas.vqvae import VQVAE
+
+    version, folder = _current(artifacts, CODEBOOK)
+    return version, VQVAE.load(folder / "vqvae"), KMeansBaseline.load(folder / "kmeans.npz")
+
+
+def _sample_vectors(wh, splits: tuple[str, ...]) -> pl.DataFrame:
+    """Training-sample rows of the given splits joined with their buyer vectors (shop_id,
+    buyer_id, split, stratum, bins, vector), in sample order."""
+    sample = pl.read_parquet(wh.table_path("training_sample")).filter(
+        pl.col("split").is_in(list(splits))
+    )
+    if sample.is_empty():
+        raise dg.Failure(f"the training sample has no rows in splits {splits}")
+    parts = []
+    for shop in sorted(sample["shop_id"].unique().to_list()):
+        path = wh.partition_path("buyer_vectors", shop)
+        if not path.exists():
+            raise dg.Failure(f"buyer_vectors of training shop {shop} is not materialized")
+        keys = sample.filter(pl.col("shop_id") == shop).select("shop_id", "buyer_id", "split")
+        vec = pl.read_parquet(path).drop("s_pur", strict=False)
+        parts.append(keys.join(vec, on=["shop_id", "buyer_id"], how="inner"))
+    out = pl.concat(parts)
+    if out.height != sample.height:
+        raise dg.Failure(
+            f"{sample.height - out.height} training-sample buyers have no vector: "
+            "re-materialize buyer_vectors"
+        )
+    return out
+
+
+def _png_markdown(paths: dict[str, Path]) -> str:
+    """Markdown embedding each PNG as a data URI (shows in the Dagster UI) plus its path."""
+    out = []
+    for name, p in paths.items():
+        data = base64.b64encode(Path(p).read_bytes()).decode()
+        out.append(f"**{name}** (`{p}`)\n\n![{name}](data:image/png;base64,{data})\n")
+    return "\n".join(out)
+
+
+def _mix(series: pl.Series) -> dict[str, float]:
+    n = max(series.len(), 1)
+    counts = dict(series.value_counts().iter_rows())
+    return {s: round(counts.get(s, 0) / n, 4) for s in STRATA}
+
+
+def _shop_split(wh) -> dict[str, list[str]]:
+    path = wh.root / SHOP_SPLIT_FILE
+    return json.loads(path.read_text()) if path.exists() else {"train": [], "eval": []}
+
+
+# ---- persona_codebook ----------------------------------------------------------------------
+class PersonaCodebookConfig(dg.Config):
+    epochs: int = Field(default=_DEFAULTS.epochs, description="Training epochs.")
+    batch_size: int = Field(default=_DEFAULTS.batch_size, description="Buyers per step.")
+    lr: float = Field(default=_DEFAULTS.lr, description="Adam learning rate.")
+    seed: int = Field(default=_DEFAULTS.seed, description="Seed of training and k-means.")
+    device: str = Field(
+        default="auto", description="'auto' (CUDA when present, else CPU), 'cpu' or 'cuda'."
+    )
+    num_threads: int = Field(
+        default=_DEFAULTS.num_threads or 0,
+        description="torch threads while training (1 is fastest on busy CPUs); 0 = torch's.",
+    )
+    vqvae_overrides: str = Field(
+        default="{}",
+        description="JSON object of further VQVAEConfig fields (e.g. "
+        '{"lambda_con": 0.3, "codebook_size": 128}); the paper defaults otherwise.',
+    )
+    kmeans_k: int = Field(default=256, description="Clusters of the MiniBatch k-means baseline.")
+    kmeans_n_init: int = Field(default=3, description="k-means++ initialisations (best kept).")
+    kmeans_max_iter: int = Field(default=30, description="Passes over the data.")
+    kmeans_batch_size: int = Field(default=2048, description="k-means mini-batch size.")
+
+
+def _vqvae_config(config: PersonaCodebookConfig, extra: dict[str, Any]) -> VQVAEConfig:
+    try:
+        overrides = json.loads(config.vqvae_overrides or "{}")
+    except json.JSONDecodeError as exc:
+        raise dg.Failure(f"vqvae_overrides is not JSON: {exc}") from exc
+    d = _DEFAULTS.to_dict() | {
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "seed": config.seed,
+        "device": config.device,
+        "num_threads": config.num_threads or None,
+    }
+    d |= overrides
+    d["extra"] = {**d.get("extra", {}), **extra}
+    try:
+        return VQVAEConfig.from_dict(d)
+    except (TypeError, ValueError) as exc:
+        raise dg.Failure(f"invalid VQ-VAE config: {exc}") from exc
+
+
+def _content_version(model, centers: np.ndarray) -> str:
+    """Hash of the trained weights (codebook included) and the k-means centres."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    h.update(np.ascontiguousarray(centers).tobytes())
+    return h.hexdigest()[:12]
+
+
+@dg.asset(
+    group_name="personas",
+    deps=[training_sample, buyer_vectors],
+    kinds={"pytorch", "scikit-learn", "mlflow"},
+    description=(
+        "The behaviour-aware VQ-VAE (K = 256 persona tokens) trained on the training sample's "
+        "train split, and the MiniBatch k-means baseline on the same vectors; versioned."
+    ),
+)
+def persona_codebook(
+    context: dg.AssetExecutionContext,
+    config: PersonaCodebookConfig,
+    warehouse: WarehouseResource,
+    artifacts: ArtifactsResource,
+    mlflow: MLflowResource,
+) -> dg.MaterializeResult:
+    from simpersona.personas.contrastive import signature_from_strata
+    from simpersona.personas.kmeans_baseline import fit_kmeans
+    from simpersona.personas.quality import bins_matrix, vector_matrix
+    from simpersona.personas.train import resolve_device, train_vqvae
+
+    wh = warehouse.warehouse()
+    data = _sample_vectors(wh, ("train", "val"))
+    train, val = data.filter(pl.col("split") == "train"), data.filter(pl.col("split") == "val")
+    shops = sorted(train["shop_id"].unique().to_list())
+    tf_pointer = artifacts.path("feature_transform", "current.json")
+    tf_version = json.loads(tf_pointer.read_text())["version"] if tf_pointer.exists() else None
+    cfg = _vqvae_config(config, {"train_shops": shops, "transform_version": tf_version})
+    x, bins = vector_matrix(train["vector"]), bins_matrix(train)
+    has_val = val.height > 0
+    xv, bv = (vector_matrix(val["vector"]), bins_matrix(val)) if has_val else (None, None)
+    given = cfg.signature_source == "given"  # gate-1 signatures from the strata
+    result = train_vqvae(
+        x,
+        bins,
+        xv,
+        bv,
+        cfg,
+        signatures=signature_from_strata(train["stratum"].to_numpy()) if given else None,
+        val_signatures=signature_from_strata(val["stratum"].to_numpy())
+        if given and has_val
+        else None,
+        progress=False,
+    )
+    t0 = time.perf_counter()
+    km = fit_kmeans(
+        x,
+        k=config.kmeans_k,
+        seed=config.seed,
+        batch_size=config.kmeans_batch_size,
+        n_init=config.kmeans_n_init,
+        max_iter=config.kmeans_max_iter,
+    )
+    kmeans_seconds = time.perf_counter() - t0
+
+    model = result.model.cpu()
+    version = _content_version(model, km.centers)
+    root = artifacts.path(CODEBOOK)
+    tmp = root / f".tmp-{version}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save(tmp / "vqvae")
+    km.save(tmp / "kmeans.npz")
+    history = result.history_frame()
+    history.write_csv(tmp / "history.csv")
+    last = result.history[-1] if result.history else {}
+    meta = {
+        "version": version,
+        "train_rows": train.height,
+        "val_rows": val.height,
+        "train_shops": shops,
+        "transform_version": tf_version,
+        "device": str(resolve_device(cfg.device)),
+        "training_seconds": round(result.seconds, 2),
+        "init_seconds": round(result.init_seconds, 2),
+        "kmeans_seconds": round(kmeans_seconds, 2),
+        "kmeans": {"k": km.k, "inertia": km.inertia, "note": km.note, **km.params},
+        "final": _finite(last),
+    }
+    atomic_write_text(json.dumps(meta, indent=2, default=str), tmp / "meta.json")
+    folder = root / version
+    shutil.rmtree(folder, ignore_errors=True)  # same content hash: same model, replace
+    os.replace(tmp, folder)
+    _set_current(artifacts, CODEBOOK, version)
+
+    figures = {
+        "train_rows": train.height,
+        "val_rows": val.height,
+        "training_seconds": round(result.seconds, 2),
+        "init_seconds": round(result.init_seconds, 2),
+        "kmeans_seconds": round(kmeans_seconds, 2),
+        "final_loss": last.get("loss"),
+        "final_val_loss": last.get("val_loss"),
+        "perplexity": last.get("perplexity"),
+        "dead_codes": last.get("dead_codes"),
+        "used_codes": last.get("used_codes"),
+        "val_perplexity": last.get("val_perplexity"),
+        "kmeans_k": km.k,
+        "kmeans_inertia": km.inertia,
+    }
+    figures = _finite({k: v for k, v in figures.items() if v is not None})
+    with mlflow.run_for(context, {"codebook_version": version}) as run:
+        run.log_params(
+            {
+                "version": version,
+                "vqvae": cfg.to_dict(),
+                "kmeans": {"k": config.kmeans_k, **km.params, "seed": config.seed},
+                "train_shops": shops,
+                "transform_version": tf_version,
+                "device": meta["device"],
+            }
+        )
+        for row in result.history:  # per-epoch losses as metric histories
+            run.log_metrics(
+                {k: v for k, v in row.items() if k not in ("epoch", "step")},
+                step=int(row["epoch"]),
+            )
+        run.log_metrics({f"final.{k}": v for k, v in figures.items()})
+        for f in ("vqvae/config.json", "vqvae/model.pt"):
+            run.log_artifact(folder / f, "persona_codebook/vqvae")
+        for f in ("kmeans.npz", "history.csv", "meta.json"):
+            run.log_artifact(folder / f, "persona_codebook")
+    cols = [
+        c
+        for c in ("epoch", "loss", "recon", "commit", "contrastive", "aux", "perplexity")
+        + ("dead_codes", "val_loss")
+        if c in history.columns
+    ]
+    return dg.MaterializeResult(
+        metadata={
+            "version": version,
+            **figures,
+            "device": meta["device"],
+            "train_shops": dg.MetadataValue.json(shops),
+            "dagster/row_count": train.height,
+            "history": dg.MetadataValue.md(frame_to_markdown(history.select(cols).tail(10))),
+            "config": dg.MetadataValue.json(cfg.to_dict()),
+            "path": dg.MetadataValue.path(str(folder)),
+            "mlflow_run_id": run.run_id,
+        }
+    )
+
+
+# ---- codebook_report -----------------------------------------------------------------------
+class CodebookReportConfig(dg.Config):
+    splits: list[str] = Field(
+        default=["train"],
+        description="Training-sample splits to report on (the paper: its training set).",
+    )
+    planted_types_path: str = Field(
+        default=f"{DATA_DIR}/ground_truth/planted_types.parquet",
+        description="Generator ground truth (shop_id, raw buyer_id, planted_type); used for "
+        "ARI/NMI when the file exists. Never read by training.",
+    )
+
+
+def _planted_for(frame: pl.DataFrame, path: str, key: bytes) -> np.ndarray | None:
+    """Planted type per row of `frame` (None where unknown), or None without ground truth."""
+    from simpersona.ingest.ingest import deidentify_frame
+
+    if not path or not Path(path).exists():
+        return None
+    gt = pl.read_parquet(path, columns=["shop_id", "buyer_id", "planted_type"])
+    gt = deidentify_frame(gt, key)  # raw ids → the warehouse's keyed hashes
+    joined = frame.select("shop_id", "buyer_id").join(
+        gt, on=["shop_id", "buyer_id"], how="left", maintain_order="left"
+    )
+    if joined["planted_type"].null_count() == joined.height:
+        return None  # ground truth of another dataset
+    return joined["planted_type"].to_numpy()
+
+
+@dg.asset(
+    group_name="personas",
+    deps=[persona_codebook],
+    kinds={"scikit-learn", "mlflow"},
+    description=(
+        "SPEC §7 Table 1 for the VQ-VAE and k-means side by side on the training buyers: "
+        "purity, incompatible mixing, incoherence, pairwise cosine, Calinski–Harabasz, usage; "
+        "ARI/NMI against planted types on generated data."
+    ),
+)
+def codebook_report(
+    context: dg.AssetExecutionContext,
+    config: CodebookReportConfig,
+    warehouse: WarehouseResource,
+    artifacts: ArtifactsResource,
+    buyer_hash: BuyerHashResource,
+    mlflow: MLflowResource,
+) -> dg.MaterializeResult:
+    from simpersona.personas import quality as q
+    from simpersona.personas.assign import assign_tokens
+
+    wh = warehouse.warehouse()
+    version, model, km = load_codebook(artifacts)
+    data = _sample_vectors(wh, tuple(config.splits))
+    x = q.vector_matrix(data["vector"])
+    strata, bins = data["stratum"].to_numpy().astype(str), q.bins_matrix(data)
+    planted = _planted_for(data, config.planted_types_path, buyer_hash.hash_key())
+    k = model.config.codebook_size
+    reports = {
+        "k-means": q.codebook_report(
+            "k-means", km.assign(x), strata, bins, x, planted, k=km.requested_k
+        ),
+        "VQ-VAE": q.codebook_report(
+            "VQ-VAE", assign_tokens(model, x), strata, bins, x, planted, k=k
+        ),
+    }
+    table = q.side_by_side(reports)
+    folder = artifacts.path("codebook_report", version)
+    atomic_write_text(json.dumps(reports, indent=2, default=str), folder / "report.json")
+    atomic_write_text(table, folder / "report.md")
+    flat = {
+        f"{prefix}_{key}": reports[name][key]
+        for prefix, name in (("vqvae", "VQ-VAE"), ("kmeans", "k-means"))
+        for key in REPORT_KEYS
+        if key in reports[name]
+    }
+    flat = _finite(flat)
+    with mlflow.run_for(context, {"codebook_version": version}) as run:
+        run.log_params({"codebook_version": version, "splits": config.splits})
+        run.log_metrics({k.replace("_", ".", 1): v for k, v in flat.items()})
+        run.log_artifact(folder / "report.json", "codebook_report")
+        run.log_artifact(folder / "report.md", "codebook_report")
+    return dg.MaterializeResult(
+        metadata={
+            "codebook_version": version,
+            "buyers": data.height,
+            "planted_types": planted is not None,
+            **flat,
+            "dagster/row_count": data.height,
+            "table": dg.MetadataValue.md(table),
+            "path": dg.MetadataValue.path(str(folder / "report.md")),
+            "mlflow_run_id": run.run_id,
+        }
+    )
+
+
+# ---- persona_assignments -------------------------------------------------------------------
+class PersonaAssignmentsConfig(dg.Config):
+    device: str = Field(default="cpu", description="Encoder device: 'cpu', 'cuda' or 'auto'.")
+    batch_rows: int = Field(default=65_536, description="Buyers read and encoded per chunk.")
+
+
+@dg.asset(
+    group_name="personas",
+    partitions_def=shop_partitions,
+    deps=[buyer_vectors, persona_codebook],
+    kinds={"pytorch", "parquet"},
+    description=(
+        "Persona token (VQ-VAE code) and k-means cluster of every buyer of a shop, from one "
+        "streaming encoder pass over its buyer vectors; with stratum and bins."
+    ),
+)
+def persona_assignments(
+    context: dg.AssetExecutionContext,
+    config: PersonaAssignmentsConfig,
+    warehouse: WarehouseResource,
+    artifacts: ArtifactsResource,
+    mlflow: MLflowResource,
+) -> dg.MaterializeResult:
+    from simpersona.personas.assign import iter_assignment_frames
+    from simpersona.personas.quality import codebook_usage
+    from simpersona.personas.train import resolve_device
+
+    shop = context.partition_key
+    wh = warehouse.warehouse()
+    src = wh.partition_path("buyer_vectors", shop)
+    if not src.exists():
+        raise dg.Failure(f"buyer_vectors of shop {shop} is not materialized")
+    version, model, km = load_codebook(artifacts)
+    device = resolve_device(config.device)
+    path = wh.partition_path("persona_assignments", shop)
+    t0 = time.perf_counter()
+    rows = atomic_write_parquet_chunks(
+        iter_assignment_frames(model, src, km, config.batch_rows, device=device), path
+    )
+    seconds = time.perf_counter() - t0
+    out = pl.read_parquet(path, columns=["token", "kmeans_cluster", "stratum", "distance"])
+    usage = codebook_usage(out["token"].to_numpy(), model.config.codebook_size)
+    figures = {
+        "buyers": rows,
+        "used_tokens": usage["used_codes"],
+        "token_perplexity": round(usage["perplexity"], 3) if rows else 0.0,
+        "used_kmeans_clusters": int(out["kmeans_cluster"].n_unique()) if rows else 0,
+        "mean_distance": round(float(out["distance"].mean() or 0.0), 5),
+        "seconds": round(seconds, 3),
+        "buyers_per_s": round(rows / seconds, 1) if seconds > 0 else 0.0,
+    }
+    with mlflow.run_for(context, {"shop": shop, "codebook_version": version}) as run:
+        run.log_params({"codebook_version": version, "device": str(device)})
+        run.log_metrics(figures)
+    preview = pl.read_parquet(path, n_rows=8)
+    return dg.MaterializeResult(
+        metadata={
+            **figures,
+            "codebook_version": version,
+            "dagster/row_count": rows,
+            "strata_mix": dg.MetadataValue.md(
+                counts_to_markdown(_mix(out["stratum"]), "stratum", "share")
+            ),
+            "preview": dg.MetadataValue.md(frame_to_markdown(preview)),
+            "path": dg.MetadataValue.path(str(path)),
+            "mlflow_run_id": run.run_id,
+        }
+    )
+
+
+# ---- store_token_distribution --------------------------------------------------------------
+@dg.asset(
+    group_name="personas",
+    partitions_def=shop_partitions,
+    deps=[persona_assignments],
+    kinds={"polars", "parquet"},
+    description="p̂_s(k): the share of a shop's buyers on each of the K persona tokens (Eq. 4).",
+)
+def store_token_distribution(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    artifacts: ArtifactsResource,
+    mlflow: MLflowResource,
+) -> dg.MaterializeResult:
+    from simpersona.personas.distribution import token_distribution
+    from simpersona.personas.quality import codebook_usage
+
+    shop = context.partition_key
+    wh = warehouse.warehouse()
+    src = wh.partition_path("persona_assignments", shop)
+    if not src.exists():
+        raise dg.Failure(f"persona_assignments of shop {shop} is not materialized")
+    version, folder = _current(artifacts, CODEBOOK)
+    k = VQVAEConfig.load_json(folder / "vqvae" / "config.json").codebook_size
+    tokens = pl.read_parquet(src, columns=["token"])["token"].to_numpy()
+    dist = token_distribution(np.full(tokens.size, shop, dtype=object), tokens, k)
+    path = atomic_write_parquet(dist, wh.partition_path("store_token_distribution", shop))
+    usage = codebook_usage(tokens, k)
+    top = dist.sort("share", descending=True).head(10)
+    figures = {
+        "buyers": int(tokens.size),
+        "used_tokens": dist.height,
+        "perplexity": round(usage["perplexity"], 3) if tokens.size else 0.0,
+        "top_token_share": round(float(top["share"][0]), 4) if top.height else 0.0,
+    }
+    with mlflow.run_for(context, {"shop": shop, "codebook_version": version}) as run:
+        run.log_metrics(figures)
+    return dg.MaterializeResult(
+        metadata={
+            **figures,
+            "codebook_version": version,
+            "dagster/row_count": dist.height,
+            "top_tokens": dg.MetadataValue.md(frame_to_markdown(top)),
+            "path": dg.MetadataValue.path(str(path)),
+            "mlflow_run_id": run.run_id,
+        }
+    )
+
+
+# ---- distribution_recovery -----------------------------------------------------------------
+class DistributionRecoveryConfig(dg.Config):
+    reference: str = Field(
+        default="all",
+        description="Buyers P(stratum | k) and token centroids are estimated on: 'all' (the "
+        "paper: every buyer) or 'train_shops' (training shops only: out-of-sample for the "
+        "evaluation shops, stricter).",
+    )
+
+
+def _read_shops(wh, table: str, shops: list[str], columns: list[str]) -> pl.DataFrame:
+    return pl.concat([pl.read_parquet(wh.partition_path(table, s), columns=columns) for s in shops])
+
+
+@dg.asset(
+    group_name="personas",
+    deps=[store_token_distribution, persona_assignments, buyer_features],
+    kinds={"matplotlib", "mlflow"},
+    description=(
+        "SPEC §8 across shops: stratum mix recovered from p̂_s (JS divergence per store) and "
+        "store feature means from token centroids (R² per feature), with Fig. 6/7 plots; "
+        "the same for the k-means clusters."
+    ),
+)
+def distribution_recovery(
+    context: dg.AssetExecutionContext,
+    config: DistributionRecoveryConfig,
+    warehouse: WarehouseResource,
+    artifacts: ArtifactsResource,
+    mlflow: MLflowResource,
+) -> dg.MaterializeResult:
+    from simpersona.personas import distribution as dist
+
+    if config.reference not in ("all", "train_shops"):
+        raise dg.Failure(f"reference must be 'all' or 'train_shops', not {config.reference!r}")
+    wh = warehouse.warehouse()
+    shops = wh.shops_with("persona_assignments")
+    if not shops:
+        raise dg.Failure("no persona_assignments partition is materialized")
+    version, folder = _current(artifacts, CODEBOOK)
+    k = VQVAEConfig.load_json(folder / "vqvae" / "config.json").codebook_size
+    cols = ["shop_id", "buyer_id", "token", "kmeans_cluster", "stratum"]
+    assign = _read_shops(wh, "persona_assignments", shops, cols)
+    feats = _read_shops(wh, "buyer_features", shops, ["shop_id", "buyer_id", *SCALAR_NAMES])
+    raw = dist.raw_features_for(assign, feats)
+    reference = None
+    if config.reference == "train_shops":
+        train = _shop_split(wh)["train"]
+        reference = assign["shop_id"].is_in(train).to_numpy()
+    shop_ids = assign["shop_id"].to_numpy()
+    strata = assign["stratum"].to_numpy()
+    out_dir = artifacts.path("distribution_recovery", version)
+    vq = dist.population_report(
+        shop_ids, assign["token"].to_numpy(), strata, raw, out_dir, k=k, reference=reference
+    )
+    km = dist.population_report(
+        shop_ids, assign["kmeans_cluster"].to_numpy(), strata, raw, None, reference=reference
+    )
+    stores = (
+        vq["stratum"]
+        .stores.join(
+            km["stratum"].stores.select("shop_id", pl.col("js").alias("kmeans_js")), on="shop_id"
+        )
+        .sort("n_buyers", descending=True)
+    )
+    atomic_write_text(stores.write_csv(), out_dir / "store_js.csv")
+    atomic_write_text(vq["features"].stores.write_csv(), out_dir / "feature_recovery.csv")
+    table = dist.appendix_b_table(vq["figures"])
+    atomic_write_text(table, out_dir / "appendix_b.md")
+    figures = _finite(vq["figures"]) | {f"kmeans_{k}": v for k, v in _finite(km["figures"]).items()}
+    figures["buyers"] = assign.height
+    with mlflow.run_for(context, {"codebook_version": version}) as run:
+        run.log_params({"codebook_version": version, "reference": config.reference, "shops": shops})
+        run.log_metrics(figures)
+        for p in vq["paths"].values():
+            run.log_artifact(p, "distribution_recovery")
+        for f in ("store_js.csv", "feature_recovery.csv", "appendix_b.md"):
+            run.log_artifact(out_dir / f, "distribution_recovery")
+    return dg.MaterializeResult(
+        metadata={
+            **figures,
+            "codebook_version": version,
+            "reference": config.reference,
+            "dagster/row_count": stores.height,
+            "appendix_b": dg.MetadataValue.md(table),
+            "store_js": dg.MetadataValue.md(frame_to_markdown(stores, 50)),
+            "plots": dg.MetadataValue.md(_png_markdown(vq["paths"])),
+            "stratum_recovery_png": dg.MetadataValue.path(str(vq["paths"]["stratum_recovery"])),
+            "feature_recovery_png": dg.MetadataValue.path(str(vq["paths"]["feature_recovery"])),
+            "path": dg.MetadataValue.path(str(out_dir)),
+            "mlflow_run_id": run.run_id,
+        }
+    )
+
+
+# ---- persona_cards -------------------------------------------------------------------------
+class PersonaCardsConfig(dg.Config):
+    top_n: int = Field(default=5, description="Categories and product titles per card.")
+
+
+@dg.asset(
+    group_name="personas",
+    deps=[persona_assignments, buyer_features, dg.AssetKey("catalog")],
+    kinds={"json", "html"},
+    description=(
+        "One card per used token: size, stratum profile, bins, raw-feature centroid, top "
+        "categories and product titles, a one-line description; JSON, Markdown and HTML."
+    ),
+)
+def persona_cards(
+    context: dg.AssetExecutionContext,
+    config: PersonaCardsConfig,
+    warehouse: WarehouseResource,
+    artifacts: ArtifactsResource,
+    mlflow: MLflowResource,
+) -> dg.MaterializeResult:
+    from simpersona.personas import cards as pc
+
+    wh = warehouse.warehouse()
+    shops = wh.shops_with("persona_assignments")
+    if not shops:
+        raise dg.Failure("no persona_assignments partition is materialized")
+    version, _ = _current(artifacts, CODEBOOK)
+    parts = []
+    for shop in shops:  # one shop in memory at a time
+        products = collections = None
+        if wh.has_partition("products", shop):
+            products = wh.read_partition("products", shop)
+        if wh.has_partition("collections", shop):
+            collections = wh.read_partition("collections", shop)
+        parts.append(
+            pc.token_aggregates(
+                wh.read_partition("persona_assignments", shop),
+                wh.read_partition("buyer_features", shop),
+                products,
+                collections,
+            )
+        )
+    cards = pc.build_cards(pc.combine_aggregates(parts), top_n=config.top_n)
+    folder = artifacts.path("persona_cards", version)
+    meta = {"codebook_version": version, "shops": shops, "buyers": sum(c.buyers for c in cards)}
+    paths = pc.write_cards(cards, folder, meta)
+    _set_current(artifacts, "persona_cards", version)
+    figures = {
+        "cards": len(cards),
+        "buyers": meta["buyers"],
+        "largest_card_share": cards[0].share if cards else 0.0,
+        "cards_with_categories": sum(1 for c in cards if c.top_categories),
+    }
+    with mlflow.run_for(context, {"codebook_version": version}) as run:
+        run.log_metrics(figures)
+        for p in paths.values():
+            run.log_artifact(p, "persona_cards")
+    return dg.MaterializeResult(
+        metadata={
+            **figures,
+            "codebook_version": version,
+            "dagster/row_count": len(cards),
+            "preview": dg.MetadataValue.md(pc.cards_index_markdown(cards, max_rows=20)),
+            "json": dg.MetadataValue.path(str(paths["json"])),
+            "markdown": dg.MetadataValue.path(str(paths["md"])),
+            "html": dg.MetadataValue.path(str(paths["html"])),
+            "mlflow_run_id": run.run_id,
+        }
+    )
+
+
+__all__ = [
+    "codebook_report",
+    "distribution_recovery",
+    "persona_assignments",
+    "persona_cards",
+    "persona_codebook",
+    "store_token_distribution",
+]
