@@ -1,6 +1,7 @@
 """Run the pipeline in-process against a persistent Dagster instance (the CLI and the demo
 use this; the web UI and daemon use the same definitions)."""
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 
 from dagster_project.definitions import all_assets
 from dagster_project.partitions import day_partitions, shop_day_key, shop_partitions
@@ -140,34 +142,51 @@ def run_demo(
     n_buyers: int = 60_000,
     seed: int = 0,
     console=None,
+    *,
+    generator=None,
+    instance: dg.DagsterInstance | None = None,
+    resources: dict | None = None,
+    persona_run_config: dict | None = None,
 ) -> tuple[dict, Path]:
-    """Generate shops, run every stage that exists, write reports/latest/summary.json."""
+    """Generate shops, run every stage that exists, write reports/latest/summary.json.
+
+    `generator` (a GeneratorConfig) replaces n_shops / n_buyers / seed; `instance`,
+    `resources` and `persona_run_config` (Dagster run config of the personas assets) let
+    tests run the demo small and in isolation."""
     from simpersona.reports import new_report_dir, update_summary
     from simpersona.synth import GeneratorConfig, generate_lake
 
     data_dir = Path(data_dir)
     say = console.print if console is not None else print
     lake_root = data_dir / "lake"
-    say(f"[1/3] generating {n_shops} shops, {n_buyers:,} buyers into {lake_root}")
-    gen = generate_lake(
-        lake_root,
-        GeneratorConfig(n_shops=n_shops, n_buyers=n_buyers, seed=seed),
-        ground_truth_path=data_dir / "ground_truth" / "planted_types.parquet",
-        progress=False,
+    gen_cfg = generator or GeneratorConfig(n_shops=n_shops, n_buyers=n_buyers, seed=seed)
+    say(f"[1/4] generating {gen_cfg.n_shops} shops, {gen_cfg.n_buyers:,} buyers into {lake_root}")
+    planted = data_dir / "ground_truth" / "planted_types.parquet"
+    gen = generate_lake(lake_root, gen_cfg, ground_truth_path=planted, progress=False)
+    say("[2/4] ingesting through the Dagster assets")
+    instance = instance or dagster_instance(data_dir / "dagster_home")
+    ing = run_ingestion(lake_root, instance=instance, resources=resources, progress=True)
+    shops = Lake.at(lake_root).shops()
+    say("[3/4] buyer representations: sessions, embeddings, features, transform, vectors")
+    feats = run_features(instance, shops=shops, resources=resources, progress=True)
+    say("[4/4] personas: VQ-VAE + k-means, codebook report, assignments, recovery, cards")
+    ops = dict((persona_run_config or {}).get("ops", {}))
+    report_cfg = dict(ops.get("codebook_report", {}).get("config", {}))
+    report_cfg.setdefault("planted_types_path", str(planted))
+    ops["codebook_report"] = {"config": report_cfg}
+    pers = run_personas(
+        instance, shops=shops, resources=resources, run_config={"ops": ops}, progress=True
     )
-    say("[2/3] ingesting through the Dagster assets")
-    instance = dagster_instance(data_dir / "dagster_home")
-    ing = run_ingestion(lake_root, instance=instance, progress=True)
-    say("[3/3] buyer representations: sessions, embeddings, features, transform, vectors")
-    feats = run_features(instance, shops=Lake.at(lake_root).shops(), progress=True)
+    print_personas(pers, console)
     summary = {
-        "seed": seed,
-        "generate_shops": n_shops,
+        "seed": gen_cfg.seed,
+        "generate_shops": gen_cfg.n_shops,
         "generate_buyers": gen.n_buyers,
         "generate_events": gen.n_events,
         "generate_seconds": round(gen.seconds, 2),
         **ing.summary(),
         **feats.summary(),
+        **pers.summary(),
     }
     report_dir = new_report_dir(data_dir / "reports")
     update_summary(report_dir, summary)
@@ -270,6 +289,8 @@ class PersonasRun:
     recovery: dict[str, float] = field(default_factory=dict)
     recovery_table: str = ""
     store_js: str = ""
+    reports: dict[str, dict] = field(default_factory=dict)  # report.json: name → figures
+    stores: list[dict] = field(default_factory=list)  # per store: shop_id, n_buyers, js, kmeans_js
     buyers: int = 0
     cards: int = 0
     cards_html: str = ""
@@ -349,6 +370,7 @@ def run_personas(
     out.training_seconds = cmd.get("training_seconds", 0.0)
     out.report = {k: v for k, v in rmd.items() if k.startswith(("vqvae_", "kmeans_"))}
     out.report_table = rmd["table"]
+    out.reports = json.loads(Path(rmd["path"]).with_name("report.json").read_text())
     bar.update(1)
     per_shop = ["persona_assignments", "store_token_distribution"]
     for shop in shops:
@@ -364,9 +386,41 @@ def run_personas(
     out.recovery = {k: v for k, v in dmd.items() if isinstance(v, int | float)}
     out.recovery_table = dmd["appendix_b"]
     out.store_js = dmd["store_js"]
+    out.stores = pl.read_csv(Path(dmd["path"]) / "store_js.csv").to_dicts()
     out.cards = pmd["cards"]
     out.cards_html = pmd["html"]
     bar.update(1)
     bar.close()
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def print_personas(run: PersonasRun, console=None) -> None:
+    """The Table-1 side-by-side table, the App. B recovery figures and per-store JS."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from simpersona.personas.quality import print_reports
+
+    console = console or Console()
+    print_reports(run.reports, console=console)
+    table = Table(title="Stratum recovery per store (JS divergence, base 2)")
+    for col in ("store", "buyers", "VQ-VAE JS", "k-means JS"):
+        table.add_column(col, justify="left" if col == "store" else "right")
+    for r in run.stores:
+        table.add_row(
+            str(r["shop_id"]), f"{r['n_buyers']:,}", f"{r['js']:.4f}", f"{r['kmeans_js']:.4f}"
+        )
+    console.print(table)
+    rec = run.recovery
+    console.print(
+        f"JS mean {rec.get('js_mean', float('nan')):.4f}, median "
+        f"{rec.get('js_median', float('nan')):.4f}, {rec.get('js_under_0_10', 0)} of "
+        f"{rec.get('n_stores', 0)} stores < 0.10; R² "
+        + ", ".join(
+            f"{f} {rec[f'r2_{f}']:.3f}"
+            for f in ("intent_strength", "atc_rate", "checkout_rate", "browse_only_rate")
+            if f"r2_{f}" in rec
+        )
+    )
+    console.print(f"persona cards: {run.cards} ({run.cards_html})")

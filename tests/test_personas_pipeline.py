@@ -1,0 +1,227 @@
+"""Personas stage through Dagster: the small demo end to end on generated shops (real DuckDB
+warehouse, MLflow on sqlite), and the codebook report on the real public logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+from rich.console import Console
+
+from dagster_project.definitions import all_assets
+from dagster_project.run import (
+    PERSONA_SUMMARY_KEYS,
+    print_personas,
+    run_demo,
+    run_features,
+    run_ingestion,
+    run_personas,
+)
+from simpersona.personas.assign import assign_tokens, iter_parquet_vectors
+from simpersona.personas.cards import cards_from_json
+from simpersona.personas.kmeans_baseline import KMeansBaseline
+from simpersona.personas.vqvae import VQVAE
+from simpersona.synth import GeneratorConfig
+from simpersona.tracking import Tracker
+from simpersona.warehouse import Warehouse
+from tests.test_dagster import resources_for
+
+# Small and fast: few epochs, one short k-means initialisation.
+FAST = {
+    "ops": {
+        "persona_codebook": {
+            "config": {"epochs": 3, "kmeans_n_init": 1, "kmeans_max_iter": 5, "device": "cpu"}
+        }
+    }
+}
+ASSETS = (
+    "persona_codebook",
+    "codebook_report",
+    "persona_assignments",
+    "store_token_distribution",
+    "distribution_recovery",
+    "persona_cards",
+)
+
+
+def _latest_metadata(instance, asset: str, partition: str | None = None) -> dict:
+    ev = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    if partition is not None:
+        recs = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]),
+            limit=1,
+        ).records
+        ev = recs[0].event_log_entry
+    return ev.asset_materialization.metadata
+
+
+def test_demo_personas_on_generated_shops(tmp_path: Path) -> None:
+    res = resources_for(tmp_path)
+    gen = GeneratorConfig(n_shops=3, n_buyers=3_000, seed=5, n_days=3, products_per_shop=(40, 60))
+    out = io.StringIO()
+    with dg.instance_for_test() as instance:
+        summary, report_dir = run_demo(
+            tmp_path,
+            console=Console(file=out, width=200),
+            generator=gen,
+            instance=instance,
+            resources=res,
+            persona_run_config=FAST,
+        )
+        wh = Warehouse.at(tmp_path / "warehouse", tmp_path / "warehouse.duckdb")
+        shops = wh.shops_with("buyer_vectors")
+        assert len(shops) == 3
+
+        # summary.json: the 15 keys, as finite numbers (planted types exist: ARI is defined)
+        saved = json.loads((report_dir / "summary.json").read_text())
+        for key in PERSONA_SUMMARY_KEYS:
+            assert isinstance(saved[key], int | float) and math.isfinite(saved[key]), key
+        assert 0 <= saved["vqvae_purity"] <= 100 and 0 <= saved["kmeans_purity"] <= 100
+        assert -1 <= saved["ari_planted"] <= 1 and 0 <= saved["js_mean"] <= 1
+        assert 1 <= saved["codebook_perplexity"] <= 256 and 0 <= saved["dead_codes"] <= 256
+        # the console shows the side-by-side table and the per-store JS
+        text = out.getvalue()
+        assert "Codebook quality" in text and "Calinski" in text and "paper VQ-VAE" in text
+        assert "Stratum recovery per store" in text and all(s in text for s in shops)
+
+        # the codebook: versioned artifacts, loadable, trained with the given config
+        art = tmp_path / "artifacts" / "persona_codebook"
+        version = json.loads((art / "current.json").read_text())["version"]
+        assert version == saved["codebook_version"]
+        model = VQVAE.load(art / version / "vqvae")
+        km = KMeansBaseline.load(art / version / "kmeans.npz")
+        assert model.config.epochs == 3 and model.config.codebook_size == 256
+        assert km.requested_k == 256 and km.params["max_iter"] == 5
+        assert pl.read_csv(art / version / "history.csv").height == 3
+        meta = json.loads((art / version / "meta.json").read_text())
+        assert meta["train_shops"] == json.loads((wh.root / "shop_split.json").read_text())["train"]
+
+        # MLflow: one run per materialization; per-epoch losses and the model files
+        tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "mlartifacts"))
+        runs = tracker.find_runs("tags.`dagster.asset_key` = 'persona_codebook'")
+        assert len(runs) == 1 and runs[0].data.params["version"] == version
+        assert len(tracker.client.get_metric_history(runs[0].info.run_id, "loss")) == 3
+        logged = {
+            a.path for a in tracker.client.list_artifacts(runs[0].info.run_id, "persona_codebook")
+        }
+        assert {"persona_codebook/kmeans.npz", "persona_codebook/vqvae"} <= logged
+        for asset in ("codebook_report", "distribution_recovery", "persona_cards"):
+            assert len(tracker.find_runs(f"tags.`dagster.asset_key` = '{asset}'")) == 1
+        assert len(tracker.find_runs("tags.`dagster.asset_key` = 'persona_assignments'")) == 3
+
+        # metadata of every asset: row count, MLflow run, its figures
+        report = _latest_metadata(instance, "codebook_report")
+        for key in ("vqvae_stratum_purity_pct", "kmeans_calinski_harabasz", "table"):
+            assert key in report
+        assert report["planted_types"].value is True
+        assert "vqvae_planted_majority_ari" in report and "kmeans_planted_nmi" in report
+        codebook = _latest_metadata(instance, "persona_codebook")
+        for key in ("training_seconds", "final_loss", "perplexity", "dead_codes", "version"):
+            assert key in codebook
+        recovery = _latest_metadata(instance, "distribution_recovery")
+        assert "data:image/png;base64," in recovery["plots"].value
+        for key in ("js_mean", "js_median", "js_under_0_10", "r2_atc_rate", "kmeans_js_mean"):
+            assert key in recovery
+        for asset in ASSETS:
+            part = (
+                shops[0] if asset in ("persona_assignments", "store_token_distribution") else None
+            )
+            md = _latest_metadata(instance, asset, part)
+            assert "dagster/row_count" in md and "mlflow_run_id" in md, asset
+        png = Path(recovery["stratum_recovery_png"].value)
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+        # assignments: one row per buyer vector, tokens equal a direct encoder pass
+        total = 0
+        for shop in shops:
+            vec_path = wh.partition_path("buyer_vectors", shop)
+            a = pl.read_parquet(wh.partition_path("persona_assignments", shop))
+            vec = pl.read_parquet(vec_path).drop("vector")
+            assert a.columns[:2] == ["shop_id", "buyer_id"]
+            assert {"token", "kmeans_cluster", "stratum", "purchase_bin"} <= set(a.columns)
+            assert a.select("buyer_id", "stratum").equals(vec.select("buyer_id", "stratum"))
+            direct = assign_tokens(model, iter_parquet_vectors(vec_path))
+            assert (a["token"].to_numpy() == direct).all()
+            x = pl.read_parquet(vec_path)["vector"].to_numpy()
+            assert (a["kmeans_cluster"].to_numpy() == km.assign(x)).all()
+            # p̂_s: the token counts of the shop, shares summing to one
+            d = pl.read_parquet(wh.partition_path("store_token_distribution", shop))
+            counts = dict(a["token"].value_counts().iter_rows())
+            assert dict(zip(d["token"], d["count"], strict=True)) == counts
+            assert d["share"].sum() == pytest.approx(1.0)
+            total += a.height
+
+        # cards: one per used token, covering every buyer
+        cards_dir = tmp_path / "artifacts" / "persona_cards" / version
+        cards = cards_from_json((cards_dir / "cards.json").read_text())
+        used = pl.concat(
+            [pl.read_parquet(wh.partition_path("persona_assignments", s)) for s in shops]
+        )["token"].n_unique()
+        assert len(cards) == used == saved["persona_cards"]
+        assert sum(c.buyers for c in cards) == total
+        assert all(c.description.startswith(c.name + ": ") for c in cards)
+        assert any(c.top_titles for c in cards) and any(c.top_categories for c in cards)
+        html = (cards_dir / "cards.html").read_text()
+        assert html.count('class="card"') == len(cards) and "<script" not in html
+
+        # re-running a shop's partition replaces its file (a damaged file is rewritten whole)
+        shop = shops[0]
+        path = wh.partition_path("persona_assignments", shop)
+        before = pl.read_parquet(path)
+        before.head(3).write_parquet(path)
+        dg.materialize(
+            all_assets,
+            selection=["persona_assignments", "store_token_distribution"],
+            partition_key=shop,
+            instance=instance,
+            resources=res,
+        )
+        assert pl.read_parquet(path).equals(before)
+        assert (
+            pl.read_parquet(wh.partition_path("store_token_distribution", shop))["count"].sum()
+            == before.height
+        )
+        assert not list(path.parent.glob(".*tmp*"))  # no temporary files left behind
+
+
+@pytest.mark.realdata
+def test_codebook_report_on_real_public_data(tmp_path: Path, public_data: Path) -> None:
+    from simpersona.ingest.importers import run_import
+
+    lake = tmp_path / "lake"
+    run_import("shopify-pixels", [public_data / "puffy-dtc-web-events-2025"], lake, shop_id="puffy")
+    run_import(
+        "rees46",
+        [public_data / "rees46-multicategory-store-sample" / "2019-Nov_head_noheader.csv"],
+        lake,
+        shop_id="rees46-nov",
+    )
+    res = resources_for(tmp_path, max_reject_share=0.2)
+    split = {"train_shops": ["puffy"], "eval_shops": ["rees46-nov"]}
+    with dg.instance_for_test() as instance:
+        run_ingestion(lake, instance=instance, resources=res)
+        run_features(
+            instance, resources=res, run_config={"ops": {"training_sample": {"config": split}}}
+        )
+        # the paper's training defaults (40 epochs); k-means with one initialisation
+        cfg = {"ops": {"persona_codebook": {"config": {"kmeans_n_init": 1, "device": "cpu"}}}}
+        out = run_personas(instance, resources=res, run_config=cfg)
+    buf = io.StringIO()
+    print_personas(out, Console(file=buf, width=200))
+    print("\n" + buf.getvalue())
+    print(out.report_table)
+    print(out.recovery_table)
+    assert set(out.reports) == {"k-means", "VQ-VAE"}
+    for rep in out.reports.values():
+        assert 0 < rep["stratum_purity_pct"] <= 100 and rep["n_buyers"] > 100
+        assert "planted_ari" not in rep  # no planted types for real logs
+    js = {r["shop_id"]: r["js"] for r in out.stores}
+    assert set(js) == {"puffy", "rees46-nov"} and all(0 <= v <= 1 for v in js.values())
+    assert "puffy" in buf.getvalue() and "rees46-nov" in buf.getvalue()
+    assert out.cards > 0 and np.isfinite(out.recovery["js_mean"])
