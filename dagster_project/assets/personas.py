@@ -106,7 +106,7 @@ def _sample_vectors(wh, splits: tuple[str, ...]) -> pl.DataFrame:
             raise dg.Failure(f"buyer_vectors of training shop {shop} is not materialized")
         keys = sample.filter(pl.col("shop_id") == shop).select("shop_id", "buyer_id", "split")
         vec = pl.read_parquet(path).drop("s_pur", strict=False)
-        parts.append(keys.join(vec, on=["shop_id", "buyer_id"], how="inner"))
+        parts.append(keys.join(vec, on=["shop_id", "buyer_id"], how="inner", maintain_order="left"))
     out = pl.concat(parts)
     if out.height != sample.height:
         raise dg.Failure(
