@@ -225,3 +225,19 @@ def test_codebook_report_on_real_public_data(tmp_path: Path, public_data: Path) 
     assert set(js) == {"puffy", "rees46-nov"} and all(0 <= v <= 1 for v in js.values())
     assert "puffy" in buf.getvalue() and "rees46-nov" in buf.getvalue()
     assert out.cards > 0 and np.isfinite(out.recovery["js_mean"])
+
+
+def test_personas_definitions() -> None:
+    from dagster_project.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    nodes = {a: graph.get(dg.AssetKey(a)) for a in ASSETS}
+    assert {n.group_name for n in nodes.values()} == {"personas"}
+    partitioned = {a for a, n in nodes.items() if n.partitions_def is not None}
+    assert partitioned == {"persona_assignments", "store_token_distribution"}
+    parents = {a: {k.to_user_string() for k in n.parent_keys} for a, n in nodes.items()}
+    assert {"training_sample", "buyer_vectors"} <= parents["persona_codebook"]
+    assert {"buyer_vectors", "persona_codebook"} <= parents["persona_assignments"]
+    assert {"persona_assignments", "buyer_features", "catalog"} <= parents["persona_cards"]
+    for job in ("personas_fit_job", "personas_shop_job", "personas_report_job"):
+        assert defs.resolve_job_def(job) is not None
