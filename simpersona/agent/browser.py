@@ -1,0 +1,193 @@
+"""A pool of isolated browser contexts on one headless Debian Chromium (Playwright, async).
+
+    async with BrowserPool(BrowserConfig(), size=4) as pool:
+        async with pool.context(buyer_id="sim-1", headers_for="http://127.0.0.1:8000") as ctx:
+            page = await ctx.new_page()
+
+Each session gets its own context (cookies, cache, storage), so concurrent buyers never
+share a cart or a session cookie; at most `size` are open at once. Requests to hosts outside
+the allowlist are aborted in the browser. `X-Buyer-Id` is sent only to the origin named in
+`headers_for` (the local storefront), never to other hosts. When the browser process dies,
+the next `context()` launches a new one, so one crash does not take the pool down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+CHROMIUM_PATH = "/usr/bin/chromium"
+# Headless, no sandbox (containers), and nothing that phones home or updates itself: the
+# machines this runs on may have no network, and background traffic costs CPU.
+CHROMIUM_ARGS: tuple[str, ...] = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+class BrowserUnavailable(RuntimeError):
+    """Chromium or Playwright is missing or cannot start."""
+
+
+@dataclass
+class BrowserConfig:
+    """How the browser is launched and how long it waits."""
+
+    executable_path: str = CHROMIUM_PATH
+    args: tuple[str, ...] = CHROMIUM_ARGS
+    viewport: tuple[int, int] = (1280, 900)
+    navigation_timeout_ms: float = 15_000
+    action_timeout_ms: float = 5_000
+    user_agent: str | None = None
+    extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+
+def host_of(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
+
+
+def is_local(url: str) -> bool:
+    return host_of(url) in LOCAL_HOSTS
+
+
+def host_allowed(host: str, allowlist: Iterable[str]) -> bool:
+    """`host` is in the allowlist or a subdomain of an entry (`shop.example.com` under
+    `example.com`)."""
+    host = host.lower()
+    return any(host == a or host.endswith("." + a) for a in (x.lower() for x in allowlist))
+
+
+class BrowserPool:
+    """One Chromium, many short-lived contexts; see the module docstring."""
+
+    def __init__(self, config: BrowserConfig | None = None, size: int = 4) -> None:
+        if size < 1:
+            raise ValueError("pool size must be at least 1")
+        self.config = config or BrowserConfig()
+        self.size = size
+        self._sem = asyncio.Semaphore(size)
+        self._lock = asyncio.Lock()
+        self._pw: Any = None
+        self._browser: Any = None
+        self.launches = 0
+
+    async def __aenter__(self) -> BrowserPool:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        if not os.path.exists(self.config.executable_path):
+            raise BrowserUnavailable(
+                f"no Chromium at {self.config.executable_path}; install it with "
+                "`apt-get install chromium` (playwright install does not work here)"
+            )
+        try:
+            from playwright.async_api import async_playwright
+        except ImportError as exc:  # pragma: no cover - a dependency of the project
+            raise BrowserUnavailable("the playwright package is not installed") from exc
+        if self._pw is None:
+            self._pw = await async_playwright().start()
+        await self._ensure_browser()
+
+    async def _ensure_browser(self) -> Any:
+        async with self._lock:
+            if self._browser is None or not self._browser.is_connected():
+                if self._pw is None:
+                    raise BrowserUnavailable("the pool is not started (use `async with`)")
+                self._browser = await self._pw.chromium.launch(
+                    executable_path=self.config.executable_path,
+                    args=[*self.config.args, *self.config.extra_args],
+                    headless=True,
+                )
+                self.launches += 1
+            return self._browser
+
+    async def close(self) -> None:
+        if self._browser is not None:
+            with contextlib.suppress(Exception):  # already gone
+                await self._browser.close()
+            self._browser = None
+        if self._pw is not None:
+            await self._pw.stop()
+            self._pw = None
+
+    @property
+    def browser(self) -> Any:
+        return self._browser
+
+    @asynccontextmanager
+    async def context(
+        self,
+        buyer_id: str | None = None,
+        headers_for: str | None = None,
+        allowlist: Iterable[str] | None = None,
+    ) -> AsyncIterator[Any]:
+        """A fresh browser context (waits for a free slot). `buyer_id` goes out as the
+        `X-Buyer-Id` header, to the origin of `headers_for` only; requests to hosts outside
+        `allowlist` (when given) are aborted."""
+        async with self._sem:
+            browser = await self._ensure_browser()
+            w, h = self.config.viewport
+            kwargs: dict[str, Any] = {"viewport": {"width": w, "height": h}}
+            if self.config.user_agent:
+                kwargs["user_agent"] = self.config.user_agent
+            ctx = await browser.new_context(**kwargs)
+            try:
+                ctx.set_default_timeout(self.config.action_timeout_ms)
+                ctx.set_default_navigation_timeout(self.config.navigation_timeout_ms)
+                await _install_routing(ctx, buyer_id, headers_for, allowlist)
+                yield ctx
+            finally:
+                # The browser may have died with it; the next context relaunches it.
+                with contextlib.suppress(Exception):
+                    await ctx.close()
+
+
+async def _install_routing(
+    ctx: Any, buyer_id: str | None, headers_for: str | None, allowlist: Iterable[str] | None
+) -> None:
+    allowed = tuple(allowlist) if allowlist is not None else None
+    origin = None
+    if headers_for:
+        parts = urlsplit(headers_for)
+        origin = (parts.scheme, parts.hostname, parts.port)
+    if buyer_id and origin is not None and allowed is None and is_local(headers_for or ""):
+        # The cheap path: everything goes to the local store, so a context-wide header is
+        # exact (no per-request Python round trip).
+        await ctx.set_extra_http_headers({"X-Buyer-Id": buyer_id})
+        return
+    if allowed is None and not buyer_id:
+        return
+
+    async def handle(route: Any) -> None:
+        url = route.request.url
+        parts = urlsplit(url)
+        if parts.scheme in ("data", "blob", "about"):
+            await route.continue_()
+            return
+        if allowed is not None and not host_allowed(parts.hostname or "", allowed):
+            await route.abort("blockedbyclient")
+            return
+        if buyer_id and origin is not None and (parts.scheme, parts.hostname, parts.port) == origin:
+            headers = {**route.request.headers, "x-buyer-id": buyer_id}
+            await route.continue_(headers=headers)
+            return
+        await route.continue_()
+
+    await ctx.route("**/*", handle)

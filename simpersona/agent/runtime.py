@@ -1,0 +1,384 @@
+"""The session loop: observe, ask the policy, validate, act, record, until an outcome.
+
+Outcomes (exactly one per session, with a message):
+
+| outcome | when |
+|---|---|
+| `goal_reached` | the goal's condition holds (see `Goal`), or the agent ends a `browse` session |
+| `steps_limit` | `max_steps` actions ran without an end |
+| `time_limit` | the session's wall-clock budget ran out (policy time included) |
+| `other` | a malformed or impossible action, a blocked domain, ending before the goal, or stopping at the payment step of a non-local store |
+| `crash` | the store answered 5xx, the page or browser closed, or the browser failed |
+
+Payment is submitted only on local stores (loopback hosts): elsewhere the session stops as
+soon as a page asks for card details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from simpersona.agent.actions import ActionError, EndSession, _Action, parse_action
+from simpersona.agent.browser import LOCAL_HOSTS, BrowserPool, host_allowed, host_of
+from simpersona.agent.execute import execute
+from simpersona.agent.observation import DEFAULT_TOKEN_BUDGET, Observation, observe
+from simpersona.agent.policy import Goal, Memory, Persona, Policy
+
+OUTCOMES: tuple[str, ...] = ("goal_reached", "steps_limit", "time_limit", "other", "crash")
+
+
+@dataclass
+class RuntimeConfig:
+    """Limits and rules of a session."""
+
+    max_steps: int = 30
+    session_timeout_s: float = 180.0
+    token_budget: int = DEFAULT_TOKEN_BUDGET
+    # Hosts a session may load (subdomains included); None: the start URL's host only.
+    allowed_domains: tuple[str, ...] | None = None
+    # Invalid actions tolerated (each reported back in the progress log) before the session
+    # ends with `other`; 0 ends it at the first.
+    max_invalid_actions: int = 0
+    # Hosts where the agent may submit (test) payments; anywhere else the session stops at
+    # the payment step. Loopback only: the local storefront takes test cards only.
+    payment_hosts: tuple[str, ...] = tuple(sorted(LOCAL_HOSTS))
+
+
+@dataclass
+class SessionSpec:
+    """One session to run: where, as whom, for what."""
+
+    start_url: str
+    buyer_id: str
+    persona: Persona
+    goal: Goal
+    seed: int = 0
+    key: str | None = None  # recording name; default: the buyer id
+
+
+@dataclass
+class StepRecord:
+    """One step: what the agent saw and knew, what it did and why, and what came of it."""
+
+    step: int
+    observation: dict[str, Any]
+    memory: list[str]
+    action: dict[str, Any] | None
+    raw_action: Any
+    reasoning: str | None
+    result: str
+    error: str | None
+    ms: float  # executing the action and reading the next page
+    outcome: str | None = None  # the session's outcome, on its last step
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class SessionResult:
+    """How a session ended, with its steps."""
+
+    key: str
+    buyer_id: str
+    outcome: str
+    message: str
+    steps: int
+    duration_s: float
+    final_url: str
+    session_id: str | None = None  # the store's session id (X-Session-Id), when it sends one
+    persona: str = ""
+    goal: str = ""
+    records: list[StepRecord] = field(default_factory=list)
+    action_ms: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            k: getattr(self, k)
+            for k in (
+                "key",
+                "buyer_id",
+                "session_id",
+                "persona",
+                "goal",
+                "outcome",
+                "message",
+                "steps",
+                "duration_s",
+                "final_url",
+            )
+        }
+
+
+class _Ended(Exception):
+    def __init__(self, outcome: str, message: str) -> None:
+        super().__init__(message)
+        self.outcome, self.message = outcome, message
+
+
+def goal_met(goal: Goal, obs: Observation, start_cart: int) -> bool:
+    """Whether the page shows the goal reached (see `Goal`)."""
+    if goal.target == "purchase":
+        return obs.kind == "confirmation"
+    if goal.target == "add_to_cart":
+        return _cart_count(obs) > start_cart
+    if goal.target == "view_product":
+        return obs.kind == "product" and goal.product_id in (None, obs.product_id)
+    return False
+
+
+def _cart_count(obs: Observation) -> int:
+    try:
+        return int(obs.facts.get("cart_count", "0"))
+    except ValueError:
+        return 0
+
+
+def _summarize(note: str, obs: Observation) -> str:
+    bits = [note, f"-> {obs.kind} page"]
+    if obs.title:
+        bits.append(f"“{obs.title[:60]}”")
+    if obs.form_error:
+        bits.append(f"(error: {obs.form_error[:120]})")
+    return " ".join(bits)
+
+
+def _is_closed_error(exc: BaseException, page: Any) -> bool:
+    text = str(exc)
+    return page.is_closed() or "has been closed" in text or "Target closed" in text
+
+
+class _PageWatch:
+    """Follows a page's main-frame responses: the last status, 5xx bodies' error text, the
+    store's session id, and navigations the allowlist blocked."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.status: int | None = None
+        self.status_url = ""
+        self.session_id: str | None = None
+        self.blocked: str | None = None
+        page.on("response", self._on_response)
+        page.on("requestfailed", self._on_failed)
+
+    def _on_response(self, response: Any) -> None:
+        req = response.request
+        if req.resource_type != "document" or req.frame != self.page.main_frame:
+            return
+        self.status, self.status_url = response.status, response.url
+        sid = response.headers.get("x-session-id")
+        if sid:
+            self.session_id = sid
+
+    def _on_failed(self, request: Any) -> None:
+        if request.resource_type == "document" and request.frame == self.page.main_frame:
+            failure = request.failure or ""
+            if "BLOCKED_BY_CLIENT" in failure.upper() or "blockedbyclient" in failure.lower():
+                self.blocked = request.url
+
+    def check(self) -> None:
+        if self.blocked:
+            url, self.blocked = self.blocked, None
+            raise ActionError(f"navigation to {url} was blocked: its host is not allowed")
+        if self.status is not None and self.status >= 500:
+            raise _Ended("crash", f"the store answered HTTP {self.status} at {self.status_url}")
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+StepHook = Callable[[Any, int, Observation], Awaitable[None]]
+
+
+async def run_session(
+    pool: BrowserPool,
+    spec: SessionSpec,
+    policy: Policy,
+    config: RuntimeConfig | None = None,
+    step_hook: StepHook | None = None,
+) -> SessionResult:
+    """Run one session in a fresh browser context of `pool`; never raises for anything the
+    store, the browser or the policy does (those become outcomes)."""
+    cfg = config or RuntimeConfig()
+    allow = cfg.allowed_domains or (host_of(spec.start_url),)
+    key = spec.key or spec.buyer_id
+    memory = Memory(seed=spec.seed)
+    memory.state["buyer_id"] = spec.buyer_id
+    records: list[StepRecord] = []
+    action_ms: list[float] = []
+    t0 = time.monotonic()
+    deadline = t0 + cfg.session_timeout_s
+    final_url = spec.start_url
+    watch: _PageWatch | None = None
+    outcome, message = "other", ""
+
+    def remaining() -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _Ended("time_limit", f"the session's {cfg.session_timeout_s:g} s budget ran out")
+        return left
+
+    def finish_record(out: str) -> None:
+        if records:
+            records[-1].outcome = out
+
+    if not host_allowed(host_of(spec.start_url), allow):
+        return SessionResult(
+            key=key,
+            buyer_id=spec.buyer_id,
+            outcome="other",
+            message=f"the start URL's host {host_of(spec.start_url)!r} is not in the allowlist",
+            steps=0,
+            duration_s=0.0,
+            final_url=spec.start_url,
+            persona=spec.persona.label,
+            goal=spec.goal.text,
+        )
+    try:
+        async with pool.context(spec.buyer_id, headers_for=spec.start_url, allowlist=allow) as ctx:
+            page = await ctx.new_page()
+            watch = _PageWatch(page)
+            try:
+                await asyncio.wait_for(
+                    page.goto(spec.start_url, wait_until="domcontentloaded"), remaining()
+                )
+                watch.check()
+                obs = await observe(page, cfg.token_budget)
+                start_cart = _cart_count(obs)
+                invalid = 0
+                step = 0
+                while True:
+                    final_url = obs.url
+                    if goal_met(spec.goal, obs, start_cart):
+                        raise _Ended("goal_reached", f"{spec.goal.target} reached at {obs.url}")
+                    if obs.is_payment_step and obs.host not in cfg.payment_hosts:
+                        raise _Ended(
+                            "goal_reached" if spec.goal.target == "purchase" else "other",
+                            "stopped at the payment step: payment is never submitted on a "
+                            "non-local store",
+                        )
+                    if step >= cfg.max_steps:
+                        raise _Ended("steps_limit", f"{cfg.max_steps} steps without an end")
+                    step += 1
+                    raw = await asyncio.wait_for(
+                        _maybe_await(policy.act(obs, memory, spec.persona, spec.goal)),
+                        remaining(),
+                    )
+                    rec = StepRecord(
+                        step=step,
+                        observation=obs.to_dict(),
+                        memory=list(memory.log),
+                        action=None,
+                        raw_action=raw if isinstance(raw, str | dict) else None,
+                        reasoning=None,
+                        result="",
+                        error=None,
+                        ms=0.0,
+                    )
+                    records.append(rec)
+                    t_act = time.monotonic()
+                    try:
+                        action: _Action = parse_action(raw)
+                        rec.action, rec.reasoning = action.to_dict(), action.reasoning
+                        rec.raw_action = None
+                        if isinstance(action, EndSession):
+                            rec.result = f"ended: {action.reason}"
+                            if spec.goal.target == "browse" or goal_met(spec.goal, obs, start_cart):
+                                raise _Ended("goal_reached", f"agent ended: {action.reason}")
+                            raise _Ended(
+                                "other",
+                                f"agent ended the session before the {spec.goal.target} goal: "
+                                f"{action.reason}",
+                            )
+                        note = await asyncio.wait_for(
+                            execute(page, action, obs, pool.config.navigation_timeout_ms),
+                            remaining(),
+                        )
+                        watch.check()
+                        if not host_allowed(host_of(page.url), allow):
+                            raise ActionError(f"left the allowed domains for {page.url}")
+                        obs = await observe(page, cfg.token_budget)
+                    except ActionError as exc:
+                        invalid += 1
+                        rec.error = str(exc)
+                        rec.result = "invalid action"
+                        memory.note(f"{step}. invalid action: {exc}")
+                        if invalid > cfg.max_invalid_actions:
+                            raise _Ended("other", str(exc)) from None
+                        continue
+                    except TimeoutError:
+                        raise  # asyncio's: the session's budget (checked below)
+                    except _Ended:
+                        raise
+                    except Exception as exc:  # Playwright errors on a page that still lives
+                        if _is_closed_error(exc, page):
+                            raise
+                        if type(exc).__name__ == "TimeoutError":
+                            # Playwright's own timeout: the element never became actionable.
+                            invalid += 1
+                            rec.error = f"action timed out: {str(exc).splitlines()[0]}"
+                            rec.result = "invalid action"
+                            memory.note(f"{step}. {rec.error}")
+                            if invalid > cfg.max_invalid_actions:
+                                raise _Ended("other", rec.error) from None
+                            continue
+                        raise
+                    rec.ms = (time.monotonic() - t_act) * 1000
+                    action_ms.append(rec.ms)
+                    rec.result = note
+                    memory.note(f"{step}. {_summarize(note, obs)}")
+                    if step_hook is not None:
+                        await step_hook(page, step, obs)
+            except _Ended as end:
+                outcome, message = end.outcome, end.message
+            except TimeoutError:
+                outcome = "time_limit"
+                message = f"the session's {cfg.session_timeout_s:g} s budget ran out"
+            except Exception as exc:
+                outcome = "crash"
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                message = f"{type(exc).__name__}: {first}"[:500]
+            if not page.is_closed():
+                final_url = page.url
+    except Exception as exc:  # the context itself failed (browser gone)
+        outcome, message = "crash", f"{type(exc).__name__}: {str(exc)[:400]}"
+    finish_record(outcome)
+    return SessionResult(
+        key=key,
+        buyer_id=spec.buyer_id,
+        outcome=outcome,
+        message=message,
+        steps=len(records),
+        duration_s=round(time.monotonic() - t0, 3),
+        final_url=final_url,
+        session_id=watch.session_id if watch else None,
+        persona=spec.persona.label,
+        goal=spec.goal.text,
+        records=records,
+        action_ms=action_ms,
+    )
+
+
+async def run_sessions(
+    pool: BrowserPool,
+    specs: Sequence[SessionSpec],
+    policy: Policy,
+    config: RuntimeConfig | None = None,
+    on_done: Callable[[SessionResult], None] | None = None,
+) -> list[SessionResult]:
+    """Run `specs` concurrently (at most `pool.size` at a time); results in input order.
+    `on_done` is called as each session ends (progress bars, recorders)."""
+
+    async def one(spec: SessionSpec) -> SessionResult:
+        res = await run_session(pool, spec, policy, config)
+        if on_done is not None:
+            on_done(res)
+        return res
+
+    return list(await asyncio.gather(*(one(s) for s in specs)))
