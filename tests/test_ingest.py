@@ -248,3 +248,38 @@ def test_ground_truth_joins_after_deidentify_frame(tmp_path: Path) -> None:
     ev = wh.read_partition("raw_events", "s1", "2025-01-02")
     joined = ev.join(deidentify_frame(truth, KEY), on=["shop_id", "buyer_id"], how="inner")
     assert joined.height == ev.height and set(joined["t"]) == {1, 2, 3}
+
+
+def _tricky_sessionize_input(seed: int = 3, n: int = 3_000) -> pl.DataFrame:
+    """Two shops sharing buyer ids, a null buyer, equal timestamps, gaps of exactly 30
+    minutes, rows out of time order and some rows that already carry a session id."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    t0 = dt.datetime(2025, 1, 2, tzinfo=dt.UTC)
+    minutes = np.cumsum(rng.choice([0, 1, 5, 29, 30, 31, 90], size=n))
+    buyers = rng.choice(["u1", "u2", "u3", ""], size=n, p=[0.4, 0.3, 0.25, 0.05])
+    return pl.DataFrame(
+        {
+            "event_id": [f"e{i}" for i in range(n)],
+            "shop_id": rng.choice(["s1", "s2"], size=n).tolist(),
+            "buyer_id": [b or None for b in buyers.tolist()],
+            "session_id": [None if rng.random() < 0.8 else f"x{i % 7}" for i in range(n)],
+            "ts": [t0 + dt.timedelta(minutes=int(m)) for m in rng.permutation(minutes)],
+        },
+        schema_overrides={"session_id": pl.String},
+    )
+
+
+def test_sessionize_fast_path_matches_reference() -> None:
+    from simpersona.ingest.sessionize import _sessionize_polars, sessionize
+
+    for seed in (3, 4):
+        events = _tricky_sessionize_input(seed)
+        before = events.clone()
+        out = sessionize(events)
+        assert events.equals(before)  # the input is not modified
+        assert out.equals(_sessionize_polars(events, 30))
+        assert out["session_id"].null_count() == events["buyer_id"].null_count() - (
+            events.filter(pl.col("buyer_id").is_null() & pl.col("session_id").is_not_null()).height
+        )
