@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from simpersona.agent.cli import simulate_command
 from simpersona.ingest.importers import import_command
 from simpersona.store.cli import storefront_command
 from simpersona.synth.cli import calibrate_command, generate_command
@@ -41,6 +42,9 @@ app.command("import", help="Import real logs (shopify-pixels, rees46, generic) i
 
 app.command("storefront", help="Serve the storefront and log visits into the lake.")(
     storefront_command
+)
+app.command("simulate", help="Run persona Markov agents on a shop's storefront (Chromium).")(
+    simulate_command
 )
 
 DataDir = Annotated[

@@ -1,0 +1,169 @@
+"""Typer-ready command: `simpersona simulate` (register with
+`app.command("simulate")(simulate_command)`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def load_shop_events(shop: str, lake: Path, warehouse: Path | None):
+    """The shop's events to fit on: the warehouse's validated `raw_events` when a warehouse
+    is given, else the lake's raw files (sessionized when they carry no session ids)."""
+    import polars as pl
+
+    from simpersona.ingest.sessionize import sessionize
+    from simpersona.lake import Lake
+    from simpersona.schema import conform
+
+    if warehouse is not None:
+        files = sorted((Path(warehouse) / "raw_events" / f"shop={shop}").glob("date=*/*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"no raw_events for shop {shop!r} in {warehouse}")
+        return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
+    lk = Lake.at(lake)
+    files = [f for d in lk.dates(shop) for f in lk.raw_files(lk.events_dir(shop, d))]
+    if not files:
+        raise FileNotFoundError(f"no events for shop {shop!r} in {lake}")
+    frames = []
+    for f in files:
+        df = pl.read_parquet(f) if f.suffix == ".parquet" else pl.read_csv(f, infer_schema=False)
+        frames.append(conform(df, "events", keep_provenance=False))
+    events = pl.concat(frames).drop_nulls(["buyer_id", "ts", "event_type"])
+    return sessionize(events) if events["session_id"].null_count() else events
+
+
+def simulate_command(
+    shop: Annotated[str, typer.Option(help="Shop to simulate (its catalog is served).")],
+    sessions: Annotated[int, typer.Option("--sessions", "-n", help="Agent sessions.")] = 20,
+    lake: Annotated[
+        Path, typer.Option(help="Lake: the catalog (and events to fit on) unless --warehouse.")
+    ] = Path("data/lake"),
+    warehouse: Annotated[
+        Path | None,
+        typer.Option(help="Warehouse folder: read the validated catalog and events from it."),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(help="A saved Markov policy (JSON); default: fit on the shop's events."),
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="Parquet/CSV with buyer_id and a label column (persona tokens, buyer types); "
+            "default: the buyers' strata."
+        ),
+    ] = None,
+    label_column: Annotated[str, typer.Option(help="Label column in --labels.")] = "label",
+    concurrency: Annotated[int, typer.Option(help="Browser sessions at once.")] = 4,
+    max_steps: Annotated[int, typer.Option(help="Actions per session at most.")] = 30,
+    timeout_s: Annotated[float, typer.Option(help="Wall-clock budget per session.")] = 180.0,
+    seed: Annotated[int, typer.Option(help="Seed of labels, personas and choices.")] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output folder; default data/simulations/<shop>-<run>."),
+    ] = None,
+    events_lake: Annotated[
+        Path | None,
+        typer.Option(
+            help="Lake the agents' events go to; default <out>/lake (kept apart from the real "
+            "shop's events)."
+        ),
+    ] = None,
+) -> None:
+    """Serve a shop's storefront on loopback and run Markov persona agents against it in
+    headless Chromium; writes recordings (JSONL), the agents' events (lake) and a summary."""
+    import polars as pl
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.table import Table
+
+    from simpersona.agent.browser import BrowserUnavailable
+    from simpersona.agent.markov import MarkovModel
+    from simpersona.agent.runtime import RuntimeConfig
+    from simpersona.agent.simulate import SimulationConfig, fit_shop_markov, simulate_shop
+    from simpersona.store.catalog import StoreCatalog
+
+    console = Console(stderr=True)
+    try:
+        catalog = (
+            StoreCatalog.from_warehouse(warehouse, shop)
+            if warehouse is not None
+            else StoreCatalog.from_lake(lake, shop)
+        )
+    except FileNotFoundError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    run_id = format(int(time.time() * 1000), "x")
+    out_dir = out or Path("data") / "simulations" / f"{shop}-{run_id}"
+    if model is not None:
+        policy_model = MarkovModel.load(model)
+    else:
+        try:
+            events = load_shop_events(shop, lake, warehouse)
+        except FileNotFoundError as exc:
+            console.print(f"[red]{exc}[/] (or pass --model)")
+            raise typer.Exit(1) from exc
+        label_frame = None
+        if labels is not None:
+            label_frame = (
+                pl.read_parquet(labels) if labels.suffix == ".parquet" else pl.read_csv(labels)
+            )
+        products = pl.DataFrame(
+            {
+                "product_id": list(catalog.products),
+                "collection_ids": [list(p.collection_ids) for p in catalog.products.values()],
+            }
+        )
+        collections = pl.DataFrame(
+            {
+                "collection_id": list(catalog.collections),
+                "title": [c.title for c in catalog.collections.values()],
+            }
+        )
+        policy_model = fit_shop_markov(
+            events, products, collections, label_frame, label_column=label_column
+        )
+        policy_model.save(out_dir / "markov_policy.json")
+        console.print(
+            f"fitted a Markov policy on {events.height:,} events, "
+            f"{len(policy_model.labels)} labels -> {out_dir / 'markov_policy.json'}"
+        )
+    cfg = SimulationConfig(
+        n_sessions=sessions,
+        concurrency=concurrency,
+        seed=seed,
+        run_id=run_id,
+        runtime=RuntimeConfig(max_steps=max_steps, session_timeout_s=timeout_s),
+    )
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(f"{shop}: sessions", total=sessions)
+        try:
+            report = simulate_shop(
+                catalog,
+                policy_model,
+                cfg,
+                out_dir,
+                events_lake=events_lake,
+                on_done=lambda _res: progress.advance(task),
+            )
+        except BrowserUnavailable as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(1) from exc
+    summary = report.summary() | {"shop": shop, "run_id": run_id, "seed": seed}
+    summary["events_lake"] = str(events_lake or out_dir / "lake")
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    table = Table("figure", "value", title=f"simulation of {shop}")
+    for k, v in summary.items():
+        table.add_row(k, json.dumps(v) if isinstance(v, dict) else str(v))
+    console.print(table)
