@@ -282,18 +282,19 @@ def test_step_and_time_limits(loop, pool, store):
 
     class Slow:
         async def act(self, obs, memory, persona, goal):
-            await asyncio.sleep(0.4)  # a slow model
+            await asyncio.sleep(0.5)  # a slow model: 30 steps would take 15 s
             return {"action": "scroll"}
 
     slow = run(
         loop,
         run_session(
-            pool, spec(base_url, "limit-time"), Slow(), RuntimeConfig(session_timeout_s=1.5)
+            pool, spec(base_url, "limit-time"), Slow(), RuntimeConfig(session_timeout_s=3.0)
         ),
     )
     assert slow.outcome == "time_limit", slow.message
-    assert "1.5 s" in slow.message
-    assert 1 <= slow.steps <= 4 and slow.duration_s < 5
+    assert "3 s budget" in slow.message
+    assert slow.steps < 30
+    assert 3.0 <= slow.duration_s < 6.0  # stopped at the budget, not at the next step's end
 
 
 # ---- crashes --------------------------------------------------------------------------------

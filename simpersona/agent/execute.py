@@ -42,19 +42,35 @@ def element_selector(element_id: str) -> str:
     return f"[id={v}], [{AGENT_ID_ATTR}={v}]"
 
 
-async def _find(page: Any, element_id: str) -> Any:
-    loc = page.locator(element_selector(element_id)).first
-    if await loc.count() == 0:
+# One round trip: the element's facts, or null when no element has the id.
+DESCRIBE_JS = """sel => {
+  const el = document.querySelector(sel);
+  if (!el) return null;
+  return {tag: el.tagName.toLowerCase(), type: (el.getAttribute('type') || '').toLowerCase(),
+          href: el.getAttribute('href'), form: !!el.form, disabled: !!el.disabled};
+}"""
+# A DOM click: the same click event a mouse gives the page's handlers and forms, without
+# Playwright's pointer choreography (scroll, hit test, two animation frames), which costs
+# about twice the CPU of the navigation it triggers. Links stay in this tab.
+CLICK_JS = """sel => {
+  const el = document.querySelector(sel);
+  if (el.tagName === 'A') el.removeAttribute('target');
+  el.click();
+}"""
+SUBMIT_SEARCH_JS = """([sel, q]) => {
+  const el = document.querySelector(sel);
+  el.value = q;
+  el.dispatchEvent(new Event('input', {bubbles: true}));
+  if (el.form) el.form.requestSubmit(); else el.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter', bubbles: true}));
+}"""
+
+
+async def _describe(page: Any, element_id: str) -> tuple[str, dict[str, Any]]:
+    sel = element_selector(element_id)
+    info = await page.evaluate(DESCRIBE_JS, sel)
+    if info is None:
         raise ActionError(f"no element with id {element_id!r} on this page")
-    return loc
-
-
-async def _describe(loc: Any) -> dict[str, Any]:
-    return await loc.evaluate(
-        """el => ({tag: el.tagName.toLowerCase(), type: (el.getAttribute('type') || '').toLowerCase(),
-                   href: el.getAttribute('href'), form: !!el.form, disabled: !!el.disabled,
-                   target: el.getAttribute('target')})"""
-    )
+    return sel, info
 
 
 async def _navigating(page: Any, timeout_ms: float, action: Any) -> None:
@@ -68,20 +84,22 @@ async def execute(page: Any, action: _Action, obs: Observation, nav_timeout_ms: 
     """Run `action` on `page`; returns a short note of what happened (for the progress log).
     `end_session` is the runtime's business and is not handled here."""
     if isinstance(action, Search):
-        loc = page.locator(SEARCH_INPUTS).first
-        if await loc.count() == 0:
+        box = await page.evaluate(
+            "sel => { const el = document.querySelector(sel); return el ? true : false; }",
+            SEARCH_INPUTS,
+        )
+        if not box:
             raise ActionError("this page has no search box")
-        await loc.fill(action.query)
-        await _navigating(page, nav_timeout_ms, lambda: loc.press("Enter"))
+        await _navigating(
+            page,
+            nav_timeout_ms,
+            lambda: page.evaluate(SUBMIT_SEARCH_JS, [SEARCH_INPUTS, action.query]),
+        )
         return f"searched {action.query!r}"
     if isinstance(action, Click):
-        loc = await _find(page, action.id)
-        info = await _describe(loc)
+        sel, info = await _describe(page, action.id)
         if info["disabled"]:
             raise ActionError(f"element {action.id!r} is disabled")
-        if info["target"] and info["target"] != "_self":
-            # Keep the session in one tab, as a buyer following a link in place would.
-            await loc.evaluate("el => el.removeAttribute('target')")
         navigates = (
             info["tag"] == "a"
             and info["href"]
@@ -94,26 +112,25 @@ async def execute(page: Any, action: _Action, obs: Observation, nav_timeout_ms: 
             )
         )
         if navigates:
-            await _navigating(page, nav_timeout_ms, loc.click)
+            await _navigating(page, nav_timeout_ms, lambda: page.evaluate(CLICK_JS, sel))
         else:
-            await loc.click()
+            await page.evaluate(CLICK_JS, sel)
         return f"clicked {action.id}"
     if isinstance(action, Type):
-        loc = await _find(page, action.id)
-        info = await _describe(loc)
+        sel, info = await _describe(page, action.id)
         if info["tag"] not in ("input", "textarea") or (
             info["tag"] == "input" and info["type"] not in TEXT_TYPES
         ):
             raise ActionError(f"element {action.id!r} is a {info['tag']}, not a text field")
-        await loc.fill(action.text)
+        await page.locator(sel).first.fill(action.text)
         return f"typed into {action.id}"
     if isinstance(action, Select):
-        loc = await _find(page, action.id)
-        info = await _describe(loc)
+        sel, info = await _describe(page, action.id)
         if info["tag"] != "select":
             raise ActionError(
                 f"element {action.id!r} is a {info['tag']}, not a select; click radio buttons"
             )
+        loc = page.locator(sel).first
         options = await loc.evaluate(
             "el => Array.from(el.options).map(o => [o.value, o.text.trim()])"
         )
@@ -124,15 +141,17 @@ async def execute(page: Any, action: _Action, obs: Observation, nav_timeout_ms: 
         shown = ", ".join(v for v, _ in options[:20])
         raise ActionError(f"select {action.id!r} has no option {action.value!r} (options: {shown})")
     if isinstance(action, AddToCart):
-        button = page.locator(ADD_BUTTONS).first
-        if await button.count() == 0:
+        found = await page.evaluate(
+            """([b, q]) => [!!document.querySelector(b), !!document.querySelector(q)]""",
+            [ADD_BUTTONS, QUANTITY_INPUTS],
+        )
+        if not found[0]:
             raise ActionError(f"no add-to-cart button on this page (a {obs.kind} page)")
-        qty = page.locator(QUANTITY_INPUTS).first
-        if await qty.count():
-            await qty.fill(str(action.quantity))
+        if found[1]:
+            await page.locator(QUANTITY_INPUTS).first.fill(str(action.quantity))
         elif action.quantity != 1:
             raise ActionError("this page has no quantity field; add one at a time")
-        await _navigating(page, nav_timeout_ms, button.click)
+        await _navigating(page, nav_timeout_ms, lambda: page.evaluate(CLICK_JS, ADD_BUTTONS))
         return f"added {action.quantity} to cart"
     if isinstance(action, GoBack):
         if not await page.evaluate("() => history.length > 1"):
