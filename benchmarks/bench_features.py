@@ -151,16 +151,9 @@ def read_products(lake: Path, shop: str):
 
 def fill_sessions(events):
     """Ingestion's 30-minute sessionizer on the rows without a session id."""
-    import polars as pl
-
     from simpersona.ingest.sessionize import sessionize
 
-    missing = events["session_id"].is_null()
-    if not missing.any():
-        return events
-    todo = events.filter(missing)
-    filled = sessionize(todo.select("shop_id", "buyer_id", "session_id", "ts"))  # same order
-    return pl.concat([events.filter(~missing), todo.with_columns(filled["session_id"])])
+    return sessionize(events)
 
 
 def embeddings(lake: Path, shop: str):
@@ -253,14 +246,14 @@ def phase_ours(lake: Path, shops: list[str], transform_dir: Path, out: Path, kee
     import pandas as pd  # noqa: F401
     import polars as pl  # noqa: F401
 
-    from simpersona.features.scalars import buyer_features
+    from simpersona.features.scalars import buyer_scalars_and_items
     from simpersona.features.transform import FeatureTransform
-    from simpersona.features.vectors import iter_buyer_vectors
-    from simpersona.lake import atomic_write_parquet_chunks
+    from simpersona.features.vectors import iter_buyer_vectors_from_items, write_buyer_vectors
+    from simpersona.ingest.sessionize import SESSION_GAP_MINUTES
 
     tf = FeatureTransform.load(transform_dir)
     base_rss = peak_rss_mb()
-    stages = {"read": 0.0, "sessionize": 0.0, "features": 0.0, "vectors_write": 0.0}
+    stages = {"read": 0.0, "features": 0.0, "vectors_write": 0.0}
     stages["vectors_wait"] = 0.0  # part of vectors_write spent waiting for vector chunks
     per_shop = []
     buyers = events = 0
@@ -269,22 +262,26 @@ def phase_ours(lake: Path, shops: list[str], transform_dir: Path, out: Path, kee
     for shop in shops:
         t0 = time.perf_counter()
         ev = read_events(lake, shop)
-        t1 = time.perf_counter()
-        ev = fill_sessions(ev)
-        t2 = time.perf_counter()
-        feats = buyer_features(ev, read_products(lake, shop))
         n_events = ev.height
+        t1 = time.perf_counter()
+        # Ingestion's sessionizer on the id-less rows, fused into the feature pass.
+        fast = buyer_scalars_and_items(
+            ev, read_products(lake, shop), session_gap_minutes=SESSION_GAP_MINUTES
+        )
+        if fast is None:
+            raise SystemExit(f"{shop}: the fast feature path did not apply")
+        feats, items = fast
         del ev
-        t3 = time.perf_counter()
+        t2 = time.perf_counter()
         path = out / f"shop={shop}" / "vectors.parquet"
-        chunks = Timed(iter_buyer_vectors(feats, embeddings(lake, shop), tf))
-        rows = atomic_write_parquet_chunks(chunks, path)
-        t4 = time.perf_counter()
+        chunks = Timed(iter_buyer_vectors_from_items(feats, items, embeddings(lake, shop), tf))
+        rows = write_buyer_vectors(chunks, path)
+        t3 = time.perf_counter()
         stages["vectors_wait"] += chunks.seconds
         assert rows == feats.height
-        for k, a, b in (("read", t0, t1), ("sessionize", t1, t2), ("features", t2, t3)):
-            stages[k] += b - a
-        stages["vectors_write"] += t4 - t3
+        stages["read"] += t1 - t0
+        stages["features"] += t2 - t1
+        stages["vectors_write"] += t3 - t2
         written += path.stat().st_size
         if not keep:
             path.unlink()
@@ -295,11 +292,11 @@ def phase_ours(lake: Path, shops: list[str], transform_dir: Path, out: Path, kee
                 "shop": shop,
                 "buyers": feats.height,
                 "events": n_events,
-                "seconds": t4 - t0,
-                "scalars_s": t3 - t0,
+                "seconds": t3 - t0,
+                "scalars_s": t2 - t0,
             }
         )
-        del feats
+        del feats, items
     seconds = time.perf_counter() - t_all
     return {
         "seconds": seconds,
@@ -409,22 +406,39 @@ def phase_pandas(lake: Path, shops: list[str]) -> dict:
     return {"seconds": time.perf_counter() - t0, "buyers": buyers, "peak_rss_mb": peak_rss_mb()}
 
 
-def phase_check(lake: Path, shop: str, shop_buyers: int) -> dict:
+def phase_check(lake: Path, shop: str, shop_buyers: int, transform_dir: Path) -> dict:
     import numpy as np
     import polars as pl
 
     from simpersona.features.enrich import session_table
-    from simpersona.features.scalars import buyer_features, buyer_features_from_sessions
+    from simpersona.features.scalars import (
+        buyer_features,
+        buyer_features_from_sessions,
+        buyer_scalars_and_items,
+    )
+    from simpersona.features.transform import FeatureTransform
+    from simpersona.features.vectors import iter_buyer_vectors, iter_buyer_vectors_from_items
+    from simpersona.ingest.sessionize import SESSION_GAP_MINUTES
 
-    ev = fill_sessions(read_events(lake, shop, sample_filter(CHECK_BUYERS / max(shop_buyers, 1))))
+    raw = read_events(lake, shop, sample_filter(CHECK_BUYERS / max(shop_buyers, 1)))
+    ev = fill_sessions(raw)
     products = read_products(lake, shop)
-    ours = buyer_features(ev, products)
-    # the events fast path must give the frame of the session-table path
+    # ours: the measured path (sessionizing fused into the feature pass)
+    ours = buyer_features(raw, products, session_gap_minutes=SESSION_GAP_MINUTES)
+    # the pipeline: ingestion's sessionizer, then the session-table path
     via_sessions = buyer_features_from_sessions(session_table(ev.lazy(), products))
     same = ours.drop(SCALARS).equals(via_sessions.drop(SCALARS))
     diff_paths = float(
         np.abs(ours.select(SCALARS).to_numpy() - via_sessions.select(SCALARS).to_numpy()).max()
     )
+    # vectors: the measured path against the pipeline's buyer_features → iter_buyer_vectors
+    tf, emb = FeatureTransform.load(transform_dir), embeddings(lake, shop)
+    fast = buyer_scalars_and_items(raw, products, session_gap_minutes=SESSION_GAP_MINUTES)
+    assert fast is not None
+    vec_ours = pl.concat(list(iter_buyer_vectors_from_items(*fast, emb, tf)))
+    vec_ref = pl.concat(list(iter_buyer_vectors(buyer_features(ev, products), emb, tf)))
+    vec_same = vec_ours.drop("vector").equals(vec_ref.drop("vector"))
+    vec_diff = float(np.abs(vec_ours["vector"].to_numpy() - vec_ref["vector"].to_numpy()).max())
     ids = ours["buyer_id"].to_list()
     pdf = pandas_scalars(
         shop_files(lake, "events", shop), shop_files(lake, "products", shop), buyer_ids=ids
@@ -441,6 +455,8 @@ def phase_check(lake: Path, shop: str, shop_buyers: int) -> dict:
         "worst": SCALARS[int(per.argmax())],
         "paths_identical": bool(same),
         "paths_max_abs_diff": diff_paths,
+        "vectors_identical_columns": bool(vec_same),
+        "vectors_max_abs_diff": vec_diff,
         "peak_rss_mb": peak_rss_mb(),
     }
 
@@ -566,7 +582,7 @@ def main() -> None:
         st = ours["stages"]
         print(
             f"ours (events -> vectors): {ours['seconds']:.2f} s{which} = read {st['read']:.2f} + "
-            f"sessionize {st['sessionize']:.2f} + features {st['features']:.2f} + vectors & "
+            f"sessionize & features {st['features']:.2f} + vectors & "
             f"write {st['vectors_write']:.2f} (waiting for vectors {st['vectors_wait']:.2f}, "
             f"Parquet encoding the rest); {ours['vectors_mb']:.0f} MB of vectors; "
             f"peak_rss_mb={peak['ours']:.0f} (after imports {ours['base_rss_mb']:.0f})",
@@ -595,12 +611,21 @@ def main() -> None:
         )
         first = shops[0]
         check = run_phase(
-            "check", work, lake=lake, shop=first, shop_buyers=info["shop_buyers"][first]
+            "check",
+            work,
+            lake=lake,
+            shop=first,
+            shop_buyers=info["shop_buyers"][first],
+            transform_dir=work / "transform",
         )
         print(
             f"check on {check['buyers']:,} buyers of {first}: pandas vs ours max abs diff "
-            f"{check['max_abs_diff']:.3g} ({check['worst']}); events path vs session-table path "
-            f"identical={check['paths_identical']} max abs diff {check['paths_max_abs_diff']:.3g}"
+            f"{check['max_abs_diff']:.3g} ({check['worst']}); fused path vs sessionize + "
+            f"session-table path identical={check['paths_identical']} max abs diff "
+            f"{check['paths_max_abs_diff']:.3g}; vectors vs the pipeline's (sessionize, "
+            f"buyer_features, iter_buyer_vectors): other columns identical="
+            f"{check['vectors_identical_columns']}, vector max abs diff "
+            f"{check['vectors_max_abs_diff']:.3g}"
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

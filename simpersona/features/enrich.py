@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from simpersona.ingest.sessionize import gap_units, inactivity_sessions, session_ids
 from simpersona.schema import EVENT_TYPES
 
 BUYER_KEYS = ["shop_id", "buyer_id"]
@@ -207,6 +208,42 @@ def key_hashes(
     return out[0], out[1]
 
 
+def _string_hashes(values: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The two independent 64-bit hashes of each value of a column (as strings)."""
+    values = values.cast(pl.String)
+    return tuple(  # type: ignore[return-value]
+        values.hash(seed=s + 5, seed_1=s + 103, seed_2=s + 213, seed_3=s + 311).to_numpy()
+        for s in _SEEDS
+    )
+
+
+def _filled_session_hashes(
+    events: pl.DataFrame,
+    buyer_hashes: tuple[np.ndarray, np.ndarray],
+    session_hashes: tuple[np.ndarray, np.ndarray],
+    gap_minutes: int,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """`session_hashes` where the rows without a session id have the hashes of the ids
+    `sessionize` would fill in. Only one id string per new session is built. None when the
+    fast path does not apply (ts not a Datetime, a hash collision)."""
+    gap = gap_units(events.schema["ts"], gap_minutes)
+    if gap is None:
+        return None
+    miss = np.flatnonzero(events["session_id"].is_null().to_numpy())
+    buyers = codes_from_hashes(buyer_hashes[0][miss], buyer_hashes[1][miss])
+    if buyers is None:
+        return None
+    ts = events["ts"].gather(miss)
+    session, first = inactivity_sessions(buyers[0], ts.to_physical().to_numpy(), gap)
+    ids = session_ids(events["buyer_id"].gather(miss[first]), ts.gather(first))
+    out = []
+    for full, new in zip(session_hashes, _string_hashes(ids), strict=True):
+        full = full.copy()  # polars' buffer is read-only
+        full[miss] = new[session]
+        out.append(full)
+    return out[0], out[1]
+
+
 def codes_from_hashes(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Dense group ids (in order of first appearance) of rows with hash `a`, and the first
     row of each group. The independent hash `b` must agree within every group, so a wrong
@@ -269,16 +306,30 @@ class FastSessions:
     buyer_first_row: np.ndarray  # first event row of each buyer, by buyer id
 
 
-def fast_sessions(events: pl.DataFrame, event_code: np.ndarray) -> FastSessions | None:
+def fast_sessions(
+    events: pl.DataFrame, event_code: np.ndarray, session_gap_minutes: int | None = None
+) -> FastSessions | None:
     """The numeric columns of `session_table` (start, end, n_events, the per-type counts,
     cart_value, order_value, duration_s) without the keys, one row per session in order of
     first appearance, with the session of each event and the buyer of each session.
     `events`: collected, catalog prices filled; `event_code`: from `event_codes`. None when
-    the fast path does not apply (null timestamps, a hash collision)."""
+    the fast path does not apply (null timestamps, a hash collision).
+
+    With `session_gap_minutes`, events without a session id are grouped as ingestion's
+    `sessionize` would fill them (same sessions, same ids, so a generated id that equals an
+    existing one joins that session), without writing an id into every such row."""
     if events.height == 0 or events["ts"].null_count():
         return None
     buyer_hashes = key_hashes(events, BUYER_KEYS)
-    sessions = codes_from_hashes(*key_hashes(events, ["session_id"], prefix=buyer_hashes))
+    session_hashes = _string_hashes(events["session_id"])
+    if session_gap_minutes is not None and events["session_id"].null_count():
+        filled = _filled_session_hashes(events, buyer_hashes, session_hashes, session_gap_minutes)
+        if filled is None:
+            return None
+        session_hashes = filled
+    sessions = codes_from_hashes(
+        *((h * _MIX) ^ s for h, s in zip(buyer_hashes, session_hashes, strict=True))
+    )
     if sessions is None:
         return None
     codes, first = sessions

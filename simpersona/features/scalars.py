@@ -3,6 +3,7 @@ plus the products of each embedding channel, the funnel stratum and the label in
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
@@ -20,6 +21,7 @@ from simpersona.features.enrich import (
     is_constant,
     session_table,
 )
+from simpersona.ingest.sessionize import sessionize
 from simpersona.schema import EVENT_TYPES
 
 # Order of the 16 scalars in the buyer vector, with their transform group.
@@ -158,26 +160,70 @@ def buyer_features_from_sessions(sessions: pl.LazyFrame | pl.DataFrame) -> pl.Da
     return buyers.hstack(lists)
 
 
+@dataclass
+class ChannelItems:
+    """The products of each embedding channel as (buyer row, product code) items, before
+    removing repeats: `codes` index the sorted distinct product ids `names`."""
+
+    n_buyers: int
+    names: pl.Series
+    items: dict[str, tuple[np.ndarray, np.ndarray]]  # channel → (buyer row, product code)
+
+
 def buyer_features(
-    events: pl.LazyFrame | pl.DataFrame, products: pl.LazyFrame | pl.DataFrame | None = None
+    events: pl.LazyFrame | pl.DataFrame,
+    products: pl.LazyFrame | pl.DataFrame | None = None,
+    *,
+    session_gap_minutes: int | None = None,
 ) -> pl.DataFrame:
     """Per buyer–shop pair straight from events: the frame of
     `buyer_features_from_sessions(session_table(events, products))`, computed without the
     per-session product lists. Low-cardinality columns (event_type, product_id) may come as
-    Categorical, which is faster; the product lists are strings either way."""
+    Categorical, which is faster; the product lists are strings either way.
+
+    With `session_gap_minutes`, events without a session id are sessionized as ingestion's
+    `sessionize(events, session_gap_minutes)` would (the same result, faster); without it,
+    a buyer's id-less events form one session."""
+    fast = buyer_scalars_and_items(events, products, session_gap_minutes=session_gap_minutes)
+    if fast is None:
+        frame = events.lazy().select(SESSION_COLUMNS).collect()
+        if session_gap_minutes is not None:
+            frame = sessionize(frame, session_gap_minutes)
+        return buyer_features_from_sessions(session_table(frame.lazy(), _lazy(products)))
+    buyers, channels = fast
+    lists = [
+        channel_lists(rank, code, channels.names, channels.n_buyers, f"{c}_products")
+        for c, (rank, code) in channels.items.items()
+    ]
+    return buyers.hstack(lists)
+
+
+def _lazy(frame: pl.LazyFrame | pl.DataFrame | None) -> pl.LazyFrame | None:
+    return None if frame is None else frame.lazy()
+
+
+def buyer_scalars_and_items(
+    events: pl.LazyFrame | pl.DataFrame,
+    products: pl.LazyFrame | pl.DataFrame | None = None,
+    *,
+    session_gap_minutes: int | None = None,
+) -> tuple[pl.DataFrame, ChannelItems] | None:
+    """The fast path of `buyer_features`: its frame without the product lists, and the
+    channel items the lists (or the vectors' channel means, without strings) are built
+    from. None when it does not apply (null timestamps, a hash collision)."""
     # One chunk per column: the hashing, casts and gathers below are several times slower
     # on a frame read from many files (one chunk per file).
     frame = events.lazy().select(SESSION_COLUMNS).collect().rechunk()
     event_code = event_codes(frame)
     if products is not None:
         frame = _fill_catalog_prices(frame, event_code, products.lazy())
-    fs = fast_sessions(frame, event_code)
-    fast = None
-    if fs is not None:
-        keys = frame.select(BUYER_KEYS)[fs.buyer_first_row]
-        fast = _buyer_table(fs.numbers, fs.buyer_of_session, keys)
-    if fast is None or fs is None:
-        return buyer_features_from_sessions(session_table(frame.lazy()))
+    fs = fast_sessions(frame, event_code, session_gap_minutes)
+    if fs is None:
+        return None
+    keys = frame.select(BUYER_KEYS)[fs.buyer_first_row]
+    fast = _buyer_table(fs.numbers, fs.buyer_of_session, keys)
+    if fast is None:
+        return None
     buyers, rank, n_buyers = fast
     session_of_row = fs.session_of_row
     # Product codes only for the rows that feed a channel.
@@ -202,11 +248,8 @@ def buyer_features(
             np.concatenate([codes[kinds[2]], codes[kinds[1]][bought]]),
         ),
     }
-    lists = [
-        channel_lists(rank[session_of_row[r]], code, names, n_buyers, f"{c}_products")
-        for c, (r, code) in items.items()
-    ]
-    return buyers.hstack(lists)
+    by_buyer = {c: (rank[session_of_row[r]], code) for c, (r, code) in items.items()}
+    return buyers, ChannelItems(n_buyers, names, by_buyer)
 
 
 # ---- fast path ----------------------------------------------------------------------------
@@ -281,7 +324,8 @@ def _buyer_table(
     atc = has["n_add_to_cart"]
     day = _day_numbers(sessions["start"])
     day -= day.min()
-    buyer_days = _distinct(rank * (int(day.max()) + 1) + day) // (int(day.max()) + 1)
+    n_days = int(day.max()) + 1
+    buyer_days = distinct_pairs(rank, day, nb, n_days) // n_days
     atc_n = count(atc)
     cart_sum = np.bincount(rank[atc], weights=col("cart_value")[atc], minlength=nb)
     sums = {
@@ -331,7 +375,7 @@ def channel_lists(
     """Sorted distinct products per buyer as a List(String) column of `n_buyers` rows, from
     items (buyer row, product code into the sorted `names`); buyers without any get []."""
     n_names = max(len(names), 1)
-    pairs = _distinct(rank.astype(np.int64) * n_names + code)
+    pairs = distinct_pairs(rank, code, n_buyers, n_names)
     owner = pairs // n_names
     offsets = np.zeros(n_buyers + 1, dtype=np.int64)
     np.cumsum(np.bincount(owner, minlength=n_buyers), out=offsets[1:])
@@ -348,6 +392,19 @@ def _distinct(x: np.ndarray) -> np.ndarray:
         np.not_equal(x[1:], x[:-1], out=keep[1:])
         x = x[keep]
     return x
+
+
+def distinct_pairs(a: np.ndarray, b: np.ndarray, n_a: int, n_b: int) -> np.ndarray:
+    """Sorted distinct a·n_b + b of pairs with 0 ≤ a < n_a, 0 ≤ b < n_b. A bitmap over
+    all n_a·n_b pairs when that is not much larger than the input (small catalogs, few
+    days), else a sort."""
+    keys = a.astype(np.int64) * n_b + b
+    space = n_a * n_b
+    if space <= 8 * keys.size + (1 << 22):
+        seen = np.zeros(space, dtype=bool)
+        seen[keys] = True
+        return np.flatnonzero(seen)
+    return _distinct(keys)
 
 
 def _buyer_features_polars(sessions: pl.LazyFrame) -> pl.DataFrame:
