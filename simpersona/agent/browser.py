@@ -1,14 +1,17 @@
-"""A pool of isolated browser contexts on one headless Debian Chromium (Playwright, async).
+"""A pool of browser contexts on one headless Debian Chromium (Playwright, async).
 
     async with BrowserPool(BrowserConfig(), size=4) as pool:
-        async with pool.context(buyer_id="sim-1", headers_for="http://127.0.0.1:8000") as ctx:
-            page = await ctx.new_page()
+        async with pool.page(buyer_id="sim-1", headers_for="http://127.0.0.1:8000",
+                             allowlist=("127.0.0.1",)) as page:
+            await page.goto("http://127.0.0.1:8000/")
 
-Each session gets its own context (cookies, cache, storage), so concurrent buyers never
-share a cart or a session cookie; at most `size` are open at once. Requests to hosts outside
-the allowlist are aborted in the browser. `X-Buyer-Id` is sent only to the origin named in
+Each session gets a context of its own (cookies, storage), so concurrent buyers never share
+a cart or a session cookie; at most `size` are open at once. A finished session's context is
+kept for the next one with its cookies and web storage cleared (`reuse_contexts`), since a
+fresh context and tab cost about three page loads of CPU. Requests to hosts outside the
+allowlist are aborted in the browser. `X-Buyer-Id` is sent only to the origin named in
 `headers_for` (the local storefront), never to other hosts. When the browser process dies,
-the next `context()` launches a new one, so one crash does not take the pool down.
+the next session launches a new one, so one crash does not take the pool down.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ class BrowserConfig:
     action_timeout_ms: float = 5_000
     user_agent: str | None = None
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+    # Keep a finished session's context (cookies and storage cleared) for the next one.
+    reuse_contexts: bool = True
 
 
 def host_of(url: str) -> str:
@@ -82,6 +87,7 @@ class BrowserPool:
         self._lock = asyncio.Lock()
         self._pw: Any = None
         self._browser: Any = None
+        self._idle: list[_Slot] = []
         self.launches = 0
 
     async def __aenter__(self) -> BrowserPool:
@@ -119,6 +125,7 @@ class BrowserPool:
             return self._browser
 
     async def close(self) -> None:
+        self._idle.clear()
         if self._browser is not None:
             with contextlib.suppress(Exception):  # already gone
                 await self._browser.close()
@@ -131,63 +138,131 @@ class BrowserPool:
     def browser(self) -> Any:
         return self._browser
 
+    async def _new_slot(self) -> _Slot:
+        browser = await self._ensure_browser()
+        w, h = self.config.viewport
+        kwargs: dict[str, Any] = {"viewport": {"width": w, "height": h}}
+        if self.config.user_agent:
+            kwargs["user_agent"] = self.config.user_agent
+        ctx = await browser.new_context(**kwargs)
+        ctx.set_default_timeout(self.config.action_timeout_ms)
+        ctx.set_default_navigation_timeout(self.config.navigation_timeout_ms)
+        routing = _Routing()
+        await ctx.route("**/*", routing.handle)
+        page = await ctx.new_page()
+        return _Slot(browser, ctx, page, routing)
+
+    async def _take_idle(self) -> _Slot | None:
+        while self._idle:
+            slot = self._idle.pop()
+            if (
+                slot.browser is self._browser
+                and slot.browser.is_connected()
+                and not slot.page.is_closed()
+            ):
+                return slot
+            await _close_quietly(slot.ctx)
+        return None
+
     @asynccontextmanager
-    async def context(
+    async def page(
         self,
         buyer_id: str | None = None,
         headers_for: str | None = None,
         allowlist: Iterable[str] | None = None,
     ) -> AsyncIterator[Any]:
-        """A fresh browser context (waits for a free slot). `buyer_id` goes out as the
-        `X-Buyer-Id` header, to the origin of `headers_for` only; requests to hosts outside
-        `allowlist` (when given) are aborted."""
+        """A page in a browser context of its own (waits for a free slot). `buyer_id` goes
+        out as the `X-Buyer-Id` header, to the origin of `headers_for` only; requests to hosts
+        outside `allowlist` (when given) are aborted.
+
+        With `reuse_contexts`, a context whose session ended with its page open is kept for
+        the next session after its cookies and the store's web storage are cleared (a new
+        context and tab cost about three page loads of CPU); call `forget_history(page)`
+        after the first navigation so `go_back` cannot reach the previous session's pages.
+        """
         async with self._sem:
-            browser = await self._ensure_browser()
-            w, h = self.config.viewport
-            kwargs: dict[str, Any] = {"viewport": {"width": w, "height": h}}
-            if self.config.user_agent:
-                kwargs["user_agent"] = self.config.user_agent
-            ctx = await browser.new_context(**kwargs)
+            slot = await self._take_idle() if self.config.reuse_contexts else None
+            if slot is None:
+                slot = await self._new_slot()
+            slot.routing.set(buyer_id, headers_for, allowlist)
+            reusable = False
             try:
-                ctx.set_default_timeout(self.config.action_timeout_ms)
-                ctx.set_default_navigation_timeout(self.config.navigation_timeout_ms)
-                await _install_routing(ctx, buyer_id, headers_for, allowlist)
-                yield ctx
+                yield slot.page
+                reusable = self.config.reuse_contexts
             finally:
-                # The browser may have died with it; the next context relaunches it.
-                with contextlib.suppress(Exception):
-                    await ctx.close()
+                if reusable and await _reset(slot):
+                    self._idle.append(slot)
+                else:
+                    await _close_quietly(slot.ctx)
+
+    async def forget_history(self, page: Any) -> None:
+        """Drop the tab's back/forward history (a reused tab's previous session)."""
+        if not self.config.reuse_contexts:
+            return
+        cdp = await page.context.new_cdp_session(page)
+        try:
+            await cdp.send("Page.resetNavigationHistory")
+        finally:
+            with contextlib.suppress(Exception):
+                await cdp.detach()
 
 
-async def _install_routing(
-    ctx: Any, buyer_id: str | None, headers_for: str | None, allowlist: Iterable[str] | None
-) -> None:
-    allowed = tuple(allowlist) if allowlist is not None else None
-    origin = None
-    if headers_for:
-        parts = urlsplit(headers_for)
-        origin = (parts.scheme, parts.hostname, parts.port)
-    if buyer_id and origin is not None and allowed is None and is_local(headers_for or ""):
-        # The cheap path: everything goes to the local store, so a context-wide header is
-        # exact (no per-request Python round trip).
-        await ctx.set_extra_http_headers({"X-Buyer-Id": buyer_id})
-        return
-    if allowed is None and not buyer_id:
-        return
+@dataclass
+class _Slot:
+    browser: Any
+    ctx: Any
+    page: Any
+    routing: _Routing
 
-    async def handle(route: Any) -> None:
+
+async def _close_quietly(ctx: Any) -> None:
+    # The browser may have died with it; the next session relaunches it.
+    with contextlib.suppress(Exception):
+        await ctx.close()
+
+
+async def _reset(slot: _Slot) -> bool:
+    """Make a used context fit for another buyer; False when it cannot be (then it is closed)."""
+    try:
+        if slot.page.is_closed() or not slot.browser.is_connected():
+            return False
+        if slot.page.url.startswith(("http://", "https://")):
+            await slot.page.evaluate(
+                "() => { try { localStorage.clear(); sessionStorage.clear(); } catch (e) {} }"
+            )
+        await slot.ctx.clear_cookies()
+        slot.routing.set(None, None, None)
+        return True
+    except Exception:
+        return False
+
+
+class _Routing:
+    """The per-context request filter: the allowlist, and the buyer header for the store's
+    origin only. Mutable, so a reused context serves the next buyer."""
+
+    def __init__(self) -> None:
+        self.set(None, None, None)
+
+    def set(
+        self, buyer_id: str | None, headers_for: str | None, allowlist: Iterable[str] | None
+    ) -> None:
+        self.buyer_id = buyer_id
+        self.allowed = tuple(allowlist) if allowlist is not None else None
+        parts = urlsplit(headers_for) if headers_for else None
+        self.origin = (parts.scheme, parts.hostname, parts.port) if parts else None
+
+    async def handle(self, route: Any) -> None:
         url = route.request.url
         parts = urlsplit(url)
         if parts.scheme in ("data", "blob", "about"):
             await route.continue_()
             return
-        if allowed is not None and not host_allowed(parts.hostname or "", allowed):
+        if self.allowed is not None and not host_allowed(parts.hostname or "", self.allowed):
             await route.abort("blockedbyclient")
             return
-        if buyer_id and origin is not None and (parts.scheme, parts.hostname, parts.port) == origin:
-            headers = {**route.request.headers, "x-buyer-id": buyer_id}
+        if self.buyer_id and self.origin == (parts.scheme, parts.hostname, parts.port):
+            headers = {**route.request.headers, "x-buyer-id": self.buyer_id}
             await route.continue_(headers=headers)
             return
         await route.continue_()
-
-    await ctx.route("**/*", handle)

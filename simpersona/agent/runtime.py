@@ -175,6 +175,11 @@ class _PageWatch:
         if sid:
             self.session_id = sid
 
+    def detach(self) -> None:
+        # A reused tab serves other sessions next: stop listening.
+        self.page.remove_listener("response", self._on_response)
+        self.page.remove_listener("requestfailed", self._on_failed)
+
     def _on_failed(self, request: Any) -> None:
         if request.resource_type == "document" and request.frame == self.page.main_frame:
             failure = request.failure or ""
@@ -241,13 +246,13 @@ async def run_session(
             goal=spec.goal.text,
         )
     try:
-        async with pool.context(spec.buyer_id, headers_for=spec.start_url, allowlist=allow) as ctx:
-            page = await ctx.new_page()
+        async with pool.page(spec.buyer_id, headers_for=spec.start_url, allowlist=allow) as page:
             watch = _PageWatch(page)
             try:
                 await asyncio.wait_for(
                     page.goto(spec.start_url, wait_until="domcontentloaded"), remaining()
                 )
+                await pool.forget_history(page)
                 watch.check()
                 obs = await observe(page, cfg.token_budget)
                 start_cart = _cart_count(obs)
@@ -344,6 +349,7 @@ async def run_session(
                 outcome = "crash"
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 message = f"{type(exc).__name__}: {first}"[:500]
+            watch.detach()
             if not page.is_closed():
                 final_url = page.url
     except Exception as exc:  # the context itself failed (browser gone)
