@@ -25,8 +25,9 @@ from simpersona.features.vectors import (
     fit_feature_transform,
     iter_buyer_vectors,
     label_columns,
+    write_buyer_vectors,
 )
-from simpersona.lake import atomic_write_parquet, atomic_write_parquet_chunks, atomic_write_text
+from simpersona.lake import atomic_write_parquet, atomic_write_text
 from simpersona.markdown import counts_to_markdown, frame_to_markdown
 
 SHOP_SPLIT_FILE = "shop_split.json"
@@ -355,7 +356,7 @@ def buyer_vectors(
     feats = pl.read_parquet(wh.partition_path("buyer_features", shop))
     emb = _embeddings_of(wh, shop)
     path = wh.partition_path("buyer_vectors", shop)
-    rows = atomic_write_parquet_chunks(iter_buyer_vectors(feats, emb, tf), path)
+    rows = write_buyer_vectors(iter_buyer_vectors(feats, emb, tf), path)
     meta = pl.scan_parquet(path).drop("vector").collect()
     masks = (
         pl.scan_parquet(path)
