@@ -171,9 +171,10 @@ def run_demo(
     feats = run_features(instance, shops=shops, resources=resources, progress=True)
     say("[4/4] personas: VQ-VAE + k-means, codebook report, assignments, recovery, cards")
     ops = dict((persona_run_config or {}).get("ops", {}))
-    report_cfg = dict(ops.get("codebook_report", {}).get("config", {}))
-    report_cfg.setdefault("planted_types_path", str(planted))
-    ops["codebook_report"] = {"config": report_cfg}
+    for op in ("codebook_report", "distribution_recovery"):
+        op_cfg = dict(ops.get(op, {}).get("config", {}))
+        op_cfg.setdefault("planted_types_path", str(planted))
+        ops[op] = {"config": op_cfg}
     pers = run_personas(
         instance, shops=shops, resources=resources, run_config={"ops": ops}, progress=True
     )
@@ -329,6 +330,8 @@ class PersonasRun:
         }
         out |= {
             "kmeans_ari_planted": r.get("kmeans_planted_majority_ari"),
+            "ari_planted_all_buyers": d.get("planted_majority_ari_all"),
+            "kmeans_ari_planted_all_buyers": d.get("kmeans_planted_majority_ari_all"),
             "js_under_0_10": d.get("js_under_0_10"),
             "persona_cards": self.cards,
             "codebook_version": self.codebook_version,

@@ -128,6 +128,9 @@ def test_demo_personas_on_generated_shops(tmp_path: Path) -> None:
         assert "data:image/png;base64," in recovery["plots"].value
         for key in ("js_mean", "js_median", "js_under_0_10", "r2_atc_rate", "kmeans_js_mean"):
             assert key in recovery
+        # planted types over every buyer (bouncers included), next to the sample's figure
+        assert -1 <= recovery["planted_majority_ari_all"].value <= 1
+        assert saved["ari_planted_all_buyers"] == recovery["planted_majority_ari_all"].value
         for asset in ASSETS:
             part = (
                 shops[0] if asset in ("persona_assignments", "store_token_distribution") else None

@@ -555,6 +555,11 @@ class DistributionRecoveryConfig(dg.Config):
         "paper: every buyer) or 'train_shops' (training shops only: out-of-sample for the "
         "evaluation shops, stricter).",
     )
+    planted_types_path: str = Field(
+        default=f"{DATA_DIR}/ground_truth/planted_types.parquet",
+        description="Generator ground truth; when present, tokens and clusters of all buyers "
+        "(stratum E included) are also compared with the planted types.",
+    )
 
 
 def _read_shops(wh, table: str, shops: list[str], columns: list[str]) -> pl.DataFrame:
@@ -576,9 +581,11 @@ def distribution_recovery(
     config: DistributionRecoveryConfig,
     warehouse: WarehouseResource,
     artifacts: ArtifactsResource,
+    buyer_hash: BuyerHashResource,
     mlflow: MLflowResource,
 ) -> dg.MaterializeResult:
     from simpersona.personas import distribution as dist
+    from simpersona.personas.quality import planted_agreement
 
     if config.reference not in ("all", "train_shops"):
         raise dg.Failure(f"reference must be 'all' or 'train_shops', not {config.reference!r}")
@@ -618,6 +625,17 @@ def distribution_recovery(
     atomic_write_text(table, out_dir / "appendix_b.md")
     figures = _finite(vq["figures"]) | {f"kmeans_{k}": v for k, v in _finite(km["figures"]).items()}
     figures["buyers"] = assign.height
+    planted = _planted_for(assign, config.planted_types_path, buyer_hash.hash_key())
+    if planted is not None:  # codes vs planted types over every buyer, not just the sample
+        for prefix, col in (("", "token"), ("kmeans_", "kmeans_cluster")):
+            agree = planted_agreement(assign[col].to_numpy(), planted)
+            figures |= _finite(
+                {
+                    f"{prefix}planted_ari_all": agree["ari"],
+                    f"{prefix}planted_nmi_all": agree["nmi"],
+                    f"{prefix}planted_majority_ari_all": agree["majority_ari"],
+                }
+            )
     with mlflow.run_for(context, {"codebook_version": version}) as run:
         run.log_params({"codebook_version": version, "reference": config.reference, "shops": shops})
         run.log_metrics(figures)

@@ -415,7 +415,7 @@ def cards_to_markdown(cards: Sequence[PersonaCard], title: str = "Persona cards"
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .5em}
-td.n{text-align:right}.card{border:1px solid #bbb;border-radius:6px;padding:1em;margin:1em 0}
+td.n{text-align:right;white-space:nowrap}.card{border:1px solid #bbb;border-radius:6px;padding:1em;margin:1em 0}
 .desc{font-style:italic}.grid{display:flex;flex-wrap:wrap;gap:1.5em}
 """
 
