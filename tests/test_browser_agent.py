@@ -446,6 +446,40 @@ def test_non_local_store_stops_at_the_payment_step(loop, pool, store, catalog):
     assert blocked.outcome == "other" and "allowlist" in blocked.message
 
 
+def test_links_to_hosts_outside_the_allowlist_are_blocked(loop, pool):
+    """A page on 127.0.0.1 links to the same server as `localhost`, a host not allowed."""
+    from starlette.applications import Starlette
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route
+
+    def page(request):
+        port = request.url.port
+        return HTMLResponse(
+            f'<html><body><main><a id="out" href="http://localhost:{port}/">elsewhere</a>'
+            f'<a id="in" href="/next">next</a></main></body></html>'
+        )
+
+    base_url, stop = run_in_thread(Starlette(routes=[Route("/", page), Route("/next", page)]))
+    try:
+        script = ScriptedPolicy([{"action": "click", "id": "out"}, {"action": "click", "id": "in"}])
+        res = run(
+            loop,
+            run_session(
+                pool,
+                spec(base_url, "allow-1"),
+                script,
+                RuntimeConfig(allowed_domains=("127.0.0.1",), max_invalid_actions=1),
+            ),
+        )
+    finally:
+        stop()
+    assert res.outcome == "goal_reached", [(r.action, r.result, r.error) for r in res.records]
+    assert res.records[0].result == "invalid action"
+    assert "localhost" in res.records[0].error and "not allowed" in res.records[0].error
+    assert res.records[1].result == "clicked in" and res.final_url.endswith("/next")
+    assert res.records[1].observation["kind"] == "home"  # still on the allowed page
+
+
 def _events(sink: LakeEventSink) -> list[tuple[str, str]]:
     files = sink.written
     if not files:

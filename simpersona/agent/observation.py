@@ -312,5 +312,14 @@ def estimate_tokens(text: str) -> int:
 
 async def observe(page: Any, token_budget: int = DEFAULT_TOKEN_BUDGET) -> Observation:
     """Read the Playwright `page` into an Observation (one evaluate call)."""
-    raw = await page.evaluate(EXTRACT_JS, token_budget * CHARS_PER_TOKEN)
+    for attempt in range(3):
+        try:
+            raw = await page.evaluate(EXTRACT_JS, token_budget * CHARS_PER_TOKEN)
+            break
+        except Exception as exc:
+            # A navigation the page started on its own (a redirect, a script) replaced the
+            # document mid-read: read the new one once it is parsed.
+            if "context was destroyed" not in str(exc) or attempt == 2:
+                raise
+            await page.wait_for_load_state("domcontentloaded")
     return build_observation(raw, token_budget)

@@ -17,6 +17,7 @@ soon as a page asks for card details.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -194,6 +195,14 @@ class _PageWatch:
             raise _Ended("crash", f"the store answered HTTP {self.status} at {self.status_url}")
 
 
+async def _back_from_error_page(page: Any) -> None:
+    """After a blocked navigation Chromium commits its error page; return to the last page."""
+    with contextlib.suppress(Exception):
+        await page.wait_for_url(lambda u: u.startswith("chrome-error:"), timeout=2000)
+    if page.url.startswith("chrome-error:"):
+        await page.go_back(wait_until="domcontentloaded")
+
+
 async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
@@ -324,16 +333,25 @@ async def run_session(
                     except Exception as exc:  # Playwright errors on a page that still lives
                         if _is_closed_error(exc, page):
                             raise
-                        if type(exc).__name__ == "TimeoutError":
+                        if watch.blocked or "ERR_BLOCKED_BY_CLIENT" in str(exc):
+                            # The allowlist aborted the navigation; Chromium shows its error
+                            # page (and reports the failed request) a moment later.
+                            await _back_from_error_page(page)
+                            where = watch.blocked or "another host"
+                            error = f"navigation to {where} was blocked: its host is not allowed"
+                            watch.blocked = None
+                        elif type(exc).__name__ == "TimeoutError":
                             # Playwright's own timeout: the element never became actionable.
-                            invalid += 1
-                            rec.error = f"action timed out: {str(exc).splitlines()[0]}"
-                            rec.result = "invalid action"
-                            memory.note(f"{step}. {rec.error}")
-                            if invalid > cfg.max_invalid_actions:
-                                raise _Ended("other", rec.error) from None
-                            continue
-                        raise
+                            error = f"action timed out: {str(exc).splitlines()[0]}"
+                        else:
+                            raise
+                        invalid += 1
+                        rec.error, rec.result = error, "invalid action"
+                        memory.note(f"{step}. invalid action: {error}")
+                        if invalid > cfg.max_invalid_actions:
+                            raise _Ended("other", error) from None
+                        obs = await observe(page, cfg.token_budget)
+                        continue
                     rec.ms = (time.monotonic() - t_act) * 1000
                     action_ms.append(rec.ms)
                     rec.result = note
