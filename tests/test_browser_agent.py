@@ -5,6 +5,7 @@ concurrency, the payment guard, and Markov agents. One browser and one server pe
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 from datetime import UTC, datetime, timedelta
@@ -61,8 +62,7 @@ def pool(loop):
 
 
 @pytest.fixture(scope="module")
-def lake_root(tmp_path_factory) -> Path:
-    """A generated shop's catalog, copied into an otherwise empty lake the store logs to."""
+def generated_lake(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("gen") / "lake"
     generate_lake(
         src,
@@ -70,6 +70,13 @@ def lake_root(tmp_path_factory) -> Path:
         ground_truth_path=src.parent / "truth.parquet",
         progress=False,
     )
+    return src
+
+
+@pytest.fixture(scope="module")
+def lake_root(generated_lake, tmp_path_factory) -> Path:
+    """A generated shop's catalog, copied into an otherwise empty lake the store logs to."""
+    src = generated_lake
     dst = tmp_path_factory.mktemp("agent") / "lake"
     for table in ("products", "collections"):
         shutil.copytree(src / table, dst / table)
@@ -538,3 +545,33 @@ def test_markov_agents_shop_and_buy_through_the_forms(loop, pool, store):
         kinds = [r.observation["kind"] for r in res.records]
         assert {"product", "cart", "checkout"} <= set(kinds)
         assert all(r.reasoning and r.reasoning.startswith("closer:") for r in res.records)
+
+
+# ---- the command ----------------------------------------------------------------------------
+def test_simulate_command_fits_runs_records_and_logs(generated_lake, tmp_path):
+    from typer.testing import CliRunner
+
+    from simpersona.cli import app
+
+    out = tmp_path / "sim"
+    result = CliRunner().invoke(
+        app,
+        ["simulate", "--shop", SHOP, "--lake", str(generated_lake), "-n", "3", "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sessions"] == 3 and sum(summary["outcomes"].values()) == 3
+    model = MarkovModel.load(out / "markov_policy.json")
+    assert set(model.labels) <= {"A", "B", "C", "D", "E"} and model.labels
+    recs = sorted((out / "recordings" / SHOP).glob("*.jsonl"))
+    assert len(recs) == 3
+    for path in recs:
+        lines = read_recording(path)
+        assert lines[0]["type"] == "session" and lines[-1]["type"] == "outcome"
+        assert lines[0]["persona"] in model.labels
+    events = pl.concat([pl.read_parquet(f) for f in (out / "lake" / "events").rglob("*.parquet")])
+    assert events.height == summary["events_written"] > 0
+    assert set(events["buyer_id"].unique()) == {path.stem for path in recs}
+    assert events["buyer_id"].str.starts_with("sim-").all()
+    # Nothing went into the generated shop's own lake.
+    assert not list((generated_lake / "events").rglob("sim-*.parquet"))
