@@ -304,6 +304,37 @@ def test_step_and_time_limits(loop, pool, store):
     assert 3.0 <= slow.duration_s < 6.0  # stopped at the budget, not at the next step's end
 
 
+def test_waiting_for_a_free_browser_slot_is_not_the_sessions_time(loop, store):
+    base_url, _ = store
+
+    class Slow:
+        async def act(self, obs, memory, persona, goal):
+            await asyncio.sleep(1.0)
+            return {"action": "scroll"}
+
+    async def both():
+        async with BrowserPool(size=1) as one:  # B queues behind A for ~5 s
+            return await asyncio.gather(
+                run_session(
+                    one,
+                    spec(base_url, "queue-a"),
+                    Slow(),
+                    RuntimeConfig(max_steps=5, session_timeout_s=30),
+                ),
+                run_session(
+                    one,
+                    spec(base_url, "queue-b"),
+                    ScriptedPolicy([{"action": "scroll"}]),
+                    RuntimeConfig(session_timeout_s=3.0),
+                ),
+            )
+
+    a, b = run(loop, both())
+    assert a.outcome == "steps_limit", a.message
+    assert b.outcome == "goal_reached", b.message
+    assert b.duration_s < 3.0
+
+
 # ---- crashes --------------------------------------------------------------------------------
 def test_storefront_500_and_closed_page_crash_and_the_pool_keeps_working(loop, pool, store):
     base_url, _ = store

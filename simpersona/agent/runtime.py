@@ -226,6 +226,8 @@ async def run_session(
     memory.state["buyer_id"] = spec.buyer_id
     records: list[StepRecord] = []
     action_ms: list[float] = []
+    # The clock starts once the pool hands out a page: waiting for a free slot is not the
+    # session's time (run_sessions queues every session at once).
     t0 = time.monotonic()
     deadline = t0 + cfg.session_timeout_s
     final_url = spec.start_url
@@ -256,6 +258,8 @@ async def run_session(
         )
     try:
         async with pool.page(spec.buyer_id, headers_for=spec.start_url, allowlist=allow) as page:
+            t0 = time.monotonic()
+            deadline = t0 + cfg.session_timeout_s
             watch = _PageWatch(page)
             try:
                 await asyncio.wait_for(
