@@ -4,6 +4,7 @@ See docs/agents.md."""
 
 from simpersona.agent.actions import ActionError, parse_action
 from simpersona.agent.browser import BrowserConfig, BrowserPool, BrowserUnavailable
+from simpersona.agent.markov import MarkovConfig, MarkovModel, MarkovPolicy
 from simpersona.agent.observation import Element, Observation, observe
 from simpersona.agent.policy import Goal, Memory, Persona, Policy, ScriptedPolicy
 from simpersona.agent.recorder import SessionRecorder, read_recording
@@ -24,6 +25,9 @@ __all__ = [
     "BrowserUnavailable",
     "Element",
     "Goal",
+    "MarkovConfig",
+    "MarkovModel",
+    "MarkovPolicy",
     "Memory",
     "Observation",
     "Persona",
