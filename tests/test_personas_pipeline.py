@@ -191,6 +191,14 @@ def test_demo_personas_on_generated_shops(tmp_path: Path) -> None:
             == before.height
         )
         assert not list(path.parent.glob(".*tmp*"))  # no temporary files left behind
+        assert pl.read_parquet(path)["codebook_version"].unique().to_list() == [version]
+
+        # assignments made with another codebook are refused downstream, naming the shop
+        before.with_columns(pl.lit("old-codebook").alias("codebook_version")).write_parquet(path)
+        with pytest.raises(Exception, match=f"{shop}.*re-materialize"):
+            dg.materialize(
+                all_assets, selection=["persona_cards"], instance=instance, resources=res
+            )
 
 
 @pytest.mark.realdata

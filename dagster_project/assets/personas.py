@@ -465,7 +465,11 @@ def persona_assignments(
     path = wh.partition_path("persona_assignments", shop)
     t0 = time.perf_counter()
     rows = atomic_write_parquet_chunks(
-        iter_assignment_frames(model, src, km, config.batch_rows, device=device), path
+        (  # each row names its codebook, so stale partitions are caught downstream
+            f.with_columns(pl.lit(version).alias("codebook_version"))
+            for f in iter_assignment_frames(model, src, km, config.batch_rows, device=device)
+        ),
+        path,
     )
     seconds = time.perf_counter() - t0
     out = pl.read_parquet(path, columns=["token", "kmeans_cluster", "stratum", "distance"])
@@ -521,6 +525,7 @@ def store_token_distribution(
     if not src.exists():
         raise dg.Failure(f"persona_assignments of shop {shop} is not materialized")
     version, folder = _current(artifacts, CODEBOOK)
+    _check_assignments(wh, [shop], version)
     k = VQVAEConfig.load_json(folder / "vqvae" / "config.json").codebook_size
     tokens = pl.read_parquet(src, columns=["token"])["token"].to_numpy()
     dist = token_distribution(np.full(tokens.size, shop, dtype=object), tokens, k)
@@ -562,6 +567,21 @@ class DistributionRecoveryConfig(dg.Config):
     )
 
 
+def _check_assignments(wh, shops: list[str], version: str) -> None:
+    """Fail unless every shop's persona_assignments were made with codebook `version`."""
+    stale = []
+    for shop in shops:
+        path = wh.partition_path("persona_assignments", shop)
+        used = pl.scan_parquet(path).select(pl.col("codebook_version").unique()).collect()
+        if used["codebook_version"].to_list() not in ([version], []):
+            stale.append(shop)
+    if stale:
+        raise dg.Failure(
+            f"persona_assignments of shops {stale} were made with another codebook than the "
+            f"current {version}: re-materialize them"
+        )
+
+
 def _read_shops(wh, table: str, shops: list[str], columns: list[str]) -> pl.DataFrame:
     return pl.concat([pl.read_parquet(wh.partition_path(table, s), columns=columns) for s in shops])
 
@@ -594,6 +614,7 @@ def distribution_recovery(
     if not shops:
         raise dg.Failure("no persona_assignments partition is materialized")
     version, folder = _current(artifacts, CODEBOOK)
+    _check_assignments(wh, shops, version)
     k = VQVAEConfig.load_json(folder / "vqvae" / "config.json").codebook_size
     cols = ["shop_id", "buyer_id", "token", "kmeans_cluster", "stratum"]
     assign = _read_shops(wh, "persona_assignments", shops, cols)
@@ -688,6 +709,7 @@ def persona_cards(
     if not shops:
         raise dg.Failure("no persona_assignments partition is materialized")
     version, _ = _current(artifacts, CODEBOOK)
+    _check_assignments(wh, shops, version)
     parts = []
     for shop in shops:  # one shop in memory at a time
         products = collections = None
