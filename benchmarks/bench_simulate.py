@@ -5,9 +5,9 @@ storefront (`simpersona simulate`).
     python benchmarks/bench_simulate.py           # 60 sessions
 
 A one-shop lake is generated (2,000 buyers), a Markov policy is fitted on its events with the
-strata as labels, and its `end` transitions are removed so every session takes exactly
-`--steps` actions (10) and ends at the step limit: sessions/min is then the rate of ten-step
-sessions. The storefront runs in-process on loopback (logging to a temporary lake), the
+strata as labels, and its `end` transitions are removed so sessions take `--steps` actions
+(10) and end at the step limit (one whose target state cannot be reached from its page may
+give up earlier; mean_steps is printed): sessions/min is then the rate of ten-step sessions. The storefront runs in-process on loopback (logging to a temporary lake), the
 browser pool runs `--concurrency` sessions at once, and the process is pinned to `--cores`
 CPUs (2) when the machine has more. Wall time starts after the browser has launched.
 action_ms_p50 is the median time from starting an action to having the next page's
