@@ -7,13 +7,14 @@ storefront (`simpersona simulate`).
 A one-shop lake is generated (2,000 buyers), a Markov policy is fitted on its events with the
 strata as labels, and its `end` transitions are removed so sessions take `--steps` actions
 (10) and end at the step limit (one whose target state cannot be reached from its page may
-give up earlier; mean_steps is printed): sessions/min is then the rate of ten-step sessions. The storefront runs in-process on loopback (logging to a temporary lake), the
-browser pool runs `--concurrency` sessions at once, and the process is pinned to `--cores`
-CPUs (2) when the machine has more. Wall time starts after the browser has launched.
-action_ms_p50 is the median time from starting an action to having the next page's
-observation. CPU seconds per session (browser included) give the rate the run would reach
-on otherwise idle cores, for machines shared with other work. Target on 2 cores: at least 60 ten-step sessions per minute. The last line is
-exactly `sessions=… sessions_per_min=… action_ms_p50=…`.
+give up earlier; mean_steps is printed): sessions/min is then the rate of ten-step sessions.
+The storefront runs in-process on loopback (logging to a temporary lake), the browser pool
+runs `--concurrency` sessions at once, and the process is pinned to `--cores` CPUs (2) when
+the machine has more. Wall time starts after the browser has launched. action_ms_p50 is the
+median time from starting an action to having the next page's observation. CPU seconds per
+session (browser included) give the rate the run would reach on otherwise idle cores, for
+machines shared with other work. Target on 2 cores: at least 60 ten-step sessions per
+minute. The last line is exactly `sessions=… sessions_per_min=… action_ms_p50=…`.
 """
 
 from __future__ import annotations
