@@ -230,11 +230,14 @@ def _filled_session_hashes(
     if gap is None:
         return None
     miss = np.flatnonzero(events["session_id"].is_null().to_numpy())
-    buyers = codes_from_hashes(buyer_hashes[0][miss], buyer_hashes[1][miss])
-    if buyers is None:
-        return None
     ts = events["ts"].gather(miss)
-    session, first = inactivity_sessions(buyers[0], ts.to_physical().to_numpy(), gap)
+    # The first buyer hash serves as the buyer's group id. Should two buyers share it,
+    # their rows would interleave in time, and a session would mix them: the second hash
+    # must then agree within every session.
+    session, first = inactivity_sessions(buyer_hashes[0][miss], ts.to_physical().to_numpy(), gap)
+    check = buyer_hashes[1][miss]
+    if not np.array_equal(check, check[first][session]):
+        return None
     ids = session_ids(events["buyer_id"].gather(miss[first]), ts.gather(first))
     out = []
     for full, new in zip(session_hashes, _string_hashes(ids), strict=True):

@@ -13,6 +13,7 @@ import pyarrow as pa
 from simpersona.features.enrich import (
     BUYER_KEYS,
     SESSION_COLUMNS,
+    UNKNOWN_EVENT,
     catalog_prices,
     dense_codes,
     event_codes,
@@ -213,7 +214,9 @@ def buyer_scalars_and_items(
     from. None when it does not apply (null timestamps, a hash collision)."""
     # One chunk per column: the hashing, casts and gathers below are several times slower
     # on a frame read from many files (one chunk per file).
-    frame = events.lazy().select(SESSION_COLUMNS).collect().rechunk()
+    # No rechunk of the frame (a copy of every string): hashing, casts and filters work
+    # chunk by chunk; only gathers from many chunks are slow, and those stay small here.
+    frame = events.lazy().select(SESSION_COLUMNS).collect()
     event_code = event_codes(frame)
     if products is not None:
         frame = _fill_catalog_prices(frame, event_code, products.lazy())
@@ -228,8 +231,11 @@ def buyer_scalars_and_items(
     session_of_row = fs.session_of_row
     # Product codes only for the rows that feed a channel.
     kinds = [EVENT_TYPES.index(t) for t in ("product_view", "add_to_cart", "checkout_completed")]
-    relevant = np.flatnonzero(np.isin(event_code, kinds))
-    pcode, names = dense_codes(frame["product_id"].gather(relevant))
+    feeds = np.zeros(UNKNOWN_EVENT + 1, dtype=bool)
+    feeds[kinds] = True
+    mask = feeds[event_code]
+    relevant = np.flatnonzero(mask)
+    pcode, names = dense_codes(frame["product_id"].filter(pl.Series(mask)))
     rows, codes = {}, {}
     for k in kinds:
         pick = (event_code[relevant] == k) & (pcode >= 0)
@@ -364,9 +370,8 @@ def _day_numbers(start: pl.Series) -> np.ndarray:
 
 
 def _int_total(rank: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
-    out = np.zeros(n, dtype=np.int64)
-    np.add.at(out, rank, values.astype(np.int64))
-    return out
+    # bincount sums in float64: exact for integer totals below 2**53
+    return np.bincount(rank, weights=values.astype(np.float64), minlength=n).astype(np.int64)
 
 
 def channel_lists(

@@ -175,12 +175,17 @@ def vector_matrix(
 
 
 def _projections(emb: ProductEmbeddings, transform: FeatureTransform) -> dict[str, np.ndarray]:
-    """Each product's channel transform, per channel: (n_products, 128)."""
+    """Each product's channel transform, per channel: (n_products, 128) float32.
+
+    Computed in float64, then rounded once: the buyer averages run in float32 (sparse
+    products about 3x faster, no float64 → float32 copy of every channel block), which adds
+    a few float32 ulps (~1e-6 absolute on values of order 1-10) to vectors stored as float32
+    anyway."""
     if emb.dim != transform.embedding_dim:
         raise ValueError(
             f"embeddings are {emb.dim}-d but the transform was fitted on {transform.embedding_dim}-d"
         )
-    return {c: transform.channels[c].project(emb.matrix) for c in CHANNELS}
+    return {c: transform.channels[c].project(emb.matrix).astype(np.float32) for c in CHANNELS}
 
 
 def _vector_matrix(
@@ -199,7 +204,7 @@ def _vector_matrix(
         # Channel transform of the mean embedding = mean of the products' transforms; an
         # unobserved buyer's row of the averaging matrix is empty, so its channel is zero.
         if averages is None:
-            avg, observed = averaging_matrix(features[f"{c}_products"], emb, np.float64)
+            avg, observed = averaging_matrix(features[f"{c}_products"], emb, np.float32)
         else:
             avg, observed = averages[c]
         out[:, CHANNEL_SLICES[c]] = avg @ projections[c]
@@ -297,7 +302,7 @@ def items_averaging_matrix(
     items: ChannelItems, channel: str, emb: ProductEmbeddings
 ) -> tuple[sp.csr_matrix, np.ndarray]:
     """`averaging_matrix` of one channel's product lists, built from the items directly:
-    (n_buyers, n_products) float64 rows averaging each buyer's distinct products that have
+    (n_buyers, n_products) float32 rows averaging each buyer's distinct products that have
     an embedding, and the observed mask."""
     rank, code = items.items[channel]
     n, n_names = items.n_buyers, max(len(items.names), 1)
@@ -321,7 +326,7 @@ def items_averaging_matrix(
     counts = np.bincount(owner, minlength=n)
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
-    weights = 1.0 / counts[owner].astype(np.float64)
+    weights = 1.0 / counts[owner].astype(np.float32)  # as `averaging_matrix` in float32
     avg = sp.csr_matrix((weights, col, indptr), shape=(n, emb.matrix.shape[0]))
     return avg, counts > 0
 
