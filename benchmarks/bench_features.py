@@ -187,12 +187,17 @@ def phase_scan(lake: Path, shops: list[str]) -> dict:
     exprs += ["sum(quantity)", "sum(price)", "sum(order_value)"]
     con = duckdb.connect()
     con.execute(f"SET threads = {os.cpu_count()}")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     row = con.execute(
         f"SELECT {', '.join(exprs)} FROM read_parquet(?, hive_partitioning = false)", [files]
     ).fetchone()
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "events": int(row[0]), "peak_rss_mb": peak_rss_mb()}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": time.process_time() - c0,
+        "events": int(row[0]),
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def phase_fit(lake: Path, shops: list[str], buyers: int, out: Path) -> dict:
@@ -243,6 +248,8 @@ class Timed:
 
 def phase_ours(lake: Path, shops: list[str], transform_dir: Path, out: Path, keep: bool) -> dict:
     # imports happen before the clock starts (pandas: the feature path's factorize)
+    from concurrent.futures import ThreadPoolExecutor
+
     import pandas as pd  # noqa: F401
     import polars as pl  # noqa: F401
 
@@ -255,55 +262,67 @@ def phase_ours(lake: Path, shops: list[str], transform_dir: Path, out: Path, kee
     base_rss = peak_rss_mb()
     stages = {"read": 0.0, "features": 0.0, "vectors_write": 0.0}
     stages["vectors_wait"] = 0.0  # part of vectors_write spent waiting for vector chunks
-    per_shop = []
-    buyers = events = 0
+    per_shop: dict[str, dict] = {}
     written = 0
-    t_all = time.perf_counter()
-    for shop in shops:
+
+    def write(shop: str, feats, items) -> None:
+        """Vectors of one shop to Parquet (in the writer thread)."""
+        nonlocal written
         t0 = time.perf_counter()
-        ev = read_events(lake, shop)
-        n_events = ev.height
-        t1 = time.perf_counter()
-        # Ingestion's sessionizer on the id-less rows, fused into the feature pass.
-        fast = buyer_scalars_and_items(
-            ev, read_products(lake, shop), session_gap_minutes=SESSION_GAP_MINUTES
-        )
-        if fast is None:
-            raise SystemExit(f"{shop}: the fast feature path did not apply")
-        feats, items = fast
-        del ev
-        t2 = time.perf_counter()
         path = out / f"shop={shop}" / "vectors.parquet"
         chunks = Timed(iter_buyer_vectors_from_items(feats, items, embeddings(lake, shop), tf))
         rows = write_buyer_vectors(chunks, path)
-        t3 = time.perf_counter()
-        stages["vectors_wait"] += chunks.seconds
         assert rows == feats.height
-        stages["read"] += t1 - t0
-        stages["features"] += t2 - t1
-        stages["vectors_write"] += t3 - t2
         written += path.stat().st_size
         if not keep:
             path.unlink()
-        buyers += feats.height
-        events += n_events
-        per_shop.append(
-            {
+        stages["vectors_wait"] += chunks.seconds
+        stages["vectors_write"] += time.perf_counter() - t0
+        per_shop[shop]["write_s"] = time.perf_counter() - t0
+
+    t_all, c_all = time.perf_counter(), time.process_time()
+    # Shop k's vectors are encoded in a writer thread while shop k + 1 is read and its
+    # features computed (Parquet encoding and most numpy/polars work release the GIL); at
+    # most one shop is in flight, so memory stays at about two shops.
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        pending = None
+        for shop in shops:
+            t0 = time.perf_counter()
+            ev = read_events(lake, shop)
+            n_events = ev.height
+            t1 = time.perf_counter()
+            # Ingestion's sessionizer on the id-less rows, fused into the feature pass.
+            fast = buyer_scalars_and_items(
+                ev, read_products(lake, shop), session_gap_minutes=SESSION_GAP_MINUTES
+            )
+            if fast is None:
+                raise SystemExit(f"{shop}: the fast feature path did not apply")
+            del ev
+            t2 = time.perf_counter()
+            stages["read"] += t1 - t0
+            stages["features"] += t2 - t1
+            per_shop[shop] = {
                 "shop": shop,
-                "buyers": feats.height,
+                "buyers": fast[0].height,
                 "events": n_events,
-                "seconds": t3 - t0,
                 "scalars_s": t2 - t0,
             }
-        )
-        del feats, items
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(write, shop, *fast)
+            del fast
+        if pending is not None:
+            pending.result()
     seconds = time.perf_counter() - t_all
+    for r in per_shop.values():  # read + features + its write (overlapping the next shop)
+        r["seconds"] = r["scalars_s"] + r["write_s"]
     return {
         "seconds": seconds,
-        "buyers": buyers,
-        "events": events,
+        "cpu_seconds": time.process_time() - c_all,
+        "buyers": sum(r["buyers"] for r in per_shop.values()),
+        "events": sum(r["events"] for r in per_shop.values()),
         "stages": stages,
-        "per_shop": per_shop,
+        "per_shop": list(per_shop.values()),
         "vectors_mb": written / 2**20,
         "base_rss_mb": base_rss,
         "peak_rss_mb": peak_rss_mb(),
@@ -397,13 +416,18 @@ def pandas_scalars(event_files: list[str], product_files: list[str], buyer_ids=N
 def phase_pandas(lake: Path, shops: list[str]) -> dict:
     import pandas as pd  # noqa: F401  (imports happen before the clock starts)
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     buyers = 0
     for shop in shops:
         b = pandas_scalars(shop_files(lake, "events", shop), shop_files(lake, "products", shop))
         buyers += len(b)
         del b
-    return {"seconds": time.perf_counter() - t0, "buyers": buyers, "peak_rss_mb": peak_rss_mb()}
+    return {
+        "seconds": time.perf_counter() - t0,
+        "cpu_seconds": time.process_time() - c0,
+        "buyers": buyers,
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def phase_check(lake: Path, shop: str, shop_buyers: int, transform_dir: Path) -> dict:
@@ -576,14 +600,15 @@ def main() -> None:
         which = f" (best of {args.repeat})" if args.repeat > 1 else ""
         print(
             f"scan floor (DuckDB, {len(COLUMNS)} columns, every value): {scan['seconds']:.2f} s"
-            f"{which} peak_rss_mb={peak['scan']:.0f}",
+            f"{which} (cpu {scan['cpu_seconds']:.2f} s) peak_rss_mb={peak['scan']:.0f}",
             flush=True,
         )
         st = ours["stages"]
         print(
-            f"ours (events -> vectors): {ours['seconds']:.2f} s{which} = read {st['read']:.2f} + "
-            f"sessionize & features {st['features']:.2f} + vectors & "
-            f"write {st['vectors_write']:.2f} (waiting for vectors {st['vectors_wait']:.2f}, "
+            f"ours (events -> vectors): {ours['seconds']:.2f} s{which} (cpu "
+            f"{ours['cpu_seconds']:.2f} s): read {st['read']:.2f} + sessionize & features "
+            f"{st['features']:.2f}, and in the writer thread, overlapping the next shop, vectors "
+            f"& write {st['vectors_write']:.2f} (waiting for vectors {st['vectors_wait']:.2f}, "
             f"Parquet encoding the rest); {ours['vectors_mb']:.0f} MB of vectors; "
             f"peak_rss_mb={peak['ours']:.0f} (after imports {ours['base_rss_mb']:.0f})",
             flush=True,
@@ -592,20 +617,27 @@ def main() -> None:
             big = max(ours["per_shop"], key=lambda r: r["events"])
             print(
                 f"  {len(shops)} shops one at a time; largest {big['shop']}: "
-                f"{big['buyers']:,} buyers, {big['events']:,} events, {big['seconds']:.2f} s"
+                f"{big['buyers']:,} buyers, {big['events']:,} events, {big['scalars_s']:.2f} s "
+                f"+ write {big['write_s']:.2f} s"
             )
         else:
             for r in ours["per_shop"]:
                 print(
                     f"  {r['shop']}: {r['buyers']:>9,} buyers {r['events']:>11,} events "
-                    f"{r['seconds']:6.2f} s"
+                    f"{r['scalars_s']:6.2f} s + write {r['write_s']:5.2f} s"
                 )
-        ours_same = sum(r["seconds"] for r in ours["per_shop"] if r["shop"] in pshops)
+        # Like for like: the whole run when pandas did every shop; else the sum over its
+        # shops of read + features + write, which counts the overlapped writes in full.
+        ours_same = (
+            ours["seconds"]
+            if len(pshops) == len(shops)
+            else sum(r["seconds"] for r in ours["per_shop"] if r["shop"] in pshops)
+        )
         scalar_part = sum(r["scalars_s"] for r in ours["per_shop"] if r["shop"] in pshops)
         subset = "" if len(pshops) == len(shops) else f" (on {len(pshops)} shops, {acc:,} buyers)"
         print(
-            f"pandas 16 scalars: {pandas['seconds']:.2f} s{which}{subset} "
-            f"peak_rss_mb={peak['pandas']:.0f}; the same work in ours (read + sessionize "
+            f"pandas 16 scalars: {pandas['seconds']:.2f} s{which}{subset} (cpu "
+            f"{pandas['cpu_seconds']:.2f} s) peak_rss_mb={peak['pandas']:.0f}; the same work in ours (read + sessionize "
             f"+ features, no vectors) {scalar_part:.2f} s -> {pandas['seconds'] / scalar_part:.2f}x",
             flush=True,
         )
