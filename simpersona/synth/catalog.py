@@ -15,7 +15,13 @@ import polars as pl
 
 from simpersona.schema import conform
 from simpersona.synth.types import PRICE_GAMMA
-from simpersona.synth.vocab import CATEGORIES, INFO_PAGES, SHOP_COLLECTIONS, Category
+from simpersona.synth.vocab import (
+    CATEGORIES,
+    INFO_PAGES,
+    PRODUCT_LINES,
+    SHOP_COLLECTIONS,
+    Category,
+)
 
 N_QUERY_VARIANTS = 4
 _SLUG_RE = re.compile(r"[^0-9a-z]+")
@@ -61,12 +67,15 @@ class ShopCatalog:
     product_ids: pl.Series
     product_price: np.ndarray  # float64, current (sale) price
     product_cat: np.ndarray  # local category index
+    product_line: np.ndarray  # index into vocab.PRODUCT_LINES
     collection_ids: pl.Series
     cat_coll_start: np.ndarray  # per category: first index into cat_coll_members
     cat_coll_count: np.ndarray
     cat_coll_members: np.ndarray  # collection indices of each category, concatenated
     sale_collection: int  # index of the "sale" collection
-    sampler: GroupSampler  # group = level * (n_cat + 1) + cat, cat == n_cat is the sale group
+    # group = (level * (n_lines + 1) + line) * (n_cat + 1) + cat; cat == n_cat is the sale
+    # group, line == n_lines is "any line"
+    sampler: GroupSampler
     queries: pl.Series  # N_QUERY_VARIANTS per product: index product * N + variant
     urls: pl.Series  # every page URL of the shop, addressed by the offsets below
     url_home: int
@@ -87,9 +96,14 @@ class ShopCatalog:
     def n_products(self) -> int:
         return len(self.product_price)
 
-    def sampler_group(self, level: np.ndarray, cat: np.ndarray) -> np.ndarray:
-        """Group code for price level(s) and local category (n_categories = sale group)."""
-        return level * (self.n_categories + 1) + cat
+    @property
+    def n_lines(self) -> int:
+        return len(PRODUCT_LINES)
+
+    def sampler_group(self, level: np.ndarray, line: np.ndarray, cat: np.ndarray) -> np.ndarray:
+        """Group code for price level(s), product line (n_lines = any line) and local
+        category (n_categories = sale group)."""
+        return (level * (self.n_lines + 1) + line) * (self.n_categories + 1) + cat
 
 
 def _charm_price(p: float) -> float:
@@ -159,6 +173,7 @@ def build_catalog(
     descs: list[str] = []
     prices: list[float] = []
     pcat: list[int] = []
+    plines: list[int] = []
     pnoun: list[tuple[int, int]] = []  # (category, noun index)
     queries: list[str] = []
     seen: set[str] = set()
@@ -178,7 +193,10 @@ def build_catalog(
                 use = ""
             aud = cat.audiences[int(rng.integers(len(cat.audiences)))] if cat.audiences else ""
             var = cat.variants[int(rng.integers(len(cat.variants)))] if cat.variants else ""
+            li = int(rng.integers(len(PRODUCT_LINES)))
+            line_name, line_tag, line_price = PRODUCT_LINES[li]
             head = " ".join(w for w in (aud, feat, use, noun.singular) if w)
+            head = f"{line_tag} {line_name} {head}"
             title = f"{head} – {var}" if var else head
             if title in seen:
                 continue
@@ -186,9 +204,10 @@ def build_catalog(
             made += 1
             titles.append(title)
             descs.append(_describe(rng, feat, use, noun.singular, var))
-            price = noun.base_price * float(rng.lognormal(0.0, 0.3))
+            price = noun.base_price * line_price * float(rng.lognormal(0.0, 0.3))
             prices.append(price)
             pcat.append(ci)
+            plines.append(li)
             pnoun.append((ci, ni))
             aud_q = aud.replace("'s", "s").replace("'", "").lower()
             q = [
@@ -274,17 +293,21 @@ def build_catalog(
         counts.append(len(m))
         members.append(m)
 
-    # Samplers: per price level, per category plus the sale group.
+    # Samplers: per price level, per line (or any line), per category plus the sale group. A
+    # line with no product in a category (small shops) falls back to the whole category.
+    line_arr = np.array(plines, dtype=np.int32)
     med = np.array([np.median(price_arr[cat_arr == ci]) for ci in range(len(cats))])
     rel = price_arr / med[cat_arr]
     groups = []
     for gamma in PRICE_GAMMA:
         w = popularity * rel ** (-gamma)
-        for ci in range(len(cats)):
-            idx = np.flatnonzero(cat_arr == ci)
-            groups.append((idx, w[idx]))
-        idx = np.flatnonzero(on_sale)
-        groups.append((idx, w[idx]))
+        for li in range(len(PRODUCT_LINES) + 1):
+            in_line = line_arr == li if li < len(PRODUCT_LINES) else np.ones(n, dtype=bool)
+            for member in [cat_arr == ci for ci in range(len(cats))] + [on_sale]:
+                idx = np.flatnonzero(member & in_line)
+                if len(idx) == 0:
+                    idx = np.flatnonzero(member)
+                groups.append((idx, w[idx]))
     sampler = GroupSampler.build(groups)
 
     # URL table.
@@ -318,6 +341,7 @@ def build_catalog(
         product_ids=pl.Series("product_id", product_ids),
         product_price=price_arr.astype(np.float64),
         product_cat=cat_arr,
+        product_line=line_arr,
         collection_ids=pl.Series("collection_id", coll_ids),
         cat_coll_start=np.array(starts, dtype=np.int64),
         cat_coll_count=np.array(counts, dtype=np.int64),

@@ -21,6 +21,7 @@ import polars as pl
 from simpersona.schema import EVENT_TYPES, TS_DTYPE
 from simpersona.synth.catalog import N_QUERY_VARIANTS, ShopCatalog
 from simpersona.synth.types import BuyerType
+from simpersona.synth.vocab import LINE_NAMES
 
 US = 1_000_000
 MIN_SESSION_GAP_US = 31 * 60 * US  # > the sessionizer's 30 minutes
@@ -64,6 +65,9 @@ class TypeTable:
     focus: np.ndarray
     explore: np.ndarray
     dwell_s: np.ndarray
+    line: np.ndarray  # favourite product line index; len(PRODUCT_LINES) = none
+    line_focus: np.ndarray
+    min_browse: np.ndarray
 
     @classmethod
     def build(
@@ -98,6 +102,12 @@ class TypeTable:
             focus=arr("focus"),
             explore=arr("explore"),
             dwell_s=arr("dwell_s"),
+            line=np.array(
+                [LINE_NAMES.index(t.line) if t.line else len(LINE_NAMES) for t in types],
+                dtype=np.int64,
+            ),
+            line_focus=np.array([t.line_focus if t.line else 0.0 for t in types]),
+            min_browse=np.array([t.min_browse for t in types], dtype=np.int64),
         )
 
 
@@ -107,7 +117,7 @@ def expected_events_per_buyer(tt: TypeTable, shares: np.ndarray) -> float:
     funnel = tt.p_atc * (
         (1 + tt.extra_carts) * (1 + tt.p_remove) + P_CART_VIEW + tt.p_checkout * (1 + tt.p_purchase)
     )
-    per_type = sessions * (1 + tt.browse_mean + funnel)
+    per_type = sessions * (1 + tt.min_browse + tt.browse_mean + funnel)
     return float(np.dot(shares, per_type))
 
 
@@ -176,13 +186,14 @@ def simulate_chunk(
     sale_aff = _beta(rng, tt.sale_affinity[t], np.full(n_buyers, 6.0))
     focus = _beta(rng, tt.focus[t], np.full(n_buyers, 6.0))
     fav = rng.integers(0, n_cat, n_buyers)
+    line_focus = _beta(rng, tt.line_focus[t], np.full(n_buyers, 20.0))
     explore = tt.explore[t] * rng.lognormal(0.0, 0.5, n_buyers)
     dwell = tt.dwell_s[t] * rng.lognormal(0.0, 0.4, n_buyers)
 
     # ---- sessions ---------------------------------------------------------------------
     sb = np.repeat(np.arange(n_buyers), n_sess)
     n_s = len(sb)
-    n_browse = 1 + rng.poisson(browse_rate[sb] * rng.gamma(2.0, 0.5, n_s))
+    n_browse = 1 + tt.min_browse[t][sb] + rng.poisson(browse_rate[sb] * rng.gamma(2.0, 0.5, n_s))
     n_browse = np.minimum(n_browse, max_browse)
     atc = rng.random(n_s) < p_atc[sb]
     co = atc & (rng.random(n_s) < p_co[sb])
@@ -195,7 +206,8 @@ def simulate_chunk(
     s_sale = rng.random(n_s) < sale_aff[sb]
     pool_size = np.minimum(1 + rng.poisson(explore[sb]), MAX_POOL)
     pool_start = _seg_starts(pool_size)
-    group = cat.sampler_group(price_level[sb], np.where(s_sale, n_cat, s_cat))
+    s_line = np.where(rng.random(n_s) < line_focus[sb], tt.line[t][sb], cat.n_lines)
+    group = cat.sampler_group(price_level[sb], s_line, np.where(s_sale, n_cat, s_cat))
     pool = cat.sampler.sample(np.repeat(group, pool_size), rng.random(int(pool_size.sum())))
 
     # ---- browsing events ----------------------------------------------------------------

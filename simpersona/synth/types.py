@@ -53,6 +53,18 @@ class BuyerType:
     focus: float = 0.7  # mean probability that a session stays in the favourite category
     explore: float = 1.0  # mean distinct products considered per session beyond one
     dwell_s: float = 45.0  # median seconds between consecutive events
+    line: str | None = None  # favourite product line (vocab.LINE_NAMES); None = no preference
+    line_focus: float = 0.0  # mean probability that a session shops the favourite line
+    min_browse: int = 0  # browsing events every session has beyond the landing event
+
+    def __post_init__(self) -> None:
+        from simpersona.synth.vocab import LINE_NAMES
+
+        if self.line is not None and self.line not in LINE_NAMES:
+            raise ValueError(
+                f"buyer type {self.name!r}: unknown product line {self.line!r}; "
+                f"choose one of {LINE_NAMES}"
+            )
 
 
 DEFAULT_TYPES: tuple[BuyerType, ...] = (
@@ -73,6 +85,8 @@ DEFAULT_TYPES: tuple[BuyerType, ...] = (
         funnel_kappa=3.0,
         explore=0.1,
         dwell_s=20.0,
+        line="Limited Edition",
+        line_focus=0.9,
     ),
     BuyerType(
         name="content_reader",
@@ -90,6 +104,8 @@ DEFAULT_TYPES: tuple[BuyerType, ...] = (
         p_purchase=0.3,
         explore=0.3,
         dwell_s=90.0,
+        line="Editor's Pick",
+        line_focus=0.9,
     ),
     BuyerType(
         name="window_shopper",
@@ -107,6 +123,9 @@ DEFAULT_TYPES: tuple[BuyerType, ...] = (
         p_purchase=0.3,
         explore=0.6,
         dwell_s=35.0,
+        line="New Season",
+        line_focus=0.9,
+        min_browse=1,
     ),
     BuyerType(
         name="researcher",
@@ -116,7 +135,7 @@ DEFAULT_TYPES: tuple[BuyerType, ...] = (
         sessions_shape=0.8,
         browse_mean=3.5,
         browse_sigma=0.8,
-        landing=(0.35, 0.1, 0.5, 0.05),
+        landing=(0.25, 0.1, 0.6, 0.05),
         browse=(0.15, 0.14, 0.62, 0.09),
         pages=(0.2, 0.55, 0.25),
         p_atc=0.06,
@@ -126,6 +145,9 @@ DEFAULT_TYPES: tuple[BuyerType, ...] = (
         focus=0.85,
         explore=4.0,
         dwell_s=75.0,
+        min_browse=2,
+        line="Signature",
+        line_focus=0.9,
     ),
     BuyerType(
         name="searcher",
@@ -135,8 +157,8 @@ DEFAULT_TYPES: tuple[BuyerType, ...] = (
         sessions_shape=0.8,
         browse_mean=2.0,
         browse_sigma=0.8,
-        landing=(0.25, 0.04, 0.36, 0.35),
-        browse=(0.08, 0.05, 0.5, 0.37),
+        landing=(0.1, 0.03, 0.12, 0.75),
+        browse=(0.08, 0.05, 0.47, 0.4),
         pages=(0.6, 0.2, 0.2),
         p_atc=0.1,
         p_checkout=0.35,
@@ -153,7 +175,7 @@ DEFAULT_TYPES: tuple[BuyerType, ...] = (
         sessions_shape=0.8,
         browse_mean=2.0,
         browse_sigma=0.8,
-        landing=(0.2, 0.38, 0.38, 0.04),
+        landing=(0.1, 0.6, 0.26, 0.04),
         browse=(0.1, 0.33, 0.5, 0.07),
         pages=(0.55, 0.15, 0.3),
         p_atc=0.13,
@@ -167,6 +189,9 @@ DEFAULT_TYPES: tuple[BuyerType, ...] = (
         focus=0.45,
         explore=2.5,
         dwell_s=35.0,
+        min_browse=1,
+        line="Essentials",
+        line_focus=0.9,
     ),
     BuyerType(
         name="cart_abandoner",
@@ -179,13 +204,15 @@ DEFAULT_TYPES: tuple[BuyerType, ...] = (
         landing=(0.25, 0.05, 0.68, 0.02),
         browse=(0.18, 0.12, 0.63, 0.07),
         pages=(0.45, 0.3, 0.25),
-        p_atc=0.65,
+        p_atc=0.85,
         p_checkout=0.08,
         p_purchase=0.4,
         extra_carts=0.4,
         p_remove=0.25,
         explore=1.2,
         dwell_s=40.0,
+    
+        funnel_kappa=10.0,
     ),
     BuyerType(
         name="checkout_abandoner",
@@ -198,11 +225,13 @@ DEFAULT_TYPES: tuple[BuyerType, ...] = (
         landing=(0.25, 0.05, 0.68, 0.02),
         browse=(0.2, 0.1, 0.63, 0.07),
         pages=(0.4, 0.2, 0.4),
-        p_atc=0.75,
-        p_checkout=0.7,
-        p_purchase=0.08,
+        p_atc=0.85,
+        p_checkout=0.85,
+        p_purchase=0.05,
         explore=1.0,
         dwell_s=40.0,
+    
+        funnel_kappa=10.0,
     ),
     BuyerType(
         name="decisive_buyer",
@@ -215,14 +244,16 @@ DEFAULT_TYPES: tuple[BuyerType, ...] = (
         landing=(0.15, 0.05, 0.78, 0.02),
         browse=(0.15, 0.1, 0.68, 0.07),
         pages=(0.5, 0.1, 0.4),
-        p_atc=0.8,
-        p_checkout=0.82,
-        p_purchase=0.82,
-        funnel_kappa=5.0,
+        p_atc=0.9,
+        p_checkout=0.9,
+        p_purchase=0.9,
+        funnel_kappa=10.0,
         price_levels=(0.4, 0.5, 0.1),
         focus=0.9,
         explore=0.3,
         dwell_s=25.0,
+        line="Heritage Classic",
+        line_focus=0.9,
     ),
     BuyerType(
         name="loyal_repeat_buyer",
@@ -235,16 +266,18 @@ DEFAULT_TYPES: tuple[BuyerType, ...] = (
         landing=(0.5, 0.15, 0.33, 0.02),
         browse=(0.15, 0.2, 0.58, 0.07),
         pages=(0.75, 0.05, 0.2),
-        p_atc=0.4,
+        p_atc=0.6,
         p_checkout=0.6,
         p_purchase=0.75,
-        funnel_kappa=5.0,
+        funnel_kappa=10.0,
         extra_carts=0.5,
         extra_quantity=0.3,
         price_levels=(0.3, 0.55, 0.15),
         focus=0.8,
         explore=0.8,
         dwell_s=30.0,
+        line="Heritage Classic",
+        line_focus=0.9,
     ),
 )
 
@@ -270,14 +303,14 @@ PROFILES: dict[str, Profile] = {
             "~1.3 events per buyer."
         ),
         shares={
-            "bouncer": 0.46,
+            "bouncer": 0.54,
             "content_reader": 0.13,
-            "window_shopper": 0.26,
-            "researcher": 0.035,
+            "window_shopper": 0.19,
+            "researcher": 0.03,
             "searcher": 0.022,
             "bargain_hunter": 0.027,
-            "cart_abandoner": 0.035,
-            "checkout_abandoner": 0.02,
+            "cart_abandoner": 0.03,
+            "checkout_abandoner": 0.016,
             "decisive_buyer": 0.006,
             "loyal_repeat_buyer": 0.005,
         },

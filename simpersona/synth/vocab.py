@@ -323,3 +323,18 @@ SHOP_COLLECTIONS: tuple[tuple[str, str], ...] = (
     ("new-arrivals", "New Arrivals"),
     ("best-sellers", "Best Sellers"),
 )
+
+# Product lines: every product belongs to one, named at the start of its title (real stores
+# sell lines too: "Puffy Lux", "Essentials"). Planted types favour lines (see
+# BuyerType.line), so what a buyer looks at says something about who they are even when
+# they look at a single product — the signal the buyer vectors' product channels carry.
+# (name, title tag, price multiplier: value lines are cheaper, premium ones dearer)
+PRODUCT_LINES: tuple[tuple[str, str, float], ...] = (
+    ("Essentials", "Budget Basics", 0.7),
+    ("Signature", "Luxury Premium", 1.6),
+    ("New Season", "Trending Fashion", 1.1),
+    ("Heritage Classic", "Timeless Bestseller", 1.0),
+    ("Limited Edition", "Exclusive Drop", 1.3),
+    ("Editor's Pick", "Journal Featured", 1.0),
+)
+LINE_NAMES: tuple[str, ...] = tuple(name for name, _, _ in PRODUCT_LINES)
