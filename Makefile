@@ -55,7 +55,7 @@ format: setup
 	$(BIN)/ruff check --fix simpersona dagster_project tests benchmarks
 
 bench: setup
-	$(BIN)/python benchmarks/bench_generate.py --quick
+	@for b in benchmarks/bench_*.py; do echo "==> $$b --quick"; $(BIN)/python $$b --quick || exit 1; done
 
 clean:
 	rm -rf data/ .pytest_cache
