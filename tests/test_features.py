@@ -12,7 +12,7 @@ import pytest
 from simpersona.features.enrich import enrich_sessions
 from simpersona.features.labels import class_weights, tercile_edges, to_bins
 from simpersona.features.sample import SampleConfig, sample_training_pairs, split_shops
-from simpersona.features.scalars import SCALAR_NAMES, buyer_features
+from simpersona.features.scalars import SCALAR_NAMES, buyer_features, buyer_scalars_and_items
 from simpersona.features.transform import (
     INTENT_EPS,
     FeatureTransform,
@@ -324,3 +324,97 @@ def test_sample_caps_split_and_disjoint_shops() -> None:
     assert sample.sort("buyer_id").equals(again.sort("buyer_id"))
     with pytest.raises(ValueError, match="overlap"):
         split_shops(["a", "b"], SampleConfig(train_shops=["a"], eval_shops=["a", "b"]))
+
+
+def _idless_events(seed: int = 5, n: int = 4_000) -> pl.DataFrame:
+    """Events of two shops where most rows lack a session id: equal timestamps, gaps of
+    exactly 30 minutes, a null buyer, unknown products, and existing ids of the form the
+    sessionizer writes ("<buyer>-<start ms>"), so some generated ids join an existing
+    session."""
+    rng = np.random.default_rng(seed)
+    t0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    minutes = rng.permutation(np.cumsum(rng.choice([0, 1, 7, 29, 30, 31, 120], size=n)))
+    ts = [t0 + dt.timedelta(minutes=int(m)) for m in minutes]
+    buyers = [None if b == "" else b for b in rng.choice(["u1", "u2", "u3", "u4", ""], size=n)]
+    types = rng.choice(
+        ["page_view", "product_view", "add_to_cart", "checkout_started", "checkout_completed"],
+        size=n,
+        p=[0.2, 0.4, 0.2, 0.1, 0.1],
+    )
+    products = [None if p == "" else p for p in rng.choice(["p1", "p2", "p3", "p9", ""], size=n)]
+    sessions = []
+    for i in range(n):
+        r = rng.random()
+        if r < 0.15 and buyers[i] is not None:  # the id the sessionizer would write
+            sessions.append(f"{buyers[i]}-{int(ts[i].timestamp() * 1000)}")
+        else:
+            sessions.append("x" if r < 0.25 else None)
+    frame = pl.DataFrame(
+        {
+            "shop_id": rng.choice(["s", "t"], size=n).tolist(),
+            "buyer_id": buyers,
+            "session_id": sessions,
+            "ts": ts,
+            "event_type": types.tolist(),
+            "product_id": products,
+            "price": rng.choice([5.0, 12.5, None], size=n).tolist(),
+            "quantity": rng.choice([1, 2, None], size=n).tolist(),
+            "order_value": rng.choice([20.0, None], size=n).tolist(),
+        },
+        schema_overrides={"session_id": pl.String},
+    )
+    return conform(frame, "events")
+
+
+def test_fused_sessionizing_matches_sessionize_then_features() -> None:
+    from simpersona.ingest.sessionize import sessionize
+
+    products = conform(
+        pl.concat([PRODUCTS, PRODUCTS.with_columns(shop_id=pl.lit("t"))]), "products"
+    )
+    for seed in (5, 6):
+        events = _idless_events(seed)
+        filled = sessionize(events, 30)
+        generated = set(filled.filter(events["session_id"].is_null())["session_id"].drop_nulls())
+        assert generated & set(events["session_id"].drop_nulls())  # some join existing ids
+        assert buyer_scalars_and_items(events, products, session_gap_minutes=30) is not None
+        fused = buyer_features(events, products, session_gap_minutes=30)
+        ref = buyer_features(filled, products)
+        assert fused.equals(ref)
+        assert (
+            fused["sessions"].sum()
+            == filled.select("shop_id", "buyer_id", "session_id").unique().height
+        )
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide")  # toy PCA fit
+def test_vectors_from_events_match_the_pipeline(tmp_path) -> None:
+    from simpersona.features.vectors import (
+        iter_buyer_vectors,
+        iter_buyer_vectors_from_events,
+        write_buyer_vectors,
+    )
+    from simpersona.ingest.sessionize import sessionize
+    from simpersona.personas.assign import iter_parquet_vectors
+
+    products = conform(PRODUCTS, "products")
+    events = _idless_events(7).with_columns(shop_id=pl.lit("s"))
+    feats = buyer_features(sessionize(events, 30), products)
+    emb = _embeddings()
+    tf = fit_feature_transform(feats, {"s": emb}, "toy", seed=0)
+    ref = pl.concat(list(iter_buyer_vectors(feats, emb, tf, chunk_size=3)))
+    fused = pl.concat(
+        list(
+            iter_buyer_vectors_from_events(
+                events, products, emb, tf, session_gap_minutes=30, chunk_size=3
+            )
+        )
+    )
+    assert fused.equals(ref)  # every column, vectors bit for bit
+    # the Parquet file keeps the schema and values; the persona reader takes it as is
+    path = tmp_path / "v.parquet"
+    assert write_buyer_vectors(iter([fused.head(2), fused.slice(2)]), path) == fused.height
+    back = pl.read_parquet(path)
+    assert back.schema == fused.schema and back.equals(fused)
+    read = np.concatenate(list(iter_parquet_vectors(path)))
+    assert np.array_equal(read, fused["vector"].to_numpy())
