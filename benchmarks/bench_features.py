@@ -9,20 +9,27 @@ the system temp dir named after the size) and reused while its marker file match
 generation time is not part of any figure.
 
 Measured path ("ours"), for each shop in turn, reading only that shop's files: read the
-events (the columns the features need), fill missing session ids with the ingestion
-sessionizer, `buyer_features` (session records → 16 scalars, strata, channel products),
-`iter_buyer_vectors` (robust z, channel means → z → PCA, masks, bins) and write the vectors
-to Parquet with the pipeline's chunked writer. Product embeddings are deterministic random
-unit vectors (384-d, seeded by shop) so the figure is the feature path, not the text
-embedder. The feature transform is fitted once beforehand on a sample of 20 K buyers across
-the shops; its fit time is reported separately.
+events (the columns the features need); `buyer_scalars_and_items` with
+`session_gap_minutes=30`: ingestion's sessionizer fused into the feature pass (the id-less
+rows get the sessions and ids `sessionize` would give them, without writing an id per row),
+the 16 scalars, strata and the (buyer, product) items of each channel; then
+`iter_buyer_vectors_from_items` (robust z, channel means of the per-product projections,
+masks, bins) written with `write_buyer_vectors`, the pipeline's vector writer. A shop's
+vectors are encoded in a writer thread while the next shop is read and featurized (at most
+one shop in flight). The `check` phase confirms these are the pipeline's vectors
+(sessionize → `buyer_features` → `iter_buyer_vectors`). Product embeddings are
+deterministic random unit vectors (384-d, seeded by shop) so the figure is the feature path,
+not the text embedder. The feature transform is fitted once beforehand on a sample of 20 K
+buyers across the shops; its fit time is reported separately.
 
 Every phase runs in a fresh subprocess, so its peak RSS (VmHWM) is its own:
   scan    DuckDB reading every value of every column the feature path reads (the I/O floor)
   fit     features of the sample buyers, then `fit_feature_transform` (timed alone)
   ours    the measured path above
   pandas  what a user would write: pandas, groupby session then buyer, the 16 scalars
-  check   pandas and ours on the same ~2 K buyers: max abs difference of the 16 scalars
+  check   pandas and ours on the same ~2 K buyers: max abs difference of the 16 scalars; ours
+          against sessionize + the session-table path, and ours' vectors against the
+          pipeline's (sessionize, buyer_features, iter_buyer_vectors)
 
 Targets: ours at least 5x faster than the pandas scalars, and within 10x of the scan floor.
 The last line is exactly
