@@ -283,3 +283,26 @@ def test_sessionize_fast_path_matches_reference() -> None:
         assert out["session_id"].null_count() == events["buyer_id"].null_count() - (
             events.filter(pl.col("buyer_id").is_null() & pl.col("session_id").is_not_null()).height
         )
+
+
+def test_sessionize_keeps_given_ids_next_to_filled_ones() -> None:
+    """A few rows with a session id among many without (String scatter once broke this)."""
+    from simpersona.ingest.sessionize import sessionize
+
+    t0 = dt.datetime(2025, 3, 1, 10, tzinfo=dt.UTC)
+    rows = [("a", 0, None), ("a", 5, None), ("a", 9, None), ("b", 0, "s1"), ("b", 3, "s1")]
+    rows += [("c", 0, None), ("c", 100, None)]
+    events = pl.DataFrame(
+        {
+            "shop_id": ["s"] * len(rows),
+            "buyer_id": [r[0] for r in rows],
+            "session_id": [r[2] for r in rows],
+            "ts": [t0 + dt.timedelta(minutes=r[1]) for r in rows],
+        },
+        schema_overrides={"session_id": pl.String},
+    )
+    out = sessionize(events)
+    per_buyer = out.group_by("buyer_id").agg(pl.col("session_id").n_unique()).sort("buyer_id")
+    assert per_buyer["session_id"].to_list() == [1, 1, 2]
+    assert out["session_id"][3] == "s1" and out["session_id"][4] == "s1"
+    assert out["session_id"].null_count() == 0

@@ -28,9 +28,15 @@ def sessionize(events: pl.DataFrame, gap_minutes: int = SESSION_GAP_MINUTES) -> 
         groups, ts.to_physical().to_numpy(), gap_units(ts.dtype, gap_minutes)
     )
     ids = session_ids(todo["buyer_id"].gather(first), ts.gather(first)).gather(session)
-    # Scatter the new ids into the null slots; rows keep their order.
-    filled = events["session_id"].clone().scatter(missing.arg_true(), ids)
-    return events.with_columns(filled)
+    # Put the new ids into the null slots, rows keeping their order. Not Series.scatter: on
+    # String columns it corrupts the result (polars 1.x; docs/pitfalls), so each row gathers
+    # the id of its rank among the missing rows instead.
+    rank = np.maximum(np.cumsum(missing.to_numpy()) - 1, 0)
+    aligned = ids.gather(rank)
+    filled = pl.select(
+        pl.when(pl.lit(missing)).then(pl.lit(aligned)).otherwise(pl.lit(events["session_id"]))
+    ).to_series()
+    return events.with_columns(filled.alias("session_id"))
 
 
 def gap_units(ts_dtype: pl.DataType, gap_minutes: int) -> int | None:
