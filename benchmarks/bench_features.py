@@ -291,9 +291,14 @@ def phase_ours(lake: Path, shops: list[str], transform_dir: Path, out: Path, kee
     # Shop k's vectors are encoded in a writer thread while shop k + 1 is read and its
     # features computed (Parquet encoding and most numpy/polars work release the GIL); at
     # most one shop is in flight, so memory stays at about two shops.
+    # Largest shops first (by event bytes): the last shop's write overlaps nothing, so it
+    # should be the smallest.
+    order = sorted(
+        shops, key=lambda s: -sum(os.path.getsize(f) for f in shop_files(lake, "events", s))
+    )
     with ThreadPoolExecutor(max_workers=1) as writer:
         pending = None
-        for shop in shops:
+        for shop in order:
             t0 = time.perf_counter()
             ev = read_events(lake, shop)
             n_events = ev.height
