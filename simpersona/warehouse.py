@@ -132,7 +132,7 @@ class Warehouse:
             statements.append(
                 (
                     "quarantine",
-                    "CREATE OR REPLACE VIEW quarantine AS SELECT \"table\", shop_id, date, "
+                    'CREATE OR REPLACE VIEW quarantine AS SELECT "table", shop_id, date, '
                     "source_file, source_row, field, reason, raw FROM read_parquet("
                     f"'{qglob.as_posix()}', union_by_name = true)",
                 )

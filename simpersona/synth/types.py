@@ -211,7 +211,6 @@ DEFAULT_TYPES: tuple[BuyerType, ...] = (
         p_remove=0.25,
         explore=1.2,
         dwell_s=40.0,
-    
         funnel_kappa=10.0,
     ),
     BuyerType(
@@ -230,7 +229,6 @@ DEFAULT_TYPES: tuple[BuyerType, ...] = (
         p_purchase=0.05,
         explore=1.0,
         dwell_s=40.0,
-    
         funnel_kappa=10.0,
     ),
     BuyerType(
