@@ -37,7 +37,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import time
 import unicodedata
 import uuid
@@ -49,6 +48,8 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import polars as pl
+
+from simpersona.lake import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -470,17 +471,8 @@ def model_slug(model_id: str) -> str:
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, fsync=True) as tmp:
         write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

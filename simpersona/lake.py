@@ -15,8 +15,10 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -26,59 +28,67 @@ RAW_SUFFIXES = (".parquet", ".csv")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
+@contextmanager
+def atomic_path(
+    path: str | os.PathLike[str], *, suffix: str = ".tmp", fsync: bool = False
+) -> Iterator[str]:
+    """Yield a temporary path next to `path` to write into; on success it replaces `path`
+    (`os.replace`, so readers see either the old file or the whole new one), on any error
+    it is removed. `suffix` keeps writers that append extensions (np.savez) on the same
+    name; `fsync` flushes the file to disk before the switch."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        if fsync:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def atomic_write_parquet(df: pl.DataFrame, path: str | os.PathLike[str]) -> Path:
     """Write `df` to `path` so readers see either the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         df.write_parquet(tmp, compression="zstd", statistics=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
-def atomic_write_parquet_chunks(chunks: Iterable[pl.DataFrame], path: str | os.PathLike[str]) -> int:
+def atomic_write_parquet_chunks(
+    chunks: Iterable[pl.DataFrame], path: str | os.PathLike[str], **parquet_options: Any
+) -> int:
     """Stream frames of one schema into one Parquet file, atomically; returns rows written.
-    Memory stays at one chunk, however large the file."""
+    Memory stays at one chunk, however large the file. `parquet_options` go to
+    `pyarrow.parquet.ParquetWriter` (default: zstd compression)."""
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    writer = None
+    options = {"compression": "zstd"} | parquet_options
     rows = 0
-    try:
-        for chunk in chunks:
-            table = chunk.to_arrow()
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
-            writer.write_table(table)
-            rows += chunk.height
+    with atomic_path(path) as tmp:
+        writer = None
+        try:
+            for chunk in chunks:
+                table = chunk.to_arrow()
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema, **options)
+                writer.write_table(table)
+                rows += chunk.height
+        finally:
+            if writer is not None:
+                writer.close()
         if writer is None:
             raise ValueError(f"no rows to write to {path}")
-        writer.close()
-        os.replace(tmp, path)
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return rows
 
 
 def atomic_write_text(text: str, path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def _partition_value(name: str, key: str) -> str | None:

@@ -4,11 +4,9 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 
 import numpy as np
@@ -38,6 +36,7 @@ from simpersona.features.transform import (
     pre_transform,
     robust_scale,
 )
+from simpersona.lake import atomic_write_parquet_chunks
 
 # Column layout of the vector, for readers.
 SCALAR_SLICE = slice(0, len(SCALAR_NAMES))
@@ -346,34 +345,10 @@ VECTOR_PARQUET_OPTIONS: Final[dict] = {
 
 
 def write_buyer_vectors(chunks: Iterable[pl.DataFrame], path: str | os.PathLike[str]) -> int:
-    """Stream `iter_buyer_vectors` chunks into one Parquet file, atomically (a temporary
-    file in the same folder, then `os.replace`); returns the rows written. Memory stays at
-    one chunk, however large the shop."""
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    writer = None
-    rows = 0
-    try:
-        for chunk in chunks:
-            table = chunk.to_arrow()
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema, **VECTOR_PARQUET_OPTIONS)
-            writer.write_table(table)
-            rows += chunk.height
-        if writer is None:
-            raise ValueError(f"no rows to write to {path}")
-        writer.close()
-        os.replace(tmp, path)
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return rows
+    """Stream `iter_buyer_vectors` chunks into one Parquet file, atomically, with
+    `VECTOR_PARQUET_OPTIONS`; returns the rows written. Memory stays at one chunk, however
+    large the shop."""
+    return atomic_write_parquet_chunks(chunks, path, **VECTOR_PARQUET_OPTIONS)
 
 
 def buyer_vectors(

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from simpersona.lake import atomic_path
+
 log = logging.getLogger(__name__)
 
 DEFAULT_K = 256
@@ -79,9 +81,8 @@ class KMeansBaseline:
             "params": self.params,
             "note": self.note,
         }
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, centers=self.centers.astype(np.float32), meta=np.array(json.dumps(meta)))
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".tmp.npz") as tmp:  # savez keeps a .npz name as is
+            np.savez(tmp, centers=self.centers.astype(np.float32), meta=np.array(json.dumps(meta)))
         return path
 
     @classmethod
