@@ -489,22 +489,26 @@ class MarkovPolicy:
         return {"action": "search", "query": self._query(persona, rng)}
 
     def _fill_checkout(self, obs: Observation, memory: Memory) -> dict[str, Any]:
-        """The next field to fill, else the continue / place-order button."""
-        buyer = str(memory.state.get("buyer_id", "buyer"))
-        for e in obs.elements:
-            if e.kind == "input" and e.id in CHECKOUT_FIELDS and not e.value:
-                text = CHECKOUT_FIELDS[e.id].format(buyer=re.sub(r"[^a-z0-9]", "", buyer.lower()))
-                if text:
-                    return {"action": "type", "id": e.id, "text": text}
-            if e.kind == "select" and e.id == "country" and not e.value:
-                return {"action": "select", "id": "country", "value": "US"}
-        for bid in CONTINUE_BUTTONS:
-            if obs.element(bid):
-                return {"action": "click", "id": bid}
-        buttons = [e for e in obs.elements if e.kind == "button" and e.region == "form"]
-        if buttons:
-            return _click(buttons[-1])
-        return {"action": "end_session", "reason": "could not find the checkout button"}
+        return fill_checkout(obs, str(memory.state.get("buyer_id", "buyer")))
+
+
+def fill_checkout(obs: Observation, buyer_id: str = "buyer") -> dict[str, Any]:
+    """The next checkout field to fill (test details, a test card), else the continue /
+    place-order button."""
+    for e in obs.elements:
+        if e.kind == "input" and e.id in CHECKOUT_FIELDS and not e.value:
+            text = CHECKOUT_FIELDS[e.id].format(buyer=re.sub(r"[^a-z0-9]", "", buyer_id.lower()))
+            if text:
+                return {"action": "type", "id": e.id, "text": text}
+        if e.kind == "select" and e.id == "country" and not e.value:
+            return {"action": "select", "id": "country", "value": "US"}
+    for bid in CONTINUE_BUTTONS:
+        if obs.element(bid):
+            return {"action": "click", "id": bid}
+    buttons = [e for e in obs.elements if e.kind == "button" and e.region == "form"]
+    if buttons:
+        return _click(buttons[-1])
+    return {"action": "end_session", "reason": "could not find the checkout button"}
 
 
 def _cart_count(obs: Observation) -> int:

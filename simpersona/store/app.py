@@ -160,6 +160,9 @@ class Links:
     def all_products(self) -> str:
         return self.collection(ALL_COLLECTION_ID)
 
+    def collections(self) -> str:
+        return f"{self.base}/collections"
+
     def product(self, pid: str) -> str:
         return f"{self.base}/products/{_url_quote(pid)}"
 
@@ -423,6 +426,14 @@ class Storefront:
         return self.render(
             "home.html", v, "home", featured=featured, new_arrivals=new, collections=collections
         )
+
+    async def collections_index(self, request: Request) -> Response:
+        """Every collection of the shop (Shopify's /collections page): any collection is two
+        clicks from any page, as on real stores whose menus list only a few."""
+        v = self.visit(request)
+        colls = [c for c in v.catalog.collections.values() if c.product_ids]
+        self.emit(v, "page_view", str(request.url))
+        return self.render("collections.html", v, "collection", collections=colls)
 
     async def collection(self, request: Request) -> Response:
         v = self.visit(request)
@@ -917,6 +928,7 @@ def create_app(
 
     routes: list[tuple[str, Callable[..., Any], list[str]]] = [
         ("/", store.home, ["GET"]),
+        ("/collections", store.collections_index, ["GET"]),
         ("/collections/{collection_id:path}", store.collection, ["GET"]),
         ("/products/{product_id:path}", store.product, ["GET"]),
         ("/search", store.search, ["GET"]),
