@@ -1,0 +1,126 @@
+"""Stage-1 and stage-2 SFT datasets from judged trajectories (SPEC §9).
+
+One example per step: `{"messages": [system, user, assistant], …metadata}` in chat-messages
+JSONL. The user turn holds the stage's goal (stage 1: intent-neutral; stage 2: with intent),
+the buyer-profile field with the session's persona token, the progress log and the page.
+Sessions are downsampled round-robin over persona tokens, so every token in use is
+represented before any token gets a second session (the paper: 3,600 sessions, ~34 K steps).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from simpersona.agent.prompt import messages_for_step, persona_token
+from simpersona.lake import atomic_write_text
+
+Stage = Literal["stage1", "stage2"]
+PAPER_SESSIONS = 3600
+
+
+def _goal(record: dict[str, Any], stage: Stage) -> str:
+    return record["goal_stage1"] if stage == "stage1" else record["goal_stage2"]
+
+
+def step_examples(record: dict[str, Any], stage: Stage) -> list[dict[str, Any]]:
+    """The training examples of one kept trajectory record (`Trajectory.summary()` plus its
+    `steps`): every step whose action ran (invalid attempts are not taught)."""
+    token = record.get("token")
+    profile = persona_token(token) if token is not None else None
+    out = []
+    for s in record["steps"]:
+        if s.get("action") is None or s.get("error"):
+            continue
+        action = {**s["action"], "reasoning": s.get("reasoning") or ""}
+        out.append(
+            {
+                "messages": messages_for_step(
+                    _goal(record, stage), profile, s.get("memory") or [], s["observation"], action
+                ),
+                "stage": stage,
+                "shop_id": record["shop_id"],
+                "session_id": record["session_id"],
+                "token": token,
+                "stratum": record.get("stratum", ""),
+                "step": s["step"],
+            }
+        )
+    return out
+
+
+def select_sessions(
+    records: Sequence[dict[str, Any]], max_sessions: int = PAPER_SESSIONS, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Kept records, at most `max_sessions`, drawn round-robin over persona tokens (each
+    token's sessions in a seeded random order), so every token in use is represented."""
+    by_token: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        if r.get("keep"):
+            by_token[r.get("token")].append(r)
+    rng = random.Random(seed)
+    queues = []
+    for token in sorted(by_token, key=lambda t: (t is None, str(t))):
+        rows = sorted(by_token[token], key=lambda r: (r["shop_id"], r["session_id"]))
+        rng.shuffle(rows)
+        queues.append(rows)
+    chosen: list[dict[str, Any]] = []
+    depth = 0
+    while len(chosen) < max_sessions and any(depth < len(q) for q in queues):
+        for q in queues:
+            if depth < len(q) and len(chosen) < max_sessions:
+                chosen.append(q[depth])
+        depth += 1
+    return chosen
+
+
+@dataclass
+class DatasetStats:
+    sessions: int = 0
+    examples: int = 0
+    by_token: Counter[str] = field(default_factory=Counter)
+    by_stratum: Counter[str] = field(default_factory=Counter)
+    sessions_by_token: Counter[str] = field(default_factory=Counter)
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "sessions": self.sessions,
+            "examples": self.examples,
+            "tokens_in_use": len(self.sessions_by_token),
+            "steps_per_session": round(self.examples / self.sessions, 2) if self.sessions else 0,
+            "examples_by_stratum": dict(sorted(self.by_stratum.items())),
+            "sessions_by_token": dict(sorted(self.sessions_by_token.items())),
+        }
+
+
+def build_dataset(
+    records: Iterable[dict[str, Any]],
+    stage: Stage,
+    path: str | os.PathLike[str],
+    max_sessions: int = PAPER_SESSIONS,
+    seed: int = 0,
+) -> DatasetStats:
+    """Select sessions and write their examples to `path` (JSONL, atomically)."""
+    chosen = select_sessions(list(records), max_sessions, seed)
+    stats = DatasetStats(sessions=len(chosen))
+    lines = []
+    for r in chosen:
+        stats.sessions_by_token[str(r.get("token"))] += 1
+        for ex in step_examples(r, stage):
+            lines.append(json.dumps(ex, ensure_ascii=False))
+            stats.examples += 1
+            stats.by_token[str(ex["token"])] += 1
+            stats.by_stratum[ex["stratum"]] += 1
+    atomic_write_text("\n".join(lines) + ("\n" if lines else ""), Path(path))
+    return stats
+
+
+def read_dataset(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
