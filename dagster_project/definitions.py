@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dagster_project.assets import features, ingest, personas
+from dagster_project.assets import features, ingest, personas, traces
 from dagster_project.jobs import (
     catalog_job,
     events_job,
@@ -14,13 +14,15 @@ from dagster_project.jobs import (
     personas_report_job,
     personas_shop_job,
     quarantine_job,
+    sft_job,
+    traces_shop_job,
     vectors_job,
 )
 from dagster_project.resources import default_resources
 from dagster_project.schedules import nightly_ingest_schedule
 from dagster_project.sensors import lake_sensor
 
-all_assets = dg.load_assets_from_modules([ingest, features, personas])
+all_assets = dg.load_assets_from_modules([ingest, features, personas, traces])
 
 defs = dg.Definitions(
     assets=all_assets,
@@ -34,6 +36,8 @@ defs = dg.Definitions(
         personas_fit_job,
         personas_shop_job,
         personas_report_job,
+        traces_shop_job,
+        sft_job,
     ],
     schedules=[nightly_ingest_schedule],
     sensors=[lake_sensor],

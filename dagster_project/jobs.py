@@ -58,3 +58,15 @@ personas_report_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("distribution_recovery", "persona_cards"),
     description="Across shops: stratum/feature recovery (JS, R²) and the persona cards.",
 )
+
+traces_shop_job = dg.define_asset_job(
+    "traces_shop_job",
+    selection=dg.AssetSelection.assets("replayed_traces"),
+    description="Per shop: goals, replay on the storefront in the browser, judge.",
+)
+
+sft_job = dg.define_asset_job(
+    "sft_job",
+    selection=dg.AssetSelection.assets("sft_stage1", "sft_stage2"),
+    description="The stage-1 and stage-2 SFT datasets from the training shops' traces.",
+)

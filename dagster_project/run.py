@@ -147,12 +147,14 @@ def run_demo(
     instance: dg.DagsterInstance | None = None,
     resources: dict | None = None,
     persona_run_config: dict | None = None,
+    traces_per_shop: int = 12,
 ) -> tuple[dict, Path]:
     """Generate shops, run every stage that exists, write reports/latest/summary.json.
 
     `generator` (a GeneratorConfig) replaces n_shops / n_buyers / seed; `instance`,
     `resources` and `persona_run_config` (Dagster run config of the personas assets) let
-    tests run the demo small and in isolation."""
+    tests run the demo small and in isolation; `traces_per_shop` sessions of each training
+    shop are replayed in the browser for the SFT datasets (0: skip the traces stage)."""
     from simpersona.reports import new_report_dir, update_summary
     from simpersona.synth import GeneratorConfig, generate_lake
 
@@ -160,16 +162,16 @@ def run_demo(
     say = console.print if console is not None else print
     lake_root = data_dir / "lake"
     gen_cfg = generator or GeneratorConfig(n_shops=n_shops, n_buyers=n_buyers, seed=seed)
-    say(f"[1/4] generating {gen_cfg.n_shops} shops, {gen_cfg.n_buyers:,} buyers into {lake_root}")
+    say(f"[1/5] generating {gen_cfg.n_shops} shops, {gen_cfg.n_buyers:,} buyers into {lake_root}")
     planted = data_dir / "ground_truth" / "planted_types.parquet"
     gen = generate_lake(lake_root, gen_cfg, ground_truth_path=planted, progress=False)
-    say("[2/4] ingesting through the Dagster assets")
+    say("[2/5] ingesting through the Dagster assets")
     instance = instance or dagster_instance(data_dir / "dagster_home")
     ing = run_ingestion(lake_root, instance=instance, resources=resources, progress=True)
     shops = Lake.at(lake_root).shops()
-    say("[3/4] buyer representations: sessions, embeddings, features, transform, vectors")
+    say("[3/5] buyer representations: sessions, embeddings, features, transform, vectors")
     feats = run_features(instance, shops=shops, resources=resources, progress=True)
-    say("[4/4] personas: VQ-VAE + k-means, codebook report, assignments, recovery, cards")
+    say("[4/5] personas: VQ-VAE + k-means, codebook report, assignments, recovery, cards")
     ops = dict((persona_run_config or {}).get("ops", {}))
     for op in ("codebook_report", "distribution_recovery"):
         op_cfg = dict(ops.get(op, {}).get("config", {}))
@@ -179,6 +181,16 @@ def run_demo(
         instance, shops=shops, resources=resources, run_config={"ops": ops}, progress=True
     )
     print_personas(pers, console)
+    traces = TracesRun()
+    if traces_per_shop > 0:
+        say(f"[5/5] traces: goals, {traces_per_shop} replays per training shop, SFT datasets")
+        traces = run_traces(
+            instance, resources=resources, sessions_per_shop=traces_per_shop, progress=True
+        )
+        say(
+            f"      {traces.sessions} sessions replayed, keep rate {traces.keep_rate:.2f}; "
+            f"stage-1 {traces.stage1_examples} / stage-2 {traces.stage2_examples} examples"
+        )
     summary = {
         "seed": gen_cfg.seed,
         "generate_shops": gen_cfg.n_shops,
@@ -188,6 +200,7 @@ def run_demo(
         **ing.summary(),
         **feats.summary(),
         **pers.summary(),
+        **traces.summary(),
     }
     report_dir = new_report_dir(data_dir / "reports")
     update_summary(report_dir, summary)
@@ -427,3 +440,82 @@ def print_personas(run: PersonasRun, console=None) -> None:
         )
     )
     console.print(f"persona cards: {run.cards} ({run.cards_html})")
+
+
+@dataclass
+class TracesRun:
+    shops: list[str] = field(default_factory=list)
+    sessions: int = 0
+    kept: int = 0
+    detours: int = 0
+    stage1_examples: int = 0
+    stage2_examples: int = 0
+    sft_sessions: int = 0
+    tokens_in_use: int = 0
+    seconds: float = 0.0
+
+    @property
+    def keep_rate(self) -> float:
+        return self.kept / self.sessions if self.sessions else 0.0
+
+    def summary(self) -> dict[str, float | int]:
+        if not self.sessions:
+            return {}
+        return {
+            "traces_sessions": self.sessions,
+            "traces_keep_rate": round(self.keep_rate, 4),
+            "traces_detours": self.detours,
+            "sft_sessions": self.sft_sessions,
+            "sft_tokens_in_use": self.tokens_in_use,
+            "sft_stage1_examples": self.stage1_examples,
+            "sft_stage2_examples": self.stage2_examples,
+            "traces_seconds": round(self.seconds, 2),
+        }
+
+
+def run_traces(
+    instance: dg.DagsterInstance,
+    shops: Iterable[str] | None = None,
+    resources: dict | None = None,
+    sessions_per_shop: int = 90,
+    run_config: dict | None = None,
+    progress: bool = False,
+) -> TracesRun:
+    """Replay `sessions_per_shop` sessions of each shop (default: the training shops) and
+    build the stage-1 and stage-2 SFT datasets."""
+    from dagster_project.assets.personas import _shop_split
+    from dagster_project.resources import WarehouseResource
+
+    t0 = time.perf_counter()
+    if shops is None:
+        wh_res = (resources or {}).get("warehouse") or WarehouseResource()
+        shops = _shop_split(wh_res.warehouse())["train"]
+    shops = sorted(shops)
+    ops = dict((run_config or {}).get("ops", {}))
+    rt = dict(ops.get("replayed_traces", {}).get("config", {}))
+    rt.setdefault("sessions_per_shop", sessions_per_shop)
+    out = TracesRun(shops=shops)
+    bar = _progress_bar(len(shops) + 1, "traces", progress)
+    for shop in shops:
+        r = _materialize(
+            ["replayed_traces"],
+            instance,
+            shop,
+            resources,
+            {"ops": {"replayed_traces": {"config": rt}}},
+        )
+        md = _metadata_values(r.asset_materializations_for_node("replayed_traces")[0].metadata)
+        out.sessions += md["sessions"]
+        out.kept += md["kept"]
+        out.detours += md["detours"]
+        bar.update(1)
+    sft_cfg = {k: v for k, v in ops.items() if k in ("sft_stage1", "sft_stage2")}
+    res = _materialize(["sft_stage1", "sft_stage2"], instance, None, resources, {"ops": sft_cfg})
+    s1 = _metadata_values(res.asset_materializations_for_node("sft_stage1")[0].metadata)
+    s2 = _metadata_values(res.asset_materializations_for_node("sft_stage2")[0].metadata)
+    out.stage1_examples, out.stage2_examples = s1["examples"], s2["examples"]
+    out.sft_sessions, out.tokens_in_use = s1["sessions"], s1["tokens_in_use"]
+    bar.update(1)
+    bar.close()
+    out.seconds = time.perf_counter() - t0
+    return out

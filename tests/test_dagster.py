@@ -21,6 +21,7 @@ from dagster_project.resources import (
     EmbeddingResource,
     IngestSettings,
     LakeResource,
+    LLMResource,
     MLflowResource,
     WarehouseResource,
 )
@@ -46,6 +47,7 @@ def resources_for(root: Path, max_reject_share: float = 0.05) -> dict:
         ),
         "artifacts": ArtifactsResource(root=str(root / "artifacts")),
         "embeddings": EmbeddingResource(cache_dir=str(root / "embedding_cache")),
+        "llm": LLMResource(cache_path=str(root / "llm_cache.sqlite")),
     }
 
 

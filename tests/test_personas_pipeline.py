@@ -73,6 +73,7 @@ def test_demo_personas_on_generated_shops(tmp_path: Path) -> None:
             instance=instance,
             resources=res,
             persona_run_config=FAST,
+            traces_per_shop=3,
         )
         wh = Warehouse.at(tmp_path / "warehouse", tmp_path / "warehouse.duckdb")
         shops = wh.shops_with("buyer_vectors")
@@ -85,6 +86,15 @@ def test_demo_personas_on_generated_shops(tmp_path: Path) -> None:
         assert 0 <= saved["vqvae_purity"] <= 100 and 0 <= saved["kmeans_purity"] <= 100
         assert -1 <= saved["ari_planted"] <= 1 and 0 <= saved["js_mean"] <= 1
         assert 1 <= saved["codebook_perplexity"] <= 256 and 0 <= saved["dead_codes"] <= 256
+        # the traces stage: replays of the training shops, SFT datasets from them
+        split = json.loads((wh.root / "shop_split.json").read_text())
+        assert saved["traces_sessions"] == 3 * len(split["train"])
+        assert 0 < saved["traces_keep_rate"] <= 1
+        assert saved["sft_stage1_examples"] == saved["sft_stage2_examples"] > 0
+        assert (wh.root / "sft" / "stage1.jsonl").exists()
+        for shop in split["train"]:
+            assert (wh.root / "traces" / f"shop={shop}.jsonl").exists()
+        assert not any((wh.root / "traces" / f"shop={s}.jsonl").exists() for s in split["eval"])
         # the console shows the side-by-side table and the per-store JS
         text = out.getvalue()
         assert "Codebook quality" in text and "Calinski" in text and "paper VQ-VAE" in text

@@ -144,6 +144,49 @@ class EmbeddingResource(dg.ConfigurableResource):
         return EmbeddingCache(self.cache_dir)
 
 
+class LLMResource(dg.ConfigurableResource):
+    """Any OpenAI-compatible chat endpoint (vLLM, `simpersona serve-llm`, OpenAI): the goal
+    writer's and the LLM judge's model. Used only when an asset's config asks for the LLM."""
+
+    base_url: str = Field(
+        default=os.environ.get("SIMPERSONA_LLM_BASE_URL", "http://127.0.0.1:8008/v1"),
+        description="Base URL of the endpoint (…/v1).",
+    )
+    model: str = Field(
+        default=os.environ.get("SIMPERSONA_LLM_MODEL", "simpersona-tiny"),
+        description="Model name the endpoint serves.",
+    )
+    api_key: str | None = Field(
+        default=None, description="API key (prefer dg.EnvVar); else $SIMPERSONA_LLM_API_KEY."
+    )
+    concurrency: int = Field(default=4, description="Requests in flight at most.")
+    max_retries: int = Field(default=4, description="Retries (exponential backoff) per request.")
+    timeout_s: float = Field(default=120.0, description="Seconds per request.")
+    cache_path: str | None = Field(
+        default=f"{DATA_DIR}/llm_cache.sqlite",
+        description="SQLite response cache keyed by prompt hash (None: no cache).",
+    )
+    temperature: float = Field(default=0.0, description="Sampling temperature (0: greedy).")
+    max_tokens: int = Field(default=512, description="Completion tokens per reply at most.")
+
+    def client(self):
+        from simpersona.llm.client import LLMClient, LLMConfig
+
+        return LLMClient(
+            LLMConfig(
+                base_url=self.base_url,
+                model=self.model,
+                concurrency=self.concurrency,
+                max_retries=self.max_retries,
+                timeout_s=self.timeout_s,
+                cache_path=self.cache_path,
+                temperature=self.temperature,
+                max_tokens=self.max_tokens,
+            ),
+            api_key=self.api_key,
+        )
+
+
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     return {
         "lake": LakeResource(),
@@ -153,6 +196,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "mlflow": MLflowResource(),
         "artifacts": ArtifactsResource(),
         "embeddings": EmbeddingResource(),
+        "llm": LLMResource(),
     }
 
 
@@ -161,6 +205,7 @@ __all__ = [
     "EmbeddingResource",
     "BuyerHashResource",
     "IngestSettings",
+    "LLMResource",
     "LakeResource",
     "MLflowResource",
     "WarehouseResource",

@@ -1,0 +1,248 @@
+"""Traces stage (SPEC §9): per shop, sessions → navigation goals → replay on the shop's
+storefront in a real browser → judge; then the stage-1 and stage-2 SFT datasets from the
+training shops. Thin wrappers: the logic lives in simpersona.traces."""
+
+import time
+from collections import Counter
+from typing import Literal
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from dagster_project.assets.features import enriched_sessions
+from dagster_project.assets.personas import _shop_split, persona_assignments
+from dagster_project.partitions import shop_partitions
+from dagster_project.resources import LLMResource, MLflowResource, WarehouseResource
+from simpersona.markdown import counts_to_markdown, frame_to_markdown
+
+TRACES_DIR = "traces"
+
+
+class ReplayedTracesConfig(dg.Config):
+    goal_writer: Literal["template", "llm"] = Field(
+        default="template", description="'template' (offline, deterministic) or 'llm'."
+    )
+    judge: Literal["rules", "llm"] = Field(
+        default="rules", description="'rules' (required actions) or 'llm' (the llm resource)."
+    )
+    sessions_per_shop: int = Field(
+        default=90, description="Sessions replayed per shop (paper: 3,600 from ~40 shops)."
+    )
+    min_events: int = Field(default=2, description="Shortest session replayed (events).")
+    max_events: int = Field(default=25, description="Longest session replayed (events).")
+    concurrency: int = Field(default=4, description="Browser sessions at once.")
+    max_steps: int = Field(default=60, description="Steps per replay at most.")
+    seed: int = Field(default=0, description="Seed of the session selection.")
+
+
+@dg.asset(
+    group_name="traces",
+    partitions_def=shop_partitions,
+    deps=[enriched_sessions, persona_assignments],
+    kinds={"playwright", "json"},
+    description=(
+        "A shop's sessions replayed on its storefront in headless Chromium by the replay "
+        "teacher, with stage-1/stage-2 goals and the judge's verdict (one JSON record per "
+        "session: steps, plan, outcome, keep)."
+    ),
+)
+def replayed_traces(
+    context: dg.AssetExecutionContext,
+    config: ReplayedTracesConfig,
+    warehouse: WarehouseResource,
+    llm: LLMResource,
+    mlflow: MLflowResource,
+) -> dg.MaterializeResult:
+    from simpersona.store import StoreCatalog
+    from simpersona.traces.build import (
+        TraceSelection,
+        keep_rates,
+        replay_shop,
+        select_outlines,
+        trajectory_record,
+        write_goals,
+        write_records,
+    )
+    from simpersona.traces.goals import LLMGoalWriter, TemplateGoalWriter
+    from simpersona.traces.judge import LLMJudge, Required
+    from simpersona.traces.outline import CategoryIndex
+    from simpersona.traces.replay import ReplayConfig
+
+    shop = context.partition_key
+    wh = warehouse.warehouse()
+    for table in ("enriched_sessions", "persona_assignments"):
+        if not wh.partition_path(table, shop).exists():
+            raise dg.Failure(f"{table} of shop {shop} is not materialized")
+    sessions = pl.read_parquet(wh.partition_path("enriched_sessions", shop))
+    assignments = pl.read_parquet(
+        wh.partition_path("persona_assignments", shop), columns=["buyer_id", "token", "stratum"]
+    )
+    cats = CategoryIndex.from_frames(
+        wh.read_partition("products", shop), wh.read_partition("collections", shop)
+    )
+    sel = TraceSelection(
+        per_shop=config.sessions_per_shop,
+        min_events=config.min_events,
+        max_events=config.max_events,
+        seed=config.seed,
+    )
+    outlines = select_outlines(sessions, assignments, cats, sel)
+    if not outlines:
+        raise dg.Failure(f"shop {shop} has no session of {sel.min_events}–{sel.max_events} events")
+    client = llm.client() if "llm" in (config.goal_writer, config.judge) else None
+    writer = LLMGoalWriter(client) if config.goal_writer == "llm" else TemplateGoalWriter()
+    t0 = time.perf_counter()
+    goals = write_goals(outlines, writer)
+    goal_seconds = time.perf_counter() - t0
+    done = [0]
+
+    def progress(_t) -> None:
+        done[0] += 1
+        if done[0] % 10 == 0 or done[0] == len(outlines):
+            context.log.info(f"replayed {done[0]}/{len(outlines)} sessions of {shop}")
+
+    t0 = time.perf_counter()
+    trajs = replay_shop(
+        StoreCatalog.from_warehouse(wh, shop),
+        list(zip(outlines, goals, strict=True)),
+        ReplayConfig(concurrency=config.concurrency, max_steps=config.max_steps),
+        on_done=progress,
+    )
+    replay_seconds = time.perf_counter() - t0
+    if config.judge == "llm":
+        judge = LLMJudge(client)
+        for t in trajs:
+            t.verdict = judge.judge(
+                t.goals.stage2, Required.of(t.outline), t.steps, t.result.outcome
+            )
+    rates = keep_rates(trajs)
+    records = [trajectory_record(t) for t in trajs]
+    path = write_records(records, wh.root / TRACES_DIR / f"shop={shop}.jsonl")
+    outcomes = Counter(t.result.outcome for t in trajs)
+    figures = {
+        "sessions": len(trajs),
+        "kept": rates.kept,
+        "keep_rate": round(rates.rate, 4),
+        "steps": sum(t.result.steps for t in trajs),
+        "detours": sum(t.log.detours for t in trajs),
+        "skipped_events": sum(len(t.log.skipped) for t in trajs),
+        "goal_seconds": round(goal_seconds, 2),
+        "replay_seconds": round(replay_seconds, 2),
+        "sessions_per_min": round(len(trajs) / replay_seconds * 60, 1) if replay_seconds else 0,
+    }
+    usage = client.usage.as_dict() if client is not None else {}
+    with mlflow.run_for(context, {"shop": shop}) as run:
+        run.log_params({"goal_writer": config.goal_writer, "judge": config.judge, **sel.__dict__})
+        run.log_metrics({**figures, **{f"llm_{k}": v for k, v in usage.items()}})
+    preview = pl.DataFrame(
+        [
+            {
+                "stratum": t.outline.stratum,
+                "token": t.outline.token,
+                "keep": t.verdict.keep,
+                "stage2_goal": t.goals.stage2[:160],
+            }
+            for t in trajs[:8]
+        ]
+    )
+    return dg.MaterializeResult(
+        metadata={
+            **figures,
+            "dagster/row_count": len(trajs),
+            "outcomes": dg.MetadataValue.json(dict(outcomes)),
+            "keep_rate_by_stratum": dg.MetadataValue.md(
+                counts_to_markdown(rates.table("stratum"), "stratum", "keep rate")
+            ),
+            "keep_rate_by_token": dg.MetadataValue.json(rates.table("token")),
+            "missing_actions": dg.MetadataValue.json(dict(rates.missing)),
+            "llm_usage": dg.MetadataValue.json(usage),
+            "preview": dg.MetadataValue.md(frame_to_markdown(preview)),
+            "path": dg.MetadataValue.path(str(path)),
+            "mlflow_run_id": run.run_id,
+        }
+    )
+
+
+class SFTDatasetConfig(dg.Config):
+    max_sessions: int = Field(
+        default=3600, description="Sessions in the dataset at most (the paper: 3,600)."
+    )
+    seed: int = Field(default=0, description="Seed of the round-robin selection.")
+
+
+def _sft(context, config: SFTDatasetConfig, warehouse, mlflow, stage: str) -> dg.MaterializeResult:
+    from simpersona.traces.build import read_records
+    from simpersona.traces.dataset import build_dataset
+
+    wh = warehouse.warehouse()
+    train = _shop_split(wh)["train"]
+    if not train:
+        raise dg.Failure("no training shops: materialize training_sample first")
+    have = [s for s in train if (wh.root / TRACES_DIR / f"shop={s}.jsonl").exists()]
+    missing = sorted(set(train) - set(have))
+    if not have:
+        raise dg.Failure(f"no training shop has replayed_traces (training shops: {train})")
+    if missing:
+        context.log.warning(f"training shops without replayed_traces, left out: {missing}")
+    records = [r for s in have for r in read_records(wh.root / TRACES_DIR / f"shop={s}.jsonl")]
+    path = wh.root / "sft" / f"{stage}.jsonl"
+    stats = build_dataset(records, stage, path, config.max_sessions, config.seed)
+    meta = stats.as_metadata()
+    with mlflow.run_for(context) as run:
+        run.log_params({"stage": stage, "shops": have, **config.__dict__})
+        run.log_metrics({k: v for k, v in meta.items() if isinstance(v, int | float)})
+        run.log_artifact(path)
+    tokens = pl.DataFrame(
+        {"token": list(stats.sessions_by_token), "sessions": list(stats.sessions_by_token.values())}
+    ).sort("sessions", descending=True)
+    return dg.MaterializeResult(
+        metadata={
+            **{k: v for k, v in meta.items() if isinstance(v, int | float)},
+            "dagster/row_count": stats.examples,
+            "shops": dg.MetadataValue.json(have),
+            "shops_missing": dg.MetadataValue.json(missing),
+            "examples_by_stratum": dg.MetadataValue.md(
+                counts_to_markdown(meta["examples_by_stratum"], "stratum", "examples")
+            ),
+            "sessions_by_token": dg.MetadataValue.md(frame_to_markdown(tokens, 30)),
+            "path": dg.MetadataValue.path(str(path)),
+            "mlflow_run_id": run.run_id,
+        }
+    )
+
+
+@dg.asset(
+    group_name="traces",
+    deps=[replayed_traces],
+    kinds={"json"},
+    description=(
+        "Stage-1 SFT dataset (chat-messages JSONL): intent-neutral goals, the persona token in "
+        "the buyer-profile field, training shops only, every persona token in use represented."
+    ),
+)
+def sft_stage1(
+    context: dg.AssetExecutionContext,
+    config: SFTDatasetConfig,
+    warehouse: WarehouseResource,
+    mlflow: MLflowResource,
+) -> dg.MaterializeResult:
+    return _sft(context, config, warehouse, mlflow, "stage1")
+
+
+@dg.asset(
+    group_name="traces",
+    deps=[replayed_traces],
+    kinds={"json"},
+    description=(
+        "Stage-2 SFT dataset (chat-messages JSONL): goals with the intent of the buyer's "
+        "stratum (A–C buy, D browse), same sessions and steps as stage 1."
+    ),
+)
+def sft_stage2(
+    context: dg.AssetExecutionContext,
+    config: SFTDatasetConfig,
+    warehouse: WarehouseResource,
+    mlflow: MLflowResource,
+) -> dg.MaterializeResult:
+    return _sft(context, config, warehouse, mlflow, "stage2")
