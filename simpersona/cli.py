@@ -18,6 +18,7 @@ from rich.table import Table
 
 from simpersona.agent.cli import simulate_command
 from simpersona.ingest.importers import import_command
+from simpersona.llm.cli import build_tiny_llm_command, serve_llm_command
 from simpersona.store.cli import storefront_command
 from simpersona.synth.cli import calibrate_command, generate_command
 
@@ -45,6 +46,12 @@ app.command("storefront", help="Serve the storefront and log visits into the lak
 )
 app.command("simulate", help="Run persona Markov agents on a shop's storefront (Chromium).")(
     simulate_command
+)
+app.command("serve-llm", short_help="Serve a local model with an OpenAI-compatible API.")(
+    serve_llm_command
+)
+app.command("build-tiny-llm", short_help="Build the embedded tiny Qwen3 (random weights).")(
+    build_tiny_llm_command
 )
 
 DataDir = Annotated[

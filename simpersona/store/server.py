@@ -23,13 +23,18 @@ DEFAULT_HOST = "127.0.0.1"
 
 
 def run_in_thread(
-    app: Any, port: int = 0, host: str = DEFAULT_HOST, startup_timeout_s: float = 20.0
+    app: Any,
+    port: int = 0,
+    host: str = DEFAULT_HOST,
+    startup_timeout_s: float = 20.0,
+    name: str = "storefront",
 ) -> tuple[str, Callable[[], None]]:
     """Start `app` under uvicorn in a daemon thread; returns (base URL, stop function).
 
     The socket is bound before the server starts, so port 0 picks a free port and the URL is
     known at once; the call returns when the server accepts connections. `stop()` shuts the
     server down (running the app's shutdown, which flushes the storefront's event sink).
+    `name` names the thread and the errors (the LLM server uses this too).
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -47,16 +52,16 @@ def run_in_thread(
         except BaseException as exc:  # surfaced by the startup wait below
             errors.append(exc)
 
-    thread = threading.Thread(target=target, name=f"storefront-{bound_port}", daemon=True)
+    thread = threading.Thread(target=target, name=f"{name}-{bound_port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout_s
     while not server.started:
         if errors or not thread.is_alive():
             sock.close()
-            raise RuntimeError(f"storefront server failed to start: {errors[:1]}")
+            raise RuntimeError(f"{name} server failed to start: {errors[:1]}")
         if time.monotonic() > deadline:
             server.should_exit = True
-            raise TimeoutError(f"storefront server did not start within {startup_timeout_s} s")
+            raise TimeoutError(f"{name} server did not start within {startup_timeout_s} s")
         time.sleep(0.02)
 
     def stop(timeout_s: float = 10.0) -> None:
