@@ -45,7 +45,9 @@ def serve_llm_command(
     ] = None,
     threads: Annotated[
         int | None,
-        typer.Option(help="CPU threads for generation; 1 is fastest for the tiny model."),
+        typer.Option(
+            help="CPU threads for generation; default: 1 for a small model (< 50 M parameters) on CPU, else torch's default."
+        ),
     ] = None,
 ) -> None:
     """Serve a local model with an OpenAI-compatible API: GET /v1/models and

@@ -45,6 +45,7 @@ from simpersona.llm.tiny import CHAT_TEMPLATE
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8008
 DEFAULT_MAX_TOKENS = 1024  # when a request gives none (OpenAI: up to the context)
+SMALL_MODEL = 50_000_000  # parameters; below this, CPU generation uses one thread
 
 
 class APIError(Exception):
@@ -138,8 +139,9 @@ class LocalModel:
         threads: int | None = None,
     ) -> None:
         self.path = Path(path)
-        # CPU threads for generation (None: torch's default). A tiny model decodes one token
-        # in ~2 ms on one thread, but ~100 ms on two when another process holds the cores.
+        # CPU threads for generation (None: one for a small model on CPU, else torch's default).
+        # The tiny model decodes a token in ~3 ms on one thread but took 10-100 ms on two
+        # while another process held the cores (2-core machine).
         self.threads = threads
         self.name = name or self.path.name
         self.device = _device(device)
@@ -161,6 +163,9 @@ class LocalModel:
         self.valid = torch.zeros(self.n_vocab, dtype=torch.bool)
         self.valid[: len(self.tokenizer)] = True
         self.lltok = build_tokenizer(self.tokenizer, self.n_vocab)
+        n_params = sum(p.numel() for p in self.model.parameters())
+        if threads is None and self.device.type == "cpu" and n_params < SMALL_MODEL:
+            self.threads = 1  # small matrices gain nothing from threads, and lose under load
         self.created = int(time.time())
 
     def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:

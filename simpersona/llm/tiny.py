@@ -49,9 +49,10 @@ CHAT_TEMPLATE = (
 
 @dataclass(frozen=True)
 class TinyModelConfig:
-    """Size of the tiny Qwen3. The defaults make ~0.93 M parameters (embeddings tied: 4,096 ×
-    128 = 0.52 M of them, two layers of ~0.2 M), a forward+backward step of a few tens of ms
-    on 2 CPU cores, and a 3.7 MB safetensors file."""
+    """Size of the tiny Qwen3. With the default corpus (3,726 BPE tokens, 3,776 rows) the
+    defaults make 877,312 parameters: tied embeddings 483 k, two layers of 197 k. Measured on
+    one CPU thread: ~0.12 s per AdamW step at batch 4 × 256 tokens, ~3 ms per generated token;
+    the safetensors file is 3.5 MB."""
 
     vocab_size: int = 4096  # BPE vocabulary incl. the 3 special tokens
     hidden_size: int = 128
