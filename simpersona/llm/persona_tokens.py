@@ -17,12 +17,10 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+# One definition of the token text, shared with the agent prompt (which must not import torch).
+from simpersona.agent.prompt import persona_token
+
 PAD_MULTIPLE = 64
-
-
-def persona_token(k: int) -> str:
-    """The text of persona token `k`."""
-    return f"<|persona_{k}|>"
 
 
 def persona_token_ids(tokenizer: PreTrainedTokenizerBase, k: int) -> list[int]:
