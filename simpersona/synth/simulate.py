@@ -68,6 +68,7 @@ class TypeTable:
     line: np.ndarray  # favourite product line index; len(PRODUCT_LINES) = none
     line_focus: np.ndarray
     min_browse: np.ndarray
+    always_product_view: np.ndarray  # bool
 
     @classmethod
     def build(
@@ -108,6 +109,7 @@ class TypeTable:
             ),
             line_focus=np.array([t.line_focus if t.line else 0.0 for t in types]),
             min_browse=np.array([t.min_browse for t in types], dtype=np.int64),
+            always_product_view=np.array([t.always_product_view for t in types], dtype=bool),
         )
 
 
@@ -220,9 +222,10 @@ def simulate_chunk(
     kind = np.zeros(n_b, dtype=np.int8)
     for k in range(3):
         kind += u > np.where(first, landing_cum[bb, k], browse_cum[bb, k])
-    # A carting session needs a product view to cart from: force its last browse event.
+    # A carting session needs a product view to cart from, and some types view a product
+    # every session: force the session's last browse event.
     has_pv = np.bincount(bs[kind == PRODUCT_VIEW], minlength=n_s) > 0
-    force = atc & ~has_pv
+    force = (atc | tt.always_product_view[t][sb]) & ~has_pv
     kind[(_seg_starts(n_browse) + n_browse - 1)[force]] = PRODUCT_VIEW
 
     product = pool[pool_start[bs] + _pick(rng, pool_size[bs])]

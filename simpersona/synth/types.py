@@ -56,6 +56,9 @@ class BuyerType:
     line: str | None = None  # favourite product line (vocab.LINE_NAMES); None = no preference
     line_focus: float = 0.0  # mean probability that a session shops the favourite line
     min_browse: int = 0  # browsing events every session has beyond the landing event
+    # every session views a product: when no browsing event was drawn as a product view,
+    # the session's last one becomes one (as in a carting session)
+    always_product_view: bool = False
 
     def __post_init__(self) -> None:
         from simpersona.synth.vocab import LINE_NAMES
@@ -74,7 +77,7 @@ DEFAULT_TYPES: tuple[BuyerType, ...] = (
         expected_stratum="E",
         sessions_mean=0.06,
         sessions_shape=0.5,
-        browse_mean=0.08,
+        browse_mean=0.03,
         browse_sigma=0.8,
         landing=(0.62, 0.02, 0.36, 0.0),
         browse=(0.45, 0.1, 0.4, 0.05),
@@ -86,37 +89,37 @@ DEFAULT_TYPES: tuple[BuyerType, ...] = (
         explore=0.1,
         dwell_s=20.0,
         line="Limited Edition",
-        line_focus=0.9,
+        line_focus=0.97,
     ),
     BuyerType(
         name="content_reader",
-        description="Comes for articles and info pages; rarely looks at products.",
+        description="Arrives on articles and info pages and reads; rarely looks at products.",
         expected_stratum="E",
         sessions_mean=0.18,
         sessions_shape=0.6,
         browse_mean=0.45,
         browse_sigma=0.9,
-        landing=(0.9, 0.01, 0.09, 0.0),
-        browse=(0.72, 0.05, 0.2, 0.03),
+        landing=(1.0, 0.0, 0.0, 0.0),
+        browse=(0.85, 0.03, 0.1, 0.02),
         pages=(0.15, 0.7, 0.15),
         p_atc=0.01,
         p_checkout=0.25,
         p_purchase=0.3,
         explore=0.3,
-        dwell_s=90.0,
+        dwell_s=150.0,
         line="Editor's Pick",
-        line_focus=0.9,
+        line_focus=0.97,
     ),
     BuyerType(
         name="window_shopper",
-        description="Looks at a product or two, sometimes a collection; seldom carts.",
+        description="Looks at a product or two every visit, seldom a collection; seldom carts.",
         expected_stratum="D",
-        sessions_mean=0.1,
+        sessions_mean=0.05,
         sessions_shape=0.6,
         browse_mean=0.2,
         browse_sigma=0.9,
-        landing=(0.22, 0.06, 0.72, 0.0),
-        browse=(0.2, 0.17, 0.58, 0.05),
+        landing=(0.24, 0.02, 0.74, 0.0),
+        browse=(0.23, 0.06, 0.69, 0.02),
         pages=(0.4, 0.4, 0.2),
         p_atc=0.02,
         p_checkout=0.25,
@@ -124,8 +127,9 @@ DEFAULT_TYPES: tuple[BuyerType, ...] = (
         explore=0.6,
         dwell_s=35.0,
         line="New Season",
-        line_focus=0.9,
+        line_focus=0.97,
         min_browse=1,
+        always_product_view=True,
     ),
     BuyerType(
         name="researcher",
@@ -147,7 +151,7 @@ DEFAULT_TYPES: tuple[BuyerType, ...] = (
         dwell_s=75.0,
         min_browse=3,
         line="Signature",
-        line_focus=0.9,
+        line_focus=0.97,
     ),
     BuyerType(
         name="searcher",
@@ -169,9 +173,9 @@ DEFAULT_TYPES: tuple[BuyerType, ...] = (
     ),
     BuyerType(
         name="bargain_hunter",
-        description="Shops the sale collection and cheap products, buys in quantity.",
+        description="Comes back for the sale, opens cheap deals from collections, buys in quantity.",
         expected_stratum="D",
-        sessions_mean=0.5,
+        sessions_mean=1.2,
         sessions_shape=0.8,
         browse_mean=2.0,
         browse_sigma=0.8,
@@ -190,8 +194,9 @@ DEFAULT_TYPES: tuple[BuyerType, ...] = (
         explore=2.5,
         dwell_s=35.0,
         min_browse=1,
+        always_product_view=True,
         line="Essentials",
-        line_focus=0.9,
+        line_focus=0.97,
     ),
     BuyerType(
         name="cart_abandoner",
@@ -251,7 +256,7 @@ DEFAULT_TYPES: tuple[BuyerType, ...] = (
         explore=0.3,
         dwell_s=25.0,
         line="Heritage Classic",
-        line_focus=0.9,
+        line_focus=0.97,
     ),
     BuyerType(
         name="loyal_repeat_buyer",
@@ -275,7 +280,7 @@ DEFAULT_TYPES: tuple[BuyerType, ...] = (
         explore=0.8,
         dwell_s=30.0,
         line="Heritage Classic",
-        line_focus=0.9,
+        line_focus=0.97,
     ),
 )
 
