@@ -342,6 +342,9 @@ class PersonasRun:
             },
         }
         out |= {
+            # Calinski–Harabasz on the 16 behavioural scalars (vqvae_ch / kmeans_ch: 403-d)
+            "vqvae_ch_behaviour": r.get("vqvae_calinski_harabasz_behaviour"),
+            "kmeans_ch_behaviour": r.get("kmeans_calinski_harabasz_behaviour"),
             "kmeans_ari_planted": r.get("kmeans_planted_majority_ari"),
             "ari_planted_all_buyers": d.get("planted_majority_ari_all"),
             "kmeans_ari_planted_all_buyers": d.get("kmeans_planted_majority_ari_all"),

@@ -36,7 +36,13 @@ from tests.test_dagster import resources_for
 FAST = {
     "ops": {
         "persona_codebook": {
-            "config": {"epochs": 3, "kmeans_n_init": 1, "kmeans_max_iter": 5, "device": "cpu"}
+            "config": {
+                "epochs": 3,
+                "min_steps": 0,
+                "kmeans_n_init": 1,
+                "kmeans_max_iter": 5,
+                "device": "cpu",
+            }
         }
     }
 }
@@ -230,7 +236,7 @@ def test_codebook_report_on_real_public_data(tmp_path: Path, public_data: Path, 
         run_features(
             instance, resources=res, run_config={"ops": {"training_sample": {"config": split}}}
         )
-        # the paper's training defaults (40 epochs); k-means with one initialisation
+        # the training defaults (40 epochs, at least 1,000 steps); k-means with one initialisation
         cfg = {"ops": {"persona_codebook": {"config": {"kmeans_n_init": 1, "device": "cpu"}}}}
         out = run_personas(instance, resources=res, run_config=cfg)
     buf = io.StringIO()

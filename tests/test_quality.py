@@ -165,6 +165,23 @@ def test_report_and_tables():
     assert "Calinski" in buf.getvalue()
 
 
+def test_calinski_harabasz_on_behavioural_scalars():
+    rng = np.random.default_rng(0)
+    codes = np.repeat(np.arange(4), 30)
+    x = rng.normal(size=(120, 403)).astype(np.float32)
+    x[:, :16] += 3.0 * codes[:, None]  # codes separate the scalars, not the rest
+    rep = q.codebook_report("b", codes, ["D"] * 120, np.ones((120, 3), dtype=int), x)
+    assert rep["calinski_harabasz_behaviour"] == pytest.approx(
+        calinski_harabasz_score(x[:, :16], codes), rel=1e-5
+    )
+    assert rep["calinski_harabasz"] == pytest.approx(calinski_harabasz_score(x, codes), rel=1e-5)
+    assert rep["calinski_harabasz_behaviour"] > 10 * rep["calinski_harabasz"]
+    assert "16 behavioural scalars" in q.side_by_side({"b": rep})
+    # only 403-d buyer vectors have the scalar block
+    toy = q.codebook_report("toy", CODES, STRATA, BINS, _vectors(), k=5)
+    assert "calinski_harabasz_behaviour" not in toy
+
+
 def test_report_edge_cases():
     x = _vectors(3)
     rep = q.codebook_report(

@@ -26,6 +26,7 @@ from simpersona.personas import (
 from simpersona.personas.config import GATE3_INDICES
 from simpersona.personas.contrastive import PRODUCT_SLICE, signature_from_strata
 from simpersona.personas.losses import recon_loss
+from simpersona.personas.train import epochs_for
 from simpersona.personas.vqvae import EMACodebook
 
 
@@ -50,7 +51,12 @@ def synthetic(n: int, n_types: int = 8, seed: int = 0, noise: float = 0.3):
 
 def small_config(**kw) -> VQVAEConfig:
     base = dict(
-        codebook_size=16, batch_size=128, epochs=6, dead_warmup_steps=10, dead_check_every=5
+        codebook_size=16,
+        batch_size=128,
+        epochs=6,
+        min_steps=0,
+        dead_warmup_steps=10,
+        dead_check_every=5,
     )
     return VQVAEConfig(**(base | kw))
 
@@ -279,6 +285,20 @@ def test_training_reduces_loss_and_separates_types(trained, data):
     assert purity(tokens, types[1200:]) > 0.9 > chance + 0.3
     assert trained.history_frame().height == len(h)
     assert trained.seconds > 0
+
+
+def test_small_sets_train_at_least_min_steps(data):
+    x, bins, _ = data
+    cfg = small_config(epochs=1, min_steps=12)  # 400 rows, batch 128: 3 steps an epoch
+    assert epochs_for(400, cfg) == 4
+    r = train_vqvae(x[:400], bins[:400], config=cfg, progress=False)
+    assert len(r.history) == 4 and r.history[-1]["step"] == 12 == r.extra["steps"]
+    assert r.dead_log and r.dead_log[0]["step"] == 10  # checks happen that would not at 3 steps
+    assert epochs_for(400, small_config(epochs=5, min_steps=12)) == 5  # epochs win when larger
+    # the paper-sized set keeps its 40 epochs under the default floor of 1,000 steps
+    assert epochs_for(44_559, VQVAEConfig()) == 40 and epochs_for(4_000, VQVAEConfig()) == 125
+    with pytest.raises(ValueError, match="min_steps"):
+        VQVAEConfig(min_steps=-1)
 
 
 def test_training_is_deterministic(data):

@@ -50,6 +50,7 @@ REPORT_KEYS = (
     *(f"incoherent_{h}_pct" for h in HEADS),
     "pairwise_cosine",
     "calinski_harabasz",
+    "calinski_harabasz_behaviour",
     "planted_ari",
     "planted_nmi",
     "planted_majority_ari",
@@ -139,6 +140,10 @@ def _shop_split(wh) -> dict[str, list[str]]:
 # ---- persona_codebook ----------------------------------------------------------------------
 class PersonaCodebookConfig(dg.Config):
     epochs: int = Field(default=_DEFAULTS.epochs, description="Training epochs.")
+    min_steps: int = Field(
+        default=_DEFAULTS.min_steps,
+        description="At least this many optimiser steps (epochs are raised on small sets).",
+    )
     batch_size: int = Field(default=_DEFAULTS.batch_size, description="Buyers per step.")
     lr: float = Field(default=_DEFAULTS.lr, description="Adam learning rate.")
     seed: int = Field(default=_DEFAULTS.seed, description="Seed of training and k-means.")
@@ -167,6 +172,7 @@ def _vqvae_config(config: PersonaCodebookConfig, extra: dict[str, Any]) -> VQVAE
         raise dg.Failure(f"vqvae_overrides is not JSON: {exc}") from exc
     d = _DEFAULTS.to_dict() | {
         "epochs": config.epochs,
+        "min_steps": config.min_steps,
         "batch_size": config.batch_size,
         "lr": config.lr,
         "seed": config.seed,
@@ -281,6 +287,8 @@ def persona_codebook(
         "training_seconds": round(result.seconds, 2),
         "init_seconds": round(result.init_seconds, 2),
         "kmeans_seconds": round(kmeans_seconds, 2),
+        "epochs_run": len(result.history),  # raised above `epochs` to reach `min_steps`
+        "train_steps": last.get("step"),
         "final_loss": last.get("loss"),
         "final_val_loss": last.get("val_loss"),
         "perplexity": last.get("perplexity"),

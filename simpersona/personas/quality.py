@@ -26,6 +26,11 @@ MIXING_THRESHOLD = 0.20  # "substantial" share of each side for incompatible mix
 INCOHERENCE_THRESHOLD = 0.10  # "substantial" share of Low and of High for incoherence
 LOW, HIGH = 0, 2
 CH_MAX_SAMPLES = 100_000
+# The behavioural part of a 403-d buyer vector: its 16 robust-z scalars (features.vectors
+# SCALAR_SLICE). Calinski–Harabasz is reported on the whole vector (the paper's space) and on
+# these dimensions alone; docs/codebook-quality.md says why.
+BEHAVIOUR_SLICE = slice(0, 16)
+VECTOR_DIM = 403
 
 # Paper Table 1 (k-means, VQ-VAE), keyed like `codebook_report`.
 PAPER_TABLE1: dict[str, tuple[float, float]] = {
@@ -57,7 +62,8 @@ REPORT_ROWS: tuple[tuple[str, str, str], ...] = (
     ("incoherent_any_purchase_pct", "… any Low+High: purchase", "pct"),
     ("pairwise_cosine", "mean within-code pairwise cosine", "f3"),
     ("pairwise_cosine_buyer_weighted", "… weighted by code size", "f3"),
-    ("calinski_harabasz", "Calinski–Harabasz", "f1"),
+    ("calinski_harabasz", "Calinski–Harabasz (403-d vectors)", "f1"),
+    ("calinski_harabasz_behaviour", "Calinski–Harabasz (16 behavioural scalars)", "f1"),
     ("planted_ari", "ARI vs planted types", "f3"),
     ("planted_nmi", "NMI vs planted types", "f3"),
     ("planted_majority_ari", "ARI, codes mapped to types by majority", "f3"),
@@ -377,7 +383,9 @@ def codebook_report(
 ) -> dict[str, Any]:
     """All Table 1 metrics plus usage (and planted-type agreement when `planted` is given)
     as one flat dict. Shares are percentages (`*_pct`). `k` is the codebook size (dead codes
-    are counted against it; default max(code) + 1)."""
+    are counted against it; default max(code) + 1). Calinski–Harabasz is computed on the
+    vectors as given (`calinski_harabasz`) and, for 403-d buyer vectors, on their 16
+    behavioural scalars alone (`calinski_harabasz_behaviour`)."""
     c = _codes(codes)
     x = np.asarray(vectors)
     n = c.size
@@ -401,6 +409,9 @@ def codebook_report(
     rep["pairwise_cosine"] = mean_pairwise_cosine(c, x)
     rep["pairwise_cosine_buyer_weighted"] = mean_pairwise_cosine(c, x, weighted=True)
     rep["calinski_harabasz"] = calinski_harabasz(c, x, ch_max_samples, seed)
+    if x.ndim == 2 and x.shape[1] == VECTOR_DIM:
+        xb = x[:, BEHAVIOUR_SLICE]
+        rep["calinski_harabasz_behaviour"] = calinski_harabasz(c, xb, ch_max_samples, seed)
     rep["calinski_harabasz_n"] = int(min(n, ch_max_samples) if ch_max_samples else n)
     rep["mixing_threshold"] = float(mixing_threshold)
     rep["incoherence_threshold"] = float(incoherence_threshold)

@@ -97,12 +97,16 @@ def encode_all(model: VQVAE, x: torch.Tensor, batch_size: int = 8192) -> torch.T
     return z
 
 
+def _batch_stop(n: int, batch_size: int, shuffle: bool) -> int:
+    """Rows used per pass: all of them, except that a shuffled pass drops a trailing batch too
+    small for the contrastive gates (< half a batch)."""
+    stop = n if not shuffle or n % batch_size >= batch_size // 2 else n - n % batch_size
+    return max(stop, min(n, batch_size))
+
+
 def _batches(n: int, batch_size: int, gen: torch.Generator | None) -> Iterator[torch.Tensor]:
     order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
-    # drop a trailing batch too small for the contrastive gates (< half a batch) when shuffling
-    stop = n if gen is None or n % batch_size >= batch_size // 2 else n - n % batch_size
-    stop = max(stop, min(n, batch_size))
-    for i in range(0, stop, batch_size):
+    for i in range(0, _batch_stop(n, batch_size, gen is not None), batch_size):
         yield order[i : i + batch_size]
 
 
@@ -120,6 +124,14 @@ class _Meter:
 
     def means(self, prefix: str = "") -> dict[str, float]:
         return {prefix + k: self.sums[k] / self.weights[k] for k in self.sums}
+
+
+def epochs_for(n: int, cfg: VQVAEConfig) -> int:
+    """Epochs to run on n training vectors: `cfg.epochs`, raised so that training makes at
+    least `cfg.min_steps` optimiser steps (a small set would otherwise get few steps and few
+    dead-code checks)."""
+    per_epoch = math.ceil(_batch_stop(n, cfg.batch_size, shuffle=True) / cfg.batch_size)
+    return max(cfg.epochs, math.ceil(cfg.min_steps / max(per_epoch, 1)))
 
 
 def _signatures(sig: np.ndarray | None, n: int, cfg: VQVAEConfig, name: str) -> torch.Tensor | None:
@@ -213,7 +225,8 @@ def train_vqvae(
         history: list[dict[str, float]] = []
         dead_log: list[dict[str, int]] = []
         step = 0
-        bar = tqdm(range(cfg.epochs), desc="vqvae", unit="epoch", disable=not progress)
+        epochs = epochs_for(n, cfg)
+        bar = tqdm(range(epochs), desc="vqvae", unit="epoch", disable=not progress)
         for epoch in bar:
             model.train()
             meter = _Meter()
@@ -265,4 +278,5 @@ def train_vqvae(
         config=cfg,
         class_weights=weights,
         init_seconds=init_seconds,
+        extra={"epochs": epochs, "steps": step},
     )
