@@ -403,7 +403,7 @@ class MarkovPolicy:
                     break
                 current = st["state"] = target
             st["target"], st["tries"] = target, 0
-            st["start_cart"] = _cart_count(observation)
+            st["start_cart"] = observation.cart_count
         st["tries"] = st.get("tries", 0) + 1
         # Checking out takes a dozen form steps; anything else should take a few.
         limit = self.max_tries * (3 if target in ("checkout", "purchase") else 1)
@@ -415,16 +415,16 @@ class MarkovPolicy:
 
     def _reached(self, target: str, obs: Observation, st: dict[str, Any]) -> bool:
         if target == "add_to_cart":
-            return _cart_count(obs) > st.get("start_cart", 0)
+            return obs.cart_count > st.get("start_cart", 0)
         if target == "remove_from_cart":
-            return _cart_count(obs) < st.get("start_cart", 0)
+            return obs.cart_count < st.get("start_cart", 0)
         return KIND_STATE.get(obs.kind) == target and st.get("tries", 0) > 0
 
     # ---- one step toward a target state --------------------------------------------------
     def _toward(
         self, target: str, obs: Observation, memory: Memory, persona: Persona, rng: random.Random
     ) -> dict[str, Any]:
-        cart = _cart_count(obs)
+        cart = obs.cart_count
         if target == "end":
             return {"action": "end_session", "reason": "done browsing"}
         if target == "search":
@@ -509,13 +509,6 @@ def fill_checkout(obs: Observation, buyer_id: str = "buyer") -> dict[str, Any]:
     if buttons:
         return _click(buttons[-1])
     return {"action": "end_session", "reason": "could not find the checkout button"}
-
-
-def _cart_count(obs: Observation) -> int:
-    try:
-        return int(obs.facts.get("cart_count", "0"))
-    except ValueError:
-        return 0
 
 
 def _sample(rng: random.Random, probs: Mapping[str, float]) -> str:

@@ -176,6 +176,14 @@ class Observation:
     def product_id(self) -> str | None:
         return self.facts.get("product_id")
 
+    @property
+    def cart_count(self) -> int:
+        """Items in the cart as the page shows them (0 when it does not say)."""
+        try:
+            return int(self.facts.get("cart_count", "0"))
+        except ValueError:
+            return 0
+
     def element(self, element_id: str) -> Element | None:
         for e in self.elements:
             if e.id == element_id:

@@ -127,17 +127,10 @@ def goal_met(goal: Goal, obs: Observation, start_cart: int) -> bool:
     if goal.target == "purchase":
         return obs.kind == "confirmation"
     if goal.target == "add_to_cart":
-        return _cart_count(obs) > start_cart
+        return obs.cart_count > start_cart
     if goal.target == "view_product":
         return obs.kind == "product" and goal.product_id in (None, obs.product_id)
     return False
-
-
-def _cart_count(obs: Observation) -> int:
-    try:
-        return int(obs.facts.get("cart_count", "0"))
-    except ValueError:
-        return 0
 
 
 def _summarize(note: str, obs: Observation) -> str:
@@ -268,7 +261,7 @@ async def run_session(
                 await pool.forget_history(page)
                 watch.check()
                 obs = await observe(page, cfg.token_budget)
-                start_cart = _cart_count(obs)
+                start_cart = obs.cart_count
                 invalid = 0
                 step = 0
                 while True:

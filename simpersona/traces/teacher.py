@@ -86,13 +86,6 @@ def _link_to(obs: Observation, product_id: str | None = None, collection_id: str
     return None
 
 
-def _cart_count(obs: Observation) -> int:
-    try:
-        return int(obs.facts.get("cart_count", "0"))
-    except ValueError:
-        return 0
-
-
 class ReplayTeacher:
     """A `Policy` replaying each buyer's session (sessions are told apart by the runtime's
     buyer id, so one teacher serves a whole concurrent batch)."""
@@ -209,7 +202,7 @@ class ReplayTeacher:
                     "id": rid,
                     "reasoning": f"I take “{_title(e)}” out of my cart.",
                 }
-            if obs.kind != "cart" and detour_ok and _cart_count(obs) > 0:
+            if obs.kind != "cart" and detour_ok and obs.cart_count > 0:
                 return PlannedStep(None, ["page_view"], "detour: cart"), {
                     "action": "click",
                     "id": "cart-link",
@@ -225,7 +218,7 @@ class ReplayTeacher:
                 }
             if obs.kind == "checkout":  # already in a checkout (a repeated start)
                 return None
-            if obs.kind != "cart" and detour_ok and _cart_count(obs) > 0:
+            if obs.kind != "cart" and detour_ok and obs.cart_count > 0:
                 return PlannedStep(None, ["page_view"], "detour: cart"), {
                     "action": "click",
                     "id": "cart-link",
@@ -248,7 +241,7 @@ class ReplayTeacher:
                     "id": "checkout-button",
                     "reasoning": "I go to checkout to place the order.",
                 }
-            if obs.kind not in ("cart", "checkout") and detour_ok and _cart_count(obs) > 0:
+            if obs.kind not in ("cart", "checkout") and detour_ok and obs.cart_count > 0:
                 return PlannedStep(None, ["page_view"], "detour: cart"), {
                     "action": "click",
                     "id": "cart-link",
