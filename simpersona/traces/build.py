@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 import polars as pl
 
 from simpersona.lake import atomic_write_text
+from simpersona.traces.dataset import round_robin
 from simpersona.traces.goals import GoalPair, LLMGoalWriter, TemplateGoalWriter
 from simpersona.traces.judge import KeepRates
 from simpersona.traces.outline import CategoryIndex, SessionOutline, outline_from_row
@@ -61,22 +61,12 @@ def select_outlines(
         )
         df = df.with_columns(pl.lit(None, pl.Int64).alias("token"), depth.alias("stratum"))
     df = df.filter(pl.col("stratum").is_in(list(sel.strata)))
-    rng = random.Random(sel.seed)
     groups: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for row in df.sort(["buyer_id", "session_id"]).iter_rows(named=True):
         groups[row["token"]].append(row)
-    queues = []
-    for token in sorted(groups, key=lambda t: (t is None, t if t is not None else -1)):
-        rows = groups[token]
-        rng.shuffle(rows)
-        queues.append(rows)
-    picked: list[dict[str, Any]] = []
-    depth_i = 0
-    while len(picked) < sel.per_shop and any(depth_i < len(q) for q in queues):
-        for q in queues:
-            if depth_i < len(q) and len(picked) < sel.per_shop:
-                picked.append(q[depth_i])
-        depth_i += 1
+    picked = round_robin(
+        groups, sel.per_shop, sel.seed, order=lambda t: (t is None, t if t is not None else -1)
+    )
     by_buyer = defaultdict(list)
     for row in sessions.filter(pl.col("buyer_id").is_in([r["buyer_id"] for r in picked])).iter_rows(
         named=True

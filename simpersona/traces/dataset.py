@@ -13,16 +13,18 @@ import json
 import os
 import random
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from simpersona.agent.prompt import messages_for_step, persona_token
 from simpersona.lake import atomic_write_text
 
 Stage = Literal["stage1", "stage2"]
 PAPER_SESSIONS = 3600
+K = TypeVar("K")
+T = TypeVar("T")
 
 
 def _goal(record: dict[str, Any], stage: Stage) -> str:
@@ -55,6 +57,27 @@ def step_examples(record: dict[str, Any], stage: Stage) -> list[dict[str, Any]]:
     return out
 
 
+def round_robin(
+    groups: Mapping[K, Sequence[T]], n: int, seed: int, order: Callable[[K], Any]
+) -> list[T]:
+    """At most `n` items, one from each group in turn (groups sorted by `order`, each
+    group's items in a seeded random order), so every group is in before any gets a second."""
+    rng = random.Random(seed)
+    queues = []
+    for key in sorted(groups, key=order):
+        rows = list(groups[key])
+        rng.shuffle(rows)
+        queues.append(rows)
+    chosen: list[T] = []
+    depth = 0
+    while len(chosen) < n and any(depth < len(q) for q in queues):
+        for q in queues:
+            if depth < len(q) and len(chosen) < n:
+                chosen.append(q[depth])
+        depth += 1
+    return chosen
+
+
 def select_sessions(
     records: Sequence[dict[str, Any]], max_sessions: int = PAPER_SESSIONS, seed: int = 0
 ) -> list[dict[str, Any]]:
@@ -64,20 +87,11 @@ def select_sessions(
     for r in records:
         if r.get("keep"):
             by_token[r.get("token")].append(r)
-    rng = random.Random(seed)
-    queues = []
-    for token in sorted(by_token, key=lambda t: (t is None, str(t))):
-        rows = sorted(by_token[token], key=lambda r: (r["shop_id"], r["session_id"]))
-        rng.shuffle(rows)
-        queues.append(rows)
-    chosen: list[dict[str, Any]] = []
-    depth = 0
-    while len(chosen) < max_sessions and any(depth < len(q) for q in queues):
-        for q in queues:
-            if depth < len(q) and len(chosen) < max_sessions:
-                chosen.append(q[depth])
-        depth += 1
-    return chosen
+    groups = {
+        t: sorted(rows, key=lambda r: (r["shop_id"], r["session_id"]))
+        for t, rows in by_token.items()
+    }
+    return round_robin(groups, max_sessions, seed, order=lambda t: (t is None, str(t)))
 
 
 @dataclass

@@ -152,7 +152,8 @@ class GoalReply(BaseModel):
     stage2_goal: str = Field(min_length=10, max_length=1500)
 
 
-def _prompt(name: str) -> str:
+def load_prompt(name: str) -> str:
+    """The text of a prompt template file in simpersona/traces/prompts/."""
     return resources.files("simpersona.traces").joinpath("prompts", name).read_text("utf-8")
 
 
@@ -186,14 +187,14 @@ class LLMGoalWriter:
         cat = _category(o).lower()
         intent = intent_of(o.stratum)
         system = (
-            _prompt("goal_system.txt")
+            load_prompt("goal_system.txt")
             .replace("{category}", cat)
             .replace("{intent_sentence}", f"You are here to {intent} {cat}.")
         )
         lines = [event_line(i + 1, e) for i, e in enumerate(o.events[: self.max_events])]
         if len(o.events) > self.max_events:
             lines.append(f"… and {len(o.events) - self.max_events} more events")
-        user = _prompt("goal_user.txt").format(
+        user = load_prompt("goal_user.txt").format(
             shop_id=o.shop_id, category=cat, intent=intent, event_lines="\n".join(lines)
         )
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import BaseModel, Field
 
 from simpersona.llm.client import LLMClient
-from simpersona.traces.goals import _prompt
+from simpersona.traces.goals import load_prompt
 from simpersona.traces.outline import SessionOutline
 
 
@@ -141,7 +141,7 @@ class LLMJudge:
             ]
         )
         return [
-            {"role": "system", "content": _prompt("judge_system.txt")},
+            {"role": "system", "content": load_prompt("judge_system.txt")},
             {"role": "user", "content": user},
         ]
 

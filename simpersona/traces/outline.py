@@ -8,20 +8,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from simpersona.schema import EVENT_TYPES
+
 # Collections every product of a shop can be in; they say nothing about what a buyer likes.
 GENERIC_COLLECTIONS = frozenset({"all", "sale", "new-arrivals", "best-sellers", "frontpage"})
-REPLAYED_TYPES = frozenset(
-    {
-        "page_view",
-        "collection_view",
-        "product_view",
-        "search",
-        "add_to_cart",
-        "remove_from_cart",
-        "checkout_started",
-        "checkout_completed",
-    }
-)
+REPLAYED_TYPES = frozenset(EVENT_TYPES)  # every canonical event type has a replay action
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,14 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from simpersona.agent.browser import BrowserConfig, BrowserPool
 from simpersona.agent.observation import DEFAULT_TOKEN_BUDGET
 from simpersona.agent.policy import Goal, Persona
 from simpersona.agent.recorder import SessionRecorder
 from simpersona.agent.runtime import RuntimeConfig, SessionResult, SessionSpec, run_sessions
-from simpersona.store.app import INFO_PAGES
+from simpersona.store.app import INFO_PAGES, Links
 from simpersona.traces.goals import GoalPair
 from simpersona.traces.judge import Required, Verdict, judge_rules
 from simpersona.traces.outline import SessionOutline
@@ -86,39 +86,29 @@ def replay_buyer_id(o: SessionOutline) -> str:
 def landing(o: SessionOutline, base_url: str) -> tuple[str, PlannedStep]:
     """Where the session starts, and the step the landing replays: the first event when it
     is a page a buyer can arrive on from outside, else the home page (a detour)."""
-    base = base_url.rstrip("/")
+    links = Links(base_url.rstrip("/"))
     first = o.events[0] if o.events else None
     if first is not None:
         if first.event_type == "product_view" and first.product_id:
-            return f"{base}/products/{_q(first.product_id)}", PlannedStep(
-                0, ["product_view"], "landing"
-            )
+            return links.product(first.product_id), PlannedStep(0, ["product_view"], "landing")
         if first.event_type == "collection_view" and first.collection_id:
-            return f"{base}/collections/{_q(first.collection_id)}", PlannedStep(
+            return links.collection(first.collection_id), PlannedStep(
                 0, ["collection_view"], "landing"
             )
         if first.event_type == "search" and (first.search_query or "").strip():
-            return f"{base}/search?{urlencode({'q': first.search_query.strip()})}", PlannedStep(
-                0, ["search"], "landing"
-            )
+            return links.search(first.search_query.strip()), PlannedStep(0, ["search"], "landing")
         if first.event_type == "page_view":
             # Any page view lands as one: the cart, a page the store has, else the home page.
             path = urlsplit(first.url or "").path.rstrip("/")
             handle = path.rsplit("/", 1)[-1]
             if path.endswith("/cart"):
-                tail = "/cart"
+                url = links.cart()
             elif "/pages/" in path and handle in INFO_PAGES:
-                tail = f"/pages/{handle}"
+                url = links.page(handle)
             else:
-                tail = "/"
-            return base + tail, PlannedStep(0, ["page_view"], "landing")
-    return base + "/", PlannedStep(None, ["page_view"], "landing on the home page")
-
-
-def _q(value: str) -> str:
-    from urllib.parse import quote
-
-    return quote(value, safe="")
+                url = links.home()
+            return url, PlannedStep(0, ["page_view"], "landing")
+    return links.home(), PlannedStep(None, ["page_view"], "landing on the home page")
 
 
 def replay_sessions(
