@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from simpersona.agent.markov import fill_checkout
 from simpersona.agent.observation import Observation
 from simpersona.agent.policy import Goal, Memory, Persona
+from simpersona.store.app import dom_id
 from simpersona.traces.outline import SessionEvent, SessionOutline
 
 MAX_DETOURS = 2  # detour steps spent on one event before it is skipped
@@ -195,7 +196,7 @@ class ReplayTeacher:
             step = self._to_product(e, None, obs, detour_ok, ["product_view"])
             return step
         if kind == "remove_from_cart":
-            rid = f"cart-remove-{_dom_id(e.product_id or '')}"
+            rid = f"cart-remove-{dom_id(e.product_id or '')}"
             if obs.kind == "cart" and obs.element(rid) is not None:
                 return PlannedStep(i, ["remove_from_cart", "page_view"], f"remove {rid}"), {
                     "action": "click",
@@ -299,9 +300,3 @@ class ReplayTeacher:
             "id": target,
             "reasoning": why,
         }
-
-
-def _dom_id(value: str) -> str:
-    from simpersona.store.app import dom_id
-
-    return dom_id(value)
