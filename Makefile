@@ -10,9 +10,9 @@ UI_PORT ?= 3000
 # The Dagster instance the CLI and demo record their runs in, so the UI shows them.
 UI_HOME := $(or $(DAGSTER_HOME),$(CURDIR)/data/dagster_home)
 
-.PHONY: setup demo test ui lint format bench clean chromium validate
+.PHONY: setup demo test ui lint format bench clean chromium postgres validate
 
-setup: $(VENV)/.installed chromium
+setup: $(VENV)/.installed chromium postgres
 
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,14 @@ chromium:
 	  echo "==> installing Debian chromium"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+# Debian PostgreSQL server binaries (initdb, pg_ctl) for tests/test_postgres.py: Dagster on a
+# real PostgreSQL, the deployment storage. The tests start their own server on loopback.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+	  echo "==> installing Debian postgresql"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
 
 demo: setup
 	$(BIN)/simpersona demo

@@ -64,9 +64,14 @@ class MLflowResource(dg.ConfigurableResource):
     """MLflow tracking: every materialization logs a run tagged with the Dagster run id,
     asset key and partition."""
 
-    tracking_uri: str = Field(default=f"sqlite:///{DATA_DIR}/mlflow.db", description="MLflow URI.")
+    tracking_uri: str = Field(
+        default=os.environ.get("SIMPERSONA_MLFLOW_TRACKING_URI", f"sqlite:///{DATA_DIR}/mlflow.db"),
+        description="MLflow URI ($SIMPERSONA_MLFLOW_TRACKING_URI, e.g. http://mlflow:5000).",
+    )
     artifact_root: str = Field(
-        default=f"{DATA_DIR}/mlartifacts", description="Artifact location of new experiments."
+        default=os.environ.get("SIMPERSONA_MLFLOW_ARTIFACT_ROOT", f"{DATA_DIR}/mlartifacts"),
+        description="Artifact location of new experiments ($SIMPERSONA_MLFLOW_ARTIFACT_ROOT; "
+        "mlflow-artifacts:/simpersona with a tracking server that serves artifacts).",
     )
     experiment: str = Field(default=DEFAULT_EXPERIMENT, description="MLflow experiment name.")
 
