@@ -9,6 +9,7 @@ represented before any token gets a second session (the paper: 3,600 sessions, ~
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -27,15 +28,38 @@ K = TypeVar("K")
 T = TypeVar("T")
 
 
-def _goal(record: dict[str, Any], stage: Stage) -> str:
-    return record["goal_stage1"] if stage == "stage1" else record["goal_stage2"]
+# Share of stage-2 sessions taught with the intent-only goal (no carting or checkout
+# instructions): the token, not the goal, must then decide how far down the funnel to go —
+# which is how simulated agents are prompted (`GoalPair.stage2_intent`).
+INTENT_ONLY_SHARE = 0.5
 
 
-def step_examples(record: dict[str, Any], stage: Stage) -> list[dict[str, Any]]:
+def uses_intent_goal(record: dict[str, Any], share: float = INTENT_ONLY_SHARE) -> bool:
+    """Whether this session's stage-2 examples get the intent-only goal: a stable hash of
+    the session, so a dataset rebuilt from the same records is identical."""
+    if share <= 0 or not record.get("goal_stage2_intent"):
+        return False
+    key = f"{record['shop_id']}\x1f{record['session_id']}".encode()
+    return int(hashlib.sha256(key).hexdigest()[:8], 16) / 0xFFFFFFFF < share
+
+
+def _goal(record: dict[str, Any], stage: Stage, intent_share: float) -> str:
+    if stage == "stage1":
+        return record["goal_stage1"]
+    if uses_intent_goal(record, intent_share):
+        return record["goal_stage2_intent"]
+    return record["goal_stage2"]
+
+
+def step_examples(
+    record: dict[str, Any], stage: Stage, intent_share: float = INTENT_ONLY_SHARE
+) -> list[dict[str, Any]]:
     """The training examples of one kept trajectory record (`Trajectory.summary()` plus its
-    `steps`): every step whose action ran (invalid attempts are not taught)."""
+    `steps`): every step whose action ran (invalid attempts are not taught). Stage 2 uses
+    the intent-only goal for a stable `intent_share` of sessions."""
     token = record.get("token")
     profile = persona_token(token) if token is not None else None
+    goal = _goal(record, stage, intent_share)
     out = []
     for s in record["steps"]:
         if s.get("action") is None or s.get("error"):
@@ -44,9 +68,12 @@ def step_examples(record: dict[str, Any], stage: Stage) -> list[dict[str, Any]]:
         out.append(
             {
                 "messages": messages_for_step(
-                    _goal(record, stage), profile, s.get("memory") or [], s["observation"], action
+                    goal, profile, s.get("memory") or [], s["observation"], action
                 ),
                 "stage": stage,
+                "goal_kind": "neutral"
+                if stage == "stage1"
+                else ("intent" if goal is record.get("goal_stage2_intent") else "full"),
                 "shop_id": record["shop_id"],
                 "session_id": record["session_id"],
                 "token": token,
@@ -119,6 +146,7 @@ def build_dataset(
     path: str | os.PathLike[str],
     max_sessions: int = PAPER_SESSIONS,
     seed: int = 0,
+    intent_share: float = INTENT_ONLY_SHARE,
 ) -> DatasetStats:
     """Select sessions and write their examples to `path` (JSONL, atomically)."""
     chosen = select_sessions(list(records), max_sessions, seed)
@@ -126,7 +154,7 @@ def build_dataset(
     lines = []
     for r in chosen:
         stats.sessions_by_token[str(r.get("token"))] += 1
-        for ex in step_examples(r, stage):
+        for ex in step_examples(r, stage, intent_share):
             lines.append(json.dumps(ex, ensure_ascii=False))
             stats.examples += 1
             stats.by_token[str(ex["token"])] += 1

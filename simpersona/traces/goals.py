@@ -26,6 +26,8 @@ from simpersona.traces.outline import SessionEvent, SessionOutline
 
 Intent = Literal["buy", "browse"]
 BUY_STRATA = frozenset({"A", "B", "C"})
+DEFAULT_CATEGORY = "what this shop sells"
+_STAGE1_HEAD = re.compile(r"^\s*You are interested in [^.]*\.")
 # Words that state a buy or browse intent; none may appear in a stage-1 goal.
 INTENT_PATTERN = re.compile(
     r"\b(buy\w*|bought|purchas\w*|order\w*|check\s*out\w*|checkout\w*|cart\w*|pay\w*|"
@@ -59,6 +61,16 @@ class GoalPair:
     category: str
     writer: str  # "template" | "llm" | "llm+template" (a fallback)
 
+    @property
+    def stage2_intent(self) -> str:
+        """The stage-2 goal without the funnel: the intent head and the stage-1 structure
+        ("You are here to buy skirts. Search for …"). What a simulated agent is told, and a
+        share of the stage-2 examples: carting and checkout are then the persona's to
+        decide, not the goal's (the paper's agents get a token and an intent, nothing more)."""
+        head = f"You are here to {self.intent} {(self.category or DEFAULT_CATEGORY).lower()}."
+        body = _STAGE1_HEAD.sub("", self.stage1, count=1).strip()
+        return f"{head} {body}".strip() if body != self.stage1.strip() else head
+
 
 def _pick(options: Sequence[str], key: str, salt: str) -> str:
     h = hashlib.blake2b(f"{salt}:{key}".encode(), digest_size=4).digest()
@@ -81,7 +93,7 @@ def _names(xs: Sequence[str]) -> str:
 
 
 def _category(outline: SessionOutline) -> str:
-    return outline.category or "what this shop sells"
+    return outline.category or DEFAULT_CATEGORY
 
 
 class TemplateGoalWriter:
@@ -136,7 +148,7 @@ class TemplateGoalWriter:
         cat = _category(outline)
         intent = intent_of(outline.stratum)
         struct = self.structure(outline)
-        neutral_cat = cat if is_intent_neutral(cat) else "what this shop sells"
+        neutral_cat = cat if is_intent_neutral(cat) else DEFAULT_CATEGORY
         stage1 = " ".join(
             [f"You are interested in {neutral_cat.lower()}.", *self.structure(outline, True)]
         )

@@ -73,6 +73,9 @@ class Trajectory:
             "seconds": self.result.duration_s,
             "goal_stage1": self.goals.stage1,
             "goal_stage2": self.goals.stage2,
+            "goal_stage2_intent": self.goals.stage2_intent,
+            "intent": self.goals.intent,
+            "category": self.goals.category,
             "writer": self.goals.writer,
         }
 

@@ -1,0 +1,98 @@
+"""The LLM agent policy: the fine-tuned model plays the persona (SPEC §10-11).
+
+    policy = LLMPolicy(LLMClient(LLMConfig(base_url=url, model="persona-model")))
+    results = await run_sessions(pool, specs, policy)
+
+Each step it builds the prompt exactly as the SFT examples were built (`agent.prompt`:
+system prompt, goal, the persona token in the buyer-profile field, the runtime's progress
+log, the page), asks the model for one completion and hands the raw text back to the
+runtime. The runtime validates it: text that is not one valid JSON action ends the session
+with outcome `other` (the paper's malformed-output error), so nothing is repaired here.
+
+Sampling is seeded per (session seed, step), so a simulation replays identically against a
+deterministic server, yet two agents of one persona still make different choices.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+
+from simpersona.agent.observation import Observation
+from simpersona.agent.policy import Goal, Memory, Persona
+from simpersona.agent.prompt import messages_for_step, persona_token
+from simpersona.llm.client import LLMClient
+
+_TOKEN_LABEL = re.compile(r"^\s*(?:<\|persona_)?(\d+)(?:\|>)?\s*$")
+
+
+def profile_of(persona: Persona) -> str | None:
+    """The buyer-profile field: the persona token of `persona` (its `token` attribute, or a
+    label that is a token number such as "17" or "<|persona_17|>"); None for an agent
+    without a persona (the no-persona ablation)."""
+    token = persona.attributes.get("token")
+    if token is None and (m := _TOKEN_LABEL.match(persona.label or "")):
+        token = m.group(1)
+    return persona_token(int(token)) if token is not None else None
+
+
+@dataclass
+class PolicyStats:
+    """What the policy asked: requests, tokens, and replies that did not parse as an action
+    (the runtime turns those into outcome `other`)."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    truncated: int = 0  # replies cut by max_tokens
+    seconds: float = 0.0
+    replies: list[str] = field(default_factory=list)  # the last few raw replies, for errors
+
+
+class LLMPolicy:
+    """Asks an OpenAI-compatible endpoint (`simpersona serve-llm`, vLLM, …) for each action.
+
+    `temperature` > 0 samples (agents of one persona differ); 0 is greedy. `max_tokens`
+    bounds one reply: a reasoning sentence and the action fit in ~60 tokens of the tiny
+    model's vocabulary."""
+
+    def __init__(
+        self,
+        client: LLMClient,
+        temperature: float = 0.7,
+        max_tokens: int = 160,
+        keep_replies: int = 20,
+    ) -> None:
+        self.client = client
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.keep_replies = keep_replies
+        self.stats = PolicyStats()
+
+    def messages(
+        self, observation: Observation, memory: Memory, persona: Persona, goal: Goal
+    ) -> list[dict[str, str]]:
+        """The chat messages of this step (the training format, without the answer)."""
+        return messages_for_step(goal.text, profile_of(persona), memory.log, observation)
+
+    async def act(
+        self, observation: Observation, memory: Memory, persona: Persona, goal: Goal
+    ) -> str:
+        step = int(memory.state.get("llm_step", 0))
+        memory.state["llm_step"] = step + 1
+        t0 = time.monotonic()
+        reply = await self.client.chat(
+            self.messages(observation, memory, persona, goal),
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            seed=(memory.seed * 1_000_003 + step) % (2**31),
+        )
+        s = self.stats
+        s.requests += 1
+        s.prompt_tokens += reply.prompt_tokens
+        s.completion_tokens += reply.completion_tokens
+        s.truncated += reply.finish_reason == "length"
+        s.seconds += time.monotonic() - t0
+        s.replies = [*s.replies, reply.content][-self.keep_replies :]
+        return reply.content

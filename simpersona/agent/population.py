@@ -1,0 +1,414 @@
+"""Population simulation (SPEC §11): agents sampled from a store's persona mix, run on its
+storefront, one results row per agent.
+
+    plans = plan_agents(shop, distribution, counterparts, n=100, policy="llm", seed=0)
+    table = run_population(catalog, plans, policy, PopulationConfig(), out_dir)
+
+Each agent draws a persona token from p̂_s(k), then a real buyer of that token on the same
+store (its counterpart): the counterpart's stratum gives the stage-2 intent (A–C buy, D–E
+browse), one of its sessions gives the category, the navigation structure (the intent-only
+stage-2 goal: no carting or checkout instructions) and the landing page. What the agent
+then does — carting, checkout, purchase — is the persona's (and the policy's) to decide,
+and is read from the storefront's own event log, not from the agent's claims.
+
+Runs are resumable: every finished agent is appended to `agents.jsonl` as it ends, and a
+rerun with the same plans skips the agents already there (a crash loses only the agents in
+flight). The final table is written atomically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+
+from simpersona.agent.actions import EndSession
+from simpersona.agent.browser import BrowserConfig, BrowserPool
+from simpersona.agent.policy import Goal, GoalTarget, Persona, Policy
+from simpersona.agent.runtime import RuntimeConfig, SessionResult, SessionSpec, run_session
+from simpersona.lake import atomic_write_parquet
+from simpersona.store.events import EventSink
+from simpersona.traces.goals import GoalPair, TemplateGoalWriter
+from simpersona.traces.outline import SessionOutline
+
+PolicyKind = Literal["markov", "llm", "nopersona"]
+POLICIES: tuple[str, ...] = ("markov", "llm", "nopersona")
+
+RESULT_SCHEMA: dict[str, pl.DataType] = {
+    "agent_id": pl.String(),
+    "shop_id": pl.String(),
+    "policy": pl.String(),
+    "token": pl.Int32(),
+    "stratum": pl.String(),
+    "intent": pl.String(),
+    "goal": pl.String(),
+    "goal_target": pl.String(),
+    "task_id": pl.String(),
+    "task_kind": pl.String(),
+    "counterpart_buyer_id": pl.String(),
+    "n_actions": pl.Int32(),
+    "n_events": pl.Int32(),
+    "n_product_views": pl.Int32(),
+    "n_collection_views": pl.Int32(),
+    "n_searches": pl.Int32(),
+    "n_categories": pl.Int32(),
+    "add_to_cart": pl.Boolean(),
+    "n_add_to_cart": pl.Int32(),
+    "checkout_reached": pl.Boolean(),
+    "purchase": pl.Boolean(),
+    "outcome": pl.String(),
+    "error": pl.String(),
+    "steps": pl.Int32(),
+    "invalid_actions": pl.Int32(),
+    "self_reported_done": pl.Boolean(),
+    "seconds": pl.Float64(),
+}
+
+
+@dataclass(frozen=True)
+class AgentPlan:
+    """One agent to run: who it plays, what it is told, where it starts."""
+
+    agent_id: str
+    shop_id: str
+    policy: str
+    token: int | None
+    stratum: str
+    intent: str
+    goal: str
+    start_path: str = "/"  # relative to the store's base URL
+    goal_target: GoalTarget = "browse"
+    product_id: str | None = None
+    counterpart_buyer_id: str | None = None
+    task_id: str | None = None
+    task_kind: str | None = None
+    seed: int = 0
+
+    @property
+    def buyer_id(self) -> str:
+        return f"sim-{self.agent_id}"
+
+
+@dataclass
+class PopulationConfig:
+    """How many agents run at once, and their limits (the paper: 30 steps and a wall clock)."""
+
+    concurrency: int = 4
+    runtime: RuntimeConfig = field(
+        default_factory=lambda: RuntimeConfig(max_steps=30, session_timeout_s=300.0)
+    )
+    browser: BrowserConfig = field(default_factory=BrowserConfig)
+    progress: bool = True
+
+
+# ---- planning ----------------------------------------------------------------------------
+
+
+def counterparts_by_token(outlines: Iterable[SessionOutline]) -> dict[int, list[SessionOutline]]:
+    """token → the sessions of that token's real buyers (in a stable order)."""
+    out: dict[int, list[SessionOutline]] = defaultdict(list)
+    for o in outlines:
+        if o.token is not None and o.events:
+            out[int(o.token)].append(o)
+    return {k: sorted(v, key=lambda o: (o.buyer_id, o.session_id)) for k, v in out.items()}
+
+
+def _landing_path(o: SessionOutline) -> str:
+    from simpersona.traces.replay import landing
+
+    url, _ = landing(o, "")
+    return url or "/"
+
+
+def plan_agents(
+    shop_id: str,
+    distribution: pl.DataFrame,
+    counterparts: Mapping[int, Sequence[SessionOutline]],
+    n: int,
+    policy: str,
+    seed: int = 0,
+    goal_writer: Any = None,
+) -> list[AgentPlan]:
+    """`n` agents of `shop_id`: tokens drawn from p̂_s(k) (`distribution`: token, share) among
+    the tokens that have a counterpart session, each with a seeded counterpart. The same
+    arguments always give the same plans (so a run can resume). For `nopersona` the agent
+    keeps its counterpart's intent and goal but gets no token."""
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+    writer = goal_writer or TemplateGoalWriter()
+    dist = distribution.filter(pl.col("token").is_in(list(counterparts)))
+    if dist.height == 0:
+        raise ValueError(
+            f"shop {shop_id}: no token of its distribution has a counterpart session "
+            f"({distribution.height} tokens, {len(counterparts)} with sessions)"
+        )
+    tokens = [int(t) for t in dist["token"]]
+    weights = [float(w) for w in dist["share"]]
+    rng = random.Random(f"population:{shop_id}:{seed}")
+    drawn = rng.choices(tokens, weights=weights, k=n)
+    plans = []
+    for i, token in enumerate(drawn):
+        o = rng.choice(list(counterparts[token]))
+        pair: GoalPair = writer.write(o)
+        plans.append(
+            AgentPlan(
+                agent_id=f"{shop_id}-{policy}-{seed}-{i:05d}",
+                shop_id=shop_id,
+                policy=policy,
+                token=None if policy == "nopersona" else token,
+                stratum=o.stratum,
+                intent=pair.intent,
+                goal=pair.stage2_intent,
+                start_path=_landing_path(o),
+                counterpart_buyer_id=o.buyer_id,
+                seed=seed * 1_000_003 + i,
+            )
+        )
+    return plans
+
+
+# ---- what the store saw --------------------------------------------------------------------
+
+
+class BuyerEventSink(EventSink):
+    """Keeps the storefront's events per buyer id (and forwards them to `inner`, e.g. a
+    LakeEventSink, when given), so each agent's outcome is read from the store's log."""
+
+    def __init__(self, inner: EventSink | None = None) -> None:
+        self._lock = threading.Lock()
+        self._by_buyer: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.inner = inner
+
+    def emit(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            self._by_buyer[str(event.get("buyer_id"))].append(dict(event))
+        if self.inner is not None:
+            self.inner.emit(event)
+
+    def pop(self, buyer_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return self._by_buyer.pop(buyer_id, [])
+
+    def flush(self) -> list[Path]:
+        return self.inner.flush() if self.inner is not None else []
+
+    def close(self) -> None:
+        if self.inner is not None:
+            self.inner.close()
+
+
+def agent_row(
+    plan: AgentPlan, result: SessionResult, events: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """One results row: the plan, the session's outcome and what the store logged."""
+    kinds = [e.get("event_type") for e in events]
+    cats = {e.get("collection_id") for e in events if e.get("event_type") == "collection_view"}
+    cats |= {
+        f"q:{(e.get('search_query') or '').strip().lower()}"
+        for e in events
+        if e.get("event_type") == "search"
+    }
+    invalid = sum(1 for r in result.records if r.error)
+    last = result.records[-1] if result.records else None
+    ended_itself = bool(last and last.action and last.action.get("action") == EndSession().action)
+    return {
+        "agent_id": plan.agent_id,
+        "shop_id": plan.shop_id,
+        "policy": plan.policy,
+        "token": plan.token,
+        "stratum": plan.stratum,
+        "intent": plan.intent,
+        "goal": plan.goal,
+        "goal_target": plan.goal_target,
+        "task_id": plan.task_id,
+        "task_kind": plan.task_kind,
+        "counterpart_buyer_id": plan.counterpart_buyer_id,
+        "n_actions": sum(1 for r in result.records if r.action is not None and not r.error),
+        "n_events": len(events),
+        "n_product_views": kinds.count("product_view"),
+        "n_collection_views": kinds.count("collection_view"),
+        "n_searches": kinds.count("search"),
+        "n_categories": len(cats),
+        "add_to_cart": "add_to_cart" in kinds,
+        "n_add_to_cart": kinds.count("add_to_cart"),
+        "checkout_reached": "checkout_started" in kinds or "checkout_completed" in kinds,
+        "purchase": "checkout_completed" in kinds,
+        "outcome": result.outcome,
+        "error": None if result.outcome == "goal_reached" else result.message,
+        "steps": result.steps,
+        "invalid_actions": invalid,
+        "self_reported_done": ended_itself,
+        "seconds": float(result.duration_s),
+    }
+
+
+def results_frame(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
+    """Rows as a typed table (RESULT_SCHEMA), in agent order."""
+    frame = pl.DataFrame(list(rows), schema=RESULT_SCHEMA, strict=False)
+    return frame.sort("agent_id")
+
+
+# ---- running -------------------------------------------------------------------------------
+
+
+def _read_done(path: Path) -> dict[str, dict[str, Any]]:
+    done: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return done
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            # A line cut by a crash mid-write: that agent simply runs again.
+            continue
+        if "agent_id" not in row:
+            raise ValueError(f"{path}, line {n}: a results row without agent_id")
+        done[row["agent_id"]] = row
+    return done
+
+
+@dataclass
+class PopulationRun:
+    """The results table and how the run went."""
+
+    table: pl.DataFrame
+    path: Path
+    wall_s: float
+    resumed: int  # agents taken from an earlier, interrupted run
+    ran: int
+
+    def summary(self) -> dict[str, Any]:
+        t = self.table
+        n = t.height
+        return {
+            "agents": n,
+            "ran": self.ran,
+            "resumed": self.resumed,
+            "wall_s": round(self.wall_s, 2),
+            "agents_per_min": round(self.ran / self.wall_s * 60, 1) if self.wall_s else 0.0,
+            "outcomes": dict(t.group_by("outcome").len().sort("outcome").iter_rows()),
+            "atc_rate": round(float(t["add_to_cart"].mean()), 4) if n else 0.0,
+            "purchase_rate": round(float(t["purchase"].mean()), 4) if n else 0.0,
+            "mean_steps": round(float(t["steps"].mean()), 2) if n else 0.0,
+        }
+
+
+def run_population(
+    catalog: Any,
+    plans: Sequence[AgentPlan],
+    policy: Policy,
+    cfg: PopulationConfig | None = None,
+    out_dir: str | os.PathLike[str] = ".",
+    name: str = "agents",
+    events_sink: EventSink | None = None,
+    on_done: Callable[[dict[str, Any]], None] | None = None,
+    persona_for: Callable[[AgentPlan], Persona] | None = None,
+) -> PopulationRun:
+    """Serve `catalog` on loopback and run every plan not yet in `<out_dir>/<name>.jsonl`
+    with `policy`, `cfg.concurrency` at a time; returns the full table (also written to
+    `<out_dir>/<name>.parquet`). Store events also go to `events_sink` when given.
+    `persona_for` builds each agent's Persona (default: its token as label; the Markov
+    policy passes `MarkovModel.persona` for the token's interests)."""
+    from simpersona.store import create_app, run_in_thread
+
+    cfg = cfg or PopulationConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / f"{name}.jsonl"
+    ids = [p.agent_id for p in plans]
+    if len(set(ids)) != len(ids):
+        raise ValueError("agent ids of the plans are not unique")
+    done = {k: v for k, v in _read_done(log_path).items() if k in set(ids)}
+    todo = [p for p in plans if p.agent_id not in done]
+    sink = BuyerEventSink(events_sink)
+    lock = threading.Lock()
+    bar = _progress(len(plans), len(done), cfg.progress, catalog.shop_id)
+    t0 = time.monotonic()
+    if todo:
+        base_url, stop = run_in_thread(create_app(catalog, sink))
+        try:
+            with log_path.open("a", encoding="utf-8") as log:
+
+                def finish(plan: AgentPlan, res: SessionResult) -> None:
+                    row = agent_row(plan, res, sink.pop(plan.buyer_id))
+                    with lock:
+                        log.write(json.dumps(row, ensure_ascii=False) + "\n")
+                        log.flush()
+                        done[plan.agent_id] = row
+                    if bar is not None:
+                        bar.update(1)
+                    if on_done is not None:
+                        on_done(row)
+
+                asyncio.run(_run_all(base_url, todo, policy, cfg, finish, persona_for))
+        finally:
+            stop()
+            sink.close()
+            if bar is not None:
+                bar.close()
+    wall = time.monotonic() - t0
+    table = results_frame([done[i] for i in ids])
+    path = atomic_write_parquet(table, out / f"{name}.parquet")
+    return PopulationRun(table, path, wall, resumed=len(plans) - len(todo), ran=len(todo))
+
+
+def default_persona(plan: AgentPlan) -> Persona:
+    """The agent's token as its label (the LLM policy puts it in the buyer-profile field)."""
+    label = str(plan.token) if plan.token is not None else ""
+    return Persona(label=label, attributes={"token": plan.token, "stratum": plan.stratum})
+
+
+def spec_for(
+    plan: AgentPlan, base_url: str, persona_for: Callable[[AgentPlan], Persona] | None = None
+) -> SessionSpec:
+    return SessionSpec(
+        start_url=base_url.rstrip("/") + (plan.start_path if plan.start_path else "/"),
+        buyer_id=plan.buyer_id,
+        persona=(persona_for or default_persona)(plan),
+        goal=Goal(plan.goal, target=plan.goal_target, product_id=plan.product_id),
+        seed=plan.seed,
+        key=plan.agent_id,
+    )
+
+
+async def _run_all(
+    base_url: str,
+    plans: Sequence[AgentPlan],
+    policy: Policy,
+    cfg: PopulationConfig,
+    finish: Callable[[AgentPlan, SessionResult], None],
+    persona_for: Callable[[AgentPlan], Persona] | None = None,
+) -> None:
+    async with BrowserPool(cfg.browser, size=cfg.concurrency) as pool:
+
+        async def one(plan: AgentPlan) -> None:
+            spec = spec_for(plan, base_url, persona_for)
+            res = await run_session(pool, spec, policy, cfg.runtime)
+            finish(plan, res)
+
+        await asyncio.gather(*(one(p) for p in plans))
+
+
+def _progress(total: int, initial: int, enabled: bool, shop: str) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=f"agents {shop}", unit="agent", leave=False)
+
+
+def plans_to_frame(plans: Sequence[AgentPlan]) -> pl.DataFrame:
+    """The plans as a table (for previews and metadata)."""
+    return pl.DataFrame([asdict(p) for p in plans])

@@ -1,0 +1,261 @@
+"""Population simulation (#8 item 1) and the LLM agent policy (#7 item 5): agents planned
+from a store's persona mix, run on its real storefront in headless Chromium, outcomes read
+from the store's own event log, resumable runs; the LLM policy against a real local server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from simpersona.agent.llm_policy import LLMPolicy, profile_of
+from simpersona.agent.markov import MarkovModel, MarkovPolicy
+from simpersona.agent.policy import Persona, ScriptedPolicy
+from simpersona.agent.population import (
+    AgentPlan,
+    PopulationConfig,
+    agent_row,
+    counterparts_by_token,
+    plan_agents,
+    run_population,
+)
+from simpersona.agent.prompt import messages_for_step
+from simpersona.features.enrich import enrich_sessions
+from simpersona.ingest.sessionize import sessionize
+from simpersona.store import StoreCatalog
+from simpersona.synth import GeneratorConfig, generate_lake
+from simpersona.traces.build import select_outlines
+from simpersona.traces.outline import CategoryIndex, SessionOutline
+
+pytestmark = pytest.mark.browser
+SHOP = "shop-000"
+
+
+def _read(root: Path, table: str) -> pl.DataFrame:
+    return pl.read_parquet(str(root / table / "**" / "*.parquet"), hive_partitioning=False)
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    """A generated shop; its buyers get tokens by stratum (A→0 … D→3) so that a token's
+    counterparts share an intent."""
+    root = tmp_path_factory.mktemp("pop") / "lake"
+    generate_lake(
+        root,
+        GeneratorConfig(n_shops=1, n_buyers=300, seed=5),
+        ground_truth_path=root.parent / "truth.parquet",
+        progress=False,
+    )
+    events = sessionize(_read(root, "events").drop("shop", "date", strict=False))
+    products, collections = _read(root, "products"), _read(root, "collections")
+    sessions = enrich_sessions(events, products, collections)
+    outlines = select_outlines(sessions, None, CategoryIndex.from_frames(products, collections))
+    outlines = [
+        SessionOutline(**{**o.__dict__, "token": "ABCD".index(o.stratum)}) for o in outlines
+    ]
+    labels = {o.buyer_id: str(o.token) for o in outlines}
+    return root, events, outlines, labels
+
+
+def _distribution(outlines) -> pl.DataFrame:
+    counts = pl.DataFrame({"token": [o.token for o in outlines]}).group_by("token").len()
+    return counts.with_columns((pl.col("len") / pl.col("len").sum()).alias("share"))
+
+
+def test_plans_follow_the_store_mix_and_are_reproducible(shop):
+    _, _, outlines, _ = shop
+    dist = _distribution(outlines)
+    cps = counterparts_by_token(outlines)
+    a = plan_agents(SHOP, dist, cps, 200, "llm", seed=1)
+    b = plan_agents(SHOP, dist, cps, 200, "llm", seed=1)
+    assert a == b and len({p.agent_id for p in a}) == 200
+    c = plan_agents(SHOP, dist, cps, 200, "llm", seed=2)
+    assert [p.token for p in a] != [p.token for p in c]
+    # Intent follows the counterpart's stratum; goals carry no funnel instructions.
+    for p in a:
+        assert p.intent == ("buy" if p.stratum in "ABC" else "browse")
+        assert p.goal.startswith(f"You are here to {p.intent} ")
+        assert "cart" not in p.goal.lower() and "checkout" not in p.goal.lower()
+        assert p.start_path.startswith("/")
+    # Token shares of 200 draws within 0.1 of p̂_s(k).
+    drawn = pl.Series([p.token for p in a]).value_counts(normalize=True)
+    share = dict(zip(dist["token"].to_list(), dist["share"].to_list(), strict=True))
+    for tok, prop in drawn.iter_rows():
+        assert abs(prop - share[tok]) < 0.1
+    nop = plan_agents(SHOP, dist, cps, 5, "nopersona", seed=1)
+    assert all(p.token is None for p in nop)
+    with pytest.raises(ValueError, match="policy must be one of"):
+        plan_agents(SHOP, dist, cps, 5, "gpt", seed=1)
+
+
+def test_markov_population_outcomes_come_from_the_store_log_and_runs_resume(shop, tmp_path):
+    root, events, outlines, labels = shop
+    catalog = StoreCatalog.from_lake(root, SHOP)
+    model = MarkovModel.fit(events, labels)
+    plans = plan_agents(SHOP, _distribution(outlines), counterparts_by_token(outlines), 8, "markov")
+    cfg = PopulationConfig(concurrency=4, progress=False)
+
+    def persona_for(plan: AgentPlan) -> Persona:
+        return model.persona(str(plan.token), seed=plan.seed)
+
+    first = run_population(
+        catalog, plans[:5], MarkovPolicy(model), cfg, tmp_path, persona_for=persona_for
+    )
+    assert first.ran == 5 and first.resumed == 0
+    t = first.table
+    assert t.height == 5 and t["agent_id"].to_list() == sorted(p.agent_id for p in plans[:5])
+    assert set(t["outcome"]) <= {"goal_reached", "steps_limit", "time_limit", "other", "crash"}
+    assert (t["n_events"] > 0).all(), t.select("agent_id", "outcome", "error")
+    # Funnel flags are consistent: a purchase implies checkout, checkout implies a cart.
+    assert (~t["purchase"] | t["checkout_reached"]).all()
+    assert (~t["checkout_reached"] | t["add_to_cart"]).all()
+    assert (t["add_to_cart"] == (t["n_add_to_cart"] > 0)).all()
+    # A crash mid-line: the cut line is ignored, finished agents are kept, the rest run.
+    log = tmp_path / "agents.jsonl"
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])
+    again = run_population(
+        catalog, plans, MarkovPolicy(model), cfg, tmp_path, persona_for=persona_for
+    )
+    assert again.resumed == 3 and again.ran == 5 and again.table.height == 8
+    kept = {json.loads(x)["agent_id"] for x in lines[:3]}
+    assert kept <= set(again.table["agent_id"])
+    assert pl.read_parquet(again.path).equals(again.table)
+
+
+def test_scripted_agent_row_counts_what_the_store_logged(shop, tmp_path):
+    """A scripted agent that searches, opens a product and carts it: the row says so."""
+    root, _, outlines, _ = shop
+    catalog = StoreCatalog.from_lake(root, SHOP)
+    pid = next(iter(catalog.products))
+    plan = AgentPlan(
+        agent_id="scripted-0",
+        shop_id=SHOP,
+        policy="llm",
+        token=1,
+        stratum="B",
+        intent="buy",
+        goal="You are here to buy things.",
+        start_path=f"/products/{pid}",
+    )
+    script = ScriptedPolicy(
+        [{"action": "add_to_cart", "quantity": 1}, {"action": "end_session", "reason": "done"}]
+    )
+    run = run_population(
+        catalog, [plan], script, PopulationConfig(concurrency=1, progress=False), tmp_path
+    )
+    row = run.table.row(0, named=True)
+    assert row["add_to_cart"] and row["n_add_to_cart"] == 1 and not row["purchase"]
+    assert row["n_product_views"] == 1 and row["n_actions"] == 2
+    assert row["outcome"] == "goal_reached" and row["self_reported_done"]
+
+
+def test_malformed_policy_output_is_outcome_other(shop, tmp_path):
+    root, _, _, _ = shop
+    catalog = StoreCatalog.from_lake(root, SHOP)
+    plan = AgentPlan("bad-0", SHOP, "llm", 0, "A", "buy", "You are here to buy things.")
+    script = ScriptedPolicy(['{"reasoning": "x", "action": "fly"'])
+    run = run_population(
+        catalog, [plan], script, PopulationConfig(concurrency=1, progress=False), tmp_path
+    )
+    row = run.table.row(0, named=True)
+    assert row["outcome"] == "other" and row["error"] and row["invalid_actions"] == 1
+
+
+def test_profile_field_is_the_persona_token():
+    assert profile_of(Persona(label="17")) == "<|persona_17|>"
+    assert profile_of(Persona(label="<|persona_3|>")) == "<|persona_3|>"
+    assert profile_of(Persona(label="", attributes={"token": 5})) == "<|persona_5|>"
+    assert profile_of(Persona(label="")) is None
+    assert profile_of(Persona(label="window_shopper")) is None
+
+
+def test_llm_policy_prompts_as_in_training_and_runs_against_a_real_server(shop, tmp_path):
+    """The untrained tiny model behind `serve-llm`: the policy's prompt is the training
+    format, every reply reaches the runtime, and malformed ones end as `other`."""
+    from simpersona.llm.client import LLMClient, LLMConfig
+    from simpersona.llm.persona_tokens import add_persona_tokens
+    from simpersona.llm.server import serve_in_background
+    from simpersona.llm.tiny import build_tiny_model
+
+    root, _, outlines, _ = shop
+    model_dir = tmp_path / "tiny"
+    build_tiny_model(None, model_dir)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    lm = AutoModelForCausalLM.from_pretrained(model_dir)
+    add_persona_tokens(lm, tok, 4)
+    lm.save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+
+    plans = plan_agents(SHOP, _distribution(outlines), counterparts_by_token(outlines), 3, "llm")
+    with serve_in_background(model_dir) as base_url:
+        cfg = LLMConfig(base_url=base_url + "/v1", model=model_dir.name, max_retries=0)
+        client = LLMClient(cfg)
+        policy = LLMPolicy(client, max_tokens=24)
+        run = run_population(
+            StoreCatalog.from_lake(root, SHOP),
+            plans,
+            policy,
+            PopulationConfig(concurrency=2, progress=False),
+            tmp_path / "sim",
+        )
+    errors = run.table["error"].to_list()
+    assert policy.stats.requests >= 3 and policy.stats.completion_tokens > 0, errors
+    assert run.table.height == 3
+    assert set(run.table["outcome"]) <= {"goal_reached", "other", "steps_limit"}
+    # What the policy sends is exactly the training format for that step.
+    from simpersona.agent.observation import Observation
+    from simpersona.agent.policy import Goal, Memory
+
+    obs = Observation(url="http://127.0.0.1/", kind="home", title="Home", text="", elements=())
+    mem = Memory(seed=1, log=["1. clicked a -> product page"])
+    persona = Persona(label="2")
+    goal = Goal("You are here to buy shoes.")
+    assert policy.messages(obs, mem, persona, goal) == messages_for_step(
+        goal.text, "<|persona_2|>", mem.log, obs
+    )
+
+
+def test_agent_row_reads_flags_from_events():
+    from simpersona.agent.runtime import SessionResult
+
+    plan = AgentPlan("a", SHOP, "markov", 3, "A", "buy", "g")
+    res = SessionResult("a", "sim-a", "goal_reached", "", 4, 1.5, "http://x/")
+    events = [
+        {"event_type": "product_view"},
+        {"event_type": "add_to_cart"},
+        {"event_type": "checkout_started"},
+        {"event_type": "checkout_completed"},
+        {"event_type": "collection_view", "collection_id": "c1"},
+        {"event_type": "search", "search_query": "Tea "},
+        {"event_type": "search", "search_query": "tea"},
+    ]
+    row = agent_row(plan, res, events)
+    assert row["add_to_cart"] and row["checkout_reached"] and row["purchase"]
+    assert row["n_categories"] == 2 and row["n_searches"] == 2 and row["error"] is None
+
+
+def test_stage2_datasets_teach_intent_only_goals_for_a_stable_share():
+    from simpersona.traces.dataset import uses_intent_goal
+    from simpersona.traces.goals import GoalPair
+
+    pair = GoalPair(
+        "You are interested in tea. Search for “green tea”.",
+        "You are here to buy tea. Search for “green tea”. Add Sencha to your cart.",
+        "buy",
+        "Tea",
+        "template",
+    )
+    assert pair.stage2_intent == "You are here to buy tea. Search for “green tea”."
+    odd = GoalPair("Browse whatever.", "x", "browse", "Tea", "llm")
+    assert odd.stage2_intent == "You are here to browse tea."
+    recs = [{"shop_id": "s", "session_id": f"x{i}", "goal_stage2_intent": "g"} for i in range(2000)]
+    picked = [uses_intent_goal(r, 0.5) for r in recs]
+    assert 0.45 < sum(picked) / len(picked) < 0.55
+    assert picked == [uses_intent_goal(r, 0.5) for r in recs]
+    assert not any(uses_intent_goal(r, 0.0) for r in recs)
+    assert not uses_intent_goal({"shop_id": "s", "session_id": "x"}, 1.0)
