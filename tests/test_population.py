@@ -86,8 +86,13 @@ def test_plans_follow_the_store_mix_and_are_reproducible(shop):
         assert abs(prop - share[tok]) < 0.1
     nop = plan_agents(SHOP, dist, cps, 5, "nopersona", seed=1)
     assert all(p.token is None for p in nop)
-    with pytest.raises(ValueError, match="policy must be one of"):
-        plan_agents(SHOP, dist, cps, 5, "gpt", seed=1)
+    # Same seed, another policy: the same people (paired), labelled by policy.
+    assert [p.counterpart_buyer_id for p in nop] == [p.counterpart_buyer_id for p in a[:5]]
+    neutral = plan_agents(SHOP, dist, cps, 5, "llm_neutral", seed=1, goal_kind="neutral")
+    assert all(p.goal.startswith("You are interested in") for p in neutral)
+    assert all(p.intent == "neutral" and p.token is not None for p in neutral)
+    with pytest.raises(ValueError, match="goal_kind"):
+        plan_agents(SHOP, dist, cps, 5, "llm", seed=1, goal_kind="vague")
 
 
 def test_markov_population_outcomes_come_from_the_store_log_and_runs_resume(shop, tmp_path):

@@ -41,7 +41,7 @@ from simpersona.store.events import EventSink
 from simpersona.traces.goals import GoalPair, TemplateGoalWriter
 from simpersona.traces.outline import SessionOutline
 
-PolicyKind = Literal["markov", "llm", "nopersona"]
+# The policies every report compares (summary keys end in _markov, _llm, _nopersona).
 POLICIES: tuple[str, ...] = ("markov", "llm", "nopersona")
 
 RESULT_SCHEMA: dict[str, pl.DataType] = {
@@ -64,6 +64,7 @@ RESULT_SCHEMA: dict[str, pl.DataType] = {
     "n_categories": pl.Int32(),
     "add_to_cart": pl.Boolean(),
     "n_add_to_cart": pl.Int32(),
+    "carted_product_ids": pl.List(pl.String()),
     "checkout_reached": pl.Boolean(),
     "purchase": pl.Boolean(),
     "outcome": pl.String(),
@@ -138,13 +139,24 @@ def plan_agents(
     policy: str,
     seed: int = 0,
     goal_writer: Any = None,
+    *,
+    with_token: bool | None = None,
+    goal_kind: Literal["intent", "neutral"] = "intent",
 ) -> list[AgentPlan]:
     """`n` agents of `shop_id`: tokens drawn from p̂_s(k) (`distribution`: token, share) among
     the tokens that have a counterpart session, each with a seeded counterpart. The same
-    arguments always give the same plans (so a run can resume). For `nopersona` the agent
-    keeps its counterpart's intent and goal but gets no token."""
-    if policy not in POLICIES:
-        raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+    arguments always give the same plans (so a run can resume), whatever the policy label:
+    agents of two policies with one seed are the same people, paired.
+
+    `with_token` (default: unless the policy is `nopersona`) puts the token in the profile;
+    `goal_kind` "intent" gives the intent-only stage-2 goal, "neutral" the stage-1 goal (the
+    persona-token ablation under neutral intents, Table 9)."""
+    if not policy:
+        raise ValueError("a policy label is required (markov, llm, nopersona, …)")
+    if goal_kind not in ("intent", "neutral"):
+        raise ValueError(f"goal_kind must be 'intent' or 'neutral', got {goal_kind!r}")
+    if with_token is None:
+        with_token = policy != "nopersona"
     writer = goal_writer or TemplateGoalWriter()
     dist = distribution.filter(pl.col("token").is_in(list(counterparts)))
     if dist.height == 0:
@@ -154,10 +166,11 @@ def plan_agents(
         )
     tokens = [int(t) for t in dist["token"]]
     weights = [float(w) for w in dist["share"]]
-    rng = random.Random(f"population:{shop_id}:{seed}")
-    drawn = rng.choices(tokens, weights=weights, k=n)
     plans = []
-    for i, token in enumerate(drawn):
+    for i in range(n):
+        # One generator per agent: agent i is the same person whatever n or the policy.
+        rng = random.Random(f"population:{shop_id}:{seed}:{i}")
+        token = rng.choices(tokens, weights=weights)[0]
         o = rng.choice(list(counterparts[token]))
         pair: GoalPair = writer.write(o)
         plans.append(
@@ -165,10 +178,10 @@ def plan_agents(
                 agent_id=f"{shop_id}-{policy}-{seed}-{i:05d}",
                 shop_id=shop_id,
                 policy=policy,
-                token=None if policy == "nopersona" else token,
+                token=token if with_token else None,
                 stratum=o.stratum,
-                intent=pair.intent,
-                goal=pair.stage2_intent,
+                intent=pair.intent if goal_kind == "intent" else "neutral",
+                goal=pair.stage2_intent if goal_kind == "intent" else pair.stage1,
                 start_path=_landing_path(o),
                 counterpart_buyer_id=o.buyer_id,
                 seed=seed * 1_000_003 + i,
@@ -241,6 +254,11 @@ def agent_row(
         "n_categories": len(cats),
         "add_to_cart": "add_to_cart" in kinds,
         "n_add_to_cart": kinds.count("add_to_cart"),
+        "carted_product_ids": [
+            str(e["product_id"])
+            for e in events
+            if e.get("event_type") == "add_to_cart" and e.get("product_id")
+        ],
         "checkout_reached": "checkout_started" in kinds or "checkout_completed" in kinds,
         "purchase": "checkout_completed" in kinds,
         "outcome": result.outcome,

@@ -1,0 +1,427 @@
+"""Simulation stage (SPEC §11): per evaluation shop, agents sampled from the shop's persona
+mix run on its storefront with each policy (persona Markov, the fine-tuned LLM, the LLM
+without a persona token), and the deterministic instruction-following tasks. Thin wrappers:
+the logic lives in simpersona.agent.population and simpersona.evaluation."""
+
+import hashlib
+import json
+import time
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from dagster_project.assets.features import enriched_sessions
+from dagster_project.assets.personas import (
+    _current,
+    _shop_split,
+    persona_assignments,
+    store_token_distribution,
+)
+from dagster_project.partitions import shop_partitions
+from dagster_project.resources import ArtifactsResource, MLflowResource, WarehouseResource
+from simpersona.markdown import counts_to_markdown, frame_to_markdown
+
+PERSONA_MODEL = "persona_model"
+LLM_POLICIES = ("llm", "nopersona", "llm_neutral", "nopersona_neutral")
+
+
+class SimulationConfig(dg.Config):
+    policies: list[str] = Field(
+        default=["markov", "llm", "nopersona"],
+        description=(
+            "Policies to run: markov (persona Markov chains fitted on the shop), llm (the "
+            "fine-tuned model with the persona token), nopersona (same model, no token), and "
+            "the Table-9 ablation pair llm_neutral / nopersona_neutral (neutral goals)."
+        ),
+    )
+    agents_per_shop: int = Field(default=40, description="Agents per shop and policy.")
+    ablation_agents_per_shop: int = Field(
+        default=20, description="Agents per shop for the *_neutral ablation policies."
+    )
+    concurrency: int = Field(default=4, description="Browser sessions at once.")
+    max_steps: int = Field(default=30, description="Steps per agent (paper: 30).")
+    session_timeout_s: float = Field(default=300.0, description="Wall-clock limit per agent.")
+    temperature: float = Field(default=0.7, description="LLM sampling temperature.")
+    max_tokens: int = Field(default=160, description="LLM reply budget per step (tokens).")
+    seed: int = Field(default=0, description="Seed of the agents' draws and sampling.")
+    eval_shops_only: bool = Field(
+        default=True, description="Refuse shops of the training split (they taught the model)."
+    )
+
+
+class InstructionConfig(dg.Config):
+    policies: list[str] = Field(
+        default=["markov", "llm", "nopersona"], description="Policies given the tasks."
+    )
+    n_tasks: int = Field(default=70, description="Tasks per shop (paper: 70 in all).")
+    repetitions: int = Field(default=10, description="Runs per task (paper: 10).")
+    concurrency: int = Field(default=4, description="Browser sessions at once.")
+    max_steps: int = Field(default=30, description="Steps per run.")
+    session_timeout_s: float = Field(default=300.0, description="Wall-clock limit per run.")
+    temperature: float = Field(default=0.7, description="LLM sampling temperature.")
+    seed: int = Field(default=0, description="Seed of the task order and sampling.")
+
+
+def _model(artifacts: ArtifactsResource):
+    """(version, folder) of the current persona model."""
+    return _current(artifacts, PERSONA_MODEL)
+
+
+class _Policies:
+    """Builds each policy once per materialization; serves the persona model on loopback
+    while any LLM policy runs (the same OpenAI-compatible API as vLLM in production)."""
+
+    def __init__(self, artifacts: ArtifactsResource, wh, shop: str, cfg: Any) -> None:
+        self.artifacts, self.wh, self.shop, self.cfg = artifacts, wh, shop, cfg
+        self.server = None
+        self.base_url = None
+        self.model_version = None
+        self.folder = None
+        self.markov = None
+
+    def run_dir_key(self, policy: str) -> str:
+        """A results folder per (policy, model): a new model never resumes an old run."""
+        if policy == "markov":
+            return "markov"
+        if self.model_version is None:
+            self.model_version, _ = _model(self.artifacts)
+        return f"{policy}-{self.model_version}"
+
+    def policy(self, name: str):
+        from simpersona.agent.llm_policy import LLMPolicy
+        from simpersona.agent.markov import MarkovModel, MarkovPolicy
+        from simpersona.llm.client import LLMClient, LLMConfig
+        from simpersona.llm.server import serve_in_background
+
+        if name == "markov":
+            if self.markov is None:
+                labels = pl.read_parquet(
+                    self.wh.partition_path("persona_assignments", self.shop),
+                    columns=["buyer_id", "token"],
+                )
+                self.markov = MarkovModel.fit(
+                    self.wh.read_events(self.shop),
+                    labels.with_columns(pl.col("token").cast(pl.String)),
+                    label_column="token",
+                )
+            return MarkovPolicy(self.markov, seed=self.cfg.seed)
+        if name not in LLM_POLICIES:
+            raise dg.Failure(f"unknown policy {name!r}: markov or one of {LLM_POLICIES}")
+        if self.server is None:
+            self.model_version, self.folder = _model(self.artifacts)
+            self.server = serve_in_background(self.folder, threads=1)
+            self.base_url = self.server.__enter__()
+        client = LLMClient(
+            LLMConfig(
+                base_url=self.base_url + "/v1",
+                model=self.folder.name,  # serve-llm names the model after its folder
+                max_retries=2,
+                concurrency=self.cfg.concurrency,
+                max_tokens=getattr(self.cfg, "max_tokens", 160),
+            )
+        )
+        return LLMPolicy(client, temperature=self.cfg.temperature)
+
+    def persona_for(self, name: str):
+        if name != "markov":
+            return None
+        model = self.markov
+        return lambda plan: model.persona(str(plan.token), seed=plan.seed)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.__exit__(None, None, None)
+            self.server = None
+
+
+def _check_shop(context, wh, shop: str, eval_only: bool) -> None:
+    split = _shop_split(wh)
+    if eval_only and shop in split.get("train", []):
+        raise dg.Failure(
+            f"shop {shop} is a training shop (shop_split.json): its sessions taught the "
+            "persona model; simulate evaluation shops, or set eval_shops_only=false"
+        )
+    for table in ("enriched_sessions", "persona_assignments", "store_token_distribution"):
+        if not wh.partition_path(table, shop).exists():
+            raise dg.Failure(f"{table} of shop {shop} is not materialized")
+
+
+def _counterparts(wh, shop: str):
+    from simpersona.agent.population import counterparts_by_token
+    from simpersona.traces.build import TraceSelection, select_outlines
+    from simpersona.traces.outline import CategoryIndex
+
+    sessions = pl.read_parquet(wh.partition_path("enriched_sessions", shop))
+    assignments = pl.read_parquet(
+        wh.partition_path("persona_assignments", shop), columns=["buyer_id", "token", "stratum"]
+    )
+    cats = CategoryIndex.from_frames(
+        wh.read_partition("products", shop), wh.read_partition("collections", shop)
+    )
+    sel = TraceSelection(per_shop=2_000, strata=("A", "B", "C", "D", "E"), min_events=1)
+    return counterparts_by_token(select_outlines(sessions, assignments, cats, sel))
+
+
+def _run_config_hash(cfg: Any) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+@dg.asset(
+    group_name="simulation",
+    partitions_def=shop_partitions,
+    deps=[
+        enriched_sessions,
+        persona_assignments,
+        store_token_distribution,
+        dg.AssetKey(PERSONA_MODEL),
+    ],
+    kinds={"playwright", "parquet"},
+    description=(
+        "Agents drawn from the shop's persona mix p̂_s(k) run on its storefront with each "
+        "policy; one row per agent: token, stratum, intent, actions, add-to-cart, checkout, "
+        "purchase, outcome, error, steps, seconds. Resumable: finished agents are kept."
+    ),
+)
+def population_simulation(
+    context: dg.AssetExecutionContext,
+    config: SimulationConfig,
+    warehouse: WarehouseResource,
+    artifacts: ArtifactsResource,
+    mlflow: MLflowResource,
+) -> dg.MaterializeResult:
+    from simpersona.agent.population import PopulationConfig, plan_agents, run_population
+    from simpersona.agent.runtime import RuntimeConfig
+    from simpersona.lake import atomic_write_parquet
+    from simpersona.store import StoreCatalog
+
+    shop = context.partition_key
+    wh = warehouse.warehouse()
+    _check_shop(context, wh, shop, config.eval_shops_only)
+    dist = pl.read_parquet(wh.partition_path("store_token_distribution", shop))
+    cps = _counterparts(wh, shop)
+    catalog = StoreCatalog.from_warehouse(wh, shop)
+    pop_cfg = PopulationConfig(
+        concurrency=config.concurrency,
+        runtime=RuntimeConfig(
+            max_steps=config.max_steps, session_timeout_s=config.session_timeout_s
+        ),
+        progress=False,
+    )
+    policies = _Policies(artifacts, wh, shop, config)
+    tables, summaries = [], {}
+    t0 = time.perf_counter()
+    try:
+        for name in config.policies:
+            neutral = name.endswith("_neutral")
+            n = config.ablation_agents_per_shop if neutral else config.agents_per_shop
+            plans = plan_agents(
+                shop,
+                dist,
+                cps,
+                n,
+                name,
+                seed=config.seed,
+                with_token=not name.startswith("nopersona"),
+                goal_kind="neutral" if neutral else "intent",
+            )
+            policy = policies.policy(name)
+            run_dir = (
+                wh.root
+                / "simulation_runs"
+                / f"shop={shop}"
+                / f"{policies.run_dir_key(name)}-{_run_config_hash(config.model_dump())}"
+            )
+            done = [0]
+
+            def progress(_row, name=name, n=n, done=done) -> None:
+                done[0] += 1
+                if done[0] % 10 == 0 or done[0] == n:
+                    context.log.info(f"{shop} {name}: {done[0]}/{n} agents done")
+
+            run = run_population(
+                catalog,
+                plans,
+                policy,
+                pop_cfg,
+                run_dir,
+                on_done=progress,
+                persona_for=policies.persona_for(name),
+            )
+            tables.append(run.table)
+            summaries[name] = run.summary()
+            stats = getattr(policy, "stats", None)
+            if stats is not None:
+                summaries[name]["llm_requests"] = stats.requests
+                summaries[name]["llm_completion_tokens"] = stats.completion_tokens
+    finally:
+        policies.close()
+    table = pl.concat(tables, how="vertical_relaxed")
+    path = atomic_write_parquet(table, wh.partition_path("population_simulation", shop))
+    seconds = time.perf_counter() - t0
+    by_policy = (
+        table.group_by("policy")
+        .agg(
+            pl.len().alias("agents"),
+            pl.col("add_to_cart").mean().round(3).alias("atc_rate"),
+            pl.col("purchase").mean().round(3).alias("purchase_rate"),
+            (pl.col("outcome") == "other").mean().round(3).alias("other_rate"),
+            pl.col("steps").mean().round(2).alias("mean_steps"),
+        )
+        .sort("policy")
+    )
+    metrics = {
+        f"{k}_{p}": float(v)
+        for p, s in summaries.items()
+        for k, v in s.items()
+        if isinstance(v, int | float)
+    }
+    with mlflow.run_for(context, {"shop": shop, "model_version": str(policies.model_version)}) as r:
+        r.log_params(config.model_dump())
+        r.log_metrics({**metrics, "seconds": seconds})
+    return dg.MaterializeResult(
+        metadata={
+            "agents": table.height,
+            "seconds": round(seconds, 1),
+            "model_version": str(policies.model_version),
+            "by_policy": dg.MetadataValue.md(frame_to_markdown(by_policy)),
+            "outcomes": dg.MetadataValue.md(
+                counts_to_markdown(dict(table.group_by("outcome").len().iter_rows()))
+            ),
+            "runs": dg.MetadataValue.json(summaries),
+            "preview": dg.MetadataValue.md(
+                frame_to_markdown(
+                    table.select(
+                        "agent_id",
+                        "policy",
+                        "token",
+                        "stratum",
+                        "intent",
+                        "steps",
+                        "add_to_cart",
+                        "purchase",
+                        "outcome",
+                    ).head(10)
+                )  # fmt: skip
+            ),
+            "path": dg.MetadataValue.path(str(path)),
+        }
+    )
+
+
+@dg.asset(
+    group_name="simulation",
+    partitions_def=shop_partitions,
+    deps=[enriched_sessions, persona_assignments, dg.AssetKey(PERSONA_MODEL)],
+    kinds={"playwright", "parquet"},
+    description=(
+        "Instruction following (Table 4): deterministic tasks derived from the shop's "
+        "sessions (3-27 navigation actions; cart, checkout and purchase tasks), each run "
+        "`repetitions` times per policy; one row per run with the checker's verdict."
+    ),
+)
+def instruction_following(
+    context: dg.AssetExecutionContext,
+    config: InstructionConfig,
+    warehouse: WarehouseResource,
+    artifacts: ArtifactsResource,
+    mlflow: MLflowResource,
+) -> dg.MaterializeResult:
+    from simpersona.agent.population import (
+        AgentPlan,
+        PopulationConfig,
+        run_population,
+    )
+    from simpersona.agent.runtime import RuntimeConfig
+    from simpersona.evaluation.instruction import InstructionConfig as TaskConfig
+    from simpersona.evaluation.instruction import (
+        instruction_table,
+        repeat_tasks,
+        score_runs,
+        tasks_frame,
+        tasks_from_sessions,
+    )
+    from simpersona.lake import atomic_write_parquet
+    from simpersona.store import StoreCatalog
+
+    shop = context.partition_key
+    wh = warehouse.warehouse()
+    for table in ("enriched_sessions", "persona_assignments"):
+        if not wh.partition_path(table, shop).exists():
+            raise dg.Failure(f"{table} of shop {shop} is not materialized")
+    sessions = pl.read_parquet(wh.partition_path("enriched_sessions", shop))
+    assignments = pl.read_parquet(
+        wh.partition_path("persona_assignments", shop),
+        columns=["shop_id", "buyer_id", "token", "stratum"],
+    )
+    task_cfg = TaskConfig(n_tasks=config.n_tasks, repetitions=config.repetitions, seed=config.seed)
+    tasks = tasks_from_sessions(sessions, task_cfg, assignments)
+    if not tasks:
+        raise dg.Failure(f"shop {shop}: no session gives a 3-27 step cart/checkout/purchase task")
+    catalog = StoreCatalog.from_warehouse(wh, shop)
+    pop_cfg = PopulationConfig(
+        concurrency=config.concurrency,
+        runtime=RuntimeConfig(
+            max_steps=config.max_steps, session_timeout_s=config.session_timeout_s
+        ),
+        progress=False,
+    )
+    policies = _Policies(artifacts, wh, shop, config)
+    scored = []
+    t0 = time.perf_counter()
+    try:
+        for name in config.policies:
+            plans = [
+                AgentPlan(
+                    agent_id=f"{shop}-{name}-task-{t.task_id}-{rep}",
+                    shop_id=shop,
+                    policy=name,
+                    token=t.token if name != "nopersona" else None,
+                    stratum=t.stratum,
+                    intent="task",
+                    goal=t.text,
+                    task_id=t.task_id,
+                    task_kind=t.kind,
+                    seed=run_seed,
+                )
+                for t, rep, run_seed in repeat_tasks(tasks, config.repetitions, config.seed)
+            ]
+            policy = policies.policy(name)
+            run_dir = (
+                wh.root
+                / "instruction_runs"
+                / f"shop={shop}"
+                / f"{policies.run_dir_key(name)}-{_run_config_hash(config.model_dump())}"
+            )
+            run = run_population(
+                catalog, plans, policy, pop_cfg, run_dir, persona_for=policies.persona_for(name)
+            )
+            scored.append(score_runs(tasks, run.table))
+            context.log.info(f"{shop} {name}: {run.table.height} task runs")
+    finally:
+        policies.close()
+    table = pl.concat(scored, how="vertical_relaxed")
+    path = atomic_write_parquet(table, wh.partition_path("instruction_following", shop))
+    atomic_write_parquet(tasks_frame(tasks), wh.partition_path("instruction_tasks", shop))
+    seconds = time.perf_counter() - t0
+    summary = pl.concat(
+        [
+            instruction_table(table.filter(pl.col("policy") == p)).with_columns(
+                pl.lit(p).alias("policy")
+            )
+            for p in config.policies
+        ]
+    )
+    with mlflow.run_for(context, {"shop": shop}) as r:
+        r.log_params({**config.model_dump(), "tasks": len(tasks)})
+        r.log_metrics({"runs": table.height, "seconds": seconds})
+    return dg.MaterializeResult(
+        metadata={
+            "tasks": len(tasks),
+            "runs": table.height,
+            "seconds": round(seconds, 1),
+            "by_kind": dg.MetadataValue.md(frame_to_markdown(summary)),
+            "path": dg.MetadataValue.path(str(path)),
+        }
+    )
