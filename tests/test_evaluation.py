@@ -49,7 +49,7 @@ from simpersona.evaluation.separation import (
     separation_table,
     welch_t,
 )
-from simpersona.evaluation.tables import real_buyer_outcomes, token_bins
+from simpersona.evaluation.tables import real_buyer_outcomes, token_bins, with_sampled_tokens
 from simpersona.traces.outline import SessionEvent, SessionOutline
 
 
@@ -178,6 +178,18 @@ def test_ara_thresholds_checkout_variant_and_nopersona(two_shops):
         pl.col("token").alias("sampled_token"), pl.lit(None, pl.Int64).alias("token")
     )
     assert ara_cells(real, nop, ARAConfig(min_real=1)).height == 6
+    # ... recovered from the counterpart buyer the agent stands for.
+    nop2 = agents.with_columns(
+        pl.lit(None, pl.Int64).alias("token"),
+        (pl.col("shop_id") + "-" + pl.col("token").cast(pl.Utf8) + "-0").alias(
+            "counterpart_buyer_id"
+        ),
+    )
+    filled = with_sampled_tokens(nop2, real)
+    assert filled["sampled_token"].to_list() == agents["token"].to_list()
+    assert ara_cells(real, filled, ARAConfig(min_real=1)).equals(
+        ara_cells(real, agents, ARAConfig(min_real=1))
+    )
     with pytest.raises(ValueError, match="agent results: missing column"):
         ara_cells(real, agents.drop("add_to_cart"))
 

@@ -36,7 +36,7 @@ from simpersona.evaluation.separation import (
     separation_table,
     welch_t,
 )
-from simpersona.evaluation.tables import real_buyer_outcomes, token_bins
+from simpersona.evaluation.tables import real_buyer_outcomes, token_bins, with_sampled_tokens
 
 __all__ = [
     "PAPER_FIGURES",
@@ -68,4 +68,5 @@ __all__ = [
     "token_ablation_figures",
     "token_bins",
     "welch_t",
+    "with_sampled_tokens",
 ]

@@ -120,3 +120,19 @@ def token_bins(assignments: pl.DataFrame) -> pl.DataFrame:
         )
         out = out.join(mode, on="token", how="left")
     return out.sort("token")
+
+
+def with_sampled_tokens(agents: pl.DataFrame, assignments: pl.DataFrame) -> pl.DataFrame:
+    """Agents with `sampled_token`: the token of the real buyer whose slot each agent filled
+    (`counterpart_buyer_id` looked up in `assignments`). No-persona agents have no `token`;
+    this lets ARA and separation pair them with the buyers they stand for."""
+    require_columns(agents, ("shop_id", "counterpart_buyer_id"), "agent results")
+    require_columns(assignments, ("shop_id", "buyer_id", "token"), "assignments")
+    lookup = assignments.select(
+        "shop_id",
+        pl.col("buyer_id").alias("counterpart_buyer_id"),
+        pl.col("token").cast(pl.Int64).alias("sampled_token"),
+    ).unique(["shop_id", "counterpart_buyer_id"])
+    return agents.drop("sampled_token", strict=False).join(
+        lookup, on=["shop_id", "counterpart_buyer_id"], how="left"
+    )

@@ -1,0 +1,383 @@
+"""The evaluation report: one self-contained HTML page (inline CSS, plots as data URIs) and
+its Markdown twin, with the paper's figures beside ours; plus the matplotlib plot helpers.
+
+    html, md = render_report(figures, tables, plots, config, out_dir)
+
+`figures`: flat numbers; keys of the paper's figures (`PAPER_FIGURES`) may carry a policy
+suffix (`ara_correct_markov`) or none. `tables`: name → frame, shown in order; a name's
+prefix (`ara`, `separation`, `funnel`, `instruction`, `outcomes`, `errors`, `ablation`)
+gives its caption and puts the paper's table of that kind beside the first one. `plots`:
+name → PNG path. `config`: anything JSON-able (configuration, data versions, seeds).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from simpersona.evaluation.paper import PAPER_FIGURES, PAPER_TABLES
+from simpersona.lake import atomic_path, atomic_write_text
+
+POLICIES: tuple[str, ...] = ("markov", "llm", "nopersona")
+
+# prefix → (caption, paper table key or None); longest prefix wins.
+TABLE_KINDS: dict[str, tuple[str, str | None]] = {
+    "ara_cells": ("ARA cells: one row per (shop, token)", None),
+    "ara": ("Table 2 · Action Rate Alignment by funnel stratum", "ara"),
+    "separation": ("Table 3 · Behavioural separation by auxiliary bin", "separation"),
+    "funnel": ("Table 3 · Purchase-bin funnel", "funnel"),
+    "instruction": ("Table 4 · Instruction following", "instruction"),
+    "outcomes": ("Table 7 · Outcome distribution", "outcomes"),
+    "errors": ("Table 8 · Per-shop error-rate distribution", "errors"),
+    "ablation": ("Table 9 · Persona-token ablation under neutral intents", "ablation"),
+}
+
+_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#1d2433;
+background:#f6f7f9;line-height:1.45}
+main{max-width:1180px;margin:0 auto;padding:24px 28px 60px}
+h1{font-size:1.7rem;margin:.2em 0}h2{font-size:1.25rem;margin:1.6em 0 .5em;
+border-bottom:2px solid #dde1e8;padding-bottom:.2em}h3{font-size:1rem;margin:.6em 0 .3em}
+.meta{color:#5b6577;font-size:.9rem}
+table{border-collapse:collapse;font-size:.82rem;background:#fff;margin:.3em 0 1em}
+th,td{border:1px solid #dde1e8;padding:3px 8px;text-align:right;white-space:nowrap}
+th{background:#eef1f5;text-align:center}td:first-child,th:first-child{text-align:left}
+.pair{display:flex;gap:24px;flex-wrap:wrap;align-items:flex-start}
+.pair>div{overflow-x:auto;max-width:100%}
+.paper th{background:#fbeee0}.na{color:#98a1b3}
+.toc a{margin-right:14px}figure{margin:0 0 18px;display:inline-block;vertical-align:top}
+figure img{max-width:560px;border:1px solid #dde1e8;background:#fff}
+figcaption{font-size:.85rem;color:#5b6577}
+pre{background:#fff;border:1px solid #dde1e8;padding:10px;font-size:.78rem;overflow-x:auto}
+"""
+
+
+# ---- formatting ------------------------------------------------------------------------------
+def fmt_value(v: Any, kind: str = "auto") -> str:
+    """A cell: shares (`kind="share"`) as percentages, numbers below 0.001 in scientific
+    notation, whole numbers as integers (unless `kind="num"`: three decimals), counts with
+    thousands separators, NaN/None as an em dash."""
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "—"
+        if kind == "share":
+            return f"{100 * v:.1f} %"
+        if kind == "int" or (v.is_integer() and (kind == "auto" or abs(v) >= 1000)):
+            return f"{v:,.0f}"
+        if v != 0 and abs(v) < 1e-3:  # p-values and other tiny numbers
+            return f"{v:.1e}"
+        if abs(v) >= 1000:
+            return f"{v:,.1f}"
+        return f"{v:.3f}"
+    if isinstance(v, list | tuple):
+        return ", ".join(fmt_value(x) for x in v)
+    return str(v)
+
+
+def table_kind(name: str) -> tuple[str, str | None]:
+    """Caption and paper-table key of a table name (by its longest known prefix)."""
+    for prefix in sorted(TABLE_KINDS, key=len, reverse=True):
+        if name == prefix or name.startswith(prefix + "_"):
+            caption, paper = TABLE_KINDS[prefix]
+            rest = name[len(prefix) + 1 :]
+            return (f"{caption} ({rest})" if rest else caption), paper
+    return name, None
+
+
+def paper_comparison(figures: Mapping[str, Any]) -> pl.DataFrame:
+    """One row per paper figure that we measured: figure, source, paper value, and ours per
+    policy (`markov`, `llm`, `nopersona`) or unsuffixed (`ours`); cells already formatted."""
+    cols = [p for p in POLICIES if any(f"{k}_{p}" in figures for k in PAPER_FIGURES)]
+    plain = any(k in figures for k in PAPER_FIGURES)
+    rows = []
+    for key, pf in PAPER_FIGURES.items():
+        vals = {p: figures.get(f"{key}_{p}") for p in cols}
+        if plain:
+            vals["ours"] = figures.get(key)
+        if all(v is None for v in vals.values()):
+            continue
+        rows.append(
+            {
+                "figure": pf.label,
+                "source": pf.source,
+                "paper": fmt_value(float(pf.value), pf.kind) + (f" ({pf.note})" if pf.note else ""),
+                **{c: fmt_value(_num(v), pf.kind) for c, v in vals.items()},
+            }
+        )
+    return pl.DataFrame(rows) if rows else pl.DataFrame({"figure": [], "paper": []})
+
+
+def _num(v: Any) -> Any:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+
+
+# ---- HTML ------------------------------------------------------------------------------------
+def _html_table(df: pl.DataFrame, cls: str = "") -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in df.columns)
+    body = []
+    for row in df.iter_rows():
+        cells = []
+        for v in row:
+            text = fmt_value(v)
+            na = ' class="na"' if text == "—" else ""
+            cells.append(f"<td{na}>{html.escape(text)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    c = f' class="{cls}"' if cls else ""
+    return f"<table{c}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _slug(s: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in s.lower()).strip("-")
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _sections(tables: Mapping[str, pl.DataFrame]) -> list[tuple[str, str, pl.DataFrame, str]]:
+    """(name, caption, frame, paper key shown beside it or '')."""
+    shown: set[str] = set()
+    out = []
+    for name, df in tables.items():
+        caption, paper = table_kind(name)
+        beside = ""
+        if paper and paper not in shown and paper in PAPER_TABLES:
+            beside = paper
+            shown.add(paper)
+        out.append((name, caption, df, beside))
+    return out
+
+
+def render_html(
+    figures: Mapping[str, Any],
+    tables: Mapping[str, pl.DataFrame],
+    plots: Mapping[str, Path],
+    config: Mapping[str, Any],
+    title: str = "SimPersona evaluation report",
+) -> str:
+    """The report page as one HTML string (no external resources)."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    sections = _sections(tables)
+    toc = ['<a href="#paper-vs-ours">Paper vs ours</a>']
+    if plots:
+        toc.append('<a href="#plots">Plots</a>')
+    toc += [f'<a href="#{_slug(n)}">{html.escape(n)}</a>' for n, *_ in sections]
+    toc += ['<a href="#figures">All figures</a>', '<a href="#configuration">Configuration</a>']
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body><main>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p class='meta'>Generated {stamp}. Paper: SimPersona (arXiv 2605.14205); paper "
+        "values are in the orange-headed tables and the “paper” column.</p>",
+        f"<p class='toc'>{''.join(toc)}</p>",
+        "<h2 id='paper-vs-ours'>Paper vs ours</h2>",
+        _html_table(paper_comparison(figures)),
+    ]
+    if plots:
+        parts.append("<h2 id='plots'>Plots</h2>")
+        for name, path in plots.items():
+            parts.append(
+                f"<figure><img alt='{html.escape(name)}' src='{_data_uri(Path(path))}'>"
+                f"<figcaption>{html.escape(name)}</figcaption></figure>"
+            )
+    for name, caption, df, beside in sections:
+        parts.append(f"<h2 id='{_slug(name)}'>{html.escape(caption)}</h2>")
+        ours = f"<div><h3>Ours ({df.height} rows)</h3>{_html_table(df)}</div>"
+        if beside:
+            paper = f"<div><h3>Paper</h3>{_html_table(PAPER_TABLES[beside], 'paper')}</div>"
+            parts.append(f"<div class='pair'>{ours}{paper}</div>")
+        else:
+            parts.append(f"<div class='pair'>{ours}</div>")
+    fig_df = pl.DataFrame(
+        {"figure": list(figures), "value": [fmt_value(_num(v)) for v in figures.values()]}
+    )
+    parts += [
+        "<h2 id='figures'>All figures</h2>",
+        _html_table(fig_df),
+        "<h2 id='configuration'>Configuration and data versions</h2>",
+        f"<pre>{html.escape(json.dumps(config, indent=2, sort_keys=True, default=str))}</pre>",
+        "</main></body></html>",
+    ]
+    return "\n".join(parts)
+
+
+# ---- Markdown --------------------------------------------------------------------------------
+def _md_table(df: pl.DataFrame) -> str:
+    if df.width == 0:
+        return "_empty_"
+    esc = lambda s: s.replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(esc(c) for c in df.columns) + " |", "|" + "---|" * df.width]
+    lines += ["| " + " | ".join(esc(fmt_value(v)) for v in row) + " |" for row in df.iter_rows()]
+    if df.height == 0:
+        lines.append("\n_no rows_")
+    return "\n".join(lines)
+
+
+def render_markdown(
+    figures: Mapping[str, Any],
+    tables: Mapping[str, pl.DataFrame],
+    plot_links: Mapping[str, str],
+    config: Mapping[str, Any],
+    title: str = "SimPersona evaluation report",
+) -> str:
+    """The Markdown twin; plots are linked by relative path."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    out = [f"# {title}", "", f"Generated {stamp}.", "", "## Paper vs ours", ""]
+    out += [_md_table(paper_comparison(figures)), ""]
+    if plot_links:
+        out += ["## Plots", ""] + [f"![{n}]({p})" for n, p in plot_links.items()] + [""]
+    for _name, caption, df, beside in _sections(tables):
+        out += [f"## {caption}", "", "Ours:", "", _md_table(df), ""]
+        if beside:
+            out += ["Paper:", "", _md_table(PAPER_TABLES[beside]), ""]
+    out += ["## All figures", "", "| figure | value |", "|---|---|"]
+    out += [f"| {k} | {fmt_value(_num(v))} |" for k, v in figures.items()]
+    out += ["", "## Configuration and data versions", "", "```json"]
+    out += [json.dumps(config, indent=2, sort_keys=True, default=str), "```", ""]
+    return "\n".join(out)
+
+
+def render_report(
+    figures: Mapping[str, Any],
+    tables: Mapping[str, pl.DataFrame],
+    plots: Mapping[str, Path],
+    config: Mapping[str, Any],
+    out_dir: str | Path,
+    title: str = "SimPersona evaluation report",
+) -> tuple[Path, Path]:
+    """Write `<out_dir>/report.html` (self-contained) and `<out_dir>/report.md` (plots copied
+    to `<out_dir>/plots/`), atomically; return both paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    missing = [f"{n}: {p}" for n, p in plots.items() if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"plot file(s) not found: {'; '.join(missing)}")
+    links: dict[str, str] = {}
+    for name, p in plots.items():
+        dest = out / "plots" / f"{_slug(name)}.png"
+        if Path(p).resolve() != dest.resolve():
+            with atomic_path(dest, suffix=".png") as tmp:
+                shutil.copyfile(p, tmp)
+        links[name] = f"plots/{dest.name}"
+    html_path = atomic_write_text(render_html(figures, tables, plots, config, title),
+                                  out / "report.html")  # fmt: skip
+    md_path = atomic_write_text(render_markdown(figures, tables, links, config, title),
+                                out / "report.md")  # fmt: skip
+    return html_path, md_path
+
+
+# ---- plots -----------------------------------------------------------------------------------
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return Path(path)
+
+
+def plot_ara_by_stratum(table: pl.DataFrame, path: str | Path, title: str = "") -> Path:
+    """Grouped bars of the correct / all-mismatch / 1-random ARA per stratum (an `ara_table`),
+    with the paper's correct and all-mismatch values as markers."""
+    import numpy as np
+
+    plt = _pyplot()
+    rows = table.filter(pl.col("stratum") != "Pooled")
+    labels = rows["stratum"].to_list()
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for i, (col, name) in enumerate(
+        (("ara_correct", "correct"), ("ara_all", "all-mismatch"), ("ara_rand", "1-random"))
+    ):
+        vals = rows[col].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        ax.bar(x + (i - 1) * 0.26, vals, width=0.26, label=name)
+    paper = PAPER_TABLES["ara"]
+    pv = dict(zip(paper["stratum"].to_list(), paper["ara_correct"].to_list(), strict=True))
+    pm = dict(zip(paper["stratum"].to_list(), paper["ara_all"].to_list(), strict=True))
+    px = [i for i, s in enumerate(labels) if s in pv]
+    ax.scatter([x[i] - 0.26 for i in px], [pv[labels[i]] for i in px], marker="_", s=260,
+               color="black", zorder=3, label="paper correct")  # fmt: skip
+    ax.scatter([x[i] for i in px], [pm[labels[i]] for i in px], marker="_", s=260,
+               color="grey", zorder=3, label="paper all-mismatch")  # fmt: skip
+    ax.set_xticks(x, labels)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("ARA")
+    ax.set_title(title or "Action Rate Alignment by funnel stratum")
+    ax.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.08))
+    return _save(fig, path)
+
+
+def plot_purchase_funnel(funnel: pl.DataFrame, path: str | Path, title: str = "") -> Path:
+    """Bars of add-to-cart / checkout / purchase rates (%) per purchase bin (a
+    `purchase_funnel`), with the paper's ATC and checkout rates as markers."""
+    import numpy as np
+
+    plt = _pyplot()
+    labels = funnel["purchase_bin"].to_list()
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    cols = (("atc_rate", "add-to-cart"), ("checkout_rate", "checkout"),
+            ("purchase_rate", "purchase"))  # fmt: skip
+    for i, (col, name) in enumerate(cols):
+        vals = 100 * funnel[col].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        ax.bar(x + (i - 1) * 0.26, vals, width=0.26, label=name)
+    paper = PAPER_TABLES["funnel"]
+    ax.scatter(x - 0.26, 100 * paper["atc_rate"].to_numpy(), marker="_", s=260, color="black",
+               zorder=3, label="paper ATC")  # fmt: skip
+    ax.scatter(x, 100 * paper["checkout_rate"].to_numpy(), marker="_", s=260, color="grey",
+               zorder=3, label="paper checkout")  # fmt: skip
+    ax.set_xticks(x, labels)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("% of agents")
+    ax.set_xlabel("purchase bin of the agent's token")
+    ax.set_title(title or "Purchase-bin funnel")
+    ax.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    return _save(fig, path)
+
+
+def plot_shop_errors(
+    per_shop: Mapping[str, pl.DataFrame], path: str | Path, title: str = ""
+) -> Path:
+    """Figure 8 analogue: per-shop error rate (%) per variant (`per_shop_rates` frames),
+    shops sorted by the first variant's error."""
+    import numpy as np
+
+    plt = _pyplot()
+    names: Sequence[str] = list(per_shop)
+    first = per_shop[names[0]].sort("error_rate")
+    shops = first["shop_id"].to_list()
+    x = np.arange(len(shops))
+    w = 0.8 / max(len(names), 1)
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.3 * len(shops)), 3.6))
+    for i, n in enumerate(names):
+        m = dict(zip(per_shop[n]["shop_id"].to_list(), per_shop[n]["error_rate"].to_list(),
+                     strict=True))  # fmt: skip
+        ax.bar(x + (i - (len(names) - 1) / 2) * w, [100 * m.get(s, np.nan) for s in shops],
+               width=w, label=n)  # fmt: skip
+    ax.set_xticks(x, shops, rotation=90, fontsize=6)
+    ax.set_ylabel("error rate (%)")
+    ax.set_title(title or "Per-shop error rate")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
