@@ -619,3 +619,22 @@ def test_deepspeed_launch_in_docs_matches_launcher_and_hostfile() -> None:
     assert Path(resolve_deepspeed(cfg.deepspeed)).is_file()
     assert cfg.effective_batch == 64 and cfg.max_length == 16384
     assert {"model_dir", "stage1_dataset", "stage2_dataset", "out_dir"} <= set(spec)
+
+
+# ---- README stays true -------------------------------------------------------------------
+def test_readme_lists_every_asset_and_resource_field() -> None:
+    """The README's asset tour names every asset of the code location, and its configuration
+    reference every resource and field (so a new asset or setting needs a line there)."""
+    from dagster_project.definitions import defs
+
+    readme = (REPO / "README.md").read_text()
+    tour = readme[readme.index("## A tour of the asset graph") : readme.index("## The command")]
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    missing = sorted(k for k in keys if f"`{k}`" not in tour)
+    assert not missing, f"README's asset tour lacks {missing}"
+    conf = readme[readme.index("## Configuration") : readme.index("## Deployment")]
+    for name, res in defs.resources.items():
+        row = next((ln for ln in conf.splitlines() if ln.startswith(f"| `{name}` |")), None)
+        assert row, f"README's configuration table lacks the `{name}` resource"
+        fields = sorted(f for f in type(res).model_fields if f"`{f}`" not in row)
+        assert not fields, f"README: `{name}` row lacks {fields}"
