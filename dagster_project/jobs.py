@@ -70,3 +70,26 @@ sft_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("sft_stage1", "sft_stage2"),
     description="The stage-1 and stage-2 SFT datasets from the training shops' traces.",
 )
+
+# What the nightly ingest refreshes per shop (after the shop's ingest runs succeed): the
+# shop's sessions, embeddings and features, and — once the feature transform and the codebook
+# have been fitted — its vectors, persona assignments and token distribution. The fitted
+# assets themselves (training_sample, feature_transform, persona_codebook) are refit on demand.
+SHOP_REFRESH_ASSETS = (
+    "enriched_sessions",
+    "product_embeddings",
+    "buyer_features",
+    "buyer_vectors",
+    "persona_assignments",
+    "store_token_distribution",
+)
+
+shop_refresh_job = dg.define_asset_job(
+    "shop_refresh_job",
+    selection=dg.AssetSelection.assets(*SHOP_REFRESH_ASSETS),
+    executor_def=dg.in_process_executor,
+    description=(
+        "Per shop, after new events: enriched sessions → buyer features → buyer vectors → "
+        "persona assignments → store token distribution (one process, steps in order)."
+    ),
+)

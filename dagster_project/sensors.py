@@ -1,21 +1,64 @@
-"""Sensors: notice new shops, days and files in the lake."""
+"""Sensors: notice new shops, days and files in the lake; refresh a shop's downstream assets
+after its new events are ingested.
 
+Why an explicit refresh job triggered by a run-status sensor rather than declarative
+automation (AutomationCondition.eager() on the per-shop assets and the automation sensor):
+
+- The upstream is a shop × day multi-partition with two dynamic dimensions and the
+  downstream is per shop. With eager() every evaluation walks all shop-day partitions of
+  `raw_events` and all shops of each downstream asset to find updated parents: cost grows
+  with the history (dagster#23076) and it runs every 30 s, night or not.
+- Half of the chain depends on fitted, unpartitioned assets (feature_transform,
+  persona_codebook). eager() would refresh every shop on each refit and try to materialize
+  buyer_vectors/persona_assignments before anything is fitted, failing every tick on a fresh
+  install. The sensor below selects only the steps whose fitted inputs exist.
+- A shop's nightly ingest can be several runs (one per new day); eager() may start the
+  refresh after the first of them. The sensor waits until the shop has no ingest run queued
+  or in progress, then requests exactly one refresh run per finished ingest burst, with a
+  run key so a tick evaluated twice never launches twice; each decision is a visible sensor
+  tick in the UI.
+- The refresh job runs its steps in one process in dependency order (in_process_executor):
+  per-step processes would spend ~10 s each importing torch and the code location.
+"""
+
+import os
 import time
 
 import dagster as dg
 
-from dagster_project.jobs import catalog_job, events_job
+from dagster_project.jobs import (
+    SHOP_REFRESH_ASSETS,
+    catalog_job,
+    events_job,
+    shop_refresh_job,
+)
 from dagster_project.partitions import day_partitions, shop_day_key, shop_partitions
 from dagster_project.resources import LakeResource
+
+# Seconds between sensor evaluations (the daemon's default is 30; tests use a few).
+SENSOR_INTERVAL_S = int(os.environ.get("SIMPERSONA_SENSOR_INTERVAL_S", "30"))
+ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+# The fitted asset each refresh step needs before it can run.
+NEEDS_FIT = {
+    "buyer_vectors": "feature_transform",
+    "persona_assignments": "persona_codebook",
+    "store_token_distribution": "persona_codebook",
+}
 
 
 @dg.sensor(
     jobs=[catalog_job, events_job],
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Registers new shops and days of the lake as partitions and requests ingestion of "
-        "every catalog and shop-day whose raw files changed since the last tick."
+        "every catalog and shop-day whose raw files changed since the last tick (on the "
+        "first tick: those never materialized)."
     ),
 )
 def lake_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
@@ -31,11 +74,18 @@ def lake_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.S
         requests.append(shop_partitions.build_add_request(new_shops))
     if new_days:
         requests.append(day_partitions.build_add_request(new_days))
+    catalogs = sorted(set(changes.catalogs))
+    partitions = list(changes.partitions)
+    if not context.cursor:  # first tick: the lake may have been ingested from the CLI already
+        done = context.instance.get_materialized_partitions(dg.AssetKey("catalog"))
+        catalogs = [s for s in catalogs if s not in done]
+        done = context.instance.get_materialized_partitions(dg.AssetKey("raw_events"))
+        partitions = [(s, d) for s, d in partitions if str(shop_day_key(s, d)) not in done]
     runs = [
         dg.RunRequest(
             run_key=f"catalog:{shop}:{started_ns}", job_name=catalog_job.name, partition_key=shop
         )
-        for shop in sorted(set(changes.catalogs))
+        for shop in catalogs
     ]
     runs += [
         dg.RunRequest(
@@ -43,7 +93,7 @@ def lake_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.S
             job_name=events_job.name,
             partition_key=shop_day_key(shop, date),
         )
-        for shop, date in changes.partitions
+        for shop, date in partitions
     ]
     if new_shops or new_days or runs:
         context.log.info(
@@ -51,4 +101,63 @@ def lake_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.S
         )
     return dg.SensorResult(
         run_requests=runs, dynamic_partitions_requests=requests, cursor=str(started_ns)
+    )
+
+
+def _latest_storage_id(instance: dg.DagsterInstance, asset: str, partition: str) -> int:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
+    ).records
+    return records[0].storage_id if records else 0
+
+
+def refresh_selection(instance: dg.DagsterInstance, shop: str) -> list[dg.AssetKey]:
+    """The refresh steps for `shop`: product embeddings only when its catalog changed since
+    they were computed (new events do not change them; loading the model costs ~10–60 s),
+    and the steps after the fits only once the fitted inputs exist on this instance."""
+    fitted = {
+        name
+        for name in set(NEEDS_FIT.values())
+        if instance.get_latest_materialization_event(dg.AssetKey(name)) is not None
+    }
+    embedded = _latest_storage_id(instance, "product_embeddings", shop)
+    stale_embeddings = not embedded or _latest_storage_id(instance, "catalog", shop) > embedded
+    return [
+        dg.AssetKey(a)
+        for a in SHOP_REFRESH_ASSETS
+        if (a != "product_embeddings" or stale_embeddings)
+        and (a not in NEEDS_FIT or NEEDS_FIT[a] in fitted)
+    ]
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[events_job],
+    request_job=shop_refresh_job,
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "When a shop-day ingest run succeeds and the shop has no other ingest run pending, "
+        "refresh the shop's downstream assets (sessions → features → vectors → personas)."
+    ),
+)
+def shop_refresh_sensor(context: dg.RunStatusSensorContext):
+    run = context.dagster_run
+    shop = run.tags.get("dagster/partition/shop")
+    if not shop:
+        return dg.SkipReason(f"run {run.run_id} has no shop partition tag")
+    pending = context.instance.get_run_ids(
+        dg.RunsFilter(
+            job_name=events_job.name, statuses=ACTIVE, tags={"dagster/partition/shop": shop}
+        ),
+        limit=1,
+    )
+    if pending:
+        return dg.SkipReason(f"shop {shop} has ingest runs pending ({pending[0]}); waiting")
+    selection = refresh_selection(context.instance, shop)
+    return dg.RunRequest(
+        run_key=f"refresh:{shop}:{run.run_id}",
+        partition_key=shop,
+        asset_selection=selection,
+        tags={"simpersona/after_run": run.run_id, "simpersona/trigger": "ingest"},
     )
