@@ -1,0 +1,704 @@
+"""Two-stage persona grounding (SPEC §10): stage 1 trains only the K persona-token embedding
+rows of a frozen model, stage 2 fine-tunes all parameters (or LoRA), both with TRL's
+SFTTrainer on the SFT datasets (one chat example per step), loss on assistant turns only.
+
+    r1 = train_stage1("models/tiny", "sft/stage1.jsonl", "out/stage1", TrainConfig.cpu(), k=256)
+    r2 = train_stage2(r1.out_dir, "sft/stage2.jsonl", "out/stage2", TrainConfig.cpu())
+
+Every stage reads an ordinary Hugging Face model folder and writes one (adapters merged), so
+`from_pretrained`, `serve-llm` and the next stage load it unchanged. The same functions run
+in one CPU process and, under `deepspeed`/`torchrun`, on GPU nodes:
+
+    python -m simpersona.llm.train --config run.json     # what simpersona.llm.launch starts
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+PersonaInit = Literal["mean", "random", "codebook"]
+DEEPSPEED_DIR = Path(__file__).with_name("deepspeed")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one SFT stage. Defaults: the paper's production run (Qwen3-14B-Base,
+    2 nodes x 8 H200): lr 1e-5 cosine, 50 warm-up steps, weight decay 0.01, effective batch
+    64, max length 16,384, bf16, 1 epoch. `TrainConfig.cpu()` is the tiny model's."""
+
+    lr: float = 1e-5
+    stage1_lr: float | None = None  # stage 1's lr when set (only K rows train); else `lr`
+    scheduler: str = "cosine"
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    effective_batch: int = 64  # per-device batch x accumulation x processes
+    per_device_batch: int = 1
+    max_length: int = 16384  # longer examples are dropped (and counted), never cut
+    epochs: float = 1.0
+    stage1_epochs: float | None = None  # stage 1's epochs when set; else `epochs`
+    group_by_length: bool = True  # batches of similar length: less padding
+    max_steps: int = -1  # > 0: stop after this many optimiser steps (tests, smoke runs)
+    bf16: bool = True  # on GPU only; CPU runs in float32
+    gradient_checkpointing: bool = True  # 14B needs it; ~10x slower on the tiny model
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int | None = None  # torch CPU threads (1 is fastest on a busy machine)
+    deepspeed: str | None = None  # a config in simpersona/llm/deepspeed/ (name) or a path
+    logging_steps: int = 10
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    progress: bool = True  # the Trainer's tqdm bar
+
+    @classmethod
+    def cpu(cls, **overrides: Any) -> TrainConfig:
+        """The tiny model on a CPU. It starts from random weights (877 K parameters), so it
+        needs a far higher lr than a 14B fine-tune and several epochs to learn the action
+        format (stage 1, which only moves K rows, one epoch). Max length 2,048 holds every
+        example of the generated shops: prompts p50 967, p95 1,744, max 1,925 tokens with a
+        tokenizer trained on the traces (517 examples, 3 shops)."""
+        base = cls(
+            lr=2e-3,
+            stage1_lr=1e-2,
+            stage1_epochs=1.0,
+            warmup_steps=20,
+            weight_decay=0.01,
+            effective_batch=8,
+            per_device_batch=4,
+            max_length=2048,
+            epochs=3.0,
+            bf16=False,
+            gradient_checkpointing=False,
+            device="cpu",
+            num_threads=1,
+            logging_steps=5,
+        )
+        return replace(base, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {unknown}")
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    """What one stage did. `train_loss`: mean over the run (the Trainer's); `final_loss`: the
+    last logged value; `tokens`: tokens of the examples trained on (one epoch)."""
+
+    stage: str
+    out_dir: str
+    steps: int
+    train_loss: float
+    final_loss: float
+    seconds: float
+    n_examples: int
+    n_dropped: int
+    tokens: int
+    loss_tokens: int
+    trainable_params: int
+    world_size: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---- helpers -------------------------------------------------------------------------------
+def resolve_deepspeed(name: str | None) -> str | None:
+    """A DeepSpeed config path: a packaged name ("zero2", "zero3.json") or a file path."""
+    if not name:
+        return None
+    p = Path(name)
+    if p.exists():
+        return str(p)
+    packaged = DEEPSPEED_DIR / (name if name.endswith(".json") else f"{name}.json")
+    if packaged.exists():
+        return str(packaged)
+    raise FileNotFoundError(
+        f"DeepSpeed config {name!r} not found (packaged: "
+        f"{sorted(q.stem for q in DEEPSPEED_DIR.glob('*.json'))})"
+    )
+
+
+def _on_gpu(cfg: TrainConfig) -> bool:
+    import torch
+
+    if cfg.device == "cpu":
+        return False
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("TrainConfig.device='cuda' but no CUDA device is available")
+    return torch.cuda.is_available()
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _init_distributed(cfg: TrainConfig, gpu: bool) -> None:
+    """Under DeepSpeed on CPU, start torch.distributed on gloo before the Trainer would pick
+    a backend the CPU accelerator lacks (ccl)."""
+    if cfg.deepspeed and not gpu and _world_size() >= 1 and "LOCAL_RANK" in os.environ:
+        import deepspeed
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            deepspeed.init_distributed(dist_backend="gloo")
+
+
+def load_examples(dataset: str | os.PathLike[str] | Sequence[dict[str, Any]]) -> list[dict]:
+    """SFT rows (`{"messages": [...], ...}`) from a JSONL path or a list, validated."""
+    if isinstance(dataset, str | os.PathLike):
+        from simpersona.traces.dataset import read_dataset
+
+        rows, where = read_dataset(dataset), str(dataset)
+    else:
+        rows, where = list(dataset), "dataset"
+    if not rows:
+        raise ValueError(f"{where}: no examples")
+    for i, r in enumerate(rows):
+        msgs = r.get("messages") if isinstance(r, dict) else None
+        if not isinstance(msgs, list) or not msgs:
+            raise ValueError(f"{where} row {i + 1}: no 'messages' list")
+        if not any(m.get("role") == "assistant" for m in msgs):
+            raise ValueError(f"{where} row {i + 1}: no assistant turn to train on")
+    return rows
+
+
+def example_lengths(tokenizer, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Tokens of each example rendered with the chat template (what the Trainer sees)."""
+    out = []
+    for r in rows:
+        ids = tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=True)
+        out.append(len(ids["input_ids"]))
+    return out
+
+
+def prompt_lengths(tokenizer, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Tokens of each example's prompt (all turns before the last assistant turn, with the
+    generation prompt): what the policy feeds the model at run time."""
+    out = []
+    for r in rows:
+        msgs = r["messages"]
+        last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+        ids = tokenizer.apply_chat_template(
+            msgs[:last], tokenize=True, add_generation_prompt=True, return_dict=True
+        )
+        out.append(len(ids["input_ids"]))
+    return out
+
+
+def _load(model_dir: str | os.PathLike[str], gpu: bool, cfg: TrainConfig):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from simpersona.llm.tiny import CHAT_TEMPLATE
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    if not tok.chat_template or "generation" not in tok.chat_template:
+        # Qwen base checkpoints ship ChatML without generation markers (trl#3586)
+        tok.chat_template = CHAT_TEMPLATE
+    dtype = torch.bfloat16 if gpu and cfg.bf16 else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    return model, tok
+
+
+def _ensure_persona_tokens(
+    model,
+    tok,
+    k: int,
+    persona_init: PersonaInit,
+    codebook: Any = None,
+    seed: int = 0,
+) -> tuple[list[int], bool]:
+    """Persona ids, adding the tokens (and initialising their rows) when absent."""
+    import numpy as np
+    import torch
+
+    from simpersona.llm.persona_tokens import (
+        add_persona_tokens,
+        init_from_codebook,
+        persona_token_ids,
+    )
+
+    try:
+        return persona_token_ids(tok, k), False
+    except KeyError:
+        pass
+    torch.manual_seed(seed)
+    if persona_init == "codebook":
+        if codebook is None:
+            raise ValueError("persona_init='codebook' needs a codebook ([K, d] array or .npy)")
+        cb = np.load(codebook) if isinstance(codebook, str | os.PathLike) else np.asarray(codebook)
+        ids = add_persona_tokens(model, tok, k, init="mean")
+        init_from_codebook(model, ids, cb)
+    else:
+        ids = add_persona_tokens(model, tok, k, init=persona_init)
+    return ids, True
+
+
+def _check_tokens_in_range(rows: Sequence[dict[str, Any]], k: int, where: str) -> None:
+    bad = sorted({r["token"] for r in rows if r.get("token") is not None and r["token"] >= k})
+    if bad:
+        raise ValueError(f"{where}: persona tokens {bad[:5]} are >= k={k}")
+
+
+def _sft_args(cfg: TrainConfig, out_dir: Path, lr: float, epochs: float, gpu: bool):
+    from trl import SFTConfig
+
+    world = _world_size()
+    accum = max(1, round(cfg.effective_batch / (cfg.per_device_batch * world)))
+    return SFTConfig(
+        output_dir=str(out_dir),
+        learning_rate=lr,
+        lr_scheduler_type=cfg.scheduler,
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        per_device_train_batch_size=cfg.per_device_batch,
+        gradient_accumulation_steps=accum,
+        num_train_epochs=epochs,
+        max_steps=cfg.max_steps,
+        max_length=cfg.max_length,
+        packing=False,  # assistant-only loss has no effect with packing (trl#3728)
+        assistant_only_loss=True,
+        use_cpu=not gpu and not cfg.deepspeed,
+        bf16=gpu and cfg.bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing and gpu,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=not (cfg.progress and _is_main()),
+        dataloader_num_workers=0,
+        dataloader_pin_memory=gpu,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        dataset_num_proc=None,
+        deepspeed=resolve_deepspeed(cfg.deepspeed),
+        # plain multi-process CPU runs (torchrun) use gloo; one process must have no backend
+        ddp_backend="gloo" if not gpu and world > 1 and not cfg.deepspeed else None,
+    )
+
+
+def _dataset(rows: Sequence[dict[str, Any]]):
+    from datasets import Dataset
+
+    return Dataset.from_list([{"messages": r["messages"]} for r in rows])
+
+
+def build_trainer(
+    model,
+    tok,
+    rows: Sequence[dict[str, Any]],
+    cfg: TrainConfig,
+    work_dir: str | os.PathLike[str],
+    lr: float | None = None,
+    epochs: float | None = None,
+    gpu: bool = False,
+):
+    """The SFTTrainer of one stage (assistant-only loss, no packing) on the examples that fit
+    `cfg.max_length`: (trainer, kept row indices, lengths of all rows in tokens). Longer
+    examples are dropped, not cut: a cut example loses its assistant turn or its
+    end-of-turn token."""
+    from trl import SFTTrainer
+
+    lengths = example_lengths(tok, rows)
+    keep = [i for i, n in enumerate(lengths) if n <= cfg.max_length]
+    if not keep:
+        raise ValueError(
+            f"every example is longer than max_length={cfg.max_length} (shortest "
+            f"{min(lengths)} tokens)"
+        )
+    args = _sft_args(cfg, Path(work_dir), cfg.lr if lr is None else lr, epochs or cfg.epochs, gpu)
+    data = _dataset([rows[i] for i in keep])
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
+    return trainer, keep, lengths
+
+
+def _fit(
+    stage: str,
+    model,
+    tok,
+    rows: list[dict],
+    out_dir: Path,
+    cfg: TrainConfig,
+    lr: float,
+    epochs: float,
+    gpu: bool,
+    extra: dict[str, Any],
+):
+    """Train one stage: (trainer, result, work folder)."""
+    import torch.distributed as dist
+
+    work = out_dir.parent / f".{out_dir.name}.trainer-{os.getpid()}"
+    trainer, keep, lengths = build_trainer(model, tok, rows, cfg, work, lr, epochs, gpu)
+    loss_tokens = sum(sum(1 for x in ex["labels"] if x != -100) for ex in trainer.train_dataset)
+    n_train = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    if trainer.is_deepspeed_enabled:
+        extra["deepspeed_zero_stage"] = trainer.accelerator.state.deepspeed_plugin.zero_stage
+    if dist.is_available() and dist.is_initialized():
+        extra["dist_backend"] = dist.get_backend()
+    t0 = time.perf_counter()
+    out = trainer.train()
+    seconds = time.perf_counter() - t0
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    result = TrainResult(
+        stage=stage,
+        out_dir=str(out_dir),
+        steps=int(trainer.state.global_step),
+        train_loss=float(out.training_loss),
+        final_loss=float(losses[-1]) if losses else float(out.training_loss),
+        seconds=round(seconds, 2),
+        n_examples=len(keep),
+        n_dropped=len(rows) - len(keep),
+        tokens=sum(lengths[i] for i in keep),
+        loss_tokens=int(loss_tokens),
+        trainable_params=int(n_train),
+        world_size=_world_size(),
+        extra={**extra, "loss_history": losses, "lr": lr, "epochs": epochs},
+    )
+    if not math.isfinite(result.train_loss):
+        raise RuntimeError(f"{stage}: training loss is not finite ({result.train_loss})")
+    return trainer, result, work
+
+
+def _save(model, tok, out_dir: Path, result: TrainResult) -> None:
+    """Write an ordinary HF model folder atomically (temporary folder, then renamed)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "train_result.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _setup(cfg: TrainConfig) -> bool:
+    import torch
+    from transformers import set_seed
+
+    gpu = _on_gpu(cfg)
+    if cfg.num_threads and not gpu:
+        torch.set_num_threads(cfg.num_threads)
+    _init_distributed(cfg, gpu)
+    set_seed(cfg.seed)
+    return gpu
+
+
+# ---- trainable persona rows ------------------------------------------------------------------
+def _row_delta_cls():
+    import torch
+
+    class _RowDelta(torch.nn.Module):
+        """Parametrization W -> W + delta at rows `ids` (delta: [K, hidden], zeros at start).
+        Registered on the input embedding and, for a tied model, with the same instance on
+        the lm_head: one trainable delta serves both sides, as the tied matrix would. Rows
+        outside `ids` are copies of the frozen W, so they stay bit-identical."""
+
+        def __init__(self, ids: list[int], hidden: int, dtype, device) -> None:
+            super().__init__()
+            self.register_buffer("ids", torch.tensor(ids, dtype=torch.long, device=device))
+            self.delta = torch.nn.Parameter(
+                torch.zeros(len(ids), hidden, dtype=dtype, device=device)
+            )
+
+        def forward(self, weight):
+            return weight.index_add(0, self.ids, self.delta.to(weight.dtype))
+
+    return _RowDelta
+
+
+def train_only_rows(model, ids: list[int]) -> list:
+    """Freeze every parameter and make only the rows `ids` of the input embedding (and of an
+    untied lm_head, its own rows) trainable, exactly: the frozen matrices are never written,
+    the trained rows are a separate [K, hidden] parameter added at those ids.
+
+    Why not PEFT TrainableTokens: with tied embeddings PEFT wraps the lm_head in a tied
+    adapter, which TRL's fused LM head refuses (it reads `lm_head.weight` directly, so the
+    output side of the adapter would never train). A parametrization is read through
+    `.weight` like any matrix, so the fused head and the embedding both see W + delta.
+    Returns the parametrizations; `merge_rows(model)` writes them into the weights."""
+    from torch.nn.utils import parametrize
+
+    from simpersona.llm.persona_tokens import is_tied
+
+    tied = is_tied(model)
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    w = emb.weight
+    delta = _row_delta_cls()(ids, w.shape[1], w.dtype, w.device)
+    parametrize.register_parametrization(emb, "weight", delta, unsafe=True)
+    out = [delta]
+    if head is not None:
+        if tied:
+            parametrize.register_parametrization(head, "weight", delta, unsafe=True)
+        else:
+            hw = head.weight
+            hd = _row_delta_cls()(ids, hw.shape[1], hw.dtype, hw.device)
+            parametrize.register_parametrization(head, "weight", hd, unsafe=True)
+            out.append(hd)
+    for d in out:
+        d.delta.requires_grad_(True)
+    return out
+
+
+def merge_rows(model) -> None:
+    """Write trained row deltas into the embedding (and lm_head) and remove the
+    parametrizations; a tied model stays tied (one matrix, updated once)."""
+    import torch
+    from torch.nn.utils import parametrize
+
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    done: set[int] = set()
+    with torch.no_grad():
+        for module in (emb, head):
+            if module is None or not parametrize.is_parametrized(module, "weight"):
+                continue
+            plist = module.parametrizations.weight
+            original, delta = plist.original, plist[0]
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+            if id(original) not in done:  # the tied matrix: add the shared delta once
+                original.index_add_(0, delta.ids, delta.delta.to(original.dtype))
+                done.add(id(original))
+    if head is not None and getattr(model.config, "tie_word_embeddings", False):
+        model.tie_weights()
+
+
+# ---- stages --------------------------------------------------------------------------------
+def train_stage1(
+    model_dir: str | os.PathLike[str],
+    dataset: str | os.PathLike[str] | Sequence[dict[str, Any]],
+    out_dir: str | os.PathLike[str],
+    cfg: TrainConfig | None = None,
+    k: int = 256,
+    persona_init: PersonaInit = "mean",
+    codebook: Any = None,
+) -> TrainResult:
+    """Stage 1: add the K persona tokens (if absent), freeze the backbone and train only the
+    persona rows of the embedding, addressed by id (`train_only_rows`: with tied embeddings
+    the lm_head reads the same trained rows; an untied lm_head gets its own trainable rows),
+    merge and save an ordinary model folder to `out_dir`.
+
+    Every other parameter stays bit-identical. Under DeepSpeed, a ZeRO-3 config is replaced
+    by the packaged ZeRO-2 one: the frozen backbone has no optimizer state to shard, and
+    ZeRO-3 with partially frozen embeddings is unreliable (peft#2605, #2946,
+    transformers#26024)."""
+    from simpersona.llm.persona_tokens import is_tied
+
+    cfg = cfg or TrainConfig()
+    if cfg.deepspeed and "zero3" in Path(resolve_deepspeed(cfg.deepspeed) or "").stem:
+        cfg = replace(cfg, deepspeed="zero2")  # K rows train: nothing worth sharding
+    gpu = _setup(cfg)
+    rows = load_examples(dataset)
+    _check_tokens_in_range(rows, k, str(dataset) if isinstance(dataset, str | Path) else "data")
+    model, tok = _load(model_dir, gpu, cfg)
+    ids, added = _ensure_persona_tokens(model, tok, k, persona_init, codebook, cfg.seed)
+    tied = is_tied(model)
+    train_only_rows(model, ids)
+    s1_epochs = cfg.stage1_epochs if cfg.stage1_epochs is not None else cfg.epochs
+    out = Path(out_dir)
+    extra = {"k": k, "persona_init": persona_init if added else "existing", "tied": tied}
+    trainer, result, work = _fit(
+        "stage1", model, tok, rows, out, cfg, cfg.stage1_lr or cfg.lr, s1_epochs, gpu, extra
+    )
+    if _is_main():
+        final = trainer.accelerator.unwrap_model(trainer.model)
+        merge_rows(final)
+        _save(final.float() if not (gpu and cfg.bf16) else final, tok, out, result)
+    _barrier()
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def train_stage2(
+    model_dir: str | os.PathLike[str],
+    dataset: str | os.PathLike[str] | Sequence[dict[str, Any]],
+    out_dir: str | os.PathLike[str],
+    cfg: TrainConfig | None = None,
+    lora: bool = False,
+    k: int | None = None,
+    persona_init: PersonaInit = "mean",
+    codebook: Any = None,
+) -> TrainResult:
+    """Stage 2: fine-tune all parameters (or LoRA on every linear layer, with the persona
+    rows still trainable, merged on save). Persona tokens are added when `k` is given and
+    the model lacks them (the single-stage ablation). Saves an ordinary model folder."""
+    cfg = cfg or TrainConfig()
+    gpu = _setup(cfg)
+    rows = load_examples(dataset)
+    model, tok = _load(model_dir, gpu, cfg)
+    added = False
+    ids: list[int] = []
+    if k is not None:
+        _check_tokens_in_range(rows, k, str(dataset) if isinstance(dataset, str | Path) else "data")
+        ids, added = _ensure_persona_tokens(model, tok, k, persona_init, codebook, cfg.seed)
+    zero3 = bool(cfg.deepspeed) and "zero3" in Path(resolve_deepspeed(cfg.deepspeed)).stem
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        if zero3:
+            raise ValueError("LoRA runs under ZeRO-2 here (merging sharded adapters: peft#2946)")
+        lcfg = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lcfg)
+        if ids:  # the persona rows keep training next to the adapters
+            train_only_rows(model.get_base_model(), ids)
+            for name, p in model.named_parameters():
+                p.requires_grad_("lora_" in name or name.endswith(".delta"))
+    out = Path(out_dir)
+    extra = {"lora": lora, "k": k, "persona_tokens_added": added}
+    if added:
+        extra["persona_init"] = persona_init
+    trainer, result, work = _fit(
+        "stage2", model, tok, rows, out, cfg, cfg.lr, cfg.epochs, gpu, extra
+    )
+    if zero3:
+        # parameters are sharded: the Trainer gathers them into one 16-bit state dict
+        # (stage3_gather_16bit_weights_on_model_save), written on the main process
+        trainer.save_model(str(work / "model"))
+        if _is_main():
+            from transformers import AutoModelForCausalLM
+
+            full = AutoModelForCausalLM.from_pretrained(work / "model")
+            _save(full.float() if not (gpu and cfg.bf16) else full, tok, out, result)
+    elif _is_main():
+        final = trainer.accelerator.unwrap_model(trainer.model)
+        if lora:
+            merge_rows(final.get_base_model())  # rows first: PEFT then sees the tie intact
+            final = final.merge_and_unload()
+        _save(final.float() if not (gpu and cfg.bf16) else final, tok, out, result)
+    _barrier()
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def train_two_stage(
+    model_dir: str | os.PathLike[str],
+    stage1_dataset: str | os.PathLike[str] | Sequence[dict[str, Any]],
+    stage2_dataset: str | os.PathLike[str] | Sequence[dict[str, Any]],
+    out_dir: str | os.PathLike[str],
+    cfg: TrainConfig | None = None,
+    k: int = 256,
+    single_stage: bool = False,
+    lora: bool = False,
+    persona_init: PersonaInit = "mean",
+    codebook: Any = None,
+    stage2_cfg: TrainConfig | None = None,
+) -> tuple[TrainResult | None, TrainResult]:
+    """Stage 1 into `out_dir/stage1`, then stage 2 from it into `out_dir/stage2` (the model).
+    `single_stage=True` (the ablation of App. F) skips stage 1: stage 2 starts from the base
+    model with the persona tokens freshly added."""
+    cfg = cfg or TrainConfig()
+    out = Path(out_dir)
+    r1 = None
+    start: str | os.PathLike[str] = model_dir
+    if not single_stage:
+        r1 = train_stage1(model_dir, stage1_dataset, out / "stage1", cfg, k, persona_init, codebook)
+        start = out / "stage1"
+    r2 = train_stage2(
+        start, stage2_dataset, out / "stage2", stage2_cfg or cfg, lora, k, persona_init, codebook
+    )
+    return r1, r2
+
+
+# ---- the entry point every launcher starts ---------------------------------------------------
+def run_from_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run what a spec (the launcher's JSON) asks: {"stage": "stage1"|"stage2"|"two_stage",
+    "model_dir", "out_dir", "dataset" (stage1/stage2) or "stage1_dataset"+"stage2_dataset",
+    "k", "lora", "single_stage", "persona_init", "codebook", "config": {TrainConfig fields}}.
+    Returns {stage: result dict}."""
+    cfg = TrainConfig.from_dict(spec.get("config", {}))
+    stage = spec.get("stage", "two_stage")
+    k = spec.get("k", 256)
+    common = {"persona_init": spec.get("persona_init", "mean"), "codebook": spec.get("codebook")}
+    if stage == "stage1":
+        r = train_stage1(spec["model_dir"], spec["dataset"], spec["out_dir"], cfg, k, **common)
+        return {"stage1": r.to_dict()}
+    if stage == "stage2":
+        r = train_stage2(
+            spec["model_dir"],
+            spec["dataset"],
+            spec["out_dir"],
+            cfg,
+            spec.get("lora", False),
+            spec.get("k"),
+            **common,
+        )
+        return {"stage2": r.to_dict()}
+    if stage == "two_stage":
+        r1, r2 = train_two_stage(
+            spec["model_dir"],
+            spec["stage1_dataset"],
+            spec["stage2_dataset"],
+            spec["out_dir"],
+            cfg,
+            k,
+            spec.get("single_stage", False),
+            spec.get("lora", False),
+            **common,
+        )
+        return {**({"stage1": r1.to_dict()} if r1 else {}), "stage2": r2.to_dict()}
+    raise ValueError(f"unknown stage {stage!r} (stage1, stage2, two_stage)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simpersona.llm.train")
+    parser.add_argument("--config", required=True, help="JSON spec (see run_from_spec)")
+    parser.add_argument("--result", help="write the results JSON here (main process)")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None)  # deepspeed
+    args = parser.parse_args(argv)
+    if args.local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    spec = json.loads(Path(args.config).read_text())
+    results = run_from_spec(spec)
+    if _is_main():
+        text = json.dumps(results, indent=2)
+        if args.result:
+            from simpersona.lake import atomic_write_text
+
+            atomic_write_text(text + "\n", Path(args.result))
+        print(text, file=sys.stdout, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
