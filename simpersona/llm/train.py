@@ -212,8 +212,13 @@ def prompt_lengths(tokenizer, rows: Sequence[dict[str, Any]]) -> list[int]:
 def _load(model_dir: str | os.PathLike[str], gpu: bool, cfg: TrainConfig):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
     from simpersona.llm.tiny import CHAT_TEMPLATE
+
+    # A previous stage's ZeRO-3 config must not turn this load into a sharded zero.Init:
+    # the whole model is loaded on each process and DeepSpeed shards it when training starts.
+    unset_hf_deepspeed_config()
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     if not tok.chat_template or "generation" not in tok.chat_template:
@@ -383,12 +388,12 @@ def _fit(
     return trainer, result, work
 
 
-def _save(model, tok, out_dir: Path, result: TrainResult) -> None:
+def _save(model, tok, out_dir: Path, result: TrainResult, state_dict=None) -> None:
     """Write an ordinary HF model folder atomically (temporary folder, then renamed)."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=state_dict)
         tok.save_pretrained(tmp)
         (tmp / "train_result.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
         if out_dir.exists():
@@ -592,14 +597,14 @@ def train_stage2(
         "stage2", model, tok, rows, out, cfg, cfg.lr, cfg.epochs, gpu, extra
     )
     if zero3:
-        # parameters are sharded: the Trainer gathers them into one 16-bit state dict
-        # (stage3_gather_16bit_weights_on_model_save), written on the main process
-        trainer.save_model(str(work / "model"))
+        # parameters are sharded: every rank joins the gather of one full state dict
+        # (stage3_gather_16bit_weights_on_model_save), the main process writes it
+        state = trainer.accelerator.get_state_dict(trainer.deepspeed)
         if _is_main():
-            from transformers import AutoModelForCausalLM
-
-            full = AutoModelForCausalLM.from_pretrained(work / "model")
-            _save(full.float() if not (gpu and cfg.bf16) else full, tok, out, result)
+            if not (gpu and cfg.bf16):
+                state = {k: v.float() for k, v in state.items()}
+            final = trainer.accelerator.unwrap_model(trainer.model)
+            _save(final, tok, out, result, state_dict=state)
     elif _is_main():
         final = trainer.accelerator.unwrap_model(trainer.model)
         if lora:

@@ -1,0 +1,145 @@
+"""The grounding launcher (simpersona.llm.launch): the DeepSpeed path for real on CPU (gloo,
+ZeRO-2 stage 1 and ZeRO-3 stage 2, the config family of the GPU nodes), a local subprocess,
+and the multi-node command lines documented in docs/llm.md."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from simpersona.llm.launch import LaunchConfig, LaunchError, build_argv, launch, prepare_spec
+from simpersona.llm.persona_tokens import persona_token_ids
+from simpersona.llm.tiny import build_tiny_model
+from simpersona.llm.train import DEEPSPEED_DIR, resolve_deepspeed
+from tests.test_llm_train import USED, K, _examples
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "llm.md"
+SPEC = Path("runs/grounding/spec.json")
+RESULT = Path("runs/grounding/result.json")
+CONFIG = {
+    "max_steps": 2,
+    "effective_batch": 2,
+    "per_device_batch": 2,
+    "warmup_steps": 0,
+    "max_length": 2048,
+    "device": "cpu",
+    "bf16": False,
+    "gradient_checkpointing": False,
+    "num_threads": 1,
+    "lr": 1e-3,
+    "stage1_lr": 1e-2,
+    "progress": False,
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("launch")
+    base = build_tiny_model(None, root / "tiny", seed=0)
+    path = root / "sft.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _examples(6)))
+    return root, base, path
+
+
+def _documented(prefix: str) -> list[str]:
+    """The command in docs/llm.md that starts with `prefix` (a `\\`-continued block)."""
+    text = DOCS.read_text().replace("\\\n", " ")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip().startswith(prefix)]
+    assert lines, f"docs/llm.md has no command starting {prefix!r}"
+    return shlex.split(lines[0])
+
+
+def test_two_node_deepspeed_argv_is_documented():
+    cfg = LaunchConfig(
+        mode="deepspeed", hostfile="hostfile", nodes=2, num_gpus=8, master_addr="node-0"
+    )
+    argv = build_argv(SPEC, cfg, RESULT)
+    assert Path(argv[0]).name == "deepspeed"
+    assert ["deepspeed", *argv[1:]] == _documented("deepspeed --hostfile")
+    i = argv.index("--module")
+    assert argv[i + 1 : i + 3] == ["simpersona.llm.train", "--config"]
+
+
+def test_torchrun_argv_is_documented():
+    cfg = LaunchConfig(mode="torchrun", nodes=2, num_gpus=8, node_rank=0, master_addr="node-0")
+    argv = build_argv(SPEC, cfg, RESULT)
+    assert ["torchrun", *argv[1:]] == _documented("torchrun --nnodes")
+
+
+def test_spec_gets_the_deepspeed_config():
+    spec = prepare_spec({"stage": "stage2", "config": {}}, LaunchConfig(mode="deepspeed"))
+    assert spec["config"]["deepspeed"] == "zero3"
+    ds = json.loads(Path(resolve_deepspeed("zero3")).read_text())
+    assert ds["zero_optimization"]["stage"] == 3 and ds["bf16"]["enabled"] == "auto"
+    assert ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+    assert json.loads((DEEPSPEED_DIR / "zero2.json").read_text())["zero_optimization"]["stage"] == 2
+    with pytest.raises(ValueError, match="needs mode 'deepspeed'"):
+        prepare_spec({"config": {"deepspeed": "zero2"}}, LaunchConfig(mode="local"))
+    with pytest.raises(FileNotFoundError, match="zero2"):
+        resolve_deepspeed("zero9")
+
+
+@pytest.mark.slow
+def test_deepspeed_on_cpu_runs_both_stages(data):
+    """`deepspeed --module simpersona.llm.train` on this CPU: stage 1 under ZeRO-2 (a ZeRO-3
+    config is swapped for it), stage 2 under ZeRO-3, gloo, through the GPU launcher."""
+    root, base, path = data
+    spec = {
+        "stage": "two_stage",
+        "model_dir": str(base),
+        "stage1_dataset": str(path),
+        "stage2_dataset": str(path),
+        "out_dir": str(root / "ds"),
+        "k": K,
+        "config": CONFIG,
+    }
+    lines: list[str] = []
+    cfg = LaunchConfig(mode="deepspeed", num_gpus=1, master_port=29517, deepspeed_config="zero3")
+    result = launch(spec, root / "ds_work", cfg, log=lines.append)
+    assert lines[0].startswith("$ ") and "--module simpersona.llm.train" in lines[0]
+    s1, s2 = result["stage1"], result["stage2"]
+    assert s1["extra"]["deepspeed_zero_stage"] == 2 and s2["extra"]["deepspeed_zero_stage"] == 3
+    assert s1["extra"]["dist_backend"] == s2["extra"]["dist_backend"] == "gloo"
+    assert s1["steps"] == s2["steps"] == 2 and s1["world_size"] == 1
+    # stage 1 under DeepSpeed moved the persona rows and nothing else
+    tok = AutoTokenizer.from_pretrained(root / "ds" / "stage1")
+    ids = persona_token_ids(tok, K)
+    m0 = AutoModelForCausalLM.from_pretrained(base)
+    m1 = AutoModelForCausalLM.from_pretrained(root / "ds" / "stage1")
+    m2 = AutoModelForCausalLM.from_pretrained(root / "ds" / "stage2")
+    w0, w1 = m0.model.embed_tokens.weight, m1.model.embed_tokens.weight
+    n_old = w0.shape[0] if w0.shape[0] <= min(ids) else min(ids)
+    assert torch.equal(w1[:n_old], w0[:n_old])
+    assert torch.equal(m1.model.layers[0].mlp.up_proj.weight, m0.model.layers[0].mlp.up_proj.weight)
+    used = torch.tensor([ids[t] for t in USED])
+    assert not torch.equal(m1.model.embed_tokens.weight[used], m2.model.embed_tokens.weight[used])
+    # stage 2 under ZeRO-3: gathered, saved whole, backbone changed
+    assert not torch.equal(
+        m2.model.layers[0].mlp.up_proj.weight, m1.model.layers[0].mlp.up_proj.weight
+    )
+    assert (root / "ds_work" / "train.log").read_text().count("exits successfully") == 1
+
+
+@pytest.mark.slow
+def test_local_subprocess_and_failure_is_named(data, tmp_path):
+    root, base, path = data
+    spec = {
+        "stage": "stage2",
+        "model_dir": str(base),
+        "dataset": str(path),
+        "out_dir": str(tmp_path / "s2"),
+        "k": K,
+        "config": CONFIG,
+    }
+    result = launch(spec, tmp_path / "work", LaunchConfig(mode="local"), log=lambda _: None)
+    assert result["stage2"]["steps"] == 2 and (tmp_path / "s2" / "config.json").exists()
+    assert json.loads((tmp_path / "work" / "result.json").read_text()) == result
+    bad = {**spec, "dataset": str(tmp_path / "missing.jsonl")}
+    with pytest.raises(LaunchError, match=re.escape("missing.jsonl")):
+        launch(bad, tmp_path / "work_bad", LaunchConfig(mode="local"), log=lambda _: None)
