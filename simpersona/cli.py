@@ -18,7 +18,7 @@ from rich.table import Table
 
 from simpersona.agent.cli import simulate_command
 from simpersona.ingest.importers import import_command
-from simpersona.llm.cli import build_tiny_llm_command, serve_llm_command
+from simpersona.llm.cli import build_tiny_llm_command, serve_llm_command, train_llm_command
 from simpersona.store.cli import storefront_command
 from simpersona.synth.cli import calibrate_command, generate_command
 
@@ -52,6 +52,9 @@ app.command("serve-llm", short_help="Serve a local model with an OpenAI-compatib
 )
 app.command("build-tiny-llm", short_help="Build the embedded tiny Qwen3 (random weights).")(
     build_tiny_llm_command
+)
+app.command("train-llm", short_help="Two-stage persona grounding of a local model.")(
+    train_llm_command
 )
 
 DataDir = Annotated[

@@ -1,4 +1,4 @@
-"""Typer-ready commands: `simpersona serve-llm` and `simpersona build-tiny-llm`.
+"""Typer-ready commands: `simpersona serve-llm`, `build-tiny-llm` and `train-llm`.
 
 Heavy imports (torch, transformers) happen inside the commands, so `simpersona --help` stays
 fast.
@@ -128,3 +128,93 @@ def build_tiny_llm_command(
     n_params = count_parameters(AutoModelForCausalLM.from_pretrained(path))
     n_vocab = len(AutoTokenizer.from_pretrained(path))
     typer.echo(f"wrote {path}: {n_params:,} parameters, {n_vocab:,} tokens")
+
+
+def train_llm_command(
+    model: Annotated[
+        Path,
+        typer.Option(
+            help="Base model folder (build-tiny-llm's, or e.g. Qwen3-14B-Base).",
+            exists=True,
+            file_okay=False,
+        ),
+    ],
+    stage1: Annotated[
+        Path,
+        typer.Option(help="Stage-1 SFT JSONL (sft/stage1.jsonl).", exists=True, dir_okay=False),
+    ],
+    stage2: Annotated[
+        Path,
+        typer.Option(help="Stage-2 SFT JSONL (sft/stage2.jsonl).", exists=True, dir_okay=False),
+    ],
+    out: Annotated[Path, typer.Option(help="Run folder: stage1/, stage2/ (the model), spec.json.")],
+    k: Annotated[int, typer.Option(help="Persona tokens (the codebook size).")] = 256,
+    cpu: Annotated[
+        bool, typer.Option("--cpu/--production", help="TrainConfig.cpu() or the paper's config.")
+    ] = True,
+    single_stage: Annotated[
+        bool, typer.Option("--single-stage", help="Ablation: skip stage 1.")
+    ] = False,
+    lora: Annotated[bool, typer.Option("--lora", help="Stage 2 with LoRA (merged).")] = False,
+    persona_init: Annotated[
+        str, typer.Option(help="Persona rows at start: mean, random or codebook.")
+    ] = "mean",
+    codebook: Annotated[
+        Path | None, typer.Option(help="[K, d] .npy codebook for --persona-init codebook.")
+    ] = None,
+    mode: Annotated[
+        str, typer.Option(help="inprocess, local (subprocess), deepspeed or torchrun.")
+    ] = "inprocess",
+    hostfile: Annotated[str | None, typer.Option(help="deepspeed hostfile.")] = None,
+    nodes: Annotated[int | None, typer.Option(help="Nodes (deepspeed/torchrun).")] = None,
+    num_gpus: Annotated[int | None, typer.Option(help="GPUs per node.")] = None,
+    master_addr: Annotated[str | None, typer.Option(help="Address of node 0.")] = None,
+    master_port: Annotated[int, typer.Option(help="Rendezvous port.")] = 29500,
+    deepspeed_config: Annotated[
+        str, typer.Option(help="zero3 or zero2 (packaged) or a JSON path.")
+    ] = "zero3",
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="TrainConfig field=JSON value, e.g. --set max_steps=20."),
+    ] = None,
+) -> None:
+    """Two-stage persona grounding: stage 1 trains only the persona-token rows, stage 2 all
+    parameters; the model is OUT/stage2. Prints the steps, losses and seconds of each stage."""
+    from simpersona.llm.launch import LaunchConfig, launch
+    from simpersona.llm.train import TrainConfig
+
+    cfg = (TrainConfig.cpu() if cpu else TrainConfig()).to_dict()
+    for item in set_ or []:
+        key, _, value = item.partition("=")
+        if key not in cfg:
+            raise typer.BadParameter(f"unknown TrainConfig field {key!r}", param_hint="--set")
+        cfg[key] = json.loads(value)
+    spec = {
+        "stage": "two_stage",
+        "model_dir": str(model),
+        "stage1_dataset": str(stage1),
+        "stage2_dataset": str(stage2),
+        "out_dir": str(out),
+        "k": k,
+        "single_stage": single_stage,
+        "lora": lora,
+        "persona_init": persona_init,
+        "codebook": str(codebook) if codebook else None,
+        "config": cfg,
+    }
+    lc = LaunchConfig(
+        mode=mode,  # type: ignore[arg-type]
+        hostfile=hostfile,
+        nodes=nodes,
+        num_gpus=num_gpus,
+        master_addr=master_addr,
+        master_port=master_port,
+        deepspeed_config=deepspeed_config,
+    )
+    results = launch(spec, out, lc, log=typer.echo)
+    for stage, r in results.items():
+        typer.echo(
+            f"{stage}: {r['steps']} steps, loss {r['train_loss']:.4f} (last {r['final_loss']:.4f}), "
+            f"{r['seconds']:.1f} s, {r['n_examples']} examples ({r['n_dropped']} dropped) -> "
+            f"{r['out_dir']}"
+        )
