@@ -143,3 +143,65 @@ def test_local_subprocess_and_failure_is_named(data, tmp_path):
     bad = {**spec, "dataset": str(tmp_path / "missing.jsonl")}
     with pytest.raises(LaunchError, match=re.escape("missing.jsonl")):
         launch(bad, tmp_path / "work_bad", LaunchConfig(mode="local"), log=lambda _: None)
+
+
+@pytest.mark.slow
+def test_persona_model_asset_trains_registers_and_logs(data, tmp_path):
+    """The Dagster asset: both stages through the launcher resource, the model under
+    persona_model/<version>/ with a current pointer, figures in metadata and MLflow."""
+    import dagster as dg
+    from mlflow.tracking import MlflowClient
+
+    from dagster_project.assets.grounding import persona_model
+    from dagster_project.resources import ArtifactsResource, MLflowResource, WarehouseResource
+    from dagster_project.resources.training import TrainingLauncherResource
+
+    _, _, path = data
+    sft = tmp_path / "warehouse" / "sft"
+    sft.mkdir(parents=True)
+    for stage in ("stage1", "stage2"):
+        (sft / f"{stage}.jsonl").write_text(path.read_text())
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    resources = {
+        "warehouse": WarehouseResource(
+            root=str(tmp_path / "warehouse"), duckdb_path=str(tmp_path / "w.duckdb")
+        ),
+        "artifacts": ArtifactsResource(root=str(tmp_path / "artifacts")),
+        "mlflow": MLflowResource(tracking_uri=uri, artifact_root=str(tmp_path / "mlartifacts")),
+        "training": TrainingLauncherResource(
+            mode="inprocess", tiny_model_dir=str(tmp_path / "tiny")
+        ),
+    }
+    overrides = {k: v for k, v in CONFIG.items() if k not in ("device", "bf16", "num_threads")}
+    run_config = {
+        "ops": {"persona_model": {"config": {"k": K, "train_overrides": json.dumps(overrides)}}}
+    }
+    with dg.instance_for_test() as instance:
+        res = dg.materialize(
+            [persona_model], resources=resources, run_config=run_config, instance=instance
+        )
+    assert res.success
+    meta = {
+        k: v.value
+        for k, v in res.asset_materializations_for_node("persona_model")[0].metadata.items()
+    }
+    assert meta["stage1_steps"] == meta["stage2_steps"] == 2
+    assert (
+        meta["stage1_seconds"] > 0 and meta["stage2_seconds"] > 0 and meta["stage2_examples"] == 6
+    )
+    root = tmp_path / "artifacts" / "persona_model"
+    version = json.loads((root / "current.json").read_text())["version"]
+    folder = root / version
+    assert meta["version"] == version and meta["path"] == str(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)  # what the policy loads
+    assert persona_token_ids(AutoTokenizer.from_pretrained(folder), K)[0] < model.config.vocab_size
+    assert (tmp_path / "tiny" / "config.json").exists()  # the tiny base, built on first use
+    assert not list(root.glob(".run-*"))
+    run = MlflowClient(tracking_uri=uri).get_run(meta["mlflow_run_id"])
+    assert run.data.metrics["stage2_steps"] == 2 and run.data.params["k"] == str(K)
+    assert run.data.tags["model_path"] == str(folder)
+    files = {
+        f.path
+        for f in MlflowClient(tracking_uri=uri).list_artifacts(run.info.run_id, "persona_model")
+    }
+    assert "persona_model/model.safetensors" in files

@@ -1,0 +1,180 @@
+"""Grounding stage (SPEC §10): the persona-conditioned model, trained in two stages on the
+SFT datasets through the training launcher, versioned under <artifacts>/persona_model/.
+Thin wrapper: the logic lives in simpersona.llm.train / simpersona.llm.launch."""
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+import numpy as np
+from pydantic import Field
+
+from dagster_project.assets.personas import _set_current, load_codebook
+from dagster_project.assets.traces import sft_stage1, sft_stage2
+from dagster_project.resources import ArtifactsResource, MLflowResource, WarehouseResource
+from dagster_project.resources.training import TrainingLauncherResource
+from simpersona.lake import atomic_write_text
+
+PERSONA_MODEL = "persona_model"
+MLFLOW_MAX_BYTES = 1 << 30  # bigger models are referenced by path, not copied into MLflow
+
+
+class PersonaModelConfig(dg.Config):
+    profile: Literal["cpu", "production"] = Field(
+        default="cpu",
+        description="cpu: TrainConfig.cpu() (the tiny model); production: the paper's values.",
+    )
+    k: int = Field(default=256, description="Persona tokens (the codebook size).")
+    single_stage: bool = Field(default=False, description="Ablation: skip stage 1 (App. F).")
+    lora: bool = Field(default=False, description="Stage 2 with LoRA (merged on save).")
+    persona_init: Literal["mean", "random", "codebook"] = Field(
+        default="mean",
+        description="Persona rows at start; codebook: from the current VQ-VAE codebook.",
+    )
+    train_overrides: str = Field(
+        default="{}", description='JSON of TrainConfig fields, e.g. {"epochs": 2, "lr": 1e-3}.'
+    )
+
+
+def _model_version(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.glob("*.safetensors")):
+        with p.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+@dg.asset(
+    group_name="grounding",
+    deps=[sft_stage1, sft_stage2],
+    kinds={"pytorch", "deepspeed", "mlflow"},
+    description=(
+        "The persona-grounded LLM: persona tokens added, stage 1 trains only their embedding "
+        "rows (backbone frozen), stage 2 all parameters, loss on assistant turns; an ordinary "
+        "HF model folder, versioned by content, the current one in persona_model/current.json."
+    ),
+)
+def persona_model(
+    context: dg.AssetExecutionContext,
+    config: PersonaModelConfig,
+    warehouse: WarehouseResource,
+    artifacts: ArtifactsResource,
+    mlflow: MLflowResource,
+    training: TrainingLauncherResource,
+) -> dg.MaterializeResult:
+    from simpersona.llm.train import TrainConfig
+
+    wh = warehouse.warehouse()
+    s1, s2 = wh.root / "sft" / "stage1.jsonl", wh.root / "sft" / "stage2.jsonl"
+    for p in (s1, s2):
+        if not p.exists():
+            raise dg.Failure(f"{p} is missing: materialize sft_stage1 and sft_stage2 first")
+    try:
+        overrides = json.loads(config.train_overrides or "{}")
+        base_cfg = TrainConfig.cpu() if config.profile == "cpu" else TrainConfig()
+        cfg = TrainConfig.from_dict({**base_cfg.to_dict(), **overrides})
+    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise dg.Failure(f"invalid train_overrides: {exc}") from exc
+    base = training.base_model_path([s1, s2])
+    root = artifacts.path(PERSONA_MODEL)
+    work = root / f".run-{context.run.run_id[:8]}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    codebook_path, codebook_version = None, None
+    if config.persona_init == "codebook":
+        codebook_version, vqvae, _ = load_codebook(artifacts)
+        codebook = vqvae.codebook.embed.detach().cpu().numpy()
+        if codebook.shape[0] != config.k:
+            raise dg.Failure(f"codebook has {codebook.shape[0]} codes, k is {config.k}")
+        codebook_path = work / "codebook.npy"
+        np.save(codebook_path, codebook)
+    spec = {
+        "stage": "two_stage",
+        "model_dir": str(base),
+        "stage1_dataset": str(s1),
+        "stage2_dataset": str(s2),
+        "out_dir": str(work / "out"),
+        "k": config.k,
+        "single_stage": config.single_stage,
+        "lora": config.lora,
+        "persona_init": config.persona_init,
+        "codebook": str(codebook_path) if codebook_path else None,
+        "config": cfg.to_dict(),
+    }
+    results = training.train(spec, work, log=context.log.info)
+    r1, r2 = results.get("stage1"), results["stage2"]
+
+    model_dir = work / "out" / "stage2"
+    version = _model_version(model_dir)
+    folder = root / version
+    meta = {
+        "version": version,
+        "base_model": str(base),
+        "datasets": {"stage1": str(s1), "stage2": str(s2)},
+        "codebook_version": codebook_version,
+        "launcher": {"mode": training.mode, "deepspeed_config": training.deepspeed_config},
+        "spec": spec,
+        "results": results,
+    }
+    atomic_write_text(json.dumps(meta, indent=2, default=str) + "\n", model_dir / "grounding.json")
+    if r1 is not None:
+        shutil.move(str(work / "out" / "stage1"), model_dir / "stage1")
+    shutil.rmtree(folder, ignore_errors=True)  # same weights hash: same model, replace
+    os.replace(model_dir, folder)
+    _set_current(artifacts, PERSONA_MODEL, version)
+    shutil.rmtree(work, ignore_errors=True)
+
+    figures = {
+        "stage1_seconds": r1["seconds"] if r1 else 0.0,
+        "stage2_seconds": r2["seconds"],
+        "stage1_steps": r1["steps"] if r1 else 0,
+        "stage2_steps": r2["steps"],
+        "stage1_train_loss": r1["train_loss"] if r1 else None,
+        "stage1_final_loss": r1["final_loss"] if r1 else None,
+        "stage2_train_loss": r2["train_loss"],
+        "stage2_final_loss": r2["final_loss"],
+        "stage1_examples": r1["n_examples"] if r1 else 0,
+        "stage2_examples": r2["n_examples"],
+        "dropped_examples": (r1["n_dropped"] if r1 else 0) + r2["n_dropped"],
+        "stage2_tokens": r2["tokens"],
+        "stage2_trainable_params": r2["trainable_params"],
+    }
+    numeric = {k: v for k, v in figures.items() if v is not None}
+    with mlflow.run_for(context, {"persona_model.version": version}) as run:
+        run.log_params(
+            {
+                **{k: v for k, v in spec.items() if k != "config"},
+                **{f"train.{k}": v for k, v in cfg.to_dict().items()},
+                "base_model": str(base),
+                "launcher_mode": training.mode,
+            }
+        )
+        run.log_metrics(numeric)
+        for name, r in (("stage1", r1), ("stage2", r2)):
+            for step, loss in enumerate((r or {}).get("extra", {}).get("loss_history", [])):
+                run.log_metrics({f"{name}_loss": loss}, step=step)
+        if _folder_bytes(folder) <= MLFLOW_MAX_BYTES:
+            run.client.log_artifacts(run.run_id, str(folder), PERSONA_MODEL)
+        run.set_tags({"model_path": str(folder)})
+    return dg.MaterializeResult(
+        metadata={
+            **numeric,
+            "version": version,
+            "path": dg.MetadataValue.path(str(folder)),
+            "base_model": dg.MetadataValue.path(str(base)),
+            "single_stage": config.single_stage,
+            "lora": config.lora,
+            "persona_init": config.persona_init,
+            "k": config.k,
+            "mlflow_run_id": run.run_id,
+        }
+    )

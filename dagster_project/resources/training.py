@@ -1,0 +1,78 @@
+"""The grounding launcher: where and how `persona_model` trains (simpersona.llm.launch)."""
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import dagster as dg
+from pydantic import Field
+
+from dagster_project.resources import DATA_DIR
+
+TINY_BASE = f"{DATA_DIR}/models/simpersona-tiny-base"
+
+
+class TrainingLauncherResource(dg.ConfigurableResource):
+    """Starts `python -m simpersona.llm.train` for the grounding asset: a local process on
+    CPU by default; `deepspeed` (hostfile, nodes x GPUs, ZeRO config) or `torchrun` for GPU
+    nodes. Without `base_model`, the embedded tiny Qwen3 is built on first use under the data
+    folder, its tokenizer trained on the SFT datasets."""
+
+    mode: Literal["local", "inprocess", "deepspeed", "torchrun"] = Field(
+        default="local", description="local (subprocess), inprocess, deepspeed or torchrun."
+    )
+    hostfile: str | None = Field(default=None, description="deepspeed hostfile (host slots=N).")
+    nodes: int | None = Field(default=None, description="Nodes (--num_nodes / --nnodes).")
+    num_gpus: int | None = Field(default=None, description="GPUs per node.")
+    master_addr: str | None = Field(default=None, description="Address of node 0.")
+    master_port: int = Field(default=29500, description="Rendezvous port.")
+    deepspeed_config: str = Field(
+        default="zero3",
+        description="Packaged zero3/zero2 or a JSON path (stage 1 always runs ZeRO-2).",
+    )
+    base_model: str | None = Field(
+        default=os.environ.get("SIMPERSONA_BASE_MODEL"),
+        description="Base causal-LM folder (e.g. Qwen3-14B-Base); None: the tiny model.",
+    )
+    tiny_model_dir: str = Field(
+        default=TINY_BASE, description="Where the tiny base model is built on first use."
+    )
+    timeout_s: float | None = Field(default=None, description="Kill a run after this long.")
+
+    def launch_config(self):
+        from simpersona.llm.launch import LaunchConfig
+
+        return LaunchConfig(
+            mode=self.mode,
+            hostfile=self.hostfile,
+            nodes=self.nodes,
+            num_gpus=self.num_gpus,
+            master_addr=self.master_addr,
+            master_port=self.master_port,
+            deepspeed_config=self.deepspeed_config,
+            timeout_s=self.timeout_s,
+        )
+
+    def base_model_path(self, corpus: Sequence[Path] = ()) -> Path:
+        """The base model folder; builds the tiny model (tokenizer on `corpus`) if needed."""
+        if self.base_model:
+            path = Path(self.base_model)
+            if not (path / "config.json").exists():
+                raise dg.Failure(f"base_model {path} has no config.json")
+            return path
+        path = Path(self.tiny_model_dir)
+        if not (path / "config.json").exists():
+            from simpersona.llm.cli import _read_corpus
+            from simpersona.llm.tiny import build_tiny_model
+
+            texts = (t for p in corpus for t in _read_corpus(Path(p))) if corpus else None
+            build_tiny_model(texts, path, seed=0)
+        return path
+
+    def train(
+        self, spec: dict[str, Any], work_dir: Path, log: Callable[[str], None] | None = None
+    ) -> dict[str, Any]:
+        from simpersona.llm.launch import launch
+
+        return launch(spec, work_dir, self.launch_config(), log=log)
