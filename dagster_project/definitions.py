@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dagster_project.assets import features, ingest, personas, traces
+from dagster_project.assets import features, grounding, ingest, personas, simulation, traces
 from dagster_project.checks import all_checks
 from dagster_project.jobs import (
     catalog_job,
+    evaluation_job,
     events_job,
     features_fit_job,
     features_shop_job,
@@ -17,6 +18,7 @@ from dagster_project.jobs import (
     quarantine_job,
     sft_job,
     shop_refresh_job,
+    simulation_shop_job,
     traces_shop_job,
     vectors_job,
 )
@@ -24,7 +26,9 @@ from dagster_project.resources import default_resources
 from dagster_project.schedules import nightly_ingest_schedule
 from dagster_project.sensors import lake_sensor, shop_refresh_sensor
 
-all_assets = dg.load_assets_from_modules([ingest, features, personas, traces])
+all_assets = dg.load_assets_from_modules(
+    [ingest, features, personas, traces, grounding, simulation]
+)
 
 defs = dg.Definitions(
     assets=all_assets,
@@ -42,6 +46,8 @@ defs = dg.Definitions(
         traces_shop_job,
         sft_job,
         shop_refresh_job,
+        simulation_shop_job,
+        evaluation_job,
     ],
     schedules=[nightly_ingest_schedule],
     sensors=[lake_sensor, shop_refresh_sensor],

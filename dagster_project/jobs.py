@@ -93,3 +93,15 @@ shop_refresh_job = dg.define_asset_job(
         "persona assignments → store token distribution (one process, steps in order)."
     ),
 )
+
+simulation_shop_job = dg.define_asset_job(
+    "simulation_shop_job",
+    selection=dg.AssetSelection.assets("population_simulation", "instruction_following"),
+    description="Per evaluation shop: the population simulation and the instruction tasks.",
+)
+
+evaluation_job = dg.define_asset_job(
+    "evaluation_job",
+    selection=dg.AssetSelection.assets("evaluation_report"),
+    description="The evaluation report over every simulated evaluation shop.",
+)

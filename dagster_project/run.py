@@ -136,6 +136,22 @@ def _progress_bar(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="run", disable=not enabled, leave=False)
 
 
+# The demo's simulation: small enough for 2 cores within the demo's 30 minutes (the
+# assets' defaults are the paper-sized runs).
+DEMO_SIMULATION = {
+    "ops": {
+        "population_simulation": {
+            "config": {
+                "policies": ["markov", "llm", "nopersona", "llm_neutral", "nopersona_neutral"],
+                "agents_per_shop": 24,
+                "ablation_agents_per_shop": 10,
+            }
+        },
+        "instruction_following": {"config": {"n_tasks": 6, "repetitions": 2}},
+    }
+}
+
+
 def run_demo(
     data_dir: str | os.PathLike[str],
     n_shops: int = 6,
@@ -148,30 +164,37 @@ def run_demo(
     resources: dict | None = None,
     persona_run_config: dict | None = None,
     traces_per_shop: int = 12,
+    grounding_run_config: dict | None = None,
+    simulation_run_config: dict | None = None,
+    simulate: bool = True,
 ) -> tuple[dict, Path]:
     """Generate shops, run every stage that exists, write reports/latest/summary.json.
 
     `generator` (a GeneratorConfig) replaces n_shops / n_buyers / seed; `instance`,
     `resources` and `persona_run_config` (Dagster run config of the personas assets) let
     tests run the demo small and in isolation; `traces_per_shop` sessions of each training
-    shop are replayed in the browser for the SFT datasets (0: skip the traces stage)."""
+    shop are replayed in the browser for the SFT datasets (0: skip the traces stage and
+    everything after it); `grounding_run_config` / `simulation_run_config` are Dagster run
+    configs of the persona model and of the simulation assets (default: DEMO_SIMULATION);
+    `simulate=False` stops after the traces."""
     from simpersona.reports import new_report_dir, update_summary
     from simpersona.synth import GeneratorConfig, generate_lake
 
+    t_demo = time.perf_counter()
     data_dir = Path(data_dir)
     say = console.print if console is not None else print
     lake_root = data_dir / "lake"
     gen_cfg = generator or GeneratorConfig(n_shops=n_shops, n_buyers=n_buyers, seed=seed)
-    say(f"[1/5] generating {gen_cfg.n_shops} shops, {gen_cfg.n_buyers:,} buyers into {lake_root}")
+    say(f"[1/7] generating {gen_cfg.n_shops} shops, {gen_cfg.n_buyers:,} buyers into {lake_root}")
     planted = data_dir / "ground_truth" / "planted_types.parquet"
     gen = generate_lake(lake_root, gen_cfg, ground_truth_path=planted, progress=False)
-    say("[2/5] ingesting through the Dagster assets")
+    say("[2/7] ingesting through the Dagster assets")
     instance = instance or dagster_instance(data_dir / "dagster_home")
     ing = run_ingestion(lake_root, instance=instance, resources=resources, progress=True)
     shops = Lake.at(lake_root).shops()
-    say("[3/5] buyer representations: sessions, embeddings, features, transform, vectors")
+    say("[3/7] buyer representations: sessions, embeddings, features, transform, vectors")
     feats = run_features(instance, shops=shops, resources=resources, progress=True)
-    say("[4/5] personas: VQ-VAE + k-means, codebook report, assignments, recovery, cards")
+    say("[4/7] personas: VQ-VAE + k-means, codebook report, assignments, recovery, cards")
     ops = dict((persona_run_config or {}).get("ops", {}))
     for op in ("codebook_report", "distribution_recovery"):
         op_cfg = dict(ops.get(op, {}).get("config", {}))
@@ -183,7 +206,7 @@ def run_demo(
     print_personas(pers, console)
     traces = TracesRun()
     if traces_per_shop > 0:
-        say(f"[5/5] traces: goals, {traces_per_shop} replays per training shop, SFT datasets")
+        say(f"[5/7] traces: goals, {traces_per_shop} replays per training shop, SFT datasets")
         traces = run_traces(
             instance, resources=resources, sessions_per_shop=traces_per_shop, progress=True
         )
@@ -191,6 +214,23 @@ def run_demo(
             f"      {traces.sessions} sessions replayed, keep rate {traces.keep_rate:.2f}; "
             f"stage-1 {traces.stage1_examples} / stage-2 {traces.stage2_examples} examples"
         )
+    grounding, sim = GroundingRun(), SimulationRun()
+    if traces_per_shop > 0 and simulate:
+        say("[6/7] persona grounding: stage 1 (persona embeddings), stage 2 (all weights)")
+        grounding = run_grounding(instance, resources, grounding_run_config)
+        say(
+            f"      model {grounding.version}: stage 1 "
+            f"{grounding.figures.get('stage1_seconds', 0):.0f} s, stage 2 "
+            f"{grounding.figures.get('stage2_seconds', 0):.0f} s"
+        )
+        say("[7/7] simulation: agents per evaluation shop and policy, instruction tasks, report")
+        sim = run_simulation(
+            instance,
+            resources=resources,
+            run_config=simulation_run_config or DEMO_SIMULATION,
+            progress=True,
+        )
+        say(f"      report: {sim.report_html}")
     summary = {
         "seed": gen_cfg.seed,
         "generate_shops": gen_cfg.n_shops,
@@ -201,6 +241,9 @@ def run_demo(
         **feats.summary(),
         **pers.summary(),
         **traces.summary(),
+        **grounding.summary(),
+        **sim.summary(),
+        "demo_seconds": round(time.perf_counter() - t_demo, 1),
     }
     report_dir = new_report_dir(data_dir / "reports")
     update_summary(report_dir, summary)
@@ -518,6 +561,113 @@ def run_traces(
     s2 = _metadata_values(res.asset_materializations_for_node("sft_stage2")[0].metadata)
     out.stage1_examples, out.stage2_examples = s1["examples"], s2["examples"]
     out.sft_sessions, out.tokens_in_use = s1["sessions"], s1["tokens_in_use"]
+    bar.update(1)
+    bar.close()
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+@dataclass
+class GroundingRun:
+    """The persona model's training (persona_model asset)."""
+
+    version: str = ""
+    figures: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, float | int | str]:
+        if not self.version:
+            return {}
+        keep = ("stage1_seconds", "stage2_seconds", "stage1_loss", "stage2_loss", "stage1_steps",
+                "stage2_steps", "train_examples")  # fmt: skip
+        out: dict[str, float | int | str] = {"persona_model_version": self.version}
+        out |= {k: self.figures[k] for k in keep if isinstance(self.figures.get(k), int | float)}
+        out["grounding_seconds"] = round(self.seconds, 2)
+        return out
+
+
+def run_grounding(
+    instance: dg.DagsterInstance, resources: dict | None = None, run_config: dict | None = None
+) -> GroundingRun:
+    """Train the persona model (stage 1, then stage 2) from the SFT datasets."""
+    t0 = time.perf_counter()
+    res = _materialize(["persona_model"], instance, None, resources, run_config)
+    md = _metadata_values(res.asset_materializations_for_node("persona_model")[0].metadata)
+    return GroundingRun(
+        version=str(md.get("version", "")),
+        figures={k: v for k, v in md.items() if isinstance(v, int | float)},
+        seconds=time.perf_counter() - t0,
+    )
+
+
+@dataclass
+class SimulationRun:
+    """Population simulation, instruction following and the evaluation report."""
+
+    shops: list[str] = field(default_factory=list)
+    agents: int = 0
+    instruction_runs: int = 0
+    headline: dict = field(default_factory=dict)
+    figures: dict = field(default_factory=dict)
+    report_html: str = ""
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, float | int | str | None]:
+        if not self.shops:
+            return {}
+        out: dict[str, float | int | str | None] = {
+            "simulation_shops": len(self.shops),
+            "simulation_agents": self.agents,
+            "instruction_runs": self.instruction_runs,
+            **self.headline,
+            "report_html": self.report_html,
+            "simulation_seconds": round(self.seconds, 2),
+        }
+        # Issue #7's name for the LLM policy's share of valid actions.
+        if "valid_action_rate_llm" in self.figures:
+            out["valid_action_rate"] = round(self.figures["valid_action_rate_llm"], 4)
+        return out
+
+
+def run_simulation(
+    instance: dg.DagsterInstance,
+    shops: Iterable[str] | None = None,
+    resources: dict | None = None,
+    run_config: dict | None = None,
+    instruction: bool = True,
+    progress: bool = False,
+) -> SimulationRun:
+    """Per evaluation shop (default: the eval split) the population simulation and the
+    instruction tasks, then the evaluation report over them."""
+    from dagster_project.assets.personas import _shop_split
+    from dagster_project.resources import WarehouseResource
+
+    t0 = time.perf_counter()
+    if shops is None:
+        wh_res = (resources or {}).get("warehouse") or WarehouseResource()
+        shops = _shop_split(wh_res.warehouse())["eval"]
+    shops = sorted(shops)
+    ops = (run_config or {}).get("ops", {})
+    per_shop = ["population_simulation"] + (["instruction_following"] if instruction else [])
+    out = SimulationRun(shops=shops)
+    bar = _progress_bar(len(shops) + 1, "simulation", progress)
+    for shop in shops:
+        r = _materialize(
+            per_shop, instance, shop, resources, {"ops": {n: ops[n] for n in per_shop if n in ops}}
+        )
+        pmd = r.asset_materializations_for_node("population_simulation")[0].metadata
+        out.agents += pmd["agents"].value
+        if instruction:
+            imd = r.asset_materializations_for_node("instruction_following")[0].metadata
+            out.instruction_runs += imd["runs"].value
+        bar.update(1)
+    rep = ops.get("evaluation_report") or {"config": {"shops": shops}}
+    rep_cfg = {"ops": {"evaluation_report": rep}}
+    r = _materialize(["evaluation_report"], instance, None, resources, rep_cfg)
+    md = _metadata_values(r.asset_materializations_for_node("evaluation_report")[0].metadata)
+    out.headline = dict(md["headline"])
+    out.report_html = str(md["report_html"])
+    out.figures = dict(md.get("figures", {}))
     bar.update(1)
     bar.close()
     out.seconds = time.perf_counter() - t0

@@ -114,6 +114,52 @@ def ingest_command(
     console.print_json(json.dumps(res.summary()))
 
 
+@app.command("backfill")
+def backfill_command(
+    shop: Annotated[list[str], typer.Option("--shop", help="Shop to backfill (repeatable).")],
+    data_dir: DataDir = Path("data"),
+    date_from: Annotated[
+        str | None, typer.Option("--from", help="First day (YYYY-MM-DD); default: the first.")
+    ] = None,
+    date_to: Annotated[
+        str | None, typer.Option("--to", help="Last day (YYYY-MM-DD); default: the last.")
+    ] = None,
+    ingest_only: Annotated[
+        bool, typer.Option(help="Only catalog and events, not the per-shop chain after them.")
+    ] = False,
+) -> None:
+    """Launch a Dagster backfill of shops (catalog, events of the days in range, per-shop
+    features and personas) on the instance at $DAGSTER_HOME or <data-dir>/dagster_home; the
+    daemon (`make ui`) runs it and the UI shows it under Runs → Backfills."""
+    import datetime as dt
+
+    _set_data_dir(data_dir)
+    from dagster_project.backfill import launch_backfill, plan_backfill
+    from dagster_project.run import dagster_instance
+    from simpersona.lake import Lake
+
+    try:
+        lo = dt.date.fromisoformat(date_from) if date_from else None
+        hi = dt.date.fromisoformat(date_to) if date_to else None
+    except ValueError as exc:
+        raise typer.BadParameter(f"--from/--to: {exc}") from exc
+    instance = dagster_instance(
+        None if os.environ.get("DAGSTER_HOME") else data_dir / "dagster_home"
+    )
+    try:
+        plan = plan_backfill(instance, Lake.at(data_dir / "lake"), shop, lo, hi, ingest_only)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    backfill_id = launch_backfill(instance, plan)
+    n_days = sum(len(d) for d in plan.days.values())
+    console.print(
+        f"backfill [bold]{backfill_id}[/]: {len(plan.shops)} shops, {n_days} shop-days, "
+        f"then {', '.join(plan.assets) or 'nothing more'} per shop"
+    )
+    console.print(f"instance: {instance.root_directory}; it runs when the daemon is up (make ui)")
+
+
 @app.command("quarantine")
 def quarantine_command(
     data_dir: DataDir = Path("data"),
@@ -158,6 +204,8 @@ def demo_command(
         table.add_row(k, f"{v:,}" if isinstance(v, int) else str(v))
     console.print(table)
     console.print(f"summary: [bold]{report_dir.parent / 'latest' / 'summary.json'}[/]")
+    if summary.get("report_html"):
+        console.print(f"evaluation report: [bold]{summary['report_html']}[/]")
     console.print(f"lake: {data_dir / 'lake'}   warehouse: {data_dir / 'warehouse.duckdb'}")
     console.print(f"MLflow: sqlite:///{data_dir}/mlflow.db   Dagster UI: make ui")
 

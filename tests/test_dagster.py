@@ -25,6 +25,7 @@ from dagster_project.resources import (
     MLflowResource,
     WarehouseResource,
 )
+from dagster_project.resources.training import TrainingLauncherResource
 from dagster_project.run import run_ingestion
 from dagster_project.schedules import nightly_ingest_schedule
 from dagster_project.sensors import lake_sensor
@@ -48,6 +49,7 @@ def resources_for(root: Path, max_reject_share: float = 0.05) -> dict:
         "artifacts": ArtifactsResource(root=str(root / "artifacts")),
         "embeddings": EmbeddingResource(cache_dir=str(root / "embedding_cache")),
         "llm": LLMResource(cache_path=str(root / "llm_cache.sqlite")),
+        "training": TrainingLauncherResource(tiny_model_dir=str(root / "models" / "tiny-base")),
     }
 
 

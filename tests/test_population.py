@@ -264,3 +264,45 @@ def test_stage2_datasets_teach_intent_only_goals_for_a_stable_share():
     assert picked == [uses_intent_goal(r, 0.5) for r in recs]
     assert not any(uses_intent_goal(r, 0.0) for r in recs)
     assert not uses_intent_goal({"shop_id": "s", "session_id": "x"}, 1.0)
+
+
+def test_markov_tokens_back_off_to_their_stratum_not_to_everyone():
+    """A token seen in one purchasing session: with its stratum as parent it keeps buying;
+    smoothed toward all buyers (mostly browsers) it rarely gets to the cart."""
+    from datetime import UTC, datetime, timedelta
+
+    rows = []
+
+    def session(buyer: str, kinds: list[str]) -> None:
+        t0 = datetime(2026, 1, 1, tzinfo=UTC)
+        for i, et in enumerate(kinds):
+            rows.append(
+                {
+                    "buyer_id": buyer,
+                    "session_id": f"{buyer}-1",
+                    "ts": t0 + timedelta(minutes=i),
+                    "event_type": et,
+                    "url": "https://x.example/",
+                    "product_id": "p" if et != "page_view" else None,
+                }
+            )
+
+    buy = ["page_view", "product_view", "add_to_cart", "checkout_started", "checkout_completed"]
+    labels = {}
+    for b in range(30):  # browsers, token 1, stratum D
+        session(f"d{b}", ["page_view", "product_view"])
+        labels[f"d{b}"] = "1"
+    for b in range(6):  # purchasers, token 2 (stratum A)
+        session(f"a{b}", buy)
+        labels[f"a{b}"] = "2"
+    session("lone", buy)  # token 3: one purchasing buyer
+    labels["lone"] = "3"
+    events = pl.DataFrame(rows)
+    flat = MarkovModel.fit(events, labels)
+    nested = MarkovModel.fit(events, labels, parents={"1": "D", "2": "A", "3": "A"})
+    p_flat = flat.labels["3"].transitions["product"].get("add_to_cart", 0.0)
+    p_nested = nested.labels["3"].transitions["product"].get("add_to_cart", 0.0)
+    assert p_nested > 0.6 and p_nested > 2 * p_flat
+    # Labels without a parent, and the all-buyers chain, are unchanged.
+    assert nested.overall.transitions == flat.overall.transitions
+    assert set(nested.labels) == {"1", "2", "3"}

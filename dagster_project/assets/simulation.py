@@ -5,6 +5,7 @@ the logic lives in simpersona.agent.population and simpersona.evaluation."""
 
 import hashlib
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,10 @@ class SimulationConfig(dg.Config):
     temperature: float = Field(default=0.7, description="LLM sampling temperature.")
     max_tokens: int = Field(default=160, description="LLM reply budget per step (tokens).")
     seed: int = Field(default=0, description="Seed of the agents' draws and sampling.")
+    markov_smoothing: float = Field(
+        default=1.0,
+        description="Pseudo-sessions of the stratum chain mixed into each token's Markov chain.",
+    )
     eval_shops_only: bool = Field(
         default=True, description="Refuse shops of the training split (they taught the model)."
     )
@@ -92,7 +97,7 @@ class _Policies:
 
     def policy(self, name: str):
         from simpersona.agent.llm_policy import LLMPolicy
-        from simpersona.agent.markov import MarkovModel, MarkovPolicy
+        from simpersona.agent.markov import MarkovConfig, MarkovModel, MarkovPolicy
         from simpersona.llm.client import LLMClient, LLMConfig
         from simpersona.llm.server import serve_in_background
 
@@ -100,12 +105,14 @@ class _Policies:
             if self.markov is None:
                 labels = pl.read_parquet(
                     self.wh.partition_path("persona_assignments", self.shop),
-                    columns=["buyer_id", "token"],
-                )
+                    columns=["buyer_id", "token", "stratum"],
+                ).with_columns(pl.col("token").cast(pl.String))
                 self.markov = MarkovModel.fit(
                     self.wh.read_events(self.shop),
-                    labels.with_columns(pl.col("token").cast(pl.String)),
+                    labels,
                     label_column="token",
+                    parents=token_strata(labels),
+                    config=MarkovConfig(smoothing=getattr(self.cfg, "markov_smoothing", 1.0)),
                 )
             return MarkovPolicy(self.markov, seed=self.cfg.seed)
         if name not in LLM_POLICIES:
@@ -135,6 +142,19 @@ class _Policies:
         if self.server is not None:
             self.server.__exit__(None, None, None)
             self.server = None
+
+
+def token_strata(labels: pl.DataFrame) -> dict[str, str]:
+    """token → the modal funnel stratum of its buyers (ties: the deeper stratum): the
+    parent a token's Markov chain backs off to."""
+    modal = (
+        labels.group_by("token", "stratum")
+        .len()
+        .sort(["token", "len", "stratum"], descending=[False, True, False])
+        .group_by("token", maintain_order=True)
+        .first()
+    )
+    return dict(zip(modal["token"].to_list(), modal["stratum"].to_list(), strict=True))
 
 
 def _check_shop(context, wh, shop: str, eval_only: bool) -> None:
@@ -288,7 +308,9 @@ def population_simulation(
             "model_version": str(policies.model_version),
             "by_policy": dg.MetadataValue.md(frame_to_markdown(by_policy)),
             "outcomes": dg.MetadataValue.md(
-                counts_to_markdown(dict(table.group_by("outcome").len().iter_rows()))
+                counts_to_markdown(
+                    dict(table.group_by("outcome").len().iter_rows()), "outcome", "agents"
+                )
             ),
             "runs": dg.MetadataValue.json(summaries),
             "preview": dg.MetadataValue.md(
@@ -511,6 +533,13 @@ def evaluation_report(
             "shops": len(shops),
             "agents": agents.height,
             "headline": dg.MetadataValue.json(headline),
+            "figures": dg.MetadataValue.json(
+                {
+                    k: round(float(v), 6)
+                    for k, v in ev.figures.items()
+                    if isinstance(v, int | float) and math.isfinite(v)
+                }
+            ),
             "report": dg.MetadataValue.md(Path(md).read_text()[:20_000]),
         }
     )

@@ -202,7 +202,15 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "artifacts": ArtifactsResource(),
         "embeddings": EmbeddingResource(),
         "llm": LLMResource(),
+        "training": _training_resource(),
     }
+
+
+def _training_resource() -> dg.ConfigurableResource:
+    # Imported here: the training module imports this package (its resources' defaults).
+    from dagster_project.resources.training import TrainingLauncherResource
+
+    return TrainingLauncherResource()
 
 
 __all__ = [

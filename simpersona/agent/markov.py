@@ -161,11 +161,19 @@ class MarkovModel:
         collections: pl.DataFrame | None = None,
         config: MarkovConfig | None = None,
         label_column: str = "label",
+        parents: Mapping[str, str] | None = None,
     ) -> MarkovModel:
         """Fit from canonical events (with session ids) and a buyer → label mapping (a dict,
         or a frame with `buyer_id` and `label_column`). Buyers without a label still shape
-        the all-buyers chain. `products` (+ `collections` for titles) give the interests."""
+        the all-buyers chain. `products` (+ `collections` for titles) give the interests.
+
+        `parents` (label → parent label, e.g. persona token → its funnel stratum) makes the
+        smoothing hierarchical: a label's chain backs off to its parent's chain (fitted on
+        every session of the parent's labels), and the parent's to the all-buyers chain. A
+        token seen in two sessions of purchasers then still behaves like a purchaser,
+        instead of like the average (mostly browsing) buyer."""
         cfg = config or MarkovConfig()
+        parent_of = {str(k): f"^{v}" for k, v in (parents or {}).items()}
         if isinstance(labels, pl.DataFrame):
             if "buyer_id" not in labels.columns or label_column not in labels.columns:
                 raise ValueError(f"labels frame needs columns buyer_id and {label_column!r}")
@@ -206,6 +214,8 @@ class MarkovModel:
         for row in grouped.iter_rows(named=True):
             label = label_of.get(row["buyer_id"])
             keys = ["*"] if label is None else ["*", label]
+            if label is not None and label in parent_of:
+                keys.append(parent_of[label])
             walk = ["start"]
             for et, url in zip(row["event_type"], row["url"], strict=True):
                 walk.append(page_state(et, url))
@@ -258,10 +268,14 @@ class MarkovModel:
         if not sessions["*"]:
             raise ValueError("no sessions to fit a Markov policy on")
         overall = label_model("*", None)
-        labelled = sorted(k for k in sessions if k != "*")
+        parent_models = {
+            k: label_model(k, overall.transitions) for k in sessions if k.startswith("^")
+        }
+        labelled = sorted(k for k in sessions if k != "*" and not k.startswith("^"))
         models = {}
         for k in labelled:
-            m = label_model(k, overall.transitions)
+            base = parent_models.get(parent_of.get(k, ""), overall)
+            m = label_model(k, base.transitions)
             # Labels with no interests of their own borrow everyone's.
             m.topics = m.topics or overall.topics
             m.queries = m.queries or overall.queries
