@@ -46,6 +46,34 @@ FAST = {
         }
     }
 }
+# Two optimiser steps per stage: the pipeline runs end to end, the model learns nothing.
+TINY_GROUNDING = {
+    "ops": {
+        "persona_model": {
+            "config": {
+                "train_overrides": json.dumps(
+                    {"max_steps": 2, "effective_batch": 2, "per_device_batch": 2,
+                     "warmup_steps": 0, "progress": False}
+                )
+            }
+        }
+    }
+}  # fmt: skip
+TINY_SIMULATION = {
+    "ops": {
+        "population_simulation": {
+            "config": {
+                "policies": ["markov", "llm", "nopersona"],
+                "agents_per_shop": 3,
+                "max_steps": 4,
+                "max_tokens": 24,
+            }
+        },
+        "instruction_following": {
+            "config": {"policies": ["markov"], "n_tasks": 2, "repetitions": 1, "max_steps": 4}
+        },
+    }
+}
 ASSETS = (
     "persona_codebook",
     "codebook_report",
@@ -80,6 +108,8 @@ def test_demo_personas_on_generated_shops(tmp_path: Path) -> None:
             resources=res,
             persona_run_config=FAST,
             traces_per_shop=3,
+            grounding_run_config=TINY_GROUNDING,
+            simulation_run_config=TINY_SIMULATION,
         )
         wh = Warehouse.at(tmp_path / "warehouse", tmp_path / "warehouse.duckdb")
         shops = wh.shops_with("buyer_vectors")
@@ -101,6 +131,20 @@ def test_demo_personas_on_generated_shops(tmp_path: Path) -> None:
         for shop in split["train"]:
             assert (wh.root / "traces" / f"shop={shop}.jsonl").exists()
         assert not any((wh.root / "traces" / f"shop={s}.jsonl").exists() for s in split["eval"])
+        # grounding, simulation and the report: every summary key of issues #7 and #8
+        assert saved["stage1_seconds"] > 0 and saved["stage2_seconds"] > 0
+        assert saved["simulation_agents"] == 3 * 3 * len(split["eval"])
+        for p in ("markov", "llm", "nopersona"):
+            for key in ("ara_correct", "ara_all_mismatch", "ara_random_mismatch",
+                        "purchase_cohens_d", "engagement_cohens_d", "exploration_cohens_d",
+                        "instruction_cart_success", "instruction_checkout_success"):  # fmt: skip
+                assert f"{key}_{p}" in saved, f"{key}_{p}"
+        assert 0 <= saved["valid_action_rate"] <= 1 and saved["demo_seconds"] > 0
+        report = Path(saved["report_html"])
+        assert report.exists() and "Action Rate Alignment" in report.read_text()
+        sim = pl.read_parquet(wh.partition_path("population_simulation", split["eval"][0]))
+        assert sim.height == 9 and set(sim["policy"]) == {"markov", "llm", "nopersona"}
+        assert sim.filter(pl.col("policy") == "nopersona")["token"].null_count() == 3
         # the console shows the side-by-side table and the per-store JS
         text = out.getvalue()
         assert "Codebook quality" in text and "Calinski" in text and "paper VQ-VAE" in text
