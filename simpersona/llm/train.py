@@ -64,8 +64,9 @@ class TrainConfig:
     @classmethod
     def cpu(cls, **overrides: Any) -> TrainConfig:
         """The tiny model on a CPU. It starts from random weights (877 K parameters), so it
-        needs a far higher lr than a 14B fine-tune and several epochs to learn the action
-        format (stage 1, which only moves K rows, one epoch). Max length 2,048 holds every
+        needs a far higher lr than a 14B fine-tune and several epochs (stage 1, which only
+        moves K rows, one). Measured on 305 real examples: loss 7.9 -> 1.1 in 3 epochs, yet
+        not enough for valid unconstrained JSON (docs/llm.md); more data/epochs needed. Max length 2,048 holds every
         example of the generated shops: prompts p50 967, p95 1,744, max 1,925 tokens with a
         tokenizer trained on the traces (517 examples, 3 shops)."""
         base = cls(
