@@ -10,7 +10,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from simpersona.agent.llm_policy import LLMPolicy, profile_of
+from simpersona.agent.actions import parse_action
+from simpersona.agent.llm_policy import LLMPolicy, action_schema, profile_of
 from simpersona.agent.markov import MarkovModel, MarkovPolicy
 from simpersona.agent.policy import Persona, ScriptedPolicy
 from simpersona.agent.population import (
@@ -211,6 +212,21 @@ def test_llm_policy_prompts_as_in_training_and_runs_against_a_real_server(shop, 
     errors = run.table["error"].to_list()
     assert policy.stats.requests >= 3 and policy.stats.completion_tokens > 0, errors
     assert run.table.height == 3
+    # Guided decoding: the same untrained model, every reply an action on a real element.
+    with serve_in_background(model_dir) as base_url:
+        cfg = LLMConfig(base_url=base_url + "/v1", model=model_dir.name, max_retries=0)
+        guided = LLMPolicy(LLMClient(cfg), max_tokens=400, constrained=True)
+        run2 = run_population(
+            StoreCatalog.from_lake(root, SHOP),
+            plans,
+            guided,
+            PopulationConfig(concurrency=2, progress=False),
+            tmp_path / "sim-guided",
+        )
+    assert guided.stats.requests >= 3
+    for reply in guided.stats.replies:
+        parse_action(reply)  # raises on anything malformed
+    assert run2.table["steps"].sum() >= 3
     assert set(run.table["outcome"]) <= {"goal_reached", "other", "steps_limit"}
     # What the policy sends is exactly the training format for that step.
     from simpersona.agent.observation import Observation
@@ -306,3 +322,27 @@ def test_markov_tokens_back_off_to_their_stratum_not_to_everyone():
     # Labels without a parent, and the all-buyers chain, are unchanged.
     assert nested.overall.transitions == flat.overall.transitions
     assert set(nested.labels) == {"1", "2", "3"}
+
+
+def test_action_schema_names_only_the_pages_elements():
+    from simpersona.agent.observation import Element, Observation
+
+    els = (
+        Element("nav-home", "link", "Home"),
+        Element("add-to-cart", "button", "Add to cart"),
+        Element("email", "input", "Email"),
+        Element("country", "select", "Country", options=("US", "DE")),
+    )
+    obs = Observation(url="http://127.0.0.1/products/p1", kind="product", title="P", text="",
+                      elements=els)  # fmt: skip
+    schema = action_schema(obs)
+    by_action = {o["properties"]["action"]["const"]: o for o in schema["anyOf"]}
+    assert by_action["click"]["properties"]["id"]["enum"] == ["add-to-cart", "nav-home"]
+    assert by_action["type"]["properties"]["id"]["enum"] == ["email"]
+    assert by_action["select"]["properties"]["value"]["enum"] == ["US", "DE"]
+    assert "add_to_cart" in by_action
+    assert list(by_action["click"]["properties"])[:2] == ["reasoning", "action"]
+    home = Observation(url="http://127.0.0.1/", kind="home", title="", text="", elements=els[:1])
+    assert "add_to_cart" not in {
+        o["properties"]["action"]["const"] for o in action_schema(home)["anyOf"]
+    }

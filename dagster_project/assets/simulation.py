@@ -47,6 +47,13 @@ class SimulationConfig(dg.Config):
     session_timeout_s: float = Field(default=300.0, description="Wall-clock limit per agent.")
     temperature: float = Field(default=0.7, description="LLM sampling temperature.")
     max_tokens: int = Field(default=160, description="LLM reply budget per step (tokens).")
+    guided_decoding: bool = Field(
+        default=True,
+        description=(
+            "Send each page's action schema as the response format (vLLM-style guided "
+            "decoding): replies are well-formed actions on real elements. False: free text."
+        ),
+    )
     seed: int = Field(default=0, description="Seed of the agents' draws and sampling.")
     markov_smoothing: float = Field(
         default=1.0,
@@ -67,6 +74,10 @@ class InstructionConfig(dg.Config):
     max_steps: int = Field(default=30, description="Steps per run.")
     session_timeout_s: float = Field(default=300.0, description="Wall-clock limit per run.")
     temperature: float = Field(default=0.7, description="LLM sampling temperature.")
+    max_tokens: int = Field(default=160, description="LLM reply budget per step (tokens).")
+    guided_decoding: bool = Field(
+        default=True, description="Guided decoding with each page's action schema."
+    )
     seed: int = Field(default=0, description="Seed of the task order and sampling.")
 
 
@@ -127,10 +138,15 @@ class _Policies:
                 model=self.folder.name,  # serve-llm names the model after its folder
                 max_retries=2,
                 concurrency=self.cfg.concurrency,
-                max_tokens=getattr(self.cfg, "max_tokens", 160),
+                max_tokens=self.cfg.max_tokens,
             )
         )
-        return LLMPolicy(client, temperature=self.cfg.temperature)
+        return LLMPolicy(
+            client,
+            temperature=self.cfg.temperature,
+            max_tokens=self.cfg.max_tokens,
+            constrained=self.cfg.guided_decoding,
+        )
 
     def persona_for(self, name: str):
         if name != "markov":

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from simpersona.agent.observation import Observation
 from simpersona.agent.policy import Goal, Memory, Persona
@@ -35,6 +36,49 @@ def profile_of(persona: Persona) -> str | None:
     if token is None and (m := _TOKEN_LABEL.match(persona.label or "")):
         token = m.group(1)
     return persona_token(int(token)) if token is not None else None
+
+
+CLICKABLE = ("link", "button", "radio", "checkbox")
+MAX_REASONING = 300  # characters; bounds a constrained reply
+
+
+def _obj(action: str, **fields: dict[str, Any]) -> dict[str, Any]:
+    props = {"reasoning": {"type": "string", "maxLength": MAX_REASONING}}
+    props["action"] = {"const": action}
+    props.update(fields)
+    return {
+        "type": "object",
+        "properties": props,
+        "required": list(props),
+        "additionalProperties": False,
+    }
+
+
+def action_schema(observation: Observation) -> dict[str, Any]:
+    """The JSON schema of the actions possible on this page: `click` names a clickable
+    element shown, `type` an input, `select` a select (and one of its options); the fields
+    in the order the SFT examples write them (reasoning first). Used as a per-step
+    `response_format` (guided decoding, as vLLM offers), every reply parses as an action
+    that names a real element; what the agent does is still the model's choice."""
+    els = observation.elements
+    ids = lambda kinds: sorted({e.id for e in els if e.kind in kinds})  # noqa: E731
+    options: list[dict[str, Any]] = [
+        _obj("search", query={"type": "string", "minLength": 1, "maxLength": 80}),
+        _obj("go_back"),
+        _obj("scroll", direction={"enum": ["down", "up"]}),
+        _obj("end_session", reason={"type": "string", "maxLength": 120}),
+    ]
+    if observation.kind == "product":
+        options.append(_obj("add_to_cart", quantity={"type": "integer", "minimum": 1,
+                                                      "maximum": 5}))  # fmt: skip
+    if clicks := ids(CLICKABLE):
+        options.append(_obj("click", id={"enum": clicks}))
+    if inputs := ids(("input",)):
+        options.append(_obj("type", id={"enum": inputs}, text={"type": "string", "maxLength": 80}))
+    for e in els:
+        if e.kind == "select" and e.options:
+            options.append(_obj("select", id={"const": e.id}, value={"enum": list(e.options)}))
+    return {"anyOf": options}
 
 
 @dataclass
@@ -55,7 +99,8 @@ class LLMPolicy:
 
     `temperature` > 0 samples (agents of one persona differ); 0 is greedy. `max_tokens`
     bounds one reply: a reasoning sentence and the action fit in ~60 tokens of the tiny
-    model's vocabulary."""
+    model's vocabulary. `constrained` sends `action_schema(page)` as the response format
+    (guided decoding): replies are then always well-formed actions on real elements."""
 
     def __init__(
         self,
@@ -63,8 +108,10 @@ class LLMPolicy:
         temperature: float = 0.7,
         max_tokens: int = 160,
         keep_replies: int = 20,
+        constrained: bool = False,
     ) -> None:
         self.client = client
+        self.constrained = constrained
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.keep_replies = keep_replies
@@ -87,6 +134,14 @@ class LLMPolicy:
             temperature=self.temperature,
             max_tokens=self.max_tokens,
             seed=(memory.seed * 1_000_003 + step) % (2**31),
+            response_format=(
+                {
+                    "type": "json_schema",
+                    "json_schema": {"name": "action", "schema": action_schema(observation)},
+                }
+                if self.constrained
+                else None
+            ),
         )
         s = self.stats
         s.requests += 1

@@ -248,9 +248,14 @@ class LLMClient:
         temperature: float | None = None,
         max_tokens: int | None = None,
         seed: int | None = None,
+        response_format: dict[str, Any] | None = None,
     ) -> LLMReply:
-        """One chat completion (from the cache when it holds this exact request)."""
+        """One chat completion (from the cache when it holds this exact request).
+        `response_format` (without `schema`) is sent as is and the reply is not validated:
+        guided decoding whose result the caller checks itself."""
         body = self.payload(messages, schema, temperature, max_tokens, seed)
+        if response_format is not None and schema is None:
+            body["response_format"] = response_format
         key = request_key(body)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             self._count(cache_hits=1)
