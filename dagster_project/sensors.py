@@ -16,7 +16,10 @@ automation (AutomationCondition.eager() on the per-shop assets and the automatio
   refresh after the first of them. The sensor waits until the shop has no ingest run queued
   or in progress, then requests exactly one refresh run per finished ingest burst, with a
   run key so a tick evaluated twice never launches twice; each decision is a visible sensor
-  tick in the UI.
+  tick in the UI. (If one of the burst's ingest runs fails, the shop is not refreshed until
+  its next successful ingest: a failed partition shows red and the old outputs stay.)
+- Product embeddings depend on the catalog, not on events: the sensor includes them only
+  when they miss a product or embed an outdated title (loading the model costs 10–60 s).
 - The refresh job runs its steps in one process in dependency order (in_process_executor):
   per-step processes would spend ~10 s each importing torch and the code location.
 """
@@ -25,6 +28,7 @@ import os
 import time
 
 import dagster as dg
+import polars as pl
 
 from dagster_project.jobs import (
     SHOP_REFRESH_ASSETS,
@@ -33,7 +37,9 @@ from dagster_project.jobs import (
     shop_refresh_job,
 )
 from dagster_project.partitions import day_partitions, shop_day_key, shop_partitions
-from dagster_project.resources import LakeResource
+from dagster_project.resources import LakeResource, WarehouseResource
+from simpersona.embeddings import text_hash
+from simpersona.warehouse import Warehouse
 
 # Seconds between sensor evaluations (the daemon's default is 30; tests use a few).
 SENSOR_INTERVAL_S = int(os.environ.get("SIMPERSONA_SENSOR_INTERVAL_S", "30"))
@@ -104,29 +110,31 @@ def lake_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.S
     )
 
 
-def _latest_storage_id(instance: dg.DagsterInstance, asset: str, partition: str) -> int:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
-    ).records
-    return records[0].storage_id if records else 0
+def embeddings_stale(wh: Warehouse, shop: str) -> bool:
+    """Whether the shop's product embeddings miss a product of its catalog or embed an
+    outdated title (new events alone never make them stale)."""
+    path = wh.partition_path("product_embeddings", shop)
+    if not path.exists() or not wh.has_partition("products", shop):
+        return True
+    have = pl.read_parquet(path, columns=["product_id", "title_hash"])
+    products = wh.read_partition("products", shop)
+    want = {(p, text_hash(t)) for p, t in products.select("product_id", "title").iter_rows()}
+    return set(have.iter_rows()) != want
 
 
-def refresh_selection(instance: dg.DagsterInstance, shop: str) -> list[dg.AssetKey]:
-    """The refresh steps for `shop`: product embeddings only when its catalog changed since
-    they were computed (new events do not change them; loading the model costs ~10–60 s),
-    and the steps after the fits only once the fitted inputs exist on this instance."""
+def refresh_selection(instance: dg.DagsterInstance, wh: Warehouse, shop: str) -> list[dg.AssetKey]:
+    """The refresh steps for `shop`: product embeddings only when stale, the steps after
+    the fits only once the fitted inputs exist on this instance."""
     fitted = {
         name
         for name in set(NEEDS_FIT.values())
         if instance.get_latest_materialization_event(dg.AssetKey(name)) is not None
     }
-    embedded = _latest_storage_id(instance, "product_embeddings", shop)
-    stale_embeddings = not embedded or _latest_storage_id(instance, "catalog", shop) > embedded
+    skip = set() if embeddings_stale(wh, shop) else {"product_embeddings"}
     return [
         dg.AssetKey(a)
         for a in SHOP_REFRESH_ASSETS
-        if (a != "product_embeddings" or stale_embeddings)
-        and (a not in NEEDS_FIT or NEEDS_FIT[a] in fitted)
+        if a not in skip and (a not in NEEDS_FIT or NEEDS_FIT[a] in fitted)
     ]
 
 
@@ -141,7 +149,7 @@ def refresh_selection(instance: dg.DagsterInstance, shop: str) -> list[dg.AssetK
         "refresh the shop's downstream assets (sessions → features → vectors → personas)."
     ),
 )
-def shop_refresh_sensor(context: dg.RunStatusSensorContext):
+def shop_refresh_sensor(context: dg.RunStatusSensorContext, warehouse: WarehouseResource):
     run = context.dagster_run
     shop = run.tags.get("dagster/partition/shop")
     if not shop:
@@ -154,7 +162,7 @@ def shop_refresh_sensor(context: dg.RunStatusSensorContext):
     )
     if pending:
         return dg.SkipReason(f"shop {shop} has ingest runs pending ({pending[0]}); waiting")
-    selection = refresh_selection(context.instance, shop)
+    selection = refresh_selection(context.instance, warehouse.warehouse(), shop)
     return dg.RunRequest(
         run_key=f"refresh:{shop}:{run.run_id}",
         partition_key=shop,

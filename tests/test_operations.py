@@ -6,6 +6,7 @@ twice leaves identical outputs; asset checks; the per-store backfill command."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import socket
@@ -60,7 +61,10 @@ SHOP_TABLES = (
 # ---- a small data dir, ingested and fitted in-process -----------------------------------
 def resources_at(root: Path) -> dict:
     """The resources the code location builds from SIMPERSONA_DATA_DIR=root (same paths)."""
+    from dagster_project.resources import default_resources
+
     return {
+        **default_resources(),  # every key the assets require (unused ones keep defaults)
         "lake": LakeResource(root=str(root / "lake")),
         "warehouse": WarehouseResource(
             root=str(root / "warehouse"), duckdb_path=str(root / "warehouse.duckdb")
@@ -99,7 +103,14 @@ def generate(root: Path, n_shops: int, n_buyers: int, last_day: dt.date, n_days:
 
 def instance_at(home: Path) -> dg.DagsterInstance:
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    # the queued run coordinator of `dagster dev`, dequeuing every second instead of 5 s
+    (home / "dagster.yaml").write_text(
+        "telemetry:\n  enabled: false\n"
+        "run_coordinator:\n"
+        "  module: dagster._core.run_coordinator\n"
+        "  class: QueuedRunCoordinator\n"
+        "  config:\n    dequeue_interval_seconds: 1\n"
+    )
     return dg.DagsterInstance.from_config(str(home))
 
 
@@ -185,7 +196,7 @@ def dev_env(root: Path, home: Path, **extra: str) -> dict[str, str]:
         **os.environ,
         "DAGSTER_HOME": str(home),
         "SIMPERSONA_DATA_DIR": str(root),
-        "SIMPERSONA_SENSOR_INTERVAL_S": "5",
+        "SIMPERSONA_SENSOR_INTERVAL_S": "3",
         "HF_HUB_OFFLINE": "1",
         "OMP_NUM_THREADS": "1",
         "DAGSTER_DISABLE_TELEMETRY": "1",
@@ -295,44 +306,91 @@ def read_outputs(root: Path, shops: list[str], day: str) -> dict[str, pl.DataFra
     return out
 
 
-# ---- the tests -------------------------------------------------------------------------------
+# ---- the daemon tests ----------------------------------------------------------------------
+@dataclass
+class Operations:
+    root: Path
+    home: Path
+    dev: DagsterDev
+    shops: list[str]
+    first_day: str
+    day: str  # yesterday: the nightly tick's day
+    before: dict[str, pl.DataFrame]
+    raw_bytes: dict[str, bytes]
+    schedule_state_id: str
+    started_at: float
+    backfill_output: str
+
+
 @pytest.fixture(scope="module")
-def nightly(tmp_path_factory) -> Iterator[dict]:
-    """A fitted 2-shop data dir whose last day is yesterday, served by `dagster dev` with the
-    nightly cron set to every minute."""
+def ops(tmp_path_factory) -> Iterator[Operations]:
+    """A fitted 2-shop data dir whose last day is yesterday, served by `dagster dev` (nightly
+    cron: every minute). The three operations start at once, so that their waits on the
+    daemon overlap; each test then checks one of them:
+    1. the nightly schedule is turned on (GraphQL startSchedule);
+    2. a new shop folder (events of the first day, not yesterday's) is dropped into the lake;
+    3. `simpersona backfill --shop <first shop> --ingest-only` for the first day."""
+    from typer.testing import CliRunner
+
+    from simpersona.cli import app
+
     root = tmp_path_factory.mktemp("ops")
     home = root / "dagster_home"
-    today = dt.datetime.now(dt.UTC).date()
-    yesterday = (today - dt.timedelta(days=1)).isoformat()
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    day, first_day = yesterday.isoformat(), (yesterday - dt.timedelta(days=1)).isoformat()
     t0 = time.perf_counter()
-    generate(
-        root, n_shops=2, n_buyers=2_000, last_day=today - dt.timedelta(days=1), n_days=2, seed=11
-    )
+    generate(root, n_shops=2, n_buyers=1_500, last_day=yesterday, n_days=2, seed=11)
     with instance_at(home) as instance:
         shops = prepare_fitted(root, instance)
-    before = read_outputs(root, shops, yesterday)
-    raw_bytes = {
-        s: (
-            root / "warehouse/raw_events" / f"shop={s}" / f"date={yesterday}" / "data.parquet"
-        ).read_bytes()
-        for s in shops
-    }
-    setup_s = time.perf_counter() - t0
-    env = dev_env(root, home, SIMPERSONA_NIGHTLY_CRON="* * * * *")
-    dev = start_dagster_dev(root, home, env)
+    before = read_outputs(root, shops, day)
+    raw_bytes = {s: raw_events_path(root, s, day).read_bytes() for s in shops}
+    print(f"setup (generate, ingest, fit in-process): {time.perf_counter() - t0:.1f} s")
+    dev = start_dagster_dev(root, home, dev_env(root, home, SIMPERSONA_NIGHTLY_CRON="* * * * *"))
     try:
-        yield {
-            "root": root,
-            "home": home,
-            "dev": dev,
-            "shops": shops,
-            "day": yesterday,
-            "before": before,
-            "raw_bytes": raw_bytes,
-            "setup_s": setup_s,
-        }
+        print(f"setup + dagster dev up: {time.perf_counter() - t0:.1f} s")
+        started = dev.gql(START_SCHEDULE, {"sel": schedule_selector()})["startSchedule"]
+        assert started["scheduleState"]["status"] == "RUNNING", started
+        started_at = time.perf_counter()
+        _write_shop(root / "lake", "newshop", first_day, n=5)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("DAGSTER_HOME", str(home))
+            mp.setenv("SIMPERSONA_DATA_DIR", str(root))
+            args = ["backfill", "--data-dir", str(root), "--shop", shops[0]]
+            args += ["--from", first_day, "--to", first_day, "--ingest-only"]
+            out = CliRunner().invoke(app, args)
+        assert out.exit_code == 0, out.output
+        yield Operations(
+            root=root,
+            home=home,
+            dev=dev,
+            shops=shops,
+            first_day=first_day,
+            day=day,
+            before=before,
+            raw_bytes=raw_bytes,
+            schedule_state_id=started["scheduleState"]["id"],
+            started_at=started_at,
+            backfill_output=out.output,
+        )
     finally:
         stop_dagster_dev(dev)
+
+
+def raw_events_path(root: Path, shop: str, day: str) -> Path:
+    return root / "warehouse" / "raw_events" / f"shop={shop}" / f"date={day}" / "data.parquet"
+
+
+def schedule_selector() -> dict[str, str]:
+    return {
+        "repositoryLocationName": LOCATION,
+        "repositoryName": REPOSITORY,
+        "scheduleName": "nightly_ingest_schedule",
+    }
+
+
+def refresh_runs_after(dev: DagsterDev, run_ids: set[str], n: int) -> list[dict] | None:
+    runs = dev.runs({"simpersona/trigger": "ingest"})
+    return finished([r for r in runs if tags_of(r)["simpersona/after_run"] in run_ids], n)
 
 
 START_SCHEDULE = """
@@ -346,59 +404,35 @@ mutation Start($sel: ScheduleSelector!) {
 """
 
 
-def test_nightly_schedule_ticks_with_the_daemon_and_refreshes_shops(nightly) -> None:
-    dev: DagsterDev = nightly["dev"]
-    shops, day = nightly["shops"], nightly["day"]
-    # the lake sensor's first tick finds everything ingested already: it requests nothing
-    ticks = wait_for(lambda: sensor_ticks(dev, "lake_sensor"), 120, "lake_sensor's first tick", dev)
-    assert ticks[-1]["status"] in ("SKIPPED", "SUCCESS") and ticks[-1]["runIds"] == [], ticks
-    assert dev.runs({"dagster/sensor_name": "lake_sensor"}) == []
-    sel = {
-        "repositoryLocationName": LOCATION,
-        "repositoryName": REPOSITORY,
-        "scheduleName": "nightly_ingest_schedule",
-    }
-    started = dev.gql(START_SCHEDULE, {"sel": sel})["startSchedule"]
-    assert started["scheduleState"]["status"] == "RUNNING", started
-    t0 = time.perf_counter()
+def test_nightly_schedule_ticks_with_the_daemon_and_refreshes_shops(ops: Operations) -> None:
+    dev, shops, day = ops.dev, ops.shops, ops.day
     # the daemon ticks at the next minute: one events_job run per shop for yesterday
     tick = wait_for(lambda: schedule_tick_runs(dev), 150, "the schedule's first tick", dev)
-    stop = dev.gql(STOP_SCHEDULE, {"id": started["scheduleState"]["id"]})[
-        "stopRunningSchedule"
-    ]  # cron: every minute
-    assert stop["scheduleState"]["status"] == "STOPPED", stop
+    stop = dev.gql(STOP_SCHEDULE, {"id": ops.schedule_state_id})["stopRunningSchedule"]
+    assert stop["scheduleState"]["status"] == "STOPPED", stop  # (its cron is every minute)
     nightly_runs = wait_for(
         lambda: finished([r for r in dev.runs() if r["runId"] in tick], len(tick)),
         240,
         "the nightly runs",
         dev,
     )
-    print(f"schedule started to nightly runs done: {time.perf_counter() - t0:.1f} s")
+    print(f"schedule on to nightly runs done: {time.perf_counter() - ops.started_at:.1f} s")
     assert sorted(tags_of(r)["dagster/partition"] for r in nightly_runs) == sorted(
         str(shop_day_key(s, day)) for s in shops
     )
     assert all(r["jobName"] == "events_job" for r in nightly_runs)
-    # after them, one refresh run per shop through the whole per-shop chain
+    # after them, one refresh run per shop through the per-shop chain
     nightly_ids = {r["runId"] for r in nightly_runs}
     refresh = wait_for(
-        lambda: finished(
-            [
-                r
-                for r in dev.runs({"simpersona/trigger": "ingest"})
-                if tags_of(r)["simpersona/after_run"] in nightly_ids
-            ],
-            len(shops),
-        ),
-        240,
-        "the refresh runs",
-        dev,
+        lambda: refresh_runs_after(dev, nightly_ids, len(shops)), 240, "the refresh runs", dev
     )
     assert sorted(tags_of(r)["dagster/partition"] for r in refresh) == shops
     for r in refresh:
         assert r["jobName"] == "shop_refresh_job"
-        # the whole per-shop chain; the embeddings only if the catalog changed (it did not)
+        # the whole chain but the embeddings: the catalog did not change (re-ingesting it,
+        # as the CLI backfill did for the first shop, changes nothing)
         assert {"/".join(a["path"]) for a in r["assetSelection"]} == set(SHOP_TABLES)
-    print(f"schedule tick to refreshed shops: {time.perf_counter() - t0:.1f} s")
+    print(f"schedule on to refreshed shops: {time.perf_counter() - ops.started_at:.1f} s")
 
     # the asset checks ran in those runs and passed
     data = dev.gql(CHECKS_QUERY, {"key": {"path": ["persona_assignments"]}})
@@ -409,19 +443,15 @@ def test_nightly_schedule_ticks_with_the_daemon_and_refreshes_shops(nightly) -> 
 
     # the nightly partition run a second time (the first was the in-process setup): the same
     # events file byte for byte, the same rows downstream, no duplicates
-    root = nightly["root"]
     for shop in shops:
-        path = root / "warehouse/raw_events" / f"shop={shop}" / f"date={day}" / "data.parquet"
-        assert path.read_bytes() == nightly["raw_bytes"][shop], shop
-    after = read_outputs(root, shops, day)
-    for name, frame in nightly["before"].items():
+        assert raw_events_path(ops.root, shop, day).read_bytes() == ops.raw_bytes[shop], shop
+    after = read_outputs(ops.root, shops, day)
+    for name, frame in ops.before.items():
         assert after[name].equals(frame), name
     for shop in shops:
         events = after[f"raw_events/{shop}/{day}"]
         assert events.height > 0 and events["event_id"].is_unique().all()
-        assign = after[f"persona_assignments/{shop}"]
-        assert assign["buyer_id"].is_unique().all()
-    print(f"setup (generate, ingest, fit in-process): {nightly['setup_s']:.1f} s")
+        assert after[f"persona_assignments/{shop}"]["buyer_id"].is_unique().all()
 
 
 CHECKS_QUERY = """
@@ -439,26 +469,21 @@ query Checks($key: AssetKeyInput!) {
 """
 
 
-def test_lake_sensor_registers_a_new_shop_folder(nightly) -> None:
-    dev: DagsterDev = nightly["dev"]
-    root, day = nightly["root"], nightly["day"]
-    assert "newshop" not in dg.DagsterInstance.from_config(
-        str(nightly["home"])
-    ).get_dynamic_partitions("shops")
-    _write_shop(root / "lake", "newshop", day, n=5)
-    t0 = time.perf_counter()
+def test_lake_sensor_registers_a_new_shop_folder(ops: Operations) -> None:
+    dev, root, day = ops.dev, ops.root, ops.first_day
 
     def registered() -> bool:
         data = dev.gql(PARTITIONS_QUERY, {"key": {"path": ["catalog"]}})
         return "newshop" in data["assetNodeOrError"]["partitionKeys"]
 
     wait_for(registered, 120, "the new shop's partitions", dev)
-    print(f"new shop registered after {time.perf_counter() - t0:.1f} s")
+    print(f"new shop registered after {time.perf_counter() - ops.started_at:.1f} s")
     data = dev.gql(PARTITIONS_QUERY, {"key": {"path": ["raw_events"]}})
     assert str(shop_day_key("newshop", day)) in data["assetNodeOrError"]["partitionKeys"]
-    # and its catalog and events are ingested by the runs the sensor requested
+    # the sensor requested the new shop's catalog and events only: on its first tick the
+    # shops ingested in-process before the server started were not ingested again
     runs = wait_for(
-        lambda: finished([r for r in dev.runs({"dagster/sensor_name": "lake_sensor"})], 2),
+        lambda: finished(dev.runs({"dagster/sensor_name": "lake_sensor"}), 2),
         180,
         "the sensor's runs",
         dev,
@@ -466,29 +491,54 @@ def test_lake_sensor_registers_a_new_shop_folder(nightly) -> None:
     assert sorted(tags_of(r)["dagster/partition"] for r in runs) == sorted(
         ["newshop", str(shop_day_key("newshop", day))]
     )
-    events = pl.read_parquet(
-        root / "warehouse/raw_events/shop=newshop" / f"date={day}" / "data.parquet"
-    )
-    assert events.height == 5
+    assert pl.read_parquet(raw_events_path(root, "newshop", day)).height == 5
     # then the new shop goes through the per-shop chain like the others, unattended
-    ids = {r["runId"] for r in runs}
     refresh = wait_for(
-        lambda: finished(
-            [
-                r
-                for r in dev.runs({"simpersona/trigger": "ingest"})
-                if tags_of(r)["simpersona/after_run"] in ids
-            ],
-            1,
-        ),
+        lambda: refresh_runs_after(dev, {r["runId"] for r in runs}, 1),
         240,
         "the new shop's refresh run",
         dev,
     )
     assert [tags_of(r)["dagster/partition"] for r in refresh] == ["newshop"]
+    assert {"/".join(a["path"]) for a in refresh[0]["assetSelection"]} == set(
+        SHOP_TABLES + ("product_embeddings",)
+    )
     dist = pl.read_parquet(root / "warehouse/store_token_distribution/shop=newshop/data.parquet")
     assert dist["share"].sum() == pytest.approx(1.0)
-    print(f"new shop dropped to refreshed: {time.perf_counter() - t0:.1f} s")
+    print(f"new shop dropped to refreshed: {time.perf_counter() - ops.started_at:.1f} s")
+
+
+def test_backfill_command_runs_on_the_daemon(ops: Operations) -> None:
+    """`simpersona backfill` stored an asset backfill on the served instance; the daemon
+    runs it: the shop's catalog, then its events of the day."""
+    dev, shop, day = ops.dev, ops.shops[0], ops.first_day
+    assert "1 shops, 1 shop-days" in ops.backfill_output
+    backfill_id = ops.backfill_output.split()[1].rstrip(":")
+
+    def done():
+        b = dev.gql(BACKFILL_QUERY, {"id": backfill_id})["partitionBackfillOrError"]
+        assert b["__typename"] == "PartitionBackfill", b
+        assert b["status"] not in ("FAILED", "COMPLETED_FAILED", "CANCELED"), b
+        return b["status"] in ("COMPLETED", "COMPLETED_SUCCESS")
+
+    wait_for(done, 240, "the CLI backfill", dev, every=3)
+    runs = finished(dev.runs({"dagster/backfill": backfill_id}), 2)
+    assert sorted(tags_of(r)["dagster/partition"] for r in runs) == sorted(
+        [shop, str(shop_day_key(shop, day))]
+    )
+    print(f"CLI backfill done after {time.perf_counter() - ops.started_at:.1f} s")
+
+
+BACKFILL_QUERY = """
+query Backfill($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { id status error { message } }
+    ... on BackfillNotFoundError { message }
+    ... on PythonError { message }
+  }
+}
+"""
 
 
 STOP_SCHEDULE = """
@@ -547,3 +597,123 @@ query Partitions($key: AssetKeyInput!) {
   assetNodeOrError(assetKey: $key) { ... on AssetNode { partitionKeys } }
 }
 """
+
+
+# ---- without the daemon: checks and the backfill command -------------------------------------
+def test_checks_fail_visibly_on_rejects_and_a_collapsed_codebook(tmp_path: Path) -> None:
+    from dagster_project.assets.ingest import raw_events
+    from dagster_project.checks import CodebookUsageConfig, all_checks, codebook_usage
+    from tests.test_dagster import resources_for
+
+    lake = tmp_path / "lake"
+    _write_shop(lake, "alpha", "2025-03-01", n=3)
+    (lake / "events/shop=alpha/date=2025-03-01/bad.csv").write_text(
+        "event_id,shop_id,buyer_id,session_id,ts,event_type,product_id\n"
+        "x,alpha,,,2025-03-01T00:00:00Z,product_view,p1\n"
+    )
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("shops", ["alpha"])
+        instance.add_dynamic_partitions("days", ["2025-03-01"])
+        res = dg.materialize(
+            [raw_events, *all_checks],
+            selection=["raw_events"],
+            partition_key=shop_day_key("alpha", "2025-03-01"),
+            instance=instance,
+            # ingestion tolerates up to 50 %; the check warns above 2 %
+            resources=resources_for(tmp_path, max_reject_share=0.5),
+        )
+    assert res.success  # the reject-share check does not block
+    evals = {e.check_name: e for e in res.get_asset_check_evaluations()}
+    assert set(evals) == {"row_count", "reject_share"}
+    assert evals["row_count"].passed and evals["row_count"].metadata["rows"].value == 3
+    bad = evals["reject_share"]
+    assert not bad.passed and bad.severity == dg.AssetCheckSeverity.ERROR
+    assert bad.metadata["reject_share"].value == pytest.approx(0.25)
+    assert "1 of 4 rows of shop alpha on 2025-03-01 rejected" in bad.description
+
+    folder = tmp_path / "artifacts" / "persona_codebook"
+    (folder / "v1").mkdir(parents=True)
+    (folder / "current.json").write_text('{"version": "v1"}')
+    artifacts = ArtifactsResource(root=str(tmp_path / "artifacts"))
+    for used, perplexity, ok in ((3, 2.5, False), (40, 21.0, True)):
+        meta = {"final": {"used_codes": used, "perplexity": perplexity}}
+        (folder / "v1" / "meta.json").write_text(json.dumps(meta))
+        result = codebook_usage(config=CodebookUsageConfig(), artifacts=artifacts)
+        assert result.passed is ok and result.severity == dg.AssetCheckSeverity.ERROR
+        if not ok:
+            assert result.description == "used codes 3 < 8; perplexity 2.50 < 4.0"
+
+
+def test_backfill_command_stores_an_asset_backfill_of_the_shops(tmp_path: Path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from simpersona.cli import app
+
+    lake = tmp_path / "lake"
+    for shop, day in (("alpha", "2025-03-01"), ("alpha", "2025-03-02"), ("beta", "2025-03-01")):
+        _write_shop(lake, shop, day)
+    home = tmp_path / "dagster_home"
+    instance_at(home).dispose()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("SIMPERSONA_DATA_DIR", str(tmp_path))
+    runner = CliRunner()
+    out = runner.invoke(
+        app, ["backfill", "--data-dir", str(tmp_path), "--shop", "alpha", "--from", "2025-03-02"]
+    )
+    assert out.exit_code == 0, out.output
+    assert "1 shops, 1 shop-days" in out.output
+    with dg.DagsterInstance.get() as instance:
+        (backfill,) = instance.get_backfills()
+        assert backfill.backfill_id in out.output
+        assert backfill.status.value == "REQUESTED"  # the daemon picks it up
+        targets = {
+            (k.asset_key.to_user_string(), str(k.partition_key))
+            for k in backfill.asset_backfill_data.target_subset.iterate_asset_partitions()
+        }
+        # nothing fitted yet: ingestion and the per-shop chain up to buyer_features
+        assert targets == {
+            ("catalog", "alpha"),
+            ("raw_events", "2025-03-02|alpha"),
+            ("enriched_sessions", "alpha"),
+            ("product_embeddings", "alpha"),
+            ("buyer_features", "alpha"),
+        }
+        assert set(instance.get_dynamic_partitions("shops")) == {"alpha", "beta"}
+    bad = runner.invoke(app, ["backfill", "--data-dir", str(tmp_path), "--shop", "nope"])
+    assert bad.exit_code == 1 and "no shop folder for ['nope']" in bad.output
+
+
+def test_refresh_selection_follows_fits_and_catalog_changes(tmp_path: Path) -> None:
+    from dagster_project.sensors import embeddings_stale, refresh_selection
+    from simpersona.embeddings import text_hash
+    from simpersona.warehouse import Warehouse
+
+    wh = Warehouse.at(tmp_path / "warehouse", tmp_path / "warehouse.duckdb")
+    products = pl.DataFrame({"product_id": ["p1", "p2"], "title": ["Shoe", "Sock"]})
+    wh.write_partition("products", products, "alpha")
+    assert embeddings_stale(wh, "alpha")  # none yet
+
+    def embed(rows: list[tuple[str, str]]) -> None:
+        frame = pl.DataFrame(
+            {"product_id": [p for p, _ in rows], "title_hash": [text_hash(t) for _, t in rows]}
+        )
+        wh.write_partition("product_embeddings", frame, "alpha")
+
+    embed([("p1", "Shoe"), ("p2", "Sock")])
+    assert not embeddings_stale(wh, "alpha")
+    embed([("p1", "Shoe"), ("p2", "Old sock")])  # a title changed
+    assert embeddings_stale(wh, "alpha")
+    embed([("p1", "Shoe")])  # a product is new
+    assert embeddings_stale(wh, "alpha")
+    embed([("p1", "Shoe"), ("p2", " Sock ")])  # the same text once normalised
+    assert not embeddings_stale(wh, "alpha")
+
+    with dg.instance_for_test() as instance:
+        names = lambda: [k.to_user_string() for k in refresh_selection(instance, wh, "alpha")]  # noqa: E731
+        assert names() == ["enriched_sessions", "buyer_features"]
+        instance.report_runless_asset_event(dg.AssetMaterialization("feature_transform"))
+        assert names() == ["enriched_sessions", "buyer_features", "buyer_vectors"]
+        instance.report_runless_asset_event(dg.AssetMaterialization("persona_codebook"))
+        assert names() == list(SHOP_TABLES)  # the whole chain; embeddings are current
+        wh.write_partition("products", products.with_columns(title=pl.lit("Boot")), "alpha")
+        assert names() == [SHOP_TABLES[0], "product_embeddings", *SHOP_TABLES[1:]]
