@@ -117,6 +117,10 @@ class LLMPolicy:
         self.keep_replies = keep_replies
         self.stats = PolicyStats()
 
+    async def aclose(self) -> None:
+        """Release the client's connections of the running event loop."""
+        await self.client.aclose()
+
     def messages(
         self, observation: Observation, memory: Memory, persona: Persona, goal: Goal
     ) -> list[dict[str, str]]:

@@ -416,7 +416,11 @@ async def _run_all(
             res = await run_session(pool, spec, policy, cfg.runtime)
             finish(plan, res)
 
-        await asyncio.gather(*(one(p) for p in plans))
+        try:
+            await asyncio.gather(*(one(p) for p in plans))
+        finally:
+            if hasattr(policy, "aclose"):  # an LLM policy's HTTP client, on this loop
+                await policy.aclose()
 
 
 def _progress(total: int, initial: int, enabled: bool, shop: str) -> Any:

@@ -186,6 +186,14 @@ class LLMClient:
             self._per_loop[id(loop)] = state
         return state[1], state[2]
 
+    async def aclose(self) -> None:
+        """Close this event loop's HTTP client. Call it before the loop ends (asyncio.run):
+        a client left open is closed by the garbage collector on a dead loop, which logs
+        "Event loop is closed"."""
+        state = self._per_loop.pop(id(asyncio.get_running_loop()), None)
+        if state is not None:
+            await state[1].close()
+
     def _count(self, **deltas: int) -> None:
         with self._usage_lock:
             for k, v in deltas.items():
