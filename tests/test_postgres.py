@@ -67,7 +67,10 @@ def _sha(path: Path) -> str:
 
 @pytest.mark.slow
 def test_dagster_runs_on_postgres(
-    tmp_path: Path, pg: PostgresServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    pg: PostgresServer,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     from dagster_postgres import (
         PostgresEventLogStorage,
@@ -82,6 +85,11 @@ def test_dagster_runs_on_postgres(
     db = pg.create_database("dagster_assets")
     home = tmp_path / "dagster_home"
     instance = deployment_instance(home, pg, db, monkeypatch)
+    # Entered, as `dagster` itself does: definitions loaded in this process then read this
+    # instance's defs-state storage, not one left in the context by an earlier test's
+    # instance (in the full suite that one is garbage: "undefined DagsterInstance weakref").
+    instance.__enter__()
+    request.addfinalizer(lambda: instance.__exit__(None, None, None))
     assert isinstance(instance.run_storage, PostgresRunStorage)
     assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
     assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
