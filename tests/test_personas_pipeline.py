@@ -142,6 +142,7 @@ def test_demo_personas_on_generated_shops(tmp_path: Path) -> None:
         assert 0 <= saved["valid_action_rate"] <= 1 and saved["demo_seconds"] > 0
         report = Path(saved["report_html"])
         assert report.exists() and "Action Rate Alignment" in report.read_text()
+        assert "App. B · Population recovery" in report.read_text()  # the codebook's recovery
         sim = pl.read_parquet(wh.partition_path("population_simulation", split["eval"][0]))
         assert sim.height == 9 and set(sim["policy"]) == {"markov", "llm", "nopersona"}
         assert sim.filter(pl.col("policy") == "nopersona")["token"].null_count() == 3

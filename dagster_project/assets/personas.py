@@ -665,6 +665,8 @@ def distribution_recovery(
                     f"{prefix}planted_majority_ari_all": agree["majority_ari"],
                 }
             )
+    # The evaluation report puts these beside the paper's App. B figures.
+    atomic_write_text(json.dumps(figures, indent=2, sort_keys=True), out_dir / "figures.json")
     with mlflow.run_for(context, {"codebook_version": version}) as run:
         run.log_params({"codebook_version": version, "reference": config.reference, "shops": shops})
         run.log_metrics(figures)

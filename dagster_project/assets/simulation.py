@@ -484,9 +484,29 @@ def _read_shops(wh, table: str, shops: list[str]) -> pl.DataFrame:
     return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
 
 
+def _add_population_recovery(ev, artifacts: ArtifactsResource) -> str | None:
+    """App. B beside the simulation: the current codebook's recovery figures (JS of the
+    stratum mix per store, R² of feature means), table and plots, when distribution_recovery
+    has run for it. Returns the codebook version."""
+    try:
+        version, _ = _current(artifacts, "persona_codebook")
+    except dg.Failure:
+        return None
+    folder = artifacts.path("distribution_recovery", version)
+    if (folder / "figures.json").exists():
+        figs = json.loads((folder / "figures.json").read_text())
+        ev.figures.update({k: v for k, v in figs.items() if not k.startswith("kmeans_")})
+    if (folder / "store_js.csv").exists():
+        ev.tables["population_recovery"] = pl.read_csv(folder / "store_js.csv")
+    for name in ("stratum_recovery", "feature_recovery"):
+        if (folder / f"{name}.png").exists():
+            ev.plots[f"Population recovery: {name.replace('_', ' ')}"] = folder / f"{name}.png"
+    return version
+
+
 @dg.asset(
     group_name="simulation",
-    deps=[population_simulation, instruction_following],
+    deps=[population_simulation, instruction_following, "distribution_recovery"],
     kinds={"html", "mlflow"},
     description=(
         "The evaluation report: ARA by stratum (Table 2), behavioural separation and the "
@@ -518,6 +538,7 @@ def evaluation_report(
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = config.report_dir or str(artifacts.path("evaluation_report", stamp))
     ev = evaluate(real, assignments, agents, runs if runs.height else None, (), f"{out}/plots")
+    codebook_version = _add_population_recovery(ev, artifacts)
     policies = sorted(agents["policy"].unique().to_list())
     try:
         model_version, _ = _model(artifacts)
@@ -529,6 +550,7 @@ def evaluation_report(
         "agents": agents.height,
         "instruction_runs": runs.height,
         "persona_model": model_version,
+        "persona_codebook": codebook_version,
         "dagster_run_id": context.run.run_id,
     }
     html, md = render_report(ev.figures, ev.tables, ev.plots, run_config, out)

@@ -39,6 +39,7 @@ TABLE_KINDS: dict[str, tuple[str, str | None]] = {
     "outcomes": ("Table 7 · Outcome distribution", "outcomes"),
     "errors": ("Table 8 · Per-shop error-rate distribution", "errors"),
     "ablation": ("Table 9 · Persona-token ablation under neutral intents", "ablation"),
+    "population_recovery": ("App. B · Population recovery: stratum-mix JS per store", None),
 }
 
 _CSS = """
