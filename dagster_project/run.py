@@ -73,15 +73,21 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 def _materialize(
     selection: list[str], instance, partition_key=None, resources=None, run_config=None
 ):
-    return dg.materialize(
-        all_assets,
-        selection=selection,
-        partition_key=partition_key,
-        instance=instance,
-        run_config={**QUIET, **(run_config or {})},
-        resources=resources or default_resources(),
-        raise_on_error=True,
-    )
+    # dg.materialize loads the definitions with the defs-state storage of the current
+    # context, which is whatever instance was entered last in this process; when that one
+    # is gone, loading fails ("undefined DagsterInstance weakref"). Use this run's instance.
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    with set_defs_state_storage(instance.defs_state_storage if instance is not None else None):
+        return dg.materialize(
+            all_assets,
+            selection=selection,
+            partition_key=partition_key,
+            instance=instance,
+            run_config={**QUIET, **(run_config or {})},
+            resources=resources or default_resources(),
+            raise_on_error=True,
+        )
 
 
 def run_ingestion(

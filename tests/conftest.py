@@ -20,3 +20,16 @@ def public_data() -> Path:
     if not PUBLIC_DATA.is_dir():
         pytest.skip(f"real public data not found at {PUBLIC_DATA}")
     return PUBLIC_DATA
+
+
+@pytest.fixture(autouse=True)
+def _no_dagster_state_storage_from_earlier_tests():
+    """Each test starts with no Dagster defs-state storage in the context. Dagster keeps the
+    storage of the instance entered last in a context variable and reads it whenever
+    definitions load; one left by an earlier test, whose instance is gone, fails the next
+    load with "Attempted to resolve undefined DagsterInstance weakref" (seen in the full
+    suite only, depending on garbage collection)."""
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    with set_defs_state_storage(None):
+        yield
