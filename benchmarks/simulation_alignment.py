@@ -31,36 +31,14 @@ def main() -> None:
     import dagster as dg
     from rich.console import Console
 
-    from dagster_project.resources import (
-        ArtifactsResource,
-        BuyerHashResource,
-        EmbeddingResource,
-        IngestSettings,
-        LakeResource,
-        LLMResource,
-        MLflowResource,
-        WarehouseResource,
-    )
+    from dagster_project.resources import resources_under
     from dagster_project.run import run_demo, run_simulation
     from simpersona.synth import GeneratorConfig
 
     shops, buyers = (3, 3_000) if args.quick else (6, 12_000)
     agents = args.agents or (12 if args.quick else 40)
     root = args.data or Path(tempfile.mkdtemp(prefix="sim-align-"))
-    res = {
-        "lake": LakeResource(root=str(root / "lake")),
-        "warehouse": WarehouseResource(
-            root=str(root / "warehouse"), duckdb_path=str(root / "warehouse.duckdb")
-        ),
-        "buyer_hash": BuyerHashResource(key="benchmark"),
-        "ingest_settings": IngestSettings(),
-        "mlflow": MLflowResource(
-            tracking_uri=f"sqlite:///{root / 'mlflow.db'}", artifact_root=str(root / "mlartifacts")
-        ),
-        "artifacts": ArtifactsResource(root=str(root / "artifacts")),
-        "embeddings": EmbeddingResource(cache_dir=str(root / "embedding_cache")),
-        "llm": LLMResource(cache_path=str(root / "llm_cache.sqlite")),
-    }
+    res = resources_under(root, "benchmark")
     fast = {
         "ops": {
             "persona_codebook": {

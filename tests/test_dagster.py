@@ -15,17 +15,7 @@ import pytest
 
 from dagster_project.definitions import defs
 from dagster_project.partitions import day_partitions, shop_partitions
-from dagster_project.resources import (
-    ArtifactsResource,
-    BuyerHashResource,
-    EmbeddingResource,
-    IngestSettings,
-    LakeResource,
-    LLMResource,
-    MLflowResource,
-    WarehouseResource,
-)
-from dagster_project.resources.training import TrainingLauncherResource
+from dagster_project.resources import LakeResource, resources_under
 from dagster_project.run import run_ingestion
 from dagster_project.schedules import nightly_ingest_schedule
 from dagster_project.sensors import lake_sensor
@@ -36,21 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def resources_for(root: Path, max_reject_share: float = 0.05) -> dict:
-    return {
-        "lake": LakeResource(root=str(root / "lake")),
-        "warehouse": WarehouseResource(
-            root=str(root / "warehouse"), duckdb_path=str(root / "warehouse.duckdb")
-        ),
-        "buyer_hash": BuyerHashResource(key="test-key"),
-        "ingest_settings": IngestSettings(max_reject_share=max_reject_share),
-        "mlflow": MLflowResource(
-            tracking_uri=f"sqlite:///{root / 'mlflow.db'}", artifact_root=str(root / "mlartifacts")
-        ),
-        "artifacts": ArtifactsResource(root=str(root / "artifacts")),
-        "embeddings": EmbeddingResource(cache_dir=str(root / "embedding_cache")),
-        "llm": LLMResource(cache_path=str(root / "llm_cache.sqlite")),
-        "training": TrainingLauncherResource(tiny_model_dir=str(root / "models" / "tiny-base")),
-    }
+    return resources_under(root, "test-key", max_reject_share)
 
 
 def test_definitions_validate_cli() -> None:

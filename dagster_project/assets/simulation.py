@@ -21,6 +21,7 @@ from dagster_project.assets.personas import (
     persona_assignments,
     store_token_distribution,
 )
+from dagster_project.assets.traces import require_partitions, shop_session_inputs
 from dagster_project.partitions import shop_partitions
 from dagster_project.resources import ArtifactsResource, MLflowResource, WarehouseResource
 from simpersona.markdown import counts_to_markdown, frame_to_markdown
@@ -98,13 +99,31 @@ class _Policies:
         self.folder = None
         self.markov = None
 
-    def run_dir_key(self, policy: str) -> str:
-        """A results folder per (policy, model): a new model never resumes an old run."""
-        if policy == "markov":
-            return "markov"
-        if self.model_version is None:
-            self.model_version, _ = _model(self.artifacts)
-        return f"{policy}-{self.model_version}"
+    def run_dir(self, kind: str, policy: str) -> Path:
+        """`<warehouse>/<kind>/shop=<S>/<policy>[-<model version>]-<config hash>`: one
+        resumable results folder per (policy, model, config), so a new model or config never
+        resumes an old run."""
+        key = policy
+        if policy != "markov":
+            if self.model_version is None:
+                self.model_version, _ = _model(self.artifacts)
+            key = f"{policy}-{self.model_version}"
+        digest = hashlib.sha256(
+            json.dumps(self.cfg.model_dump(), sort_keys=True, default=str).encode()
+        ).hexdigest()[:8]
+        return self.wh.root / kind / f"shop={self.shop}" / f"{key}-{digest}"
+
+    def population_config(self):
+        """Browser concurrency and the per-agent limits of the asset's config."""
+        from simpersona.agent.population import PopulationConfig
+        from simpersona.agent.runtime import RuntimeConfig
+
+        c = self.cfg
+        return PopulationConfig(
+            concurrency=c.concurrency,
+            runtime=RuntimeConfig(max_steps=c.max_steps, session_timeout_s=c.session_timeout_s),
+            progress=False,
+        )
 
     def policy(self, name: str):
         from simpersona.agent.llm_policy import LLMPolicy
@@ -180,29 +199,16 @@ def _check_shop(context, wh, shop: str, eval_only: bool) -> None:
             f"shop {shop} is a training shop (shop_split.json): its sessions taught the "
             "persona model; simulate evaluation shops, or set eval_shops_only=false"
         )
-    for table in ("enriched_sessions", "persona_assignments", "store_token_distribution"):
-        if not wh.partition_path(table, shop).exists():
-            raise dg.Failure(f"{table} of shop {shop} is not materialized")
+    require_partitions(wh, shop, ("store_token_distribution",))
 
 
 def _counterparts(wh, shop: str):
     from simpersona.agent.population import counterparts_by_token
     from simpersona.traces.build import TraceSelection, select_outlines
-    from simpersona.traces.outline import CategoryIndex
 
-    sessions = pl.read_parquet(wh.partition_path("enriched_sessions", shop))
-    assignments = pl.read_parquet(
-        wh.partition_path("persona_assignments", shop), columns=["buyer_id", "token", "stratum"]
-    )
-    cats = CategoryIndex.from_frames(
-        wh.read_partition("products", shop), wh.read_partition("collections", shop)
-    )
+    sessions, assignments, cats = shop_session_inputs(wh, shop)
     sel = TraceSelection(per_shop=2_000, strata=("A", "B", "C", "D", "E"), min_events=1)
     return counterparts_by_token(select_outlines(sessions, assignments, cats, sel))
-
-
-def _run_config_hash(cfg: Any) -> str:
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 @dg.asset(
@@ -228,8 +234,7 @@ def population_simulation(
     artifacts: ArtifactsResource,
     mlflow: MLflowResource,
 ) -> dg.MaterializeResult:
-    from simpersona.agent.population import PopulationConfig, plan_agents, run_population
-    from simpersona.agent.runtime import RuntimeConfig
+    from simpersona.agent.population import plan_agents, run_population
     from simpersona.lake import atomic_write_parquet
     from simpersona.store import StoreCatalog
 
@@ -239,14 +244,8 @@ def population_simulation(
     dist = pl.read_parquet(wh.partition_path("store_token_distribution", shop))
     cps = _counterparts(wh, shop)
     catalog = StoreCatalog.from_warehouse(wh, shop)
-    pop_cfg = PopulationConfig(
-        concurrency=config.concurrency,
-        runtime=RuntimeConfig(
-            max_steps=config.max_steps, session_timeout_s=config.session_timeout_s
-        ),
-        progress=False,
-    )
     policies = _Policies(artifacts, wh, shop, config)
+    pop_cfg = policies.population_config()
     tables, summaries = [], {}
     t0 = time.perf_counter()
     try:
@@ -264,12 +263,7 @@ def population_simulation(
                 goal_kind="neutral" if neutral else "intent",
             )
             policy = policies.policy(name)
-            run_dir = (
-                wh.root
-                / "simulation_runs"
-                / f"shop={shop}"
-                / f"{policies.run_dir_key(name)}-{_run_config_hash(config.model_dump())}"
-            )
+            run_dir = policies.run_dir("simulation_runs", name)
             done = [0]
 
             def progress(_row, name=name, n=n, done=done) -> None:
@@ -369,10 +363,8 @@ def instruction_following(
 ) -> dg.MaterializeResult:
     from simpersona.agent.population import (
         AgentPlan,
-        PopulationConfig,
         run_population,
     )
-    from simpersona.agent.runtime import RuntimeConfig
     from simpersona.evaluation.instruction import InstructionConfig as TaskConfig
     from simpersona.evaluation.instruction import (
         instruction_table,
@@ -386,9 +378,7 @@ def instruction_following(
 
     shop = context.partition_key
     wh = warehouse.warehouse()
-    for table in ("enriched_sessions", "persona_assignments"):
-        if not wh.partition_path(table, shop).exists():
-            raise dg.Failure(f"{table} of shop {shop} is not materialized")
+    require_partitions(wh, shop, ("enriched_sessions", "persona_assignments"))
     sessions = pl.read_parquet(wh.partition_path("enriched_sessions", shop))
     assignments = pl.read_parquet(
         wh.partition_path("persona_assignments", shop),
@@ -399,14 +389,8 @@ def instruction_following(
     if not tasks:
         raise dg.Failure(f"shop {shop}: no session gives a 3-27 step cart/checkout/purchase task")
     catalog = StoreCatalog.from_warehouse(wh, shop)
-    pop_cfg = PopulationConfig(
-        concurrency=config.concurrency,
-        runtime=RuntimeConfig(
-            max_steps=config.max_steps, session_timeout_s=config.session_timeout_s
-        ),
-        progress=False,
-    )
     policies = _Policies(artifacts, wh, shop, config)
+    pop_cfg = policies.population_config()
     scored = []
     t0 = time.perf_counter()
     try:
@@ -427,12 +411,7 @@ def instruction_following(
                 for t, rep, run_seed in repeat_tasks(tasks, config.repetitions, config.seed)
             ]
             policy = policies.policy(name)
-            run_dir = (
-                wh.root
-                / "instruction_runs"
-                / f"shop={shop}"
-                / f"{policies.run_dir_key(name)}-{_run_config_hash(config.model_dump())}"
-            )
+            run_dir = policies.run_dir("instruction_runs", name)
             run = run_population(
                 catalog, plans, policy, pop_cfg, run_dir, persona_for=policies.persona_for(name)
             )

@@ -36,6 +36,29 @@ class ReplayedTracesConfig(dg.Config):
     seed: int = Field(default=0, description="Seed of the session selection.")
 
 
+def require_partitions(wh, shop: str, tables: tuple[str, ...]) -> None:
+    """Fail naming the first of `tables` whose partition of `shop` is not materialized."""
+    for table in tables:
+        if not wh.partition_path(table, shop).exists():
+            raise dg.Failure(f"{table} of shop {shop} is not materialized")
+
+
+def shop_session_inputs(wh, shop: str):
+    """(enriched sessions, buyer → token/stratum, CategoryIndex) of one shop: what session
+    outlines are built from (the replayed traces here, the simulation's counterparts)."""
+    from simpersona.traces.outline import CategoryIndex
+
+    require_partitions(wh, shop, ("enriched_sessions", "persona_assignments"))
+    sessions = pl.read_parquet(wh.partition_path("enriched_sessions", shop))
+    assignments = pl.read_parquet(
+        wh.partition_path("persona_assignments", shop), columns=["buyer_id", "token", "stratum"]
+    )
+    cats = CategoryIndex.from_frames(
+        wh.read_partition("products", shop), wh.read_partition("collections", shop)
+    )
+    return sessions, assignments, cats
+
+
 @dg.asset(
     group_name="traces",
     partitions_def=shop_partitions,
@@ -66,21 +89,11 @@ def replayed_traces(
     )
     from simpersona.traces.goals import LLMGoalWriter, TemplateGoalWriter
     from simpersona.traces.judge import LLMJudge, Required
-    from simpersona.traces.outline import CategoryIndex
     from simpersona.traces.replay import ReplayConfig
 
     shop = context.partition_key
     wh = warehouse.warehouse()
-    for table in ("enriched_sessions", "persona_assignments"):
-        if not wh.partition_path(table, shop).exists():
-            raise dg.Failure(f"{table} of shop {shop} is not materialized")
-    sessions = pl.read_parquet(wh.partition_path("enriched_sessions", shop))
-    assignments = pl.read_parquet(
-        wh.partition_path("persona_assignments", shop), columns=["buyer_id", "token", "stratum"]
-    )
-    cats = CategoryIndex.from_frames(
-        wh.read_partition("products", shop), wh.read_partition("collections", shop)
-    )
+    sessions, assignments, cats = shop_session_inputs(wh, shop)
     sel = TraceSelection(
         per_shop=config.sessions_per_shop,
         min_events=config.min_events,

@@ -206,6 +206,32 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
     }
 
 
+def resources_under(
+    root: str | os.PathLike[str], buyer_hash_key: str | None = None, max_reject_share: float = 0.05
+) -> dict[str, dg.ConfigurableResource]:
+    """Every resource with its files under one folder `root` (lake, warehouse, MLflow,
+    artifacts, caches, the tiny base model): an isolated data folder for tests, benchmarks
+    and throwaway runs."""
+    from dagster_project.resources.training import TrainingLauncherResource
+
+    root = Path(root)
+    return {
+        "lake": LakeResource(root=str(root / "lake")),
+        "warehouse": WarehouseResource(
+            root=str(root / "warehouse"), duckdb_path=str(root / "warehouse.duckdb")
+        ),
+        "buyer_hash": BuyerHashResource(key=buyer_hash_key),
+        "ingest_settings": IngestSettings(max_reject_share=max_reject_share),
+        "mlflow": MLflowResource(
+            tracking_uri=f"sqlite:///{root / 'mlflow.db'}", artifact_root=str(root / "mlartifacts")
+        ),
+        "artifacts": ArtifactsResource(root=str(root / "artifacts")),
+        "embeddings": EmbeddingResource(cache_dir=str(root / "embedding_cache")),
+        "llm": LLMResource(cache_path=str(root / "llm_cache.sqlite")),
+        "training": TrainingLauncherResource(tiny_model_dir=str(root / "models" / "tiny-base")),
+    }
+
+
 def _training_resource() -> dg.ConfigurableResource:
     # Imported here: the training module imports this package (its resources' defaults).
     from dagster_project.resources.training import TrainingLauncherResource
