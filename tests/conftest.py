@@ -15,6 +15,15 @@ os.environ.setdefault("SIMPERSONA_BUYER_HASH_KEY", "test-key")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def require_chromium() -> None:
+    """Fail (never skip) when Debian chromium is missing: `make test` installs it, so a
+    machine without it is a broken set-up, not a reason to pass without the browser tests."""
+    from simpersona.agent.browser import CHROMIUM_PATH
+
+    if not Path(CHROMIUM_PATH).exists():
+        pytest.fail(f"Debian chromium not found at {CHROMIUM_PATH}: run `make chromium`")
+
+
 @pytest.fixture
 def public_data() -> Path:
     if not PUBLIC_DATA.is_dir():

@@ -36,9 +36,9 @@ from simpersona.store.app import dom_id
 from simpersona.store.server import run_in_thread
 from simpersona.synth import GeneratorConfig, generate_lake
 from simpersona.warehouse import Warehouse
+from tests.conftest import require_chromium
 
 pytestmark = pytest.mark.browser
-CHROMIUM = Path("/usr/bin/chromium")
 SHOP = "shop-000"
 BROWSE = Goal("look around", target="browse")
 PERSONA = Persona("test")
@@ -46,8 +46,7 @@ PERSONA = Persona("test")
 
 @pytest.fixture(scope="module")
 def loop():
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium not installed")
+    require_chromium()
     lp = asyncio.new_event_loop()
     yield lp
     lp.close()

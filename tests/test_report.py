@@ -28,6 +28,7 @@ from simpersona.evaluation import (
     token_bins,
 )
 from simpersona.evaluation.report import fmt_value
+from tests.conftest import require_chromium
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -124,8 +125,7 @@ def test_report_files_are_self_contained(report):
 
 
 def test_report_renders_in_headless_chromium(report):
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium not installed")
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     from simpersona.agent.browser import CHROMIUM_ARGS

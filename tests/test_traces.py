@@ -23,8 +23,8 @@ from simpersona.traces.goals import TemplateGoalWriter, intent_words, is_intent_
 from simpersona.traces.judge import Required, judge_rules
 from simpersona.traces.outline import CategoryIndex, SessionEvent, SessionOutline
 from simpersona.traces.replay import ReplayConfig
+from tests.conftest import require_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
 SHOP = "shop-000"
 PERSONA = re.compile(r"<\|persona_\d+\|>")
 
@@ -67,8 +67,7 @@ def outlines(shop):
 
 @pytest.fixture(scope="module")
 def replayed(shop, outlines):
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium not installed")
+    require_chromium()
     root, _, _ = shop
     writer = TemplateGoalWriter()
     items = [(o, writer.write(o)) for o in outlines]
