@@ -102,14 +102,17 @@ class _Policies:
     def run_dir(self, kind: str, policy: str) -> Path:
         """`<warehouse>/<kind>/shop=<S>/<policy>[-<model version>]-<config hash>`: one
         resumable results folder per (policy, model, config), so a new model or config never
-        resumes an old run."""
+        resumes an old run. The list of policies is not part of the hash: each policy's
+        agents are planned alone (paired by seed), so adding a policy resumes the others."""
         key = policy
         if policy != "markov":
             if self.model_version is None:
                 self.model_version, _ = _model(self.artifacts)
             key = f"{policy}-{self.model_version}"
         digest = hashlib.sha256(
-            json.dumps(self.cfg.model_dump(), sort_keys=True, default=str).encode()
+            json.dumps(
+                self.cfg.model_dump(exclude={"policies"}), sort_keys=True, default=str
+            ).encode()
         ).hexdigest()[:8]
         return self.wh.root / kind / f"shop={self.shop}" / f"{key}-{digest}"
 
