@@ -225,7 +225,8 @@ def run_demo(
         say("[6/7] persona grounding: stage 1 (persona embeddings), stage 2 (all weights)")
         grounding = run_grounding(instance, resources, grounding_run_config)
         say(
-            f"      model {grounding.version}: stage 1 "
+            f"      model {grounding.version}: base pretraining "
+            f"{grounding.figures.get('pretrain_seconds', 0):.0f} s, stage 1 "
             f"{grounding.figures.get('stage1_seconds', 0):.0f} s, stage 2 "
             f"{grounding.figures.get('stage2_seconds', 0):.0f} s"
         )
@@ -585,7 +586,7 @@ class GroundingRun:
         if not self.version:
             return {}
         keep = ("stage1_seconds", "stage2_seconds", "stage1_loss", "stage2_loss", "stage1_steps",
-                "stage2_steps", "train_examples")  # fmt: skip
+                "stage2_steps", "train_examples", "pretrain_seconds", "pretrain_loss_last")  # fmt: skip
         out: dict[str, float | int | str] = {"persona_model_version": self.version}
         out |= {k: self.figures[k] for k in keep if isinstance(self.figures.get(k), int | float)}
         out["grounding_seconds"] = round(self.seconds, 2)

@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def resources_for(root: Path, max_reject_share: float = 0.05) -> dict:
-    return resources_under(root, "test-key", max_reject_share)
+    # 3 pretraining steps of the tiny base: the path runs, the CI minutes stay few
+    return resources_under(root, "test-key", max_reject_share, tiny_pretrain_steps=3)
 
 
 def test_definitions_validate_cli() -> None:

@@ -169,7 +169,7 @@ def test_persona_model_asset_trains_registers_and_logs(data, tmp_path):
         "artifacts": ArtifactsResource(root=str(tmp_path / "artifacts")),
         "mlflow": MLflowResource(tracking_uri=uri, artifact_root=str(tmp_path / "mlartifacts")),
         "training": TrainingLauncherResource(
-            mode="inprocess", tiny_model_dir=str(tmp_path / "tiny")
+            mode="inprocess", tiny_model_dir=str(tmp_path / "tiny"), tiny_pretrain_steps=3
         ),
     }
     overrides = {k: v for k, v in CONFIG.items() if k not in ("device", "bf16", "num_threads")}
@@ -186,6 +186,9 @@ def test_persona_model_asset_trains_registers_and_logs(data, tmp_path):
         for k, v in res.asset_materializations_for_node("persona_model")[0].metadata.items()
     }
     assert meta["stage1_steps"] == meta["stage2_steps"] == 2
+    # the tiny base read the SFT texts first (3 causal-LM steps), its figures recorded
+    assert meta["pretrain_steps"] == 3 and meta["pretrain_corpus_tokens"] > 1_000
+    assert meta["pretrain_loss_last"] < meta["pretrain_loss_first"]
     assert (
         meta["stage1_seconds"] > 0 and meta["stage2_seconds"] > 0 and meta["stage2_examples"] == 6
     )

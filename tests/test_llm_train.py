@@ -273,3 +273,50 @@ def test_production_config_is_the_papers():
     assert TrainConfig.from_dict(cpu.to_dict()) == cpu
     with pytest.raises(ValueError, match="unknown TrainConfig fields"):
         TrainConfig.from_dict({"learning_rate": 1.0})
+
+
+def _chatml(rows: list[dict]) -> list[str]:
+    return [
+        "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in r["messages"])
+        for r in rows
+    ]
+
+
+def test_pretraining_corpus_drops_persona_markers_and_duplicates(base):
+    from simpersona.llm.pretrain import corpus_stream
+
+    tok = AutoTokenizer.from_pretrained(base)
+    texts = _chatml(_examples(6))
+    assert all("<|persona_" in t for t in texts)
+    stream = corpus_stream(tok, texts + texts)  # every text twice: kept once
+    plain = [t.replace(persona_token(u), "") for t in texts for u in USED if persona_token(u) in t]
+    expected = sum(len(tok(t, add_special_tokens=False)["input_ids"]) + 1 for t in set(plain))
+    assert stream.numel() == expected
+    assert int((stream == tok.convert_tokens_to_ids("<|endoftext|>")).sum()) == len(set(plain))
+
+
+def test_pretraining_lowers_the_loss_and_build_records_it(tmp_path):
+    from simpersona.llm.pretrain import PretrainConfig, lr_at, pretrain_base
+
+    cfg = PretrainConfig(steps=40, block_size=128, batch_size=4, warmup_steps=5, log_every=10)
+    assert lr_at(0, cfg) == pytest.approx(cfg.lr / 5) and lr_at(4, cfg) == pytest.approx(cfg.lr)
+    assert lr_at(cfg.steps, cfg) == pytest.approx(cfg.lr * cfg.min_lr_ratio)
+    texts = _chatml(_examples(12))
+    path = build_tiny_model(texts, tmp_path / "tiny", seed=0, pretrain=cfg)
+    stats = json.loads((path / "pretrain.json").read_text())
+    assert stats["steps"] == 40 and stats["tokens_seen"] == 40 * 4 * 128
+    # from ln(vocab) ≈ 8 on random weights to a model of this small, repetitive corpus
+    assert stats["loss_first"] > 6.5 and stats["loss_last"] < stats["loss_first"] - 3.0, stats
+    # the saved weights are the pretrained ones: their loss on the corpus is the low one
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    ids = tok(texts[0].replace(persona_token(USED[0]), ""), return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        loss = float(model(input_ids=ids[:, :128], labels=ids[:, :128]).loss)
+    assert loss < stats["loss_first"] - 3.0
+    # seeded: the same corpus and config give the same weights
+    again = build_tiny_model(texts, tmp_path / "again", seed=0, pretrain=cfg)
+    w1, w2 = load_file(path / "model.safetensors"), load_file(again / "model.safetensors")
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    with pytest.raises(ValueError, match="block_size"):
+        pretrain_base(model, tok, ["too short"], cfg, progress=False)

@@ -147,6 +147,7 @@ def persona_model(
         "dropped_examples": (r1["n_dropped"] if r1 else 0) + r2["n_dropped"],
         "stage2_tokens": r2["tokens"],
         "stage2_trainable_params": r2["trainable_params"],
+        **training.pretrain_figures(base),
     }
     numeric = {k: v for k, v in figures.items() if v is not None}
     with mlflow.run_for(context, {"persona_model.version": version}) as run:

@@ -207,11 +207,14 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
 
 
 def resources_under(
-    root: str | os.PathLike[str], buyer_hash_key: str | None = None, max_reject_share: float = 0.05
+    root: str | os.PathLike[str],
+    buyer_hash_key: str | None = None,
+    max_reject_share: float = 0.05,
+    tiny_pretrain_steps: int = 600,
 ) -> dict[str, dg.ConfigurableResource]:
     """Every resource with its files under one folder `root` (lake, warehouse, MLflow,
     artifacts, caches, the tiny base model): an isolated data folder for tests, benchmarks
-    and throwaway runs."""
+    and throwaway runs. `tiny_pretrain_steps`: the tiny base's pretraining (tests: a few)."""
     from dagster_project.resources.training import TrainingLauncherResource
 
     root = Path(root)
@@ -228,7 +231,10 @@ def resources_under(
         "artifacts": ArtifactsResource(root=str(root / "artifacts")),
         "embeddings": EmbeddingResource(cache_dir=str(root / "embedding_cache")),
         "llm": LLMResource(cache_path=str(root / "llm_cache.sqlite")),
-        "training": TrainingLauncherResource(tiny_model_dir=str(root / "models" / "tiny-base")),
+        "training": TrainingLauncherResource(
+            tiny_model_dir=str(root / "models" / "tiny-base"),
+            tiny_pretrain_steps=tiny_pretrain_steps,
+        ),
     }
 
 

@@ -1,5 +1,6 @@
 """The grounding launcher: where and how `persona_model` trains (simpersona.llm.launch)."""
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,6 +39,11 @@ class TrainingLauncherResource(dg.ConfigurableResource):
     tiny_model_dir: str = Field(
         default=TINY_BASE, description="Where the tiny base model is built on first use."
     )
+    tiny_pretrain_steps: int = Field(
+        default=600,
+        description="Causal-LM steps of the tiny base on the SFT texts before stage 1 "
+        "(simpersona.llm.pretrain; 0: random weights). Changing it rebuilds the tiny base.",
+    )
     timeout_s: float | None = Field(default=None, description="Kill a run after this long.")
 
     def launch_config(self):
@@ -62,13 +68,32 @@ class TrainingLauncherResource(dg.ConfigurableResource):
                 raise dg.Failure(f"base_model {path} has no config.json")
             return path
         path = Path(self.tiny_model_dir)
-        if not (path / "config.json").exists():
+        if not (path / "config.json").exists() or self._pretrained_steps(path) != (
+            self.tiny_pretrain_steps if corpus else 0
+        ):
             from simpersona.llm.cli import _read_corpus
+            from simpersona.llm.pretrain import PretrainConfig
             from simpersona.llm.tiny import build_tiny_model
 
             texts = (t for p in corpus for t in _read_corpus(Path(p))) if corpus else None
-            build_tiny_model(texts, path, seed=0)
+            pretrain = PretrainConfig(steps=self.tiny_pretrain_steps)
+            build_tiny_model(texts, path, seed=0, pretrain=pretrain)
         return path
+
+    @staticmethod
+    def _pretrained_steps(path: Path) -> int:
+        """Causal-LM steps the tiny base at `path` was pretrained for (0: none)."""
+        stats = path / "pretrain.json"
+        return int(json.loads(stats.read_text())["steps"]) if stats.exists() else 0
+
+    def pretrain_figures(self, path: Path) -> dict[str, Any]:
+        """The tiny base's pretraining figures (empty for a given base model or none)."""
+        stats = path / "pretrain.json"
+        if self.base_model or not stats.exists():
+            return {}
+        d = json.loads(stats.read_text())
+        keys = ("steps", "corpus_tokens", "seconds", "loss_first", "loss_last")
+        return {f"pretrain_{k}": d[k] for k in keys if k in d}
 
     def train(
         self, spec: dict[str, Any], work_dir: Path, log: Callable[[str], None] | None = None

@@ -25,6 +25,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
+from simpersona.llm.pretrain import PretrainConfig, pretrain_base
+
 ENDOFTEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
@@ -183,16 +185,21 @@ def build_tiny_model(
     out_dir: str | os.PathLike[str],
     config: TinyModelConfig | None = None,
     seed: int = 0,
+    pretrain: PretrainConfig | None = None,
 ) -> Path:
     """Train the tokenizer on `texts` (default: `default_corpus()`), create a randomly
     initialised Qwen3ForCausalLM (seeded) and save both to `out_dir`, which
     `AutoModelForCausalLM.from_pretrained` / `AutoTokenizer.from_pretrained` then load.
+    With `pretrain` (and `texts`), the model then reads the same texts as a causal LM
+    (`simpersona.llm.pretrain`); its figures go to `pretrain.json` in the folder.
 
     Built in a temporary folder beside `out_dir` and renamed into place, so a crash never
     leaves a half-written model; an existing `out_dir` is replaced."""
     config = config or TinyModelConfig()
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if texts is not None:
+        texts = list(texts)  # read twice: the tokenizer, then pretraining
     tokenizer = train_tokenizer(default_corpus(seed) if texts is None else texts, config.vocab_size)
     tokenizer.model_max_length = config.max_position_embeddings
     torch.manual_seed(seed)
@@ -202,12 +209,17 @@ def build_tiny_model(
         tokenizer.convert_tokens_to_ids(ENDOFTEXT),
     ]
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    stats = None
+    if pretrain is not None and pretrain.steps > 0 and texts:
+        stats = pretrain_base(model, tokenizer, texts, pretrain)
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "tiny_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+        if stats is not None:
+            (tmp / "pretrain.json").write_text(json.dumps(stats, indent=2) + "\n")
         old = None
         if out.exists():  # move the old one aside first: os.replace can't replace a folder
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
