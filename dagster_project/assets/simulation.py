@@ -46,6 +46,14 @@ class SimulationConfig(dg.Config):
     concurrency: int = Field(default=4, description="Browser sessions at once.")
     max_steps: int = Field(default=30, description="Steps per agent (paper: 30).")
     session_timeout_s: float = Field(default=300.0, description="Wall-clock limit per agent.")
+    max_invalid_actions: int = Field(
+        default=0,
+        description=(
+            "Invalid actions (unparseable, or naming no element on the page) an agent may "
+            "make, each reported back in its progress log, before its session ends as "
+            "`other`. 0: the first ends it, as in the paper."
+        ),
+    )
     temperature: float = Field(default=0.7, description="LLM sampling temperature.")
     max_tokens: int = Field(default=160, description="LLM reply budget per step (tokens).")
     guided_decoding: bool = Field(
@@ -74,6 +82,14 @@ class InstructionConfig(dg.Config):
     concurrency: int = Field(default=4, description="Browser sessions at once.")
     max_steps: int = Field(default=30, description="Steps per run.")
     session_timeout_s: float = Field(default=300.0, description="Wall-clock limit per run.")
+    max_invalid_actions: int = Field(
+        default=0,
+        description=(
+            "Invalid actions (unparseable, or naming no element on the page) an agent may "
+            "make, each reported back in its progress log, before its session ends as "
+            "`other`. 0: the first ends it, as in the paper."
+        ),
+    )
     temperature: float = Field(default=0.7, description="LLM sampling temperature.")
     max_tokens: int = Field(default=160, description="LLM reply budget per step (tokens).")
     guided_decoding: bool = Field(
@@ -124,7 +140,11 @@ class _Policies:
         c = self.cfg
         return PopulationConfig(
             concurrency=c.concurrency,
-            runtime=RuntimeConfig(max_steps=c.max_steps, session_timeout_s=c.session_timeout_s),
+            runtime=RuntimeConfig(
+                max_steps=c.max_steps,
+                session_timeout_s=c.session_timeout_s,
+                max_invalid_actions=c.max_invalid_actions,
+            ),
             progress=False,
         )
 
