@@ -346,3 +346,28 @@ def test_action_schema_names_only_the_pages_elements():
     assert "add_to_cart" not in {
         o["properties"]["action"]["const"] for o in action_schema(home)["anyOf"]
     }
+
+
+def test_invalid_actions_within_the_tolerance_are_reported_and_the_session_goes_on(shop, tmp_path):
+    from dagster_project.assets.simulation import SimulationConfig, _Policies
+    from simpersona.agent.runtime import RuntimeConfig
+
+    root, _, _, _ = shop
+    catalog = StoreCatalog.from_lake(root, SHOP)
+    plan = AgentPlan("retry-0", SHOP, "llm", 0, "A", "buy", "You are here to buy things.")
+    script = ScriptedPolicy(
+        [
+            '{"reasoning": "x", "action": "click", "id": "no-such-element"}',
+            '{"reasoning": "x", "action": "fly"',
+            '{"reasoning": "done", "action": "end_session", "reason": "done"}',
+        ]
+    )
+    tolerant = PopulationConfig(
+        concurrency=1, progress=False, runtime=RuntimeConfig(max_invalid_actions=2)
+    )
+    row = run_population(catalog, [plan], script, tolerant, tmp_path).table.row(0, named=True)
+    assert row["invalid_actions"] == 2 and row["steps"] == 3, row
+    assert row["outcome"] != "other" and row["self_reported_done"], row
+    # the simulation asset's config reaches the runtime
+    pop = _Policies(None, None, SHOP, SimulationConfig(max_invalid_actions=2)).population_config()
+    assert pop.runtime.max_invalid_actions == 2
