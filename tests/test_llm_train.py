@@ -4,6 +4,7 @@ persona rows, labels cover assistant turns only, save/reload is exact, stage 2 a
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -318,5 +319,8 @@ def test_pretraining_lowers_the_loss_and_build_records_it(tmp_path):
     again = build_tiny_model(texts, tmp_path / "again", seed=0, pretrain=cfg)
     w1, w2 = load_file(path / "model.safetensors"), load_file(again / "model.safetensors")
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
-    with pytest.raises(ValueError, match="block_size"):
+    with pytest.raises(ValueError, match="at least 18 are needed"):
         pretrain_base(model, tok, ["too short"], cfg, progress=False)
+    # a corpus shorter than one block trains on shorter windows
+    short = pretrain_base(model, tok, texts[:1], replace(cfg, steps=2, block_size=4096), False)
+    assert short["tokens_seen"] < 2 * 4 * 4096

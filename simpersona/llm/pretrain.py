@@ -27,6 +27,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 PERSONA_MARKER = re.compile(r"<\|persona_\d+\|>")
+MIN_BLOCK = 16  # shortest training window worth a step
 DOC_SEPARATOR = "<|endoftext|>"  # as in Qwen's pretraining; <|im_end|> ends turns inside
 
 
@@ -87,11 +88,11 @@ def pretrain_base(
     steps, tokens in the corpus and seen, seconds, first/last loss and the loss history."""
     cfg = cfg or PretrainConfig()
     stream = corpus_stream(tokenizer, texts)
-    if stream.numel() < cfg.block_size + 2:
+    if stream.numel() < MIN_BLOCK + 2:
         raise ValueError(
-            f"pretraining corpus has {stream.numel()} tokens; at least block_size + 2 = "
-            f"{cfg.block_size + 2} are needed"
+            f"pretraining corpus has {stream.numel()} tokens; at least {MIN_BLOCK + 2} are needed"
         )
+    block = min(cfg.block_size, stream.numel() - 2)  # a corpus shorter than one block: shorter
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
@@ -102,7 +103,7 @@ def pretrain_base(
         betas=(0.9, 0.95),
     )
     model.train()
-    offsets = torch.arange(cfg.block_size + 1)
+    offsets = torch.arange(block + 1)
     history: list[tuple[int, float]] = []
     t0 = time.perf_counter()
     bar = None
@@ -112,9 +113,7 @@ def pretrain_base(
         bar = tqdm(total=cfg.steps, desc="pretrain tiny base", unit="step")
     running = None
     for step in range(cfg.steps):
-        starts = torch.randint(
-            0, stream.numel() - cfg.block_size - 1, (cfg.batch_size,), generator=gen
-        )
+        starts = torch.randint(0, stream.numel() - block - 1, (cfg.batch_size,), generator=gen)
         window = stream[starts[:, None] + offsets]  # (B, T+1)
         x = window[:, :-1]
         for group in opt.param_groups:
@@ -137,7 +136,7 @@ def pretrain_base(
     return {
         "steps": cfg.steps,
         "corpus_tokens": int(stream.numel()),
-        "tokens_seen": cfg.steps * cfg.batch_size * cfg.block_size,
+        "tokens_seen": cfg.steps * cfg.batch_size * block,
         "seconds": round(time.perf_counter() - t0, 1),
         "loss_first": history[0][1],
         "loss_last": history[-1][1],
