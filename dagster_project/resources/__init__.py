@@ -210,7 +210,7 @@ def resources_under(
     root: str | os.PathLike[str],
     buyer_hash_key: str | None = None,
     max_reject_share: float = 0.05,
-    tiny_pretrain_steps: int = 600,
+    tiny_pretrain_steps: int = 400,
 ) -> dict[str, dg.ConfigurableResource]:
     """Every resource with its files under one folder `root` (lake, warehouse, MLflow,
     artifacts, caches, the tiny base model): an isolated data folder for tests, benchmarks

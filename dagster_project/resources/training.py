@@ -40,7 +40,7 @@ class TrainingLauncherResource(dg.ConfigurableResource):
         default=TINY_BASE, description="Where the tiny base model is built on first use."
     )
     tiny_pretrain_steps: int = Field(
-        default=600,
+        default=400,
         description="Causal-LM steps of the tiny base on the SFT texts before stage 1 "
         "(simpersona.llm.pretrain; 0: random weights). Changing it rebuilds the tiny base.",
     )
