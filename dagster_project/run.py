@@ -149,8 +149,8 @@ DEMO_SIMULATION = {
         "population_simulation": {
             "config": {
                 "policies": ["markov", "llm", "nopersona", "llm_neutral", "nopersona_neutral"],
-                "agents_per_shop": 24,
-                "ablation_agents_per_shop": 10,
+                "agents_per_shop": 20,
+                "ablation_agents_per_shop": 8,
             }
         },
         "instruction_following": {"config": {"n_tasks": 6, "repetitions": 2}},
