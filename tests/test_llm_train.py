@@ -324,3 +324,23 @@ def test_pretraining_lowers_the_loss_and_build_records_it(tmp_path):
     # a corpus shorter than one block trains on shorter windows
     short = pretrain_base(model, tok, texts[:1], replace(cfg, steps=2, block_size=4096), False)
     assert short["tokens_seen"] < 2 * 4 * 4096
+
+
+def test_build_tiny_llm_command_pretrains_on_its_corpus(tmp_path):
+    from typer.testing import CliRunner
+
+    from simpersona.cli import app
+
+    corpus = tmp_path / "sft.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in _examples(12)))
+    out = tmp_path / "tiny"
+    args = ["build-tiny-llm", "--out", str(out), "--corpus", str(corpus), "--pretrain-steps", "3"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "pretrained 3 steps" in result.output
+    assert json.loads((out / "pretrain.json").read_text())["steps"] == 3
+    # pretraining without a corpus is refused, naming the option
+    bad = CliRunner().invoke(
+        app, ["build-tiny-llm", "--out", str(tmp_path / "x"), "--pretrain-steps", "3"]
+    )
+    assert bad.exit_code != 0 and "--pretrain-steps needs --corpus" in bad.output

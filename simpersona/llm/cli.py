@@ -107,10 +107,22 @@ def build_tiny_llm_command(
         bool, typer.Option("--untied", help="Separate lm_head (as Qwen3-14B) instead of tied.")
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+    pretrain_steps: Annotated[
+        int,
+        typer.Option(
+            help="Causal-LM steps on --corpus after building (simpersona.llm.pretrain; the "
+            "grounding asset uses 400). 0: random weights."
+        ),
+    ] = 0,
 ) -> None:
     """Build the embedded tiny Qwen3 (random weights, BPE tokenizer trained on the corpus,
-    ChatML template) into --out; serve it with serve-llm or fine-tune it."""
+    ChatML template) into --out, optionally pretrained on the corpus; serve it with
+    serve-llm or fine-tune it."""
+    from simpersona.llm.pretrain import PretrainConfig
     from simpersona.llm.tiny import TinyModelConfig, build_tiny_model, count_parameters
+
+    if pretrain_steps and corpus is None:
+        raise typer.BadParameter("--pretrain-steps needs --corpus", param_hint="--pretrain-steps")
 
     config = TinyModelConfig(
         vocab_size=vocab_size,
@@ -121,13 +133,20 @@ def build_tiny_llm_command(
         tie_word_embeddings=not untied,
     )
     texts = _read_corpus(corpus) if corpus is not None else None
-    path = build_tiny_model(texts, out, config=config, seed=seed)
+    pretrain = PretrainConfig(steps=pretrain_steps) if pretrain_steps else None
+    path = build_tiny_model(texts, out, config=config, seed=seed, pretrain=pretrain)
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     n_params = count_parameters(AutoModelForCausalLM.from_pretrained(path))
     n_vocab = len(AutoTokenizer.from_pretrained(path))
     typer.echo(f"wrote {path}: {n_params:,} parameters, {n_vocab:,} tokens")
+    if (path / "pretrain.json").exists():
+        stats = json.loads((path / "pretrain.json").read_text())
+        typer.echo(
+            f"pretrained {stats['steps']} steps on {stats['corpus_tokens']:,} tokens in "
+            f"{stats['seconds']} s: loss {stats['loss_first']} -> {stats['loss_last']}"
+        )
 
 
 def train_llm_command(
