@@ -319,7 +319,7 @@ def test_pretraining_lowers_the_loss_and_build_records_it(tmp_path):
     again = build_tiny_model(texts, tmp_path / "again", seed=0, pretrain=cfg)
     w1, w2 = load_file(path / "model.safetensors"), load_file(again / "model.safetensors")
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
-    with pytest.raises(ValueError, match="at least 18 are needed"):
+    with pytest.raises(ValueError, match="at least 16 are needed"):
         pretrain_base(model, tok, ["too short"], cfg, progress=False)
     # a corpus shorter than one block trains on shorter windows
     short = pretrain_base(model, tok, texts[:1], replace(cfg, steps=2, block_size=4096), False)

@@ -11,7 +11,7 @@ every token of the rendered traces (pages, goals, JSON actions). Persona tokens 
 from this text: they do not exist before stage 1, which adds and grounds them.
 
 nanoGPT-style loop: the corpus is one token stream (documents joined by <|endoftext|>),
-batches are random windows of `block_size` + 1 tokens, AdamW with warm-up and cosine decay.
+batches are random windows of `block_size` tokens, AdamW with warm-up and cosine decay.
 """
 
 from __future__ import annotations
@@ -92,11 +92,11 @@ def pretrain_base(
     steps, tokens in the corpus and seen, seconds, first/last loss and the loss history."""
     cfg = cfg or PretrainConfig()
     stream = corpus_stream(tokenizer, texts)
-    if stream.numel() < MIN_BLOCK + 2:
+    if stream.numel() < MIN_BLOCK:
         raise ValueError(
-            f"pretraining corpus has {stream.numel()} tokens; at least {MIN_BLOCK + 2} are needed"
+            f"pretraining corpus has {stream.numel()} tokens; at least {MIN_BLOCK} are needed"
         )
-    block = min(cfg.block_size, stream.numel() - 2)  # a corpus shorter than one block: shorter
+    block = min(cfg.block_size, stream.numel())  # a corpus shorter than one block: shorter
     threads_before = torch.get_num_threads()
     torch.set_num_threads(cfg.num_threads or len(os.sched_getaffinity(0)))
     try:
@@ -110,15 +110,15 @@ def _pretrain(
 ) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    decay = [p for p in model.parameters() if p.ndim >= 2]  # matrices; not norms, biases
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay}],
         lr=cfg.lr,
         betas=(0.9, 0.95),
     )
     model.train()
-    offsets = torch.arange(block + 1)
+    offsets = torch.arange(block)
     history: list[tuple[int, float]] = []
     t0 = time.perf_counter()
     bar = None
@@ -128,12 +128,11 @@ def _pretrain(
         bar = tqdm(total=cfg.steps, desc="pretrain tiny base", unit="step")
     running = None
     for step in range(cfg.steps):
-        starts = torch.randint(0, stream.numel() - block - 1, (cfg.batch_size,), generator=gen)
-        window = stream[starts[:, None] + offsets]  # (B, T+1)
-        x = window[:, :-1]
+        starts = torch.randint(0, stream.numel() - block + 1, (cfg.batch_size,), generator=gen)
+        x = stream[starts[:, None] + offsets]  # (B, T): HF shifts the labels inside
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        loss = model(input_ids=x, labels=x).loss  # HF shifts labels by one inside
+        loss = model(input_ids=x, labels=x).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
