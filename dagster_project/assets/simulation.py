@@ -30,6 +30,18 @@ PERSONA_MODEL = "persona_model"
 LLM_POLICIES = ("llm", "nopersona", "llm_neutral", "nopersona_neutral")
 
 
+def _max_invalid_actions():
+    """The runtime's tolerance of invalid actions, one field of both agent-run configs."""
+    return Field(
+        default=0,
+        description=(
+            "Invalid actions (unparseable, or naming no element on the page) an agent may "
+            "make, each reported back in its progress log, before its session ends as "
+            "`other`. 0: the first ends it, as in the paper."
+        ),
+    )
+
+
 class SimulationConfig(dg.Config):
     policies: list[str] = Field(
         default=["markov", "llm", "nopersona"],
@@ -46,14 +58,7 @@ class SimulationConfig(dg.Config):
     concurrency: int = Field(default=4, description="Browser sessions at once.")
     max_steps: int = Field(default=30, description="Steps per agent (paper: 30).")
     session_timeout_s: float = Field(default=300.0, description="Wall-clock limit per agent.")
-    max_invalid_actions: int = Field(
-        default=0,
-        description=(
-            "Invalid actions (unparseable, or naming no element on the page) an agent may "
-            "make, each reported back in its progress log, before its session ends as "
-            "`other`. 0: the first ends it, as in the paper."
-        ),
-    )
+    max_invalid_actions: int = _max_invalid_actions()
     temperature: float = Field(default=0.7, description="LLM sampling temperature.")
     max_tokens: int = Field(default=160, description="LLM reply budget per step (tokens).")
     guided_decoding: bool = Field(
@@ -82,14 +87,7 @@ class InstructionConfig(dg.Config):
     concurrency: int = Field(default=4, description="Browser sessions at once.")
     max_steps: int = Field(default=30, description="Steps per run.")
     session_timeout_s: float = Field(default=300.0, description="Wall-clock limit per run.")
-    max_invalid_actions: int = Field(
-        default=0,
-        description=(
-            "Invalid actions (unparseable, or naming no element on the page) an agent may "
-            "make, each reported back in its progress log, before its session ends as "
-            "`other`. 0: the first ends it, as in the paper."
-        ),
-    )
+    max_invalid_actions: int = _max_invalid_actions()
     temperature: float = Field(default=0.7, description="LLM sampling temperature.")
     max_tokens: int = Field(default=160, description="LLM reply budget per step (tokens).")
     guided_decoding: bool = Field(

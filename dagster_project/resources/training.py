@@ -1,6 +1,5 @@
 """The grounding launcher: where and how `persona_model` trains (simpersona.llm.launch)."""
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -67,8 +66,11 @@ class TrainingLauncherResource(dg.ConfigurableResource):
             if not (path / "config.json").exists():
                 raise dg.Failure(f"base_model {path} has no config.json")
             return path
+        from simpersona.llm.tiny import pretrain_stats
+
         path = Path(self.tiny_model_dir)
-        if not (path / "config.json").exists() or self._pretrained_steps(path) != (
+        steps = (pretrain_stats(path) or {}).get("steps", 0)
+        if not (path / "config.json").exists() or steps != (
             self.tiny_pretrain_steps if corpus else 0
         ):
             from simpersona.llm.cli import _read_corpus
@@ -80,18 +82,13 @@ class TrainingLauncherResource(dg.ConfigurableResource):
             build_tiny_model(texts, path, seed=0, pretrain=pretrain)
         return path
 
-    @staticmethod
-    def _pretrained_steps(path: Path) -> int:
-        """Causal-LM steps the tiny base at `path` was pretrained for (0: none)."""
-        stats = path / "pretrain.json"
-        return int(json.loads(stats.read_text())["steps"]) if stats.exists() else 0
-
     def pretrain_figures(self, path: Path) -> dict[str, Any]:
         """The tiny base's pretraining figures (empty for a given base model or none)."""
-        stats = path / "pretrain.json"
-        if self.base_model or not stats.exists():
+        from simpersona.llm.tiny import pretrain_stats
+
+        d = None if self.base_model else pretrain_stats(path)
+        if d is None:
             return {}
-        d = json.loads(stats.read_text())
         keys = ("steps", "corpus_tokens", "seconds", "loss_first", "loss_last")
         return {f"pretrain_{k}": d[k] for k in keys if k in d}
 

@@ -119,7 +119,12 @@ def build_tiny_llm_command(
     ChatML template) into --out, optionally pretrained on the corpus; serve it with
     serve-llm or fine-tune it."""
     from simpersona.llm.pretrain import PretrainConfig
-    from simpersona.llm.tiny import TinyModelConfig, build_tiny_model, count_parameters
+    from simpersona.llm.tiny import (
+        TinyModelConfig,
+        build_tiny_model,
+        count_parameters,
+        pretrain_stats,
+    )
 
     if pretrain_steps and corpus is None:
         raise typer.BadParameter("--pretrain-steps needs --corpus", param_hint="--pretrain-steps")
@@ -141,8 +146,8 @@ def build_tiny_llm_command(
     n_params = count_parameters(AutoModelForCausalLM.from_pretrained(path))
     n_vocab = len(AutoTokenizer.from_pretrained(path))
     typer.echo(f"wrote {path}: {n_params:,} parameters, {n_vocab:,} tokens")
-    if (path / "pretrain.json").exists():
-        stats = json.loads((path / "pretrain.json").read_text())
+    stats = pretrain_stats(path)
+    if stats is not None:
         typer.echo(
             f"pretrained {stats['steps']} steps on {stats['corpus_tokens']:,} tokens in "
             f"{stats['seconds']} s: loss {stats['loss_first']} -> {stats['loss_last']}"

@@ -31,6 +31,7 @@ ENDOFTEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END)  # ids 0, 1, 2 in the tiny tokenizer
+PRETRAIN_STATS = "pretrain.json"  # the base's pretraining figures, beside its weights
 
 # ChatML, as Qwen writes it. The `{% generation %}` block marks what an assistant wrote, for
 # `return_assistant_tokens_mask` and TRL's assistant_only_loss (trl#3586). <|im_end|> sits
@@ -191,7 +192,8 @@ def build_tiny_model(
     initialised Qwen3ForCausalLM (seeded) and save both to `out_dir`, which
     `AutoModelForCausalLM.from_pretrained` / `AutoTokenizer.from_pretrained` then load.
     With `pretrain` (and `texts`), the model then reads the same texts as a causal LM
-    (`simpersona.llm.pretrain`); its figures go to `pretrain.json` in the folder.
+    (`simpersona.llm.pretrain`); its figures go to `pretrain.json` in the folder
+    (`pretrain_stats`).
 
     Built in a temporary folder beside `out_dir` and renamed into place, so a crash never
     leaves a half-written model; an existing `out_dir` is replaced."""
@@ -219,7 +221,7 @@ def build_tiny_model(
         tokenizer.save_pretrained(tmp)
         (tmp / "tiny_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
         if stats is not None:
-            (tmp / "pretrain.json").write_text(json.dumps(stats, indent=2) + "\n")
+            (tmp / PRETRAIN_STATS).write_text(json.dumps(stats, indent=2) + "\n")
         old = None
         if out.exists():  # move the old one aside first: os.replace can't replace a folder
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -231,6 +233,12 @@ def build_tiny_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def pretrain_stats(model_dir: str | os.PathLike[str]) -> dict | None:
+    """The pretraining figures `build_tiny_model` saved with the model; None: not pretrained."""
+    path = Path(model_dir) / PRETRAIN_STATS
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def count_parameters(model: torch.nn.Module) -> int:
