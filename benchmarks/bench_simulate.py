@@ -84,6 +84,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--chromium-arg", action="append", default=[], help="extra Chromium flag")
     p.add_argument("--no-reuse", action="store_true", help="a fresh context per session")
+    p.add_argument(
+        "--intercept-local",
+        action="store_true",
+        help="route every request through Playwright (the remote-store path; slower)",
+    )
     args = p.parse_args()
     n = args.sessions or (8 if args.quick else 60)
     if args.cores and hasattr(os, "sched_setaffinity"):
@@ -114,7 +119,9 @@ def main() -> None:
             seed=args.seed,
             runtime=RuntimeConfig(max_steps=args.steps, session_timeout_s=600.0),
             browser=BrowserConfig(
-                extra_args=tuple(args.chromium_arg), reuse_contexts=not args.no_reuse
+                extra_args=tuple(args.chromium_arg),
+                reuse_contexts=not args.no_reuse,
+                intercept_local=args.intercept_local,
             ),
         )
         cpu0 = cpu_seconds()

@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from simpersona.agent import (
+    BrowserConfig,
     BrowserPool,
     Goal,
     Persona,
@@ -515,6 +516,62 @@ def test_links_to_hosts_outside_the_allowlist_are_blocked(loop, pool):
     assert "localhost" in res.records[0].error and "not allowed" in res.records[0].error
     assert res.records[1].result == "clicked in" and res.final_url.endswith("/next")
     assert res.records[1].observation["kind"] == "home"  # still on the allowed page
+
+
+@pytest.mark.parametrize("intercept", [False, True], ids=["dead-end-proxy", "interception"])
+def test_redirects_off_the_allowlist_are_blocked_and_the_buyer_id_arrives(loop, intercept):
+    """Both ways of keeping a session on its hosts: a loopback-only session's context sends
+    other hosts to a dead-end proxy (no request interception); `intercept_local` routes every
+    request. A server-side redirect to another host (which no pre-click check can see) fails
+    as blocked, the session goes on, and the store sees the buyer id either way (cookie or
+    header)."""
+    from starlette.applications import Starlette
+    from starlette.responses import HTMLResponse, RedirectResponse
+    from starlette.routing import Route
+
+    seen: list[str | None] = []
+
+    def page(request):
+        seen.append(request.headers.get("x-buyer-id") or request.cookies.get("sp_buyer"))
+        return HTMLResponse(
+            '<html><body><main><a id="away" href="/away">away</a>'
+            '<a id="in" href="/next">next</a></main></body></html>'
+        )
+
+    def away(request):  # TEST-NET-3: never routable, so nothing leaves the machine
+        return RedirectResponse("http://203.0.113.7/elsewhere", status_code=302)
+
+    p = BrowserPool(BrowserConfig(intercept_local=intercept), size=1)
+    base_url, stop = run_in_thread(
+        Starlette(routes=[Route("/", page), Route("/next", page), Route("/away", away)])
+    )
+    try:
+        run(loop, p.start())
+        script = ScriptedPolicy(
+            [{"action": "click", "id": "away"}, {"action": "click", "id": "in"}]
+        )
+        cfg = RuntimeConfig(max_invalid_actions=1)
+        res = run(loop, run_session(p, spec(base_url, "redirected-1"), script, cfg))
+        again = run(loop, run_session(p, spec(base_url, "redirected-2"), ScriptedPolicy([]), cfg))
+    finally:
+        run(loop, p.close())
+        stop()
+    assert res.outcome == "goal_reached", (res.message, [(r.result, r.error) for r in res.records])
+    assert res.records[0].result == "invalid action"
+    assert "203.0.113.7" in res.records[0].error and "not allowed" in res.records[0].error
+    assert res.records[1].result == "clicked in" and res.final_url.endswith("/next")
+    assert again.outcome == "goal_reached"
+    # The reused context dropped the first buyer's cookie: the second buyer is its own.
+    # (Going back from the error page may load "/" again: no cache under interception.)
+    assert len(seen) >= 3 and set(seen[:-1]) == {"redirected-1"}, seen
+    assert seen[-1] == "redirected-2", seen
+
+
+def test_the_pools_buyer_cookie_is_the_storefronts():
+    from simpersona.agent.browser import BUYER_COOKIE
+    from simpersona.store.app import BUYER_COOKIE as STORE_COOKIE
+
+    assert BUYER_COOKIE == STORE_COOKIE
 
 
 def _events(sink: LakeEventSink) -> list[tuple[str, str]]:

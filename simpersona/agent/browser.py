@@ -12,6 +12,15 @@ fresh context and tab cost about three page loads of CPU. Requests to hosts outs
 allowlist are aborted in the browser. `X-Buyer-Id` is sent only to the origin named in
 `headers_for` (the local storefront), never to other hosts. When the browser process dies,
 the next session launches a new one, so one crash does not take the pool down.
+
+Sessions whose allowlist holds only loopback hosts (a local storefront: every simulation)
+skip request interception, which pauses every request for a round trip to the driver,
+turns off the HTTP cache, and costs about 15 % of the throughput. Their contexts send all
+other traffic to a dead-end proxy on loopback (a bound port that never listens), so other
+hosts fail at once with `ERR_PROXY_CONNECTION_FAILED`, and the buyer id travels as the
+storefront's `sp_buyer` cookie instead of the header. Chromium never proxies the loopback
+names, so `localhost` and `127.0.0.1` are not told apart there; the runtime checks a link's
+or form's target host before it clicks (see `simpersona.agent.execute`).
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -39,6 +49,12 @@ CHROMIUM_ARGS: tuple[str, ...] = (
     "--disable-sync",
 )
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+# The storefront's buyer cookie (simpersona.store.app.BUYER_COOKIE; not imported, so the
+# agent does not pull in the web stack).
+BUYER_COOKIE = "sp_buyer"
+# How Chromium reports a request the pool stopped: aborted by the route, or sent to the
+# dead-end proxy of a loopback-only context.
+BLOCKED_FAILURES = ("ERR_BLOCKED_BY_CLIENT", "ERR_PROXY_CONNECTION_FAILED")
 
 
 class BrowserUnavailable(RuntimeError):
@@ -58,6 +74,8 @@ class BrowserConfig:
     extra_args: tuple[str, ...] = field(default_factory=tuple)
     # Keep a finished session's context (cookies and storage cleared) for the next one.
     reuse_contexts: bool = True
+    # Intercept requests on loopback-only sessions too (the remote-store path; ~15 % slower).
+    intercept_local: bool = False
 
 
 def host_of(url: str) -> str:
@@ -66,6 +84,12 @@ def host_of(url: str) -> str:
 
 def is_local(url: str) -> bool:
     return host_of(url) in LOCAL_HOSTS
+
+
+def is_blocked_failure(text: str) -> bool:
+    """Whether a request failure (or a navigation error's text) is the pool's blocking."""
+    upper = text.upper()
+    return any(code in upper for code in BLOCKED_FAILURES) or "blockedbyclient" in text.lower()
 
 
 def host_allowed(host: str, allowlist: Iterable[str]) -> bool:
@@ -88,6 +112,7 @@ class BrowserPool:
         self._pw: Any = None
         self._browser: Any = None
         self._idle: list[_Slot] = []
+        self._dead_end: socket.socket | None = None
         self.launches = 0
 
     async def __aenter__(self) -> BrowserPool:
@@ -126,6 +151,9 @@ class BrowserPool:
 
     async def close(self) -> None:
         self._idle.clear()
+        if self._dead_end is not None:
+            self._dead_end.close()
+            self._dead_end = None
         if self._browser is not None:
             with contextlib.suppress(Exception):  # already gone
                 await self._browser.close()
@@ -138,23 +166,36 @@ class BrowserPool:
     def browser(self) -> Any:
         return self._browser
 
-    async def _new_slot(self) -> _Slot:
+    def _dead_end_proxy(self) -> str:
+        """A loopback address that refuses every connection: bound, never listening."""
+        if self._dead_end is None:
+            self._dead_end = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._dead_end.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{self._dead_end.getsockname()[1]}"
+
+    async def _new_slot(self, loopback: tuple[str, ...] | None) -> _Slot:
         browser = await self._ensure_browser()
         w, h = self.config.viewport
         kwargs: dict[str, Any] = {"viewport": {"width": w, "height": h}}
         if self.config.user_agent:
             kwargs["user_agent"] = self.config.user_agent
+        if loopback is not None:
+            kwargs["proxy"] = {"server": self._dead_end_proxy(), "bypass": ",".join(loopback)}
         ctx = await browser.new_context(**kwargs)
         ctx.set_default_timeout(self.config.action_timeout_ms)
         ctx.set_default_navigation_timeout(self.config.navigation_timeout_ms)
         routing = _Routing()
-        await ctx.route("**/*", routing.handle)
+        if loopback is None:
+            await ctx.route("**/*", routing.handle)
         page = await ctx.new_page()
-        return _Slot(browser, ctx, page, routing)
+        return _Slot(browser, ctx, page, routing, loopback)
 
-    async def _take_idle(self) -> _Slot | None:
-        while self._idle:
-            slot = self._idle.pop()
+    async def _take_idle(self, loopback: tuple[str, ...] | None) -> _Slot | None:
+        for i in range(len(self._idle) - 1, -1, -1):
+            slot = self._idle[i]
+            if slot.loopback != loopback and slot.browser is self._browser:
+                continue  # a context of the other kind (or another allowlist): keep it
+            del self._idle[i]
             if (
                 slot.browser is self._browser
                 and slot.browser.is_connected()
@@ -163,6 +204,19 @@ class BrowserPool:
                 return slot
             await _close_quietly(slot.ctx)
         return None
+
+    def _loopback_only(
+        self, headers_for: str | None, allowlist: Iterable[str] | None
+    ) -> tuple[str, ...] | None:
+        """The allowlist when the session needs no request interception, else None."""
+        if self.config.intercept_local or allowlist is None:
+            return None
+        hosts = tuple(sorted({h.lower() for h in allowlist}))
+        if not hosts or not all(h in LOCAL_HOSTS for h in hosts):
+            return None
+        if headers_for is not None and not is_local(headers_for):
+            return None
+        return hosts
 
     @asynccontextmanager
     async def page(
@@ -180,11 +234,16 @@ class BrowserPool:
         context and tab cost about three page loads of CPU); call `forget_history(page)`
         after the first navigation so `go_back` cannot reach the previous session's pages.
         """
+        loopback = self._loopback_only(headers_for, allowlist)
         async with self._sem:
-            slot = await self._take_idle() if self.config.reuse_contexts else None
+            slot = await self._take_idle(loopback) if self.config.reuse_contexts else None
             if slot is None:
-                slot = await self._new_slot()
+                slot = await self._new_slot(loopback)
             slot.routing.set(buyer_id, headers_for, allowlist)
+            if loopback is not None and buyer_id and headers_for:
+                await slot.ctx.add_cookies(
+                    [{"name": BUYER_COOKIE, "value": buyer_id, "url": _origin(headers_for)}]
+                )
             reusable = False
             try:
                 yield slot.page
@@ -192,6 +251,8 @@ class BrowserPool:
             finally:
                 if reusable and await _reset(slot):
                     self._idle.append(slot)
+                    if len(self._idle) > self.size:  # kinds alternated: drop the oldest
+                        await _close_quietly(self._idle.pop(0).ctx)
                 else:
                     await _close_quietly(slot.ctx)
 
@@ -213,6 +274,12 @@ class _Slot:
     ctx: Any
     page: Any
     routing: _Routing
+    loopback: tuple[str, ...] | None  # the allowlist of a context without interception
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/"
 
 
 async def _close_quietly(ctx: Any) -> None:

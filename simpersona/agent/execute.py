@@ -3,13 +3,17 @@
 Element ids are looked up in the live DOM (the element's `id`, else the `data-sp-agent-id`
 the observation gave it). Anything the page cannot do — an unknown id, typing into a button,
 an option the select does not have, add-to-cart off a product page, going back from the
-first page — raises `ActionError` with a message; browser failures propagate.
+first page — raises `ActionError` with a message; browser failures propagate. A click or
+search whose target (the link's URL, the form's action) is on a host outside the allowlist
+is refused before it runs, so the browser never asks that host for anything.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 from simpersona.agent.actions import (
     ActionError,
@@ -23,6 +27,7 @@ from simpersona.agent.actions import (
     Type,
     _Action,
 )
+from simpersona.agent.browser import host_allowed
 from simpersona.agent.observation import AGENT_ID_ATTR, Observation
 
 SEARCH_INPUTS = "#search-input, input[type=search], input[name=q]"
@@ -42,12 +47,16 @@ def element_selector(element_id: str) -> str:
     return f"[id={v}], [{AGENT_ID_ATTR}={v}]"
 
 
-# One round trip: the element's facts, or null when no element has the id.
+# One round trip: the element's facts, or null when no element has the id. `target` is the
+# absolute URL a click would load: a link's href, or the action of the form it submits.
 DESCRIBE_JS = """sel => {
   const el = document.querySelector(sel);
   if (!el) return null;
+  const target = el.tagName === 'A' ? el.href
+    : el.getAttribute && el.getAttribute('formaction') ? el.formAction
+    : el.form ? el.form.action : null;
   return {tag: el.tagName.toLowerCase(), type: (el.getAttribute('type') || '').toLowerCase(),
-          href: el.getAttribute('href'), form: !!el.form, disabled: !!el.disabled};
+          href: el.getAttribute('href'), form: !!el.form, disabled: !!el.disabled, target};
 }"""
 # A DOM click: the same click event a mouse gives the page's handlers and forms, without
 # Playwright's pointer choreography (scroll, hit test, two animation frames), which costs
@@ -73,6 +82,14 @@ async def _describe(page: Any, element_id: str) -> tuple[str, dict[str, Any]]:
     return sel, info
 
 
+def _check_target(url: str | None, allowed: Iterable[str] | None) -> None:
+    if not url or allowed is None:
+        return
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https") and not host_allowed(parts.hostname or "", allowed):
+        raise ActionError(f"navigation to {url} was blocked: its host is not allowed")
+
+
 async def _navigating(page: Any, timeout_ms: float, action: Any) -> None:
     """Run `action()` (a coroutine factory) expecting a navigation, and wait for the new
     document to be parsed."""
@@ -80,16 +97,25 @@ async def _navigating(page: Any, timeout_ms: float, action: Any) -> None:
         await action()
 
 
-async def execute(page: Any, action: _Action, obs: Observation, nav_timeout_ms: float) -> str:
+async def execute(
+    page: Any,
+    action: _Action,
+    obs: Observation,
+    nav_timeout_ms: float,
+    allowed: Iterable[str] | None = None,
+) -> str:
     """Run `action` on `page`; returns a short note of what happened (for the progress log).
-    `end_session` is the runtime's business and is not handled here."""
+    `end_session` is the runtime's business and is not handled here. With `allowed`, clicks
+    and searches that would load a page of another host raise `ActionError`."""
     if isinstance(action, Search):
         box = await page.evaluate(
-            "sel => { const el = document.querySelector(sel); return el ? true : false; }",
+            "sel => { const el = document.querySelector(sel);"
+            " return el ? {action: el.form ? el.form.action : null} : null; }",
             SEARCH_INPUTS,
         )
         if not box:
             raise ActionError("this page has no search box")
+        _check_target(box["action"], allowed)
         await _navigating(
             page,
             nav_timeout_ms,
@@ -112,6 +138,7 @@ async def execute(page: Any, action: _Action, obs: Observation, nav_timeout_ms: 
             )
         )
         if navigates:
+            _check_target(info["target"], allowed)
             await _navigating(page, nav_timeout_ms, lambda: page.evaluate(CLICK_JS, sel))
         else:
             await page.evaluate(CLICK_JS, sel)

@@ -25,7 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simpersona.agent.actions import ActionError, EndSession, _Action, parse_action
-from simpersona.agent.browser import LOCAL_HOSTS, BrowserPool, host_allowed, host_of
+from simpersona.agent.browser import (
+    LOCAL_HOSTS,
+    BrowserPool,
+    host_allowed,
+    host_of,
+    is_blocked_failure,
+)
 from simpersona.agent.execute import execute
 from simpersona.agent.observation import DEFAULT_TOKEN_BUDGET, Observation, observe
 from simpersona.agent.policy import Goal, Memory, Persona, Policy
@@ -151,8 +157,9 @@ class _PageWatch:
     """Follows a page's main-frame responses: the last status, 5xx bodies' error text, the
     store's session id, and navigations the allowlist blocked."""
 
-    def __init__(self, page: Any) -> None:
+    def __init__(self, page: Any, allow: Sequence[str] = ()) -> None:
         self.page = page
+        self.allow = tuple(allow)
         self.status: int | None = None
         self.status_url = ""
         self.session_id: str | None = None
@@ -174,11 +181,19 @@ class _PageWatch:
         self.page.remove_listener("response", self._on_response)
         self.page.remove_listener("requestfailed", self._on_failed)
 
+    async def settle(self, timeout_s: float = 1.0) -> None:
+        """Wait briefly for a blocked request's report (it may trail the navigation error)."""
+        end = time.monotonic() + timeout_s
+        while not self.blocked and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+
     def _on_failed(self, request: Any) -> None:
-        if request.resource_type == "document" and request.frame == self.page.main_frame:
-            failure = request.failure or ""
-            if "BLOCKED_BY_CLIENT" in failure.upper() or "blockedbyclient" in failure.lower():
-                self.blocked = request.url
+        main = request.resource_type == "document" and request.frame == self.page.main_frame
+        # A redirect the route aborted fails with another code: any failure of a page on a
+        # host outside the allowlist is the pool's doing.
+        off = bool(self.allow) and not host_allowed(host_of(request.url), self.allow)
+        if main and (off or is_blocked_failure(request.failure or "")):
+            self.blocked = request.url
 
     def check(self) -> None:
         if self.blocked:
@@ -253,7 +268,7 @@ async def run_session(
         async with pool.page(spec.buyer_id, headers_for=spec.start_url, allowlist=allow) as page:
             t0 = time.monotonic()
             deadline = t0 + cfg.session_timeout_s
-            watch = _PageWatch(page)
+            watch = _PageWatch(page, allow)
             try:
                 await asyncio.wait_for(
                     page.goto(spec.start_url, wait_until="domcontentloaded"), remaining()
@@ -308,7 +323,7 @@ async def run_session(
                                 f"{action.reason}",
                             )
                         note = await asyncio.wait_for(
-                            execute(page, action, obs, pool.config.navigation_timeout_ms),
+                            execute(page, action, obs, pool.config.navigation_timeout_ms, allow),
                             remaining(),
                         )
                         watch.check()
@@ -330,7 +345,11 @@ async def run_session(
                     except Exception as exc:  # Playwright errors on a page that still lives
                         if _is_closed_error(exc, page):
                             raise
-                        if watch.blocked or "ERR_BLOCKED_BY_CLIENT" in str(exc):
+                        if "net::ERR_" in str(exc) and not is_blocked_failure(str(exc)):
+                            # A redirect the route aborted fails the navigation with another
+                            # code; its failed request is reported just after.
+                            await watch.settle()
+                        if watch.blocked or is_blocked_failure(str(exc)):
                             # The allowlist aborted the navigation; Chromium shows its error
                             # page (and reports the failed request) a moment later.
                             await _back_from_error_page(page)
