@@ -32,6 +32,14 @@ chromium:
 	  echo "==> installing Debian chromium"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	@# The headless-only build of the same Chromium: about twice the agent sessions per minute.
+	@# Optional: the agents fall back to chromium when it cannot be installed.
+	@command -v chromium-headless-shell >/dev/null 2>&1 || { \
+	  echo "==> installing Debian chromium-headless-shell (optional)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium-headless-shell >/dev/null 2>&1 \
+	  || { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium-headless-shell >/dev/null; } \
+	  || echo "    (not installed: the agents use chromium)"; }
 
 # Debian PostgreSQL server binaries (initdb, pg_ctl) for tests/test_postgres.py: Dagster on a
 # real PostgreSQL, the deployment storage. The tests start their own server on loopback.

@@ -1,12 +1,23 @@
-"""Action Rate Alignment of the persona Markov policy on generated shops (issue #8's
-acceptance: stratified ARA correct >= 0.85 and >= 0.15 above all-mismatch).
+"""Action Rate Alignment and persona separation of simulated buyers on generated shops.
 
-Generates shops, runs ingestion, features and personas through the Dagster assets, then the
-population simulation of every evaluation shop with the Markov policy in headless Chromium,
-and the evaluation report. Prints the report's path and, last, one line of figures.
+`--policy markov` (default; issue #8's acceptance: stratified ARA correct >= 0.85 and >= 0.15
+above all-mismatch): generates shops, runs ingestion, features and personas through the
+Dagster assets, then the population simulation of every evaluation shop with the Markov
+policy in headless Chromium, and the evaluation report.
+
+`--policy llm` (issue #7's acceptance: >= 95 % valid JSON actions on held-out shops, purchase
+Cohen's d >= 0.8): the same, plus `--traces` replayed sessions per training shop, the tiny
+base's pretraining (`--pretrain-steps`), stage 1 and stage 2 on CPU, then the persona LLM and
+the same model without its persona token (`nopersona`) on the evaluation shops, in free text
+(default; what "valid JSON" measures) or with `--guided` decoding, and `--max-invalid`
+invalid actions reported back before a session ends.
+
+Prints the report's path and, last, one line of figures.
 
     python benchmarks/simulation_alignment.py            # 6 shops, 12,000 buyers, 40 agents
     python benchmarks/simulation_alignment.py --quick    # 3 shops, 3,000 buyers, 12 agents
+    python benchmarks/simulation_alignment.py --policy llm --agents 60 --max-invalid 3
+    python benchmarks/simulation_alignment.py --policy llm --quick   # wiring only: 3 steps
 """
 
 from __future__ import annotations
@@ -26,19 +37,29 @@ def main() -> None:
     ap.add_argument("--agents", type=int, default=None, help="agents per evaluation shop")
     ap.add_argument("--data", type=Path, default=None, help="work folder (default: a temp dir)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--policy", choices=("markov", "llm"), default="markov")
+    ap.add_argument("--traces", type=int, default=None, help="llm: replays per training shop")
+    ap.add_argument("--pretrain-steps", type=int, default=None, help="llm: tiny base pretraining")
+    ap.add_argument("--guided", action="store_true", help="llm: schema-guided decoding")
+    ap.add_argument("--max-invalid", type=int, default=0, help="llm: invalid actions tolerated")
     args = ap.parse_args()
+    llm = args.policy == "llm"
 
     import dagster as dg
     from rich.console import Console
 
     from dagster_project.resources import resources_under
-    from dagster_project.run import run_demo, run_simulation
+    from dagster_project.run import run_demo, run_grounding, run_simulation
     from simpersona.synth import GeneratorConfig
 
     shops, buyers = (3, 3_000) if args.quick else (6, 12_000)
     agents = args.agents or (12 if args.quick else 40)
+    traces = (args.traces or (2 if args.quick else 30)) if llm else 0
+    pretrain = (
+        args.pretrain_steps if args.pretrain_steps is not None else (3 if args.quick else 400)
+    )
     root = args.data or Path(tempfile.mkdtemp(prefix="sim-align-"))
-    res = resources_under(root, "benchmark")
+    res = resources_under(root, "benchmark", tiny_pretrain_steps=pretrain)
     fast = {
         "ops": {
             "persona_codebook": {
@@ -58,17 +79,24 @@ def main() -> None:
             instance=instance,
             resources=res,
             persona_run_config=fast,
-            traces_per_shop=0,
+            traces_per_shop=traces,
+            simulate=False,
         )
         prep = time.perf_counter() - t0
-        cfg = {
-            "ops": {
-                "population_simulation": {
-                    "config": {"policies": ["markov"], "agents_per_shop": agents}
-                }
+        grounding = run_grounding(instance, res) if llm else None
+        sim_cfg = {"policies": ["markov"], "agents_per_shop": agents}
+        if llm:
+            sim_cfg = {
+                "policies": ["llm", "nopersona"],
+                "agents_per_shop": agents,
+                "guided_decoding": args.guided,
+                "max_invalid_actions": args.max_invalid,
             }
-        }
+        cfg = {"ops": {"population_simulation": {"config": sim_cfg}}}
         sim = run_simulation(instance, resources=res, run_config=cfg, instruction=False)
+    if grounding is not None:
+        print_llm_figures(args, shops, buyers, traces, pretrain, prep, grounding, sim)
+        return
     h = sim.headline
     print(f"report: {sim.report_html}")
     figures = {
@@ -84,6 +112,41 @@ def main() -> None:
         ),
         "purchase_cohens_d_markov": h.get("purchase_cohens_d_markov"),
         "agents_per_min": round(sim.agents / sim.seconds * 60, 1) if sim.seconds else 0,
+        "prep_s": round(prep, 1),
+        "simulation_s": round(sim.seconds, 1),
+    }
+    print(" ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+def print_llm_figures(args, shops, buyers, traces, pretrain, prep, grounding, sim) -> None:
+    """Issue #7's figures: valid JSON / executable actions, purchase-bin separation with and
+    without the persona token, and the training wall times."""
+    f, g = sim.figures, grounding.figures
+
+    def fig(key: str) -> float | None:
+        v = f.get(key)
+        return None if v is None else round(float(v), 4)
+
+    print(f"report: {sim.report_html}")
+    figures = {
+        "shops": shops,
+        "buyers": buyers,
+        "traces_per_shop": traces,
+        "eval_shops": len(sim.shops),
+        "agents": sim.agents,
+        "decoding": "guided" if args.guided else "free_text",
+        "max_invalid_actions": args.max_invalid,
+        "valid_json_rate": fig("valid_json_rate_llm"),
+        "valid_action_rate": fig("valid_action_rate_llm"),
+        "purchase_cohens_d_llm": fig("purchase_cohens_d_llm"),
+        "purchase_cohens_d_nopersona": fig("purchase_cohens_d_nopersona"),
+        "atc_rate_llm": fig("atc_rate_llm"),
+        "ara_correct_llm": fig("ara_correct_llm"),
+        "ara_all_mismatch_llm": fig("ara_all_mismatch_llm"),
+        "pretrain_steps": pretrain,
+        "pretrain_seconds": round(g.get("pretrain_seconds", 0.0), 1),
+        "stage1_seconds": round(g.get("stage1_seconds", 0.0), 1),
+        "stage2_seconds": round(g.get("stage2_seconds", 0.0), 1),
         "prep_s": round(prep, 1),
         "simulation_s": round(sim.seconds, 1),
     }

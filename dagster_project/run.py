@@ -633,6 +633,9 @@ class SimulationRun:
         # Issue #7's name for the LLM policy's share of valid actions.
         if "valid_action_rate_llm" in self.figures:
             out["valid_action_rate"] = round(self.figures["valid_action_rate_llm"], 4)
+        # ... and of its replies that were schema-valid JSON actions (executable or not).
+        if "valid_json_rate_llm" in self.figures:
+            out["valid_json_rate"] = round(self.figures["valid_json_rate_llm"], 4)
         return out
 
 

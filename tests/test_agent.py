@@ -369,3 +369,16 @@ def test_recorder_writes_jsonl_atomically(tmp_path):
     assert lines[1]["reasoning"] == "why" and lines[1]["outcome"] == "other"
     assert lines[2]["message"] == "msg"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_the_pool_prefers_the_headless_shell_and_obeys_the_environment(monkeypatch, tmp_path):
+    from simpersona.agent import browser
+
+    monkeypatch.delenv(browser.CHROMIUM_ENV, raising=False)
+    shell = tmp_path / "chromium-headless-shell"
+    monkeypatch.setattr(browser, "HEADLESS_SHELL_PATH", str(shell))
+    assert browser.BrowserConfig().executable_path == browser.CHROMIUM_PATH
+    shell.write_text("")
+    assert browser.BrowserConfig().executable_path == str(shell)
+    monkeypatch.setenv(browser.CHROMIUM_ENV, "/opt/my-chromium")
+    assert browser.BrowserConfig().executable_path == "/opt/my-chromium"

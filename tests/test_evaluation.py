@@ -554,3 +554,14 @@ def test_token_ablation_table():
     assert t["atc_events"]["with_token"] == 19 and t["atc_events"]["no_token"] == 16
     assert t["actions_per_session_ok"]["ratio"] == pytest.approx(11 / 9)
     assert t["shops_higher_crash"]["no_token"] == 2 and t["shops_higher_crash"]["with_token"] == 0
+
+
+def test_valid_json_and_valid_action_rates_count_different_failures():
+    from simpersona.evaluation.suite import _valid_action_rate, _valid_json_rate
+
+    agents = pl.DataFrame(
+        {"steps": [3, 2, 5], "invalid_actions": [2, 0, 1], "malformed_replies": [1, None, 0]}
+    )
+    assert _valid_action_rate(agents) == pytest.approx(1 - 3 / 10)
+    assert _valid_json_rate(agents) == pytest.approx(1 - 1 / 10)  # a row from before the column
+    assert math.isnan(_valid_json_rate(agents.head(0)))

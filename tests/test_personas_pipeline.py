@@ -140,6 +140,7 @@ def test_demo_personas_on_generated_shops(tmp_path: Path) -> None:
                         "instruction_cart_success", "instruction_checkout_success"):  # fmt: skip
                 assert f"{key}_{p}" in saved, f"{key}_{p}"
         assert 0 <= saved["valid_action_rate"] <= 1 and saved["demo_seconds"] > 0
+        assert saved["valid_action_rate"] <= saved["valid_json_rate"] <= 1
         report = Path(saved["report_html"])
         assert report.exists() and "Action Rate Alignment" in report.read_text()
         assert "App. B · Population recovery" in report.read_text()  # the codebook's recovery

@@ -367,6 +367,8 @@ def test_invalid_actions_within_the_tolerance_are_reported_and_the_session_goes_
     )
     row = run_population(catalog, [plan], script, tolerant, tmp_path).table.row(0, named=True)
     assert row["invalid_actions"] == 2 and row["steps"] == 3, row
+    # one reply did not parse; the other parsed and named an element the page lacks
+    assert row["malformed_replies"] == 1, row
     assert row["outcome"] != "other" and row["self_reported_done"], row
     # the simulation asset's config reaches the runtime
     pop = _Policies(None, None, SHOP, SimulationConfig(max_invalid_actions=2)).population_config()

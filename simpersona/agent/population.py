@@ -71,6 +71,7 @@ RESULT_SCHEMA: dict[str, pl.DataType] = {
     "error": pl.String(),
     "steps": pl.Int32(),
     "invalid_actions": pl.Int32(),
+    "malformed_replies": pl.Int32(),
     "self_reported_done": pl.Boolean(),
     "seconds": pl.Float64(),
 }
@@ -232,6 +233,9 @@ def agent_row(
         if e.get("event_type") == "search"
     }
     invalid = sum(1 for r in result.records if r.error)
+    # Replies that were not a schema-valid JSON action at all (the rest of the invalid ones
+    # parsed but could not run on the page: an unknown id, add-to-cart off a product page).
+    malformed = sum(1 for r in result.records if r.error and r.action is None)
     last = result.records[-1] if result.records else None
     ended_itself = bool(last and last.action and last.action.get("action") == EndSession().action)
     return {
@@ -265,6 +269,7 @@ def agent_row(
         "error": None if result.outcome == "goal_reached" else result.message,
         "steps": result.steps,
         "invalid_actions": invalid,
+        "malformed_replies": malformed,
         "self_reported_done": ended_itself,
         "seconds": float(result.duration_s),
     }

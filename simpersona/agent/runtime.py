@@ -328,7 +328,14 @@ async def run_session(
                         )
                         watch.check()
                         if not host_allowed(host_of(page.url), allow):
-                            raise ActionError(f"left the allowed domains for {page.url}")
+                            # Landed off the allowlist (a redirect whose request the route
+                            # aborted can commit an empty page there): back to the last page.
+                            away = page.url
+                            with contextlib.suppress(Exception):
+                                await page.go_back(wait_until="domcontentloaded")
+                            raise ActionError(
+                                f"navigation to {away} was blocked: its host is not allowed"
+                            )
                         obs = await observe(page, cfg.token_budget)
                     except ActionError as exc:
                         invalid += 1

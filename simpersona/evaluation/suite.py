@@ -73,6 +73,15 @@ def _valid_action_rate(agents: pl.DataFrame) -> float:
     return 1.0 - bad / steps if steps else math.nan
 
 
+def _valid_json_rate(agents: pl.DataFrame) -> float:
+    """Share of the agents' replies that parsed as a schema-valid JSON action (executable on
+    the page or not)."""
+    steps = float(agents["steps"].sum()) if agents.height else 0.0
+    col = "malformed_replies"
+    bad = float(agents[col].fill_null(0).sum()) if col in agents.columns else 0.0
+    return 1.0 - bad / steps if steps else math.nan
+
+
 def evaluate(
     real: pl.DataFrame,
     assignments: pl.DataFrame,
@@ -100,6 +109,7 @@ def evaluate(
         ev.tables[f"funnel_{p}"] = funnel
         figs = {**ara_figs, **separation_figures(sep, funnel)}
         figs["valid_action_rate"] = _valid_action_rate(a)
+        figs["valid_json_rate"] = _valid_json_rate(a)
         figs["agents"] = float(a.height)
         figs["purchase_rate"] = float(a["purchase"].mean()) if a.height else math.nan
         figs["atc_rate"] = float(a["add_to_cart"].mean()) if a.height else math.nan
