@@ -195,7 +195,10 @@ class BrowserPool:
         if self.config.user_agent:
             kwargs["user_agent"] = self.config.user_agent
         if loopback is not None:
-            kwargs["proxy"] = {"server": self._dead_end_proxy(), "bypass": ",".join(loopback)}
+            bypass = ",".join(
+                f"[{h}]" if ":" in h and not h.startswith("[") else h for h in loopback
+            )
+            kwargs["proxy"] = {"server": self._dead_end_proxy(), "bypass": bypass}
         ctx = await browser.new_context(**kwargs)
         ctx.set_default_timeout(self.config.action_timeout_ms)
         ctx.set_default_navigation_timeout(self.config.navigation_timeout_ms)
@@ -242,7 +245,9 @@ class BrowserPool:
     ) -> AsyncIterator[Any]:
         """A page in a browser context of its own (waits for a free slot). `buyer_id` goes
         out as the `X-Buyer-Id` header, to the origin of `headers_for` only; requests to hosts
-        outside `allowlist` (when given) are aborted.
+        outside `allowlist` (when given) are aborted. A loopback-only allowlist gets a
+        context without interception instead (see the module docstring): the buyer id is the
+        store's cookie there, and other hosts fail at the dead-end proxy.
 
         With `reuse_contexts`, a context whose session ended with its page open is kept for
         the next session after its cookies and the store's web storage are cleared (a new
@@ -255,12 +260,12 @@ class BrowserPool:
             if slot is None:
                 slot = await self._new_slot(loopback)
             slot.routing.set(buyer_id, headers_for, allowlist)
-            if loopback is not None and buyer_id and headers_for:
-                await slot.ctx.add_cookies(
-                    [{"name": BUYER_COOKIE, "value": buyer_id, "url": _origin(headers_for)}]
-                )
             reusable = False
             try:
+                if loopback is not None and buyer_id and headers_for:
+                    await slot.ctx.add_cookies(
+                        [{"name": BUYER_COOKIE, "value": buyer_id, "url": _origin(headers_for)}]
+                    )
                 yield slot.page
                 reusable = self.config.reuse_contexts
             finally:
