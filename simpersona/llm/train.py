@@ -63,12 +63,12 @@ class TrainConfig:
 
     @classmethod
     def cpu(cls, **overrides: Any) -> TrainConfig:
-        """The tiny model on a CPU. It starts from random weights (877 K parameters), so it
-        needs a far higher lr than a 14B fine-tune and several epochs (stage 1, which only
-        moves K rows, one). Measured on 305 real examples: loss 7.9 -> 1.1 in 3 epochs, yet
-        not enough for valid unconstrained JSON (docs/llm.md); more data/epochs needed. Max length 2,048 holds every
-        example of the generated shops: prompts p50 967, p95 1,744, max 1,925 tokens with a
-        tokenizer trained on the traces (517 examples, 3 shops)."""
+        """The tiny model on a CPU, after its pretraining on the project's corpus
+        (simpersona.llm.pretrain): a far higher lr than a 14B fine-tune and several epochs
+        (stage 1, which only moves K rows, one). Max length 2,048 holds every example of the
+        generated shops (prompts p50 967, p95 1,744, max 1,925 tokens with a tokenizer trained
+        on the traces). One torch thread: fastest when the machine is busy with the
+        browser and the storefront too. Measured figures: docs/llm.md."""
         base = cls(
             lr=2e-3,
             stage1_lr=1e-2,
