@@ -82,12 +82,17 @@ async def _describe(page: Any, element_id: str) -> tuple[str, dict[str, Any]]:
     return sel, info
 
 
+def blocked_navigation(url: str) -> str:
+    """The message of a navigation the allowlist stopped (refused, aborted or undone)."""
+    return f"navigation to {url} was blocked: its host is not allowed"
+
+
 def _check_target(url: str | None, allowed: Iterable[str] | None) -> None:
     if not url or allowed is None:
         return
     parts = urlsplit(url)
     if parts.scheme in ("http", "https") and not host_allowed(parts.hostname or "", allowed):
-        raise ActionError(f"navigation to {url} was blocked: its host is not allowed")
+        raise ActionError(blocked_navigation(url))
 
 
 async def _navigating(page: Any, timeout_ms: float, action: Any) -> None:

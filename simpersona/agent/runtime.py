@@ -32,7 +32,7 @@ from simpersona.agent.browser import (
     host_of,
     is_blocked_failure,
 )
-from simpersona.agent.execute import execute
+from simpersona.agent.execute import blocked_navigation, execute
 from simpersona.agent.observation import DEFAULT_TOKEN_BUDGET, Observation, observe
 from simpersona.agent.policy import Goal, Memory, Persona, Policy
 
@@ -198,7 +198,7 @@ class _PageWatch:
     def check(self) -> None:
         if self.blocked:
             url, self.blocked = self.blocked, None
-            raise ActionError(f"navigation to {url} was blocked: its host is not allowed")
+            raise ActionError(blocked_navigation(url))
         if self.status is not None and self.status >= 500:
             raise _Ended("crash", f"the store answered HTTP {self.status} at {self.status_url}")
 
@@ -333,9 +333,7 @@ async def run_session(
                             away = page.url
                             with contextlib.suppress(Exception):
                                 await page.go_back(wait_until="domcontentloaded")
-                            raise ActionError(
-                                f"navigation to {away} was blocked: its host is not allowed"
-                            )
+                            raise ActionError(blocked_navigation(away))
                         obs = await observe(page, cfg.token_budget)
                     except ActionError as exc:
                         invalid += 1
@@ -361,7 +359,7 @@ async def run_session(
                             # page (and reports the failed request) a moment later.
                             await _back_from_error_page(page)
                             where = watch.blocked or "another host"
-                            error = f"navigation to {where} was blocked: its host is not allowed"
+                            error = blocked_navigation(where)
                             watch.blocked = None
                         elif type(exc).__name__ == "TimeoutError":
                             # Playwright's own timeout: the element never became actionable.
