@@ -1,0 +1,91 @@
+"""Does the persona model read its goal's intent and its persona token? (issue 7 diagnosis)
+
+    python benchmarks/intent_probe.py --root data               # the current persona model
+    python benchmarks/intent_probe.py --model DIR --data stage2.jsonl
+    python benchmarks/intent_probe.py --root data --quick       # 10 prompts x 2 samples
+
+Samples the model's reply (temperature 0.7, the LLM policy's) on stage-2 prompts of product
+pages taught with the intent-only goal, with the goal's intent rewritten to "buy" and to
+"browse", each with and without the persona token (`simpersona.llm.probe`), and counts
+add-to-carts. In the data a "browse" session never carts on such a page, so a model that
+reads its goal has a large `intent_gap`; purchase-bin separation of simulated agents
+(Cohen's d) cannot appear without it. No browser, no server: about a minute on 2 cores.
+
+`--root` reads `<root>/artifacts/persona_model/current.json` and
+`<root>/warehouse/sft/stage2.jsonl`. Last line: `prompts=… samples=… atc_buy=… atc_browse=…
+intent_gap=… atc_buy_without_token=… token_gap=… truth_atc_buy=… truth_atc_browse=…
+unparsed_rate=… seconds=…`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def resolve(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The model folder and the stage-2 dataset, from --model/--data or from --root."""
+    model, data = args.model, args.data
+    if model is None:
+        current = args.root / "artifacts" / "persona_model" / "current.json"
+        if not current.exists():
+            raise SystemExit(f"{current} not found: materialize persona_model, or pass --model")
+        model = current.parent / json.loads(current.read_text())["version"]
+    if data is None:
+        data = args.root / "warehouse" / "sft" / "stage2.jsonl"
+    for p in (model, data):
+        if not p.exists():
+            raise SystemExit(f"{p} not found")
+    return model, data
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--root", type=Path, default=Path("data"), help="data folder of a run")
+    ap.add_argument("--model", type=Path, default=None, help="persona model folder")
+    ap.add_argument("--data", type=Path, default=None, help="stage-2 SFT JSONL")
+    ap.add_argument("--prompts", type=int, default=40)
+    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="10 prompts x 2 samples")
+    args = ap.parse_args()
+
+    from simpersona.llm.probe import ProbeConfig, intent_probe
+
+    model, data = resolve(args)
+    rows = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
+    cfg = ProbeConfig(
+        prompts=10 if args.quick else args.prompts,
+        samples=2 if args.quick else args.samples,
+        seed=args.seed,
+    )
+    t0 = time.perf_counter()
+    r = intent_probe(model, rows, cfg, progress=True)
+    seconds = time.perf_counter() - t0
+    print(f"model: {model}")
+    for key, n in r["actions"].items():
+        print(f"  {key}: {n}")
+    keys = [
+        "prompts",
+        "samples",
+        "atc_buy",
+        "atc_browse",
+        "intent_gap",
+        "atc_buy_without_token",
+        "token_gap",
+        "truth_atc_buy",
+        "truth_atc_browse",
+        "unparsed_rate",
+    ]
+    figures = {k: round(r[k], 3) if isinstance(r[k], float) else r[k] for k in keys}
+    figures["seconds"] = round(seconds, 1)
+    print(" ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Counterfactual probe: does a persona model's next action depend on the goal's intent and
+on its persona token?
+
+Purchase-bin separation of simulated agents (#7's Cohen's d) takes a trained model, a
+storefront, a browser and ~10 minutes. This asks the same question of the model alone, in
+about a minute: take stage-2 prompts of product pages (where "add to cart" is one click
+away) taught with the intent-only goal, rewrite the goal's intent to "buy" and to "browse"
+(and the buyer-profile field with and without the persona token), sample replies at the
+policy's temperature, and count add-to-carts. In the training data a "browse" session
+never adds to the cart on such a page; a model that reads its goal carts far more under
+"buy" than under "browse". Equal rates mean the intent (or the token) is ignored.
+
+    from simpersona.llm.probe import ProbeConfig, intent_probe
+    figures = intent_probe("data/artifacts/persona_model/<version>", rows, ProbeConfig())
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+INTENT = re.compile(r"\b(You are here to) (buy|browse)\b")
+PROFILE = re.compile(r"^Buyer profile: .*$", re.MULTILINE)
+ACTION = re.compile(r'"action"\s*:\s*"(\w+)"')
+PRODUCT_PAGE = "\nPage: product\n"
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    prompts: int = 40  # product-page prompts probed
+    samples: int = 4  # replies sampled per prompt and variant
+    temperature: float = 0.7  # the LLM policy's default
+    max_new_tokens: int = 96  # a reply: reasoning, then the action's fields
+    seed: int = 0
+    num_threads: int | None = None  # torch CPU threads (None: torch's default)
+
+
+def probe_prompts(rows: Sequence[dict[str, Any]], n: int, seed: int = 0) -> list[dict]:
+    """Up to `n` stage-2 examples (seeded) of a product page with the intent-only goal."""
+    pick = [
+        r
+        for r in rows
+        if r.get("goal_kind") == "intent"
+        and len(r.get("messages", ())) >= 2
+        and PRODUCT_PAGE in r["messages"][1]["content"]
+        and INTENT.search(r["messages"][1]["content"])
+    ]
+    random.Random(seed).shuffle(pick)
+    return pick[:n]
+
+
+def with_intent(user: str, intent: str) -> str:
+    """The user turn with its goal's intent set to `intent` ("buy" or "browse")."""
+    return INTENT.sub(lambda m: f"{m.group(1)} {intent}", user, count=1)
+
+
+def without_token(user: str) -> str:
+    """The user turn with an empty buyer-profile field (the no-persona ablation's prompt)."""
+    return PROFILE.sub("Buyer profile: (none)", user, count=1)
+
+
+def reply_action(text: str) -> str:
+    """The action kind of a reply ("bad" when it names none)."""
+    m = ACTION.search(text)
+    return m.group(1) if m else "bad"
+
+
+def intent_probe(
+    model_dir: str | os.PathLike[str],
+    rows: Sequence[dict[str, Any]],
+    cfg: ProbeConfig | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Add-to-cart rates of sampled replies under each intent, with and without the persona
+    token, and in the data (`truth_*`, the taught action of the same prompts). `intent_gap`
+    = atc_buy − atc_browse with the token; `token_gap` = atc_buy − atc_buy_without_token."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg = cfg or ProbeConfig()
+    prompts = probe_prompts(rows, cfg.prompts, cfg.seed)
+    if not prompts:
+        raise ValueError(
+            "no stage-2 example of a product page with the intent-only goal to probe "
+            "(goal_kind 'intent', 'Page: product', 'You are here to buy|browse')"
+        )
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    counts: Counter[tuple[str, str, str]] = Counter()
+    truth: Counter[tuple[str, bool]] = Counter()
+    variants = [(i, p) for i in ("buy", "browse") for p in ("token", "none")]
+    for row in tqdm(prompts, desc="intent probe", disable=not progress):
+        system, user = row["messages"][0], row["messages"][1]["content"]
+        taught = json.loads(row["messages"][2]["content"]).get("action")
+        truth[(INTENT.search(user).group(2), taught == "add_to_cart")] += 1
+        for intent, profile in variants:
+            text = with_intent(user, intent)
+            if profile == "none":
+                text = without_token(text)
+            ids = tok.apply_chat_template(
+                [system, {"role": "user", "content": text}],
+                add_generation_prompt=True,
+                return_tensors="pt",
+                return_dict=True,
+            )
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+            with torch.no_grad():
+                out = model.generate(
+                    **ids,
+                    do_sample=True,
+                    temperature=cfg.temperature,
+                    num_return_sequences=cfg.samples,
+                    max_new_tokens=cfg.max_new_tokens,
+                    pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else 0,
+                )
+            n = ids["input_ids"].shape[1]
+            for seq in out:
+                kind = reply_action(tok.decode(seq[n:], skip_special_tokens=True))
+                counts[(intent, profile, kind)] += 1
+
+    def rate(intent: str, profile: str) -> float:
+        total = sum(v for (i, p, _), v in counts.items() if (i, p) == (intent, profile))
+        return counts[(intent, profile, "add_to_cart")] / total if total else float("nan")
+
+    def truth_rate(intent: str) -> float:
+        total = truth[(intent, True)] + truth[(intent, False)]
+        return truth[(intent, True)] / total if total else float("nan")
+
+    atc = {f"atc_{i}{'' if p == 'token' else '_without_token'}": rate(i, p) for i, p in variants}
+    replies = sum(counts.values())
+    return {
+        "prompts": len(prompts),
+        "samples": cfg.samples,
+        **atc,
+        "intent_gap": atc["atc_buy"] - atc["atc_browse"],
+        "token_gap": atc["atc_buy"] - atc["atc_buy_without_token"],
+        "truth_atc_buy": truth_rate("buy"),
+        "truth_atc_browse": truth_rate("browse"),
+        "unparsed_rate": sum(v for (_, _, k), v in counts.items() if k == "bad") / replies,
+        "actions": {f"{i}/{p}/{k}": v for (i, p, k), v in sorted(counts.items())},
+    }
