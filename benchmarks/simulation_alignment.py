@@ -10,7 +10,10 @@ Cohen's d >= 0.8): the same, plus `--traces` replayed sessions per training shop
 base's pretraining (`--pretrain-steps`), stage 1 and stage 2 on CPU, then the persona LLM and
 the same model without its persona token (`nopersona`) on the evaluation shops, in free text
 (default; what "valid JSON" measures) or with `--guided` decoding, and `--max-invalid`
-invalid actions reported back before a session ends.
+invalid actions reported back before a session ends. It also runs the intent probe
+(`simpersona.llm.probe`, see benchmarks/intent_probe.py) on the trained model: `probe_intent_gap`
+is how much more it carts under a buy goal than under a browse goal, `probe_token_gap` with
+its persona token than without.
 
 Prints the report's path and, last, one line of figures.
 
@@ -23,6 +26,7 @@ Prints the report's path and, last, one line of figures.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -95,7 +99,8 @@ def main() -> None:
         cfg = {"ops": {"population_simulation": {"config": sim_cfg}}}
         sim = run_simulation(instance, resources=res, run_config=cfg, instruction=False)
     if grounding is not None:
-        print_llm_figures(args, shops, buyers, traces, pretrain, prep, grounding, sim)
+        probe = probe_figures(root, grounding.version, quick=args.quick)
+        print_llm_figures(args, shops, buyers, traces, pretrain, prep, grounding, sim, probe)
         return
     h = sim.headline
     print(f"report: {sim.report_html}")
@@ -118,9 +123,29 @@ def main() -> None:
     print(" ".join(f"{k}={v}" for k, v in figures.items()))
 
 
-def print_llm_figures(args, shops, buyers, traces, pretrain, prep, grounding, sim) -> None:
+def probe_figures(root: Path, version: str, quick: bool) -> dict:
+    """The trained model's intent probe (`simpersona.llm.probe`, as in
+    benchmarks/intent_probe.py, 20 prompts x 2 samples): does it cart more under a buy goal
+    than under a browse goal, and with its token than without? Empty when the stage-2 data
+    has no product page taught with the intent-only goal (small runs)."""
+    import json
+
+    from simpersona.llm.probe import ProbeConfig, intent_probe
+
+    model = root / "artifacts" / "persona_model" / version
+    data = root / "warehouse" / "sft" / "stage2.jsonl"
+    rows = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
+    cfg = ProbeConfig(prompts=4 if quick else 20, samples=2, num_threads=os.cpu_count())
+    try:
+        return intent_probe(model, rows, cfg)
+    except ValueError as exc:
+        print(f"intent probe skipped: {exc}", file=sys.stderr)
+        return {}
+
+
+def print_llm_figures(args, shops, buyers, traces, pretrain, prep, grounding, sim, probe) -> None:
     """Issue #7's figures: valid JSON / executable actions, purchase-bin separation with and
-    without the persona token, and the training wall times."""
+    without the persona token, the intent probe's gaps, and the training wall times."""
     f, g = sim.figures, grounding.figures
 
     def fig(key: str) -> float | None:
@@ -143,6 +168,8 @@ def print_llm_figures(args, shops, buyers, traces, pretrain, prep, grounding, si
         "atc_rate_llm": fig("atc_rate_llm"),
         "ara_correct_llm": fig("ara_correct_llm"),
         "ara_all_mismatch_llm": fig("ara_all_mismatch_llm"),
+        "probe_intent_gap": round(probe["intent_gap"], 3) if probe else None,
+        "probe_token_gap": round(probe["token_gap"], 3) if probe else None,
         "pretrain_steps": pretrain,
         "pretrain_seconds": round(g.get("pretrain_seconds", 0.0), 1),
         "stage1_seconds": round(g.get("stage1_seconds", 0.0), 1),
