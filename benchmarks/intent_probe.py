@@ -56,9 +56,10 @@ def main() -> None:
     args = ap.parse_args()
 
     from simpersona.llm.probe import ProbeConfig, intent_probe
+    from simpersona.traces.dataset import read_dataset
 
     model, data = resolve(args)
-    rows = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
+    rows = read_dataset(data)
     cfg = ProbeConfig(
         prompts=10 if args.quick else args.prompts,
         samples=2 if args.quick else args.samples,

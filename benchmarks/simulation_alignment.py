@@ -128,13 +128,12 @@ def probe_figures(root: Path, version: str, quick: bool) -> dict:
     benchmarks/intent_probe.py, 20 prompts x 2 samples): does it cart more under a buy goal
     than under a browse goal, and with its token than without? Empty when the stage-2 data
     has no product page taught with the intent-only goal (small runs)."""
-    import json
-
     from simpersona.llm.probe import ProbeConfig, intent_probe
+    from simpersona.traces.dataset import read_dataset
 
     model = root / "artifacts" / "persona_model" / version
     data = root / "warehouse" / "sft" / "stage2.jsonl"
-    rows = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
+    rows = read_dataset(data)
     cfg = ProbeConfig(prompts=4 if quick else 20, samples=2, num_threads=os.cpu_count())
     try:
         return intent_probe(model, rows, cfg)

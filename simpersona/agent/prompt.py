@@ -29,6 +29,7 @@ Rules:
 - When you have done what you came for, or want to leave, use end_session."""
 
 NO_PROGRESS = "(nothing yet: you just arrived)"
+NO_PROFILE = "(none)"  # the buyer-profile field of an agent without a persona token
 
 
 def observation_from_dict(d: Mapping[str, Any]) -> Observation:
@@ -62,7 +63,7 @@ def user_turn(
     )
     lines = [
         f"Goal: {goal}",
-        f"Buyer profile: {profile or '(none)'}",
+        f"Buyer profile: {profile or NO_PROFILE}",
         "Progress so far:",
         *([f"  {p}" for p in progress] or [f"  {NO_PROGRESS}"]),
         "Current page:",

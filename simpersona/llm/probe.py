@@ -16,7 +16,6 @@ never adds to the cart on such a page; a model that reads its goal carts far mor
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -25,9 +24,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from simpersona.agent.actions import ActionError, parse_action
+from simpersona.agent.prompt import NO_PROFILE
+
 INTENT = re.compile(r"\b(You are here to) (buy|browse)\b")
 PROFILE = re.compile(r"^Buyer profile: .*$", re.MULTILINE)
-ACTION = re.compile(r'"action"\s*:\s*"(\w+)"')
 PRODUCT_PAGE = "\nPage: product\n"
 
 
@@ -62,13 +63,16 @@ def with_intent(user: str, intent: str) -> str:
 
 def without_token(user: str) -> str:
     """The user turn with an empty buyer-profile field (the no-persona ablation's prompt)."""
-    return PROFILE.sub("Buyer profile: (none)", user, count=1)
+    return PROFILE.sub(f"Buyer profile: {NO_PROFILE}", user, count=1)
 
 
 def reply_action(text: str) -> str:
-    """The action kind of a reply ("bad" when it names none)."""
-    m = ACTION.search(text)
-    return m.group(1) if m else "bad"
+    """The action kind of a reply, validated as the runtime does (`parse_action`); "bad"
+    for a reply the runtime would end as malformed."""
+    try:
+        return parse_action(text).action
+    except ActionError:
+        return "bad"
 
 
 def intent_probe(
@@ -101,7 +105,7 @@ def intent_probe(
     variants = [(i, p) for i in ("buy", "browse") for p in ("token", "none")]
     for row in tqdm(prompts, desc="intent probe", disable=not progress):
         system, user = row["messages"][0], row["messages"][1]["content"]
-        taught = json.loads(row["messages"][2]["content"]).get("action")
+        taught = reply_action(row["messages"][2]["content"])
         truth[(INTENT.search(user).group(2), taught == "add_to_cart")] += 1
         for intent, profile in variants:
             text = with_intent(user, intent)
