@@ -93,3 +93,18 @@ def test_probe_refuses_data_without_a_prompt_to_probe(tiny):
     rows = [r for r in _rows() if r["goal_kind"] != "intent"]
     with pytest.raises(ValueError, match="no stage-2 example of a product page"):
         intent_probe(tiny, rows, ProbeConfig(prompts=2, samples=1))
+
+
+def test_split_sessions_holds_out_whole_sessions():
+    from simpersona.llm.probe import split_sessions
+
+    rows = [{"shop_id": f"s{i % 2}", "session_id": f"x{i // 4}", "step": i % 4} for i in range(80)]
+    train, held = split_sessions(rows, holdout=0.25, seed=3)
+    assert len(train) + len(held) == 80
+    sessions = {(r["shop_id"], r["session_id"]) for r in held}
+    assert not sessions & {(r["shop_id"], r["session_id"]) for r in train}
+    assert len(sessions) == round(len({(r["shop_id"], r["session_id"]) for r in rows}) * 0.25)
+    assert split_sessions(rows, 0.25, 3) == (train, held)  # seeded
+    assert split_sessions(rows, 0.25, 4)[1] != held
+    with pytest.raises(ValueError, match="holdout"):
+        split_sessions(rows, holdout=1.0)

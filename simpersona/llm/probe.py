@@ -56,6 +56,27 @@ def probe_prompts(rows: Sequence[dict[str, Any]], n: int, seed: int = 0) -> list
     return pick[:n]
 
 
+def split_sessions(
+    rows: Sequence[dict[str, Any]], holdout: float = 0.15, seed: int = 0
+) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) rows, whole sessions on one side: a seeded `holdout` share of the
+    (shop_id, session_id) pairs is held out, so no held-out prompt's page history was trained
+    on. Rows without a session id are their own session."""
+    if not 0.0 < holdout < 1.0:
+        raise ValueError(f"holdout must be in (0, 1), got {holdout}")
+
+    def key(i: int, r: dict[str, Any]) -> tuple:
+        sid = r.get("session_id")
+        return (r.get("shop_id"), sid) if sid is not None else ("row", i)
+
+    keys = sorted({key(i, r) for i, r in enumerate(rows)}, key=repr)
+    random.Random(seed).shuffle(keys)
+    held = set(keys[: max(1, round(len(keys) * holdout))])
+    train = [r for i, r in enumerate(rows) if key(i, r) not in held]
+    test = [r for i, r in enumerate(rows) if key(i, r) in held]
+    return train, test
+
+
 def with_intent(user: str, intent: str) -> str:
     """The user turn with its goal's intent set to `intent` ("buy" or "browse")."""
     return INTENT.sub(lambda m: f"{m.group(1)} {intent}", user, count=1)
