@@ -38,6 +38,30 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+FIGURES = [
+    "prompts",
+    "atc_buy",
+    "atc_browse",
+    "intent_gap",
+    "atc_buy_without_token",
+    "token_gap",
+    "truth_atc_buy",
+    "truth_atc_browse",
+    "unparsed_rate",
+]
+
+
+def probe_config(args: argparse.Namespace):
+    from simpersona.llm.probe import ProbeConfig
+
+    return ProbeConfig(
+        prompts=10 if args.quick else args.prompts,
+        samples=2 if args.quick else args.samples,
+        seed=args.seed,
+        num_threads=args.threads,
+    )
+
+
 def resolve(args: argparse.Namespace) -> tuple[Path, Path]:
     """The model folder and the stage-2 dataset, from --model/--data or from --root."""
     model, data = args.model, args.data
@@ -73,56 +97,27 @@ def main() -> None:
         train_then_probe(args)
         return
 
-    from simpersona.llm.probe import ProbeConfig, intent_probe
+    from simpersona.llm.probe import intent_probe
     from simpersona.traces.dataset import read_dataset
 
     model, data = resolve(args)
     rows = read_dataset(data)
-    cfg = ProbeConfig(
-        prompts=10 if args.quick else args.prompts,
-        samples=2 if args.quick else args.samples,
-        seed=args.seed,
-    )
     t0 = time.perf_counter()
-    r = intent_probe(model, rows, cfg, progress=True)
+    r = intent_probe(model, rows, probe_config(args), progress=True)
     seconds = time.perf_counter() - t0
     print(f"model: {model}")
     for key, n in r["actions"].items():
         print(f"  {key}: {n}")
-    keys = [
-        "prompts",
-        "samples",
-        "atc_buy",
-        "atc_browse",
-        "intent_gap",
-        "atc_buy_without_token",
-        "token_gap",
-        "truth_atc_buy",
-        "truth_atc_browse",
-        "unparsed_rate",
-    ]
+    keys = ["prompts", "samples", *FIGURES[1:]]
     figures = {k: round(r[k], 3) if isinstance(r[k], float) else r[k] for k in keys}
     figures["seconds"] = round(seconds, 1)
     print(" ".join(f"{k}={v}" for k, v in figures.items()))
 
 
-FIGURES = [
-    "prompts",
-    "atc_buy",
-    "atc_browse",
-    "intent_gap",
-    "atc_buy_without_token",
-    "token_gap",
-    "truth_atc_buy",
-    "truth_atc_browse",
-    "unparsed_rate",
-]
-
-
 def train_then_probe(args: argparse.Namespace) -> None:
     """--train-from: stage 2 on the training sessions, then the probe on trained and on
     held-out prompts."""
-    from simpersona.llm.probe import ProbeConfig, intent_probe, split_sessions
+    from simpersona.llm.probe import intent_probe, split_sessions
     from simpersona.llm.train import TrainConfig, train_stage2
     from simpersona.traces.dataset import read_dataset
 
@@ -141,12 +136,7 @@ def train_then_probe(args: argparse.Namespace) -> None:
     train, held = split_sessions(read_dataset(args.data), args.holdout, args.seed)
     cfg = TrainConfig.cpu(epochs=args.epochs, seed=args.seed, num_threads=args.threads)
     result = train_stage2(args.train_from, train, args.out, cfg)
-    probe = ProbeConfig(
-        prompts=10 if args.quick else args.prompts,
-        samples=2 if args.quick else args.samples,
-        seed=args.seed,
-        num_threads=args.threads,
-    )
+    probe = probe_config(args)
     figures = {
         "train_examples": len(train),
         "held_examples": len(held),
