@@ -12,7 +12,7 @@ add-to-carts. In the data a "browse" session never carts on such a page, so a mo
 reads its goal has a large `intent_gap`; purchase-bin separation of simulated agents
 (Cohen's d) cannot appear without it. No browser, no server: about a minute on 2 cores.
 
-`--train-from DIR` first fine-tunes DIR (a base, stage-1 or stage-2 model folder) with stage 2
+`--train-from DIR` first fine-tunes DIR (a stage-1 or stage-2 model folder) with stage 2
 (`TrainConfig.cpu()`, `--epochs`) on the data less a held-out share of whole sessions
 (`--holdout`, default 0.15), writes it to `--out`, and probes two prompt sets: prompts the model
 was trained on (`train_*`) and prompts of held-out sessions (`held_*`). A model that memorises
@@ -129,7 +129,9 @@ def train_then_probe(args: argparse.Namespace) -> None:
         raise SystemExit(f"{args.data} not found")
     from transformers import AutoTokenizer
 
-    if "<|persona_0|>" not in AutoTokenizer.from_pretrained(args.train_from).get_vocab():
+    from simpersona.agent.prompt import persona_token
+
+    if persona_token(0) not in AutoTokenizer.from_pretrained(args.train_from).get_vocab():
         raise SystemExit(
             f"{args.train_from} has no persona tokens: pass a stage-1 or stage-2 model folder"
         )

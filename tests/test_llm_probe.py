@@ -12,6 +12,7 @@ from simpersona.llm.probe import (
     intent_probe,
     probe_prompts,
     reply_action,
+    split_sessions,
     with_intent,
     without_token,
 )
@@ -96,8 +97,6 @@ def test_probe_refuses_data_without_a_prompt_to_probe(tiny):
 
 
 def test_split_sessions_holds_out_whole_sessions():
-    from simpersona.llm.probe import split_sessions
-
     rows = [{"shop_id": f"s{i % 2}", "session_id": f"x{i // 4}", "step": i % 4} for i in range(80)]
     train, held = split_sessions(rows, holdout=0.25, seed=3)
     assert len(train) + len(held) == 80

@@ -65,15 +65,15 @@ def split_sessions(
     if not 0.0 < holdout < 1.0:
         raise ValueError(f"holdout must be in (0, 1), got {holdout}")
 
-    def key(i: int, r: dict[str, Any]) -> tuple:
-        sid = r.get("session_id")
-        return (r.get("shop_id"), sid) if sid is not None else ("row", i)
-
-    keys = sorted({key(i, r) for i, r in enumerate(rows)}, key=repr)
+    of_row = [
+        (r.get("shop_id"), r["session_id"]) if r.get("session_id") is not None else ("row", i)
+        for i, r in enumerate(rows)
+    ]
+    keys = sorted(set(of_row), key=repr)
     random.Random(seed).shuffle(keys)
     held = set(keys[: max(1, round(len(keys) * holdout))])
-    train = [r for i, r in enumerate(rows) if key(i, r) not in held]
-    test = [r for i, r in enumerate(rows) if key(i, r) in held]
+    train = [r for r, k in zip(rows, of_row, strict=True) if k not in held]
+    test = [r for r, k in zip(rows, of_row, strict=True) if k in held]
     return train, test
 
 
