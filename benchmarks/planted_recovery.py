@@ -10,10 +10,11 @@ vectors with the pipeline's functions, draws the SPEC §5 training sample, train
 (purity, mixing, incoherence, Calinski–Harabasz on the 403-d vectors and on the 16
 behavioural scalars, usage) and the majority-mapped ARI against the planted types over the
 non-E buyers of all shops (stratum E, a single landing page, carries no signal; `*_all`
-includes it).
+includes it), and the 403-d Calinski–Harabasz of the tightest codebooks that keep strata
+(and strata × bins) apart: what behavioural purity costs on that index.
 
 Last line: `buyers=… train=… ari_vqvae=… ari_kmeans=… ari_vqvae_all=… ari_kmeans_all=…
-purity=vq/km incoherence_max=vq/km ch=vq/km ch_behaviour=vq/km perplexity=… dead_codes=…
+purity=vq/km incoherence_max=vq/km ch=vq/km ch_behaviour=vq/km ch_pure=strata/strata_bins perplexity=… dead_codes=…
 train_s=… steps=…`.
 """
 

@@ -395,6 +395,9 @@ class PersonasRun:
             # Calinski–Harabasz on the 16 behavioural scalars (vqvae_ch / kmeans_ch: 403-d)
             "vqvae_ch_behaviour": r.get("vqvae_calinski_harabasz_behaviour"),
             "kmeans_ch_behaviour": r.get("kmeans_calinski_harabasz_behaviour"),
+            # 403-d CH of the tightest strata-pure / strata×bins-pure codebooks
+            "ch_pure_strata": r.get("ch_pure_strata"),
+            "ch_pure_strata_bins": r.get("ch_pure_strata_bins"),
             "kmeans_ari_planted": r.get("kmeans_planted_majority_ari"),
             "ari_planted_all_buyers": d.get("planted_majority_ari_all"),
             "kmeans_ari_planted_all_buyers": d.get("kmeans_planted_majority_ari_all"),
@@ -437,7 +440,7 @@ def run_personas(
     rmd = _metadata_values(res.asset_materializations_for_node("codebook_report")[0].metadata)
     out.codebook_version = cmd["version"]
     out.training_seconds = cmd.get("training_seconds", 0.0)
-    out.report = {k: v for k, v in rmd.items() if k.startswith(("vqvae_", "kmeans_"))}
+    out.report = {k: v for k, v in rmd.items() if k.startswith(("vqvae_", "kmeans_", "ch_pure_"))}
     out.report_table = rmd["table"]
     out.reports = json.loads(Path(rmd["path"]).with_name("report.json").read_text())
     bar.update(1)
@@ -473,6 +476,12 @@ def print_personas(run: PersonasRun, console=None) -> None:
 
     console = console or Console()
     print_reports(run.reports, console=console)
+    if "ch_pure_strata" in run.report:
+        console.print(
+            "Calinski–Harabasz (403-d) of the tightest codebooks that keep strata apart: "
+            f"{run.report['ch_pure_strata']:.1f}; strata and all three bins apart: "
+            f"{run.report['ch_pure_strata_bins']:.1f}"
+        )
     table = Table(title="Stratum recovery per store (JS divergence, base 2)")
     for col in ("store", "buyers", "VQ-VAE JS", "k-means JS"):
         table.add_column(col, justify="left" if col == "store" else "right")

@@ -1,9 +1,11 @@
 """Issue 4 acceptance on generated data: trained on the default (Puffy-calibrated) generator's
 training sample with the paper's defaults, the VQ-VAE recovers the planted buyer types
 (majority-mapped ARI ≥ 0.8, above k-means) and beats MiniBatch k-means on stratum purity,
-on every incoherence figure and on Calinski–Harabasz over the behavioural scalars. The
-Calinski–Harabasz index over the full 403-d vectors is printed, not asserted: k-means
-minimises exactly the within-cluster sum of squares it rewards there (docs/codebook-quality.md).
+on every incoherence figure and on Calinski–Harabasz over the behavioural scalars. Over the
+full 403-d vectors k-means wins Calinski–Harabasz: it minimises exactly the within-cluster sum
+of squares the index rewards there, and on this data even the tightest codebook that merely
+keeps strata apart scores below it (`ch_ceilings`, docs/codebook-quality.md). What is asserted
+there is that the VQ-VAE comes close to the tightest codebook as coherent as itself.
 
 Same run as `python benchmarks/planted_recovery.py` (16 shops, 80 K buyers, seed 0), about
 1.5 minutes on two cores.
@@ -49,5 +51,9 @@ def test_vqvae_beats_kmeans_on_table_1(recovery):
         assert vq[f"incoherent_any_{h}_pct"] < km[f"incoherent_any_{h}_pct"], h
     assert incoherence_max(vq) < incoherence_max(km)
     assert vq["calinski_harabasz_behaviour"] > km["calinski_harabasz_behaviour"]
+    # 403-d: near the tightest codebook that keeps strata and bins apart (the VQ-VAE's own
+    # coherence); purity alone already costs k-means' figure (the ceiling is printed above)
+    assert vq["calinski_harabasz"] >= 0.6 * recovery.ch_ceilings["ch_pure_strata_bins"]
+    assert recovery.ch_ceilings["ch_pure_strata_bins"] <= recovery.ch_ceilings["ch_pure_strata"]
     # a healthy codebook: every code used on the training buyers
     assert vq["dead_codes"] <= 5 and vq["perplexity"] > 150

@@ -182,6 +182,28 @@ def test_calinski_harabasz_on_behavioural_scalars():
     assert "calinski_harabasz_behaviour" not in toy
 
 
+def test_group_pure_codes_keep_groups_apart_and_price_purity():
+    # Four tight blobs; the group label cuts across them (blobs 0+1 vs 2+3 are groups by
+    # geometry, but the labels split every blob in half).
+    rng = np.random.default_rng(0)
+    blob = np.repeat(np.arange(4), 50)
+    x = rng.normal(scale=0.1, size=(200, 5)) + 10.0 * np.eye(5)[blob]
+    groups = np.where(np.arange(200) % 2 == 0, "low", "high")
+    codes = q.group_pure_codes(x, groups, k=8, seed=0)
+    assert codes.shape == (200,) and set(np.unique(codes)) <= set(range(8))
+    for c in np.unique(codes):  # no code mixes the groups
+        assert np.unique(groups[codes == c]).size == 1
+    assert np.unique(codes).size == 8
+    # 4 codes per group find its four blobs: as tight as 4 blob codes, far above random codes
+    by_blob = calinski_harabasz_score(x, blob)
+    assert calinski_harabasz_score(x, codes) > 0.4 * by_blob
+    # with one code per group the purity constraint costs nearly all the geometry
+    two = q.group_pure_codes(x, groups, k=2)
+    assert np.unique(two).size == 2 and calinski_harabasz_score(x, two) < 1.0
+    with pytest.raises(ValueError, match="3 groups do not fit in 2 codes"):
+        q.group_pure_codes(x, np.arange(200) % 3, k=2)
+
+
 def test_report_edge_cases():
     x = _vectors(3)
     rep = q.codebook_report(

@@ -352,6 +352,12 @@ class CodebookReportConfig(dg.Config):
         description="Generator ground truth (shop_id, raw buyer_id, planted_type); used for "
         "ARI/NMI when the file exists. Never read by training.",
     )
+    purity_ceilings: bool = Field(
+        default=True,
+        description="Also score (403-d Calinski–Harabasz) the tightest codebooks that keep the "
+        "strata, and the strata × bins, apart: what behavioural purity costs on that index. "
+        "One k-means per group; turn off to save that time on very large samples.",
+    )
 
 
 def _planted_for(frame: pl.DataFrame, path: str, key: bytes) -> np.ndarray | None:
@@ -407,6 +413,13 @@ def codebook_report(
         ),
     }
     table = q.side_by_side(reports)
+    ceilings = q.purity_ceilings(x, strata, bins, k) if config.purity_ceilings else {}
+    if ceilings:
+        table += (
+            "\nCalinski–Harabasz (403-d) of the tightest codebooks that keep strata apart: "
+            f"{ceilings['ch_pure_strata']:.1f}; strata and all three bins apart: "
+            f"{ceilings['ch_pure_strata_bins']:.1f}.\n"
+        )
     folder = artifacts.path("codebook_report", version)
     atomic_write_text(json.dumps(reports, indent=2, default=str), folder / "report.json")
     atomic_write_text(table, folder / "report.md")
@@ -416,7 +429,7 @@ def codebook_report(
         for key in REPORT_KEYS
         if key in reports[name]
     }
-    flat = _finite(flat)
+    flat = _finite({**flat, **ceilings})
     with mlflow.run_for(context, {"codebook_version": version}) as run:
         run.log_params({"codebook_version": version, "splits": config.splits})
         run.log_metrics({k.replace("_", ".", 1): v for k, v in flat.items()})

@@ -47,10 +47,15 @@ class PlantedRecovery:
     training_seconds: float  # VQ-VAE, k-means++ init included
     kmeans_seconds: float
     training_steps: int
+    # 403-d Calinski–Harabasz of the tightest codebooks that never mix strata
+    # ("ch_pure_strata"), or strata and auxiliary bins ("ch_pure_strata_bins"), on the train
+    # split: what purity costs on the geometric figure (`quality.purity_ceilings`)
+    ch_ceilings: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def line(self) -> str:
         v, k = self.reports["VQ-VAE"], self.reports["k-means"]
+        pure = self.ch_ceilings
         return (
             f"buyers={self.buyers} train={self.train} ari_vqvae={self.ari['vqvae']:.3f} "
             f"ari_kmeans={self.ari['kmeans']:.3f} ari_vqvae_all={self.ari['vqvae_all']:.3f} "
@@ -60,6 +65,7 @@ class PlantedRecovery:
             f"ch={v['calinski_harabasz']:.1f}/{k['calinski_harabasz']:.1f} "
             f"ch_behaviour={v['calinski_harabasz_behaviour']:.1f}/"
             f"{k['calinski_harabasz_behaviour']:.1f} "
+            f"ch_pure={pure['ch_pure_strata']:.1f}/{pure['ch_pure_strata_bins']:.1f} "
             f"perplexity={v['perplexity']:.1f} dead_codes={v['dead_codes']} "
             f"train_s={self.training_seconds:.1f} steps={self.training_steps}"
         )
@@ -76,6 +82,11 @@ class PlantedRecovery:
             f"VQ-VAE {self.ari['vqvae']:.3f}, k-means {self.ari['kmeans']:.3f} "
             f"(all {self.buyers:,} buyers: {self.ari['vqvae_all']:.3f}, "
             f"{self.ari['kmeans_all']:.3f}).\nLargest VQ-VAE confusions: {top}.\n"
+            f"Calinski–Harabasz (403-d) of the tightest codebooks that keep strata apart: "
+            f"{self.ch_ceilings['ch_pure_strata']:.1f}; strata and all three bins apart: "
+            f"{self.ch_ceilings['ch_pure_strata_bins']:.1f} (k-means "
+            f"{self.reports['k-means']['calinski_harabasz']:.1f}, VQ-VAE "
+            f"{self.reports['VQ-VAE']['calinski_harabasz']:.1f}).\n"
         )
 
 
@@ -149,6 +160,7 @@ def run_planted_recovery(
         bins_matrix,
         codebook_report,
         planted_agreement,
+        purity_ceilings,
         vector_matrix,
     )
 
@@ -182,6 +194,7 @@ def run_planted_recovery(
         key = "vqvae" if name == "VQ-VAE" else "kmeans"
         ari[key] = planted_agreement(c[non_e], types[non_e])["majority_ari"]
         ari[f"{key}_all"] = planted_agreement(c, types)["majority_ari"]
+    ch_ceilings = purity_ceilings(x[train], strata[train], bins[train], cfg.codebook_size, cfg.seed)
     return PlantedRecovery(
         buyers=v.height,
         train=int(train.sum()),
@@ -193,5 +206,6 @@ def run_planted_recovery(
         training_seconds=result.seconds,
         kmeans_seconds=kmeans_seconds,
         training_steps=int(result.history[-1]["step"]) if result.history else 0,
+        ch_ceilings=ch_ceilings,
         extra={"kmeans_note": km.note, "epochs": len(result.history)},
     )

@@ -286,6 +286,58 @@ def calinski_harabasz(
     return float(calinski_harabasz_score(x, c))
 
 
+def group_pure_codes(vectors: Any, groups: Any, k: int, seed: int = 0) -> np.ndarray:
+    """A k-code partition in which no code mixes two groups, as tight as k-means can make it:
+    the k codes are shared out in proportion to each group's within-group sum of squares
+    (at least one per group, at most one per member), then Lloyd k-means runs inside every
+    group. Its Calinski–Harabasz index estimates the best a codebook that respects the
+    groups (strata, or strata × bins) can score in the vectors' space: the ceiling that
+    behavioural purity puts on the geometric figure. Returns (n,) int codes in [0, k)."""
+    from sklearn.cluster import KMeans
+
+    x = np.asarray(vectors, dtype=np.float64)
+    _, inv = _encode(groups)
+    n_groups = int(inv.max()) + 1 if inv.size else 0
+    if n_groups > k:
+        raise ValueError(f"{n_groups} groups do not fit in {k} codes")
+    sizes = np.bincount(inv, minlength=n_groups)
+    ss = np.array([((x[inv == g] - x[inv == g].mean(0)) ** 2).sum() for g in range(n_groups)])
+    share = np.maximum(1, np.floor(ss / max(ss.sum(), 1e-12) * k)).astype(int)
+    share = np.minimum(share, sizes)
+    while share.sum() > k:  # the floor of one code per group can overshoot
+        share[np.argmax(share)] -= 1
+    while share.sum() < min(k, sizes.sum()):  # the rest to the loosest groups per code
+        open_ = np.flatnonzero(share < sizes)
+        share[open_[np.argmax(ss[open_] / share[open_])]] += 1
+    codes = np.empty(x.shape[0], dtype=np.int64)
+    offset = 0
+    for g in range(n_groups):
+        members = inv == g
+        if share[g] == 1:
+            codes[members] = offset
+        else:
+            km = KMeans(int(share[g]), n_init=1, random_state=seed).fit(x[members])
+            codes[members] = offset + km.labels_
+        offset += int(share[g])
+    return codes
+
+
+def purity_ceilings(
+    vectors: Any, strata: Any, bins: Any, k: int, seed: int = 0
+) -> dict[str, float]:
+    """Calinski–Harabasz on the vectors of the tightest k-code codebooks (`group_pure_codes`)
+    that keep the strata apart (`ch_pure_strata`) and the strata × the three auxiliary bins
+    apart (`ch_pure_strata_bins`). A behaviourally pure codebook can hardly score above
+    them; k-means, bound by neither, usually does."""
+    b = np.asarray(bins, dtype=np.int64).reshape(len(strata), -1)
+    st = np.asarray(strata).astype(str)
+    behaviour = np.char.add(st, np.array(["".join(map(str, row)) for row in b], dtype=str))
+    return {
+        f"ch_pure_{name}": calinski_harabasz(group_pure_codes(vectors, g, k, seed), vectors)
+        for name, g in (("strata", st), ("strata_bins", behaviour))
+    }
+
+
 # ---- usage -------------------------------------------------------------------------------
 def codebook_usage(codes: Any, k: int | None = None) -> dict[str, float]:
     """Usage of a K-entry codebook: p_k = n_k/N; entropy H = −Σ p_k ln p_k (nats; also in
