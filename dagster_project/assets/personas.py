@@ -382,8 +382,9 @@ def _planted_for(frame: pl.DataFrame, path: str, key: bytes) -> np.ndarray | Non
     kinds={"scikit-learn", "mlflow"},
     description=(
         "SPEC §7 Table 1 for the VQ-VAE and k-means side by side on the training buyers: "
-        "purity, incompatible mixing, incoherence, pairwise cosine, Calinski–Harabasz, usage; "
-        "ARI/NMI against planted types on generated data."
+        "purity, incompatible mixing, incoherence, pairwise cosine, Calinski–Harabasz (and its "
+        "ceilings for strata-pure codebooks), usage; ARI/NMI against planted types on "
+        "generated data."
     ),
 )
 def codebook_report(
