@@ -294,6 +294,7 @@ def group_pure_codes(vectors: Any, groups: Any, k: int, seed: int = 0) -> np.nda
     groups (strata, or strata × bins) can score in the vectors' space: the ceiling that
     behavioural purity puts on the geometric figure. Returns (n,) int codes in [0, k)."""
     from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
 
     x = np.asarray(vectors, dtype=np.float64)
     _, inv = _encode(groups)
@@ -311,14 +312,17 @@ def group_pure_codes(vectors: Any, groups: Any, k: int, seed: int = 0) -> np.nda
         share[open_[np.argmax(ss[open_] / share[open_])]] += 1
     codes = np.empty(x.shape[0], dtype=np.int64)
     offset = 0
-    for g in range(n_groups):
-        members = inv == g
-        if share[g] == 1:
-            codes[members] = offset
-        else:
-            km = KMeans(int(share[g]), n_init=1, random_state=seed).fit(x[members])
-            codes[members] = offset + km.labels_
-        offset += int(share[g])
+    # One thread: many small k-means; OpenMP's start-up and barriers made 2 threads 6x slower
+    # (5.3 s vs 0.9 s on the 4,158-buyer planted split), and far worse on a busy machine.
+    with threadpool_limits(limits=1):
+        for g in range(n_groups):
+            members = inv == g
+            if share[g] == 1:
+                codes[members] = offset
+            else:
+                km = KMeans(int(share[g]), n_init=1, random_state=seed).fit(x[members])
+                codes[members] = offset + km.labels_
+            offset += int(share[g])
     return codes
 
 
