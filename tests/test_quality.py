@@ -200,6 +200,13 @@ def test_group_pure_codes_keep_groups_apart_and_price_purity():
     # with one code per group the purity constraint costs nearly all the geometry
     two = q.group_pure_codes(x, groups, k=2)
     assert np.unique(two).size == 2 and calinski_harabasz_score(x, two) < 1.0
+    # identical buyers (as on real logs) get no codes of their own: at most one per distinct
+    # vector, and k-means never warns of duplicate points
+    dup = np.repeat(np.eye(3), 20, axis=0)  # 3 distinct vectors, 60 buyers, one group
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same = q.group_pure_codes(dup, ["D"] * 60, k=10)
+    assert np.unique(same).size == 3
     with pytest.raises(ValueError, match="3 groups do not fit in 2 codes"):
         q.group_pure_codes(x, np.arange(200) % 3, k=2)
 

@@ -289,7 +289,7 @@ def calinski_harabasz(
 def group_pure_codes(vectors: Any, groups: Any, k: int, seed: int = 0) -> np.ndarray:
     """A k-code partition in which no code mixes two groups, as tight as k-means can make it:
     the k codes are shared out in proportion to each group's within-group sum of squares
-    (at least one per group, at most one per member), then Lloyd k-means runs inside every
+    (at least one per group, at most one per distinct vector), then Lloyd k-means runs inside every
     group. Its Calinski–Harabasz index estimates the best a codebook that respects the
     groups (strata, or strata × bins) can score in the vectors' space: the ceiling that
     behavioural purity puts on the geometric figure. Returns (n,) int codes in [0, k)."""
@@ -301,7 +301,8 @@ def group_pure_codes(vectors: Any, groups: Any, k: int, seed: int = 0) -> np.nda
     n_groups = int(inv.max()) + 1 if inv.size else 0
     if n_groups > k:
         raise ValueError(f"{n_groups} groups do not fit in {k} codes")
-    sizes = np.bincount(inv, minlength=n_groups)
+    # distinct vectors per group: more codes than that would only split identical buyers
+    sizes = np.array([np.unique(x[inv == g], axis=0).shape[0] for g in range(n_groups)])
     ss = np.array([((x[inv == g] - x[inv == g].mean(0)) ** 2).sum() for g in range(n_groups)])
     share = np.maximum(1, np.floor(ss / max(ss.sum(), 1e-12) * k)).astype(int)
     share = np.minimum(share, sizes)
