@@ -472,16 +472,12 @@ def print_personas(run: PersonasRun, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from simpersona.personas.quality import print_reports
+    from simpersona.personas.quality import print_reports, purity_ceilings_line
 
     console = console or Console()
     print_reports(run.reports, console=console)
     if "ch_pure_strata" in run.report:
-        console.print(
-            "Calinski–Harabasz (403-d) of the tightest codebooks that keep strata apart: "
-            f"{run.report['ch_pure_strata']:.1f}; strata and all three bins apart: "
-            f"{run.report['ch_pure_strata_bins']:.1f}"
-        )
+        console.print(purity_ceilings_line(run.report))
     table = Table(title="Stratum recovery per store (JS divergence, base 2)")
     for col in ("store", "buyers", "VQ-VAE JS", "k-means JS"):
         table.add_column(col, justify="left" if col == "store" else "right")

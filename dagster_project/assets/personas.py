@@ -416,11 +416,7 @@ def codebook_report(
     table = q.side_by_side(reports)
     ceilings = q.purity_ceilings(x, strata, bins, k) if config.purity_ceilings else {}
     if ceilings:
-        table += (
-            "\nCalinski–Harabasz (403-d) of the tightest codebooks that keep strata apart: "
-            f"{ceilings['ch_pure_strata']:.1f}; strata and all three bins apart: "
-            f"{ceilings['ch_pure_strata_bins']:.1f}.\n"
-        )
+        table += f"\n{q.purity_ceilings_line(ceilings)}.\n"
     folder = artifacts.path("codebook_report", version)
     atomic_write_text(json.dumps(reports, indent=2, default=str), folder / "report.json")
     atomic_write_text(table, folder / "report.md")

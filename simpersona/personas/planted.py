@@ -72,7 +72,7 @@ class PlantedRecovery:
 
     def table(self) -> str:
         """Table 1 side by side (Markdown, with the paper's columns) and the ARI figures."""
-        from simpersona.personas.quality import side_by_side
+        from simpersona.personas.quality import purity_ceilings_line, side_by_side
 
         top = ", ".join(f"{a} → {b} {n:,}" for a, b, n in self.confusions[:4])
         return (
@@ -82,9 +82,7 @@ class PlantedRecovery:
             f"VQ-VAE {self.ari['vqvae']:.3f}, k-means {self.ari['kmeans']:.3f} "
             f"(all {self.buyers:,} buyers: {self.ari['vqvae_all']:.3f}, "
             f"{self.ari['kmeans_all']:.3f}).\nLargest VQ-VAE confusions: {top}.\n"
-            f"Calinski–Harabasz (403-d) of the tightest codebooks that keep strata apart: "
-            f"{self.ch_ceilings['ch_pure_strata']:.1f}; strata and all three bins apart: "
-            f"{self.ch_ceilings['ch_pure_strata_bins']:.1f} (k-means "
+            f"{purity_ceilings_line(self.ch_ceilings)} (k-means "
             f"{self.reports['k-means']['calinski_harabasz']:.1f}, VQ-VAE "
             f"{self.reports['VQ-VAE']['calinski_harabasz']:.1f}).\n"
         )
