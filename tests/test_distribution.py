@@ -181,3 +181,64 @@ def test_plots_with_many_stores_and_one_store(tmp_path):
     assert one["figures"]["x_n_stores"] == 1
     assert one["figures"]["x_js_mean"] == pytest.approx(0.0, abs=1e-12)  # one token: exact
     assert all(p.read_bytes().startswith(PNG_MAGIC) for p in one["paths"].values())
+
+
+def test_js_of_identical_distributions_is_exactly_zero_and_never_nan():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        p = rng.dirichlet(np.full(rng.integers(2, 8), 0.3))
+        p[rng.random(p.size) < 0.3] = 0.0  # zeros in the support
+        if p.sum() == 0:
+            continue
+        assert dist.js_divergence(p, p) == 0.0
+        assert dist.js_divergence(p, 7.0 * p) == 0.0  # the same distribution, unnormalised
+        q = rng.dirichlet(np.ones(p.size))
+        d = dist.js_divergence(p, q)
+        assert 0.0 < d <= 1.0 and math.isfinite(d)
+    for bad in ([0, 0, 0], [np.nan, 1, 0], [-0.1, 0.6, 0.5]):
+        with pytest.raises(ValueError, match="not a distribution"):
+            dist.js_divergence(bad, [0.2, 0.3, 0.5])
+
+
+def _train_and_heldout(seed: int = 0, n_shops: int = 8):
+    """Stores over four pure tokens (A, B, D, E) with constant features; the first half train."""
+    shops, codes, strata, feats = _pure_population(seed)
+    token_stratum = np.array(["A", "B", "D", "E"])
+    strata = token_stratum[codes]
+    train = np.isin(shops, ["shop0", "shop1", "shop2"])
+    return shops, codes, strata, feats, train
+
+
+def test_heldout_recovery_uses_training_stores_only_and_strata_a_to_d():
+    shops, codes, strata, feats, train = _train_and_heldout()
+    rec = dist.heldout_recovery(shops, codes, strata, feats, train, k=4, resamples=200)
+    f = rec.figures
+    assert f["n_stores_heldout"] == 3 and rec.stratum.strata == ("A", "B", "C", "D")
+    assert sorted(rec.stratum.stores["shop_id"].to_list()) == ["shop3", "shop4", "shop5"]
+    assert f["js_mean_heldout"] == 0.0 and f["js_mean_heldout_ci_high"] == 0.0  # pure tokens
+    assert f["r2_intent_strength_heldout"] == pytest.approx(1.0)
+    assert f["r2_intent_strength_heldout_ci_low"] == pytest.approx(1.0)
+    # E on its own line: real share of token 3's buyers, recovered exactly (pure token).
+    e_real = np.mean([np.mean(strata[shops == s] == "E") for s in ("shop3", "shop4", "shop5")])
+    assert f["e_share_real_heldout"] == pytest.approx(e_real)
+    assert f["e_share_recovered_heldout"] == pytest.approx(e_real)
+    assert rec.note == ""
+    # The held-out stores' own buyers never shape the reference: changing their strata
+    # changes the real mix they are scored against, not the profiles.
+    flipped = strata.copy()
+    flipped[(~train) & (strata == "A")] = "B"
+    again = dist.heldout_recovery(shops, codes, flipped, feats, train, k=4, resamples=50)
+    assert again.figures["js_mean_heldout"] > 0.02
+    held = ~train & (flipped != "E")
+    in_sample = dist.stratum_recovery(shops[held], codes[held], flipped[held], k=4)
+    assert in_sample.summary["js_mean"] < 1e-12  # fitted on the stores it scores: exact
+
+
+def test_heldout_recovery_says_when_it_is_undefined():
+    shops, codes, strata, feats, _ = _train_and_heldout()
+    none = dist.heldout_recovery(shops, codes, strata, feats, np.ones(codes.size, bool), k=4)
+    assert "undefined" in none.note and "js_mean_heldout" not in none.figures
+    one = dist.heldout_recovery(shops, codes, strata, feats, shops != "shop5", k=4)
+    assert one.figures["n_stores_heldout"] == 1 and "R² across stores is undefined" in one.note
+    assert "r2_atc_rate_heldout" not in one.figures
+    assert math.isnan(one.figures["js_mean_heldout_ci_low"])  # no interval from one store

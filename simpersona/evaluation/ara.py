@@ -77,7 +77,9 @@ def _modal_stratum(real: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _real_cells(real: pl.DataFrame, cfg: ARAConfig) -> pl.DataFrame:
+def real_cells(real: pl.DataFrame, cfg: ARAConfig) -> pl.DataFrame:
+    """Real (shop, token) cells with at least `min_real` buyers: n_real, atc_real, pur_real
+    and the cell's stratum."""
     pur = "purchase" if cfg.pur == "purchase" else "checkout"
     keys = ["shop_id", "token"] + (["stratum"] if cfg.stratum_of == "agent" else [])
     cells = real.group_by(keys).agg(
@@ -119,7 +121,7 @@ def ara_cells(
     require_columns(agents, ("shop_id", "token", "add_to_cart", "checkout_reached", "purchase",
                              "outcome", "stratum"), "agent results")  # fmt: skip
     real = real.with_columns(pl.col("token").cast(pl.Int64))
-    rc = _real_cells(real, cfg)
+    rc = real_cells(real, cfg)
     ac = _agent_cells(agents, cfg)
     join_keys = ["shop_id", "token"] + (["stratum"] if cfg.stratum_of == "agent" else [])
     cells = ac.join(rc, on=join_keys, how="inner").sort(join_keys)
