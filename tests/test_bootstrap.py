@@ -68,6 +68,17 @@ def _simulated_pairs(rng: np.random.Generator, effect: float):
     return np.array(shops), np.array(cells), np.concatenate(a), np.concatenate(b)
 
 
+def _mean_diff(shop, cell, diff, cfg: BootstrapConfig) -> Interval:
+    """Interval of the equal-weight mean over cells of a per-unit difference."""
+    index = CellIndex.of(shop, cell)
+    one_group = np.zeros(len(index.cells), int)
+
+    def stat(draws: Draws) -> dict[str, np.ndarray]:
+        return {"diff": draws.group_means(draws.copy_means(diff), one_group, 1)[:, 0]}
+
+    return bootstrap_statistics(index, stat, cfg)["diff"]
+
+
 def test_intervals_cover_a_known_effect_at_about_the_nominal_rate():
     """200 seeded studies of a known paired effect (0.1): the 95 % interval of the
     cell-averaged difference covers it in about 95 % of them, and the estimate is unbiased."""
@@ -76,13 +87,7 @@ def test_intervals_cover_a_known_effect_at_about_the_nominal_rate():
     for study in range(200):
         shop, cell, a, b = _simulated_pairs(rng, effect)
         diff = a.astype(float) - b.astype(float)
-        index = CellIndex.of(shop, cell)
-
-        def stat(draws: Draws, diff=diff) -> dict[str, np.ndarray]:
-            g = draws.group_means(draws.copy_means(diff), np.zeros(len(index.cells), int), 1)
-            return {"diff": g[:, 0]}
-
-        iv = bootstrap_statistics(index, stat, BootstrapConfig(n_resamples=400, seed=study))["diff"]
+        iv = _mean_diff(shop, cell, diff, BootstrapConfig(n_resamples=400, seed=study))
         covered += iv.low <= effect <= iv.high
         estimates.append(iv.estimate)
         assert iv.units == 320 and iv.cells == 32
@@ -228,15 +233,9 @@ def test_redrawing_agents_inside_cells_counts_their_noise_twice():
     for study in range(100):
         shop, cell, a, b = _simulated_pairs(rng, 0.1)
         diff = a.astype(float) - b.astype(float)
-        index = CellIndex.of(shop, cell)
-
-        def stat(draws: Draws, diff=diff) -> dict[str, np.ndarray]:
-            g = draws.group_means(draws.copy_means(diff), np.zeros(len(index.cells), int), 1)
-            return {"diff": g[:, 0]}
-
         for within in (False, True):
             cfg = BootstrapConfig(n_resamples=300, seed=study, within_cells=within)
-            iv = bootstrap_statistics(index, stat, cfg)["diff"]
+            iv = _mean_diff(shop, cell, diff, cfg)
             width[within].append(iv.high - iv.low)
             covered[within] += iv.low <= 0.1 <= iv.high
     ratio = np.mean(width[True]) / np.mean(width[False])
