@@ -153,7 +153,8 @@ DEMO_SIMULATION = {
                 "ablation_agents_per_shop": 8,
             }
         },
-        "instruction_following": {"config": {"n_tasks": 6, "repetitions": 2}},
+        # n_tasks is a total over the evaluation shops (3 in the demo's split): 6 each.
+        "instruction_following": {"config": {"n_tasks": 18, "repetitions": 2}},
     }
 }
 

@@ -25,15 +25,19 @@ from simpersona.evaluation.ablation import (
 from simpersona.evaluation.ara import ARAConfig, action_rate_alignment, ara_cells, ara_value
 from simpersona.evaluation.instruction import (
     InstructionConfig,
+    TaskStep,
     calibration,
     check_result,
     derive_tasks,
     instruction_figures,
     instruction_table,
     repeat_tasks,
+    required_steps,
     score_runs,
     session_flags,
+    shop_task_quota,
     task_from_outline,
+    task_quotas,
     tasks_frame,
     tasks_from_sessions,
 )
@@ -338,9 +342,11 @@ def test_separation_table_and_funnel():
 
 
 # ---- instruction following ------------------------------------------------------------------
-def _ev(t: str, pid: str | None = None, q: str | None = None, col: str | None = None):
+def _ev(t: str, pid: str | None = None, q: str | None = None, col: str | None = None,
+        n: int | None = None):  # fmt: skip
     return SessionEvent(t, product_id=pid, product_title=f"Title {pid}" if pid else None,
-                        search_query=q, collection_id=col, collection_title=col)  # fmt: skip
+                        search_query=q, collection_id=col, collection_title=col,
+                        quantity=n)  # fmt: skip
 
 
 def _outline(sid: str, events: list[SessionEvent]) -> SessionOutline:
@@ -399,6 +405,49 @@ def test_tasks_from_outlines():
     assert task_from_outline(_sessions()[4]) is None  # 31 steps
     assert task_from_outline(_sessions()[4], max_actions=40).n_actions == 31
     assert tasks_frame(tasks)["n_actions"].to_list() == [3, 4, 5]
+    # The steps as data, in the task's order: what the checker looks for.
+    assert cart.required == (
+        TaskStep("search", search_query="red shoes"),
+        TaskStep("product_view", product_id="p1"),
+        TaskStep("add_to_cart", product_id="p1", quantity=1),
+    )
+    assert [s.kind for s in pur.required] == [
+        "search", "product_view", "add_to_cart", "checkout_started", "checkout_completed"]  # fmt: skip
+    assert co.required[0] == TaskStep("collection_view", collection_id="Shoes")
+    assert all(len(t.required) == t.n_actions for t in tasks) and cart.quantity == 1
+    frame = tasks_frame(tasks)
+    assert frame["required_steps"].list.len().to_list() == [3, 4, 5]
+    assert frame["required_steps"][0][2]["quantity"] == 1
+
+
+def test_required_steps_name_quantities_and_stay_feasible():
+    events = [
+        _ev("search", q="Red  Shoes"),
+        _ev("remove_from_cart", "p0"),  # carted in an earlier session: not doable here
+        _ev("product_view", "p1"),
+        _ev("add_to_cart", "p1", n=1),
+        _ev("add_to_cart", "p1", n=2),  # consecutive adds of one product: one step, 3 units
+        _ev("product_view", "p2"),
+        _ev("add_to_cart", "p2", n=2),
+        _ev("remove_from_cart", "p2", n=1),
+        _ev("add_to_cart", "p1", n=150),  # capped by the store's 99 per line
+    ]
+    steps, labels, cart = required_steps(events)
+    assert [s.kind for s in steps] == ["search", "product_view", "add_to_cart", "product_view",
+                                       "add_to_cart", "remove_from_cart", "add_to_cart"]  # fmt: skip
+    assert labels[2] == 'Add 3 × "Title p1" to the cart'
+    assert labels[4] == 'Add 2 × "Title p2" to the cart'
+    assert labels[5] == 'Remove 1 × "Title p2" from the cart'  # one of two stays in the cart
+    assert steps[6].quantity == 96 and cart == {"p1": 99, "p2": 1}
+    t = task_from_outline(_outline("q", events))
+    assert t is not None and t.kind == "cart" and t.product_id == "p1" and t.quantity == 99
+    assert 'Add 3 × "Title p1" to the cart' in t.text and "Title p0" not in t.text
+    _, labels, _ = required_steps([_ev("add_to_cart", "p3"), _ev("remove_from_cart", "p3")])
+    assert labels == ['Add "Title p3" to the cart', 'Remove "Title p3" from the cart']
+    # A checkout the store would refuse (the cart is empty by then) gives no task.
+    empty = [_ev("product_view", "p1"), _ev("add_to_cart", "p1"), _ev("remove_from_cart", "p1"),
+             _ev("checkout_started")]  # fmt: skip
+    assert required_steps(empty) is None and task_from_outline(_outline("e", empty)) is None
 
 
 @pytest.fixture(scope="module")
@@ -431,10 +480,31 @@ def test_tasks_from_generated_sessions_are_deterministic(generated_sessions):
     reps = repeat_tasks(a, 10)
     assert len(reps) == 200 and reps == repeat_tasks(a, 10)
     assert len({s for _, _, s in reps}) == 200
+    # Every task is doable: a run that does exactly its steps passes the checker.
+    for t in a:
+        assert len(t.required) == t.n_actions and t.quantity >= 1
+        assert check_result(t, {"event_trace": _trace(t.required)})["success"], t.text
 
 
-def _runs(tasks):
-    """Per task 4 runs: (add_to_cart, checkout, purchase, claimed)."""
+def _event(step: TaskStep) -> dict:
+    """The storefront event a step gives (the shape of `event_trace` entries)."""
+    return {"event_type": step.kind, "product_id": step.product_id,
+            "collection_id": step.collection_id, "search_query": step.search_query,
+            "quantity": step.quantity}  # fmt: skip
+
+
+def _trace(steps, page_views: bool = False) -> list[dict]:
+    out = []
+    for s in steps:
+        if page_views:
+            out.append({"event_type": "page_view"})
+        out.append(_event(s))
+    return out
+
+
+def _runs(tasks, with_trace: bool = True):
+    """Per task 4 runs: (add_to_cart, checkout, purchase, claimed); a run's trace does the
+    task's steps up to where it stopped (no carting: no add steps)."""
     plan = {
         "cart": [(1, 0, 0, 1), (1, 0, 0, 1), (0, 0, 0, 1), (0, 0, 0, 0)],
         "checkout": [(1, 1, 0, 1), (1, 0, 0, 1), (1, 0, 0, 0), (0, 0, 0, 0)],
@@ -443,29 +513,39 @@ def _runs(tasks):
     rows = []
     for t in tasks:
         for i, (a, c, p, claim) in enumerate(plan[t.kind]):
-            rows.append(
-                {
-                    "task_id": t.task_id,
-                    "add_to_cart": bool(a),
-                    "checkout_reached": bool(c),
-                    "purchase": bool(p),
-                    "self_reported_done": bool(claim),
-                    "steps": 10 + i,
-                    "carted_product_ids": [t.product_id] if a else [],
-                }
-            )
+            allowed = {"add_to_cart": a, "remove_from_cart": a, "checkout_started": c,
+                       "checkout_completed": p}  # fmt: skip
+            row = {
+                "task_id": t.task_id,
+                "add_to_cart": bool(a),
+                "checkout_reached": bool(c),
+                "purchase": bool(p),
+                "self_reported_done": bool(claim),
+                "steps": 10 + i,
+                "carted_product_ids": [t.product_id] if a else [],
+            }
+            if with_trace:
+                row["event_trace"] = _trace(s for s in t.required if allowed.get(s.kind, 1))
+            rows.append(row)
     return pl.DataFrame(rows)  # fmt: skip
 
 
 def test_instruction_scores_and_calibration():
     tasks = derive_tasks(_sessions())
     scored = score_runs(tasks, _runs(tasks))
+    assert scored.height == 12 and not scored["trace_missing"].any()
+    for c in ("success", "path_ok", "product_ok", "quantity_ok", "end_ok", "task_id",
+              "task_kind"):  # fmt: skip
+        assert c in scored.columns and scored[c].null_count() == 0, c
     table = {r["task_kind"]: r for r in instruction_table(scored).iter_rows(named=True)}
     assert table["cart"]["success"] == 0.5
     assert table["checkout"]["success"] == 0.25
     assert table["purchase"]["success"] == 0.25
     assert table["purchase"]["reached_checkout"] == 0.75
     assert table["all"]["runs"] == 12 and table["all"]["avg_steps"] == 11.5
+    # Runs that stopped early miss the later steps: path_ok fails with them.
+    assert table["cart"]["path_ok"] == 0.5 and table["purchase"]["path_ok"] == 0.25
+    assert table["checkout"]["product_ok"] == 0.75 and table["all"]["trace_missing"] == 0
     cal = calibration(scored)
     # Claims: 8 of 12; successful claims: cart 2, checkout 1, purchase 1 → precision 4/8.
     assert cal["claimed"] == pytest.approx(8 / 12)
@@ -475,13 +555,156 @@ def test_instruction_scores_and_calibration():
     figs = instruction_figures(scored)
     assert figs["instruction_cart_success"] == 0.5
     assert figs["instruction_checkout_success"] == 0.25
+    assert figs["instruction_purchase_success"] == 0.25
     assert figs["instruction_purchase_checkout"] == 0.75
-    # The wrong product in the cart does not pass a cart task.
-    cart = tasks[0]
-    assert not check_result(cart, {"add_to_cart": True, "carted_product_ids": ["zz"]})["success"]
-    assert check_result(cart, {"add_to_cart": True})["success"]  # unknown products: ATC only
+    assert figs["instruction_self_reported"] == pytest.approx(8 / 12)
+    assert figs["instruction_path_ok"] == pytest.approx(4 / 12)
+    assert figs["instruction_end_ok"] == pytest.approx(4 / 12)
+    assert figs["instruction_trace_missing"] == 0.0
     with pytest.raises(ValueError, match="not among the tasks"):
         score_runs(tasks, _runs(tasks).with_columns(pl.lit("nope").alias("task_id")))
+
+
+def _cart_task():
+    """search "Red Shoes" → collection c1 → view p1 → add 2 × p1 (two adds of 1)."""
+    t = task_from_outline(_outline("two", [
+        _ev("search", q="Red Shoes"), _ev("collection_view", col="c1"),
+        _ev("product_view", "p1"), _ev("add_to_cart", "p1", n=1), _ev("add_to_cart", "p1", n=1),
+    ]))  # fmt: skip
+    assert t is not None and t.kind == "cart" and t.quantity == 2
+    assert t.steps[-1] == 'Add 2 × "Title p1" to the cart'
+    return t
+
+
+def _e(kind: str, pid: str | None = None, q: str | None = None, col: str | None = None,
+       n: int | None = None) -> dict:  # fmt: skip
+    return {"event_type": kind, "product_id": pid, "collection_id": col, "search_query": q,
+            "quantity": n}  # fmt: skip
+
+
+def _check(task, trace):
+    return check_result(task, {"event_trace": trace})
+
+
+def test_checker_passes_the_path_with_extra_steps():
+    t = _cart_task()
+    exact = _trace(t.required)
+    assert _check(t, exact) == {
+        "success": True, "end_ok": True, "path_ok": True, "product_ok": True,
+        "quantity_ok": True, "steps_matched": 4, "added_to_cart": True,
+        "reached_checkout": False, "purchased": False, "trace_missing": False,
+    }  # fmt: skip
+    # Detours, page views, a differently written query, two adds of 1 instead of one of 2.
+    detour = [_e("page_view"), _e("search", q="hats"), _e("search", q="  red   SHOES "),
+              _e("product_view", "p7"), _e("collection_view", col="c1"), _e("page_view"),
+              _e("collection_view", col="c2"), _e("product_view", "p1"),
+              _e("add_to_cart", "p1", n=1), _e("product_view", "p1"),
+              _e("add_to_cart", "p1", n=1)]  # fmt: skip
+    r = _check(t, detour)
+    assert r["success"] and r["path_ok"] and r["quantity_ok"]
+
+
+def test_checker_fails_a_different_path_to_the_same_end_state():
+    t = _cart_task()
+    # Straight to the product: the right product, quantity and end state, not the path.
+    shortcut = [_e("product_view", "p1"), _e("add_to_cart", "p1", n=2)]
+    r = _check(t, shortcut)
+    assert r["end_ok"] and r["product_ok"] and r["quantity_ok"]
+    assert not r["path_ok"] and not r["success"] and r["steps_matched"] == 0
+    # The steps out of order (collection before search): not the path either.
+    swapped = [_e("collection_view", col="c1"), _e("search", q="red shoes"),
+               _e("product_view", "p1"), _e("add_to_cart", "p1", n=2)]  # fmt: skip
+    r = _check(t, swapped)
+    assert not r["path_ok"] and not r["success"] and r["steps_matched"] == 1  # search only
+    # Another collection, same name elsewhere: ids are compared exactly.
+    other = [_e("search", q="red shoes"), _e("collection_view", col="C1"),
+             _e("product_view", "p1"), _e("add_to_cart", "p1", n=2)]  # fmt: skip
+    assert not _check(t, other)["path_ok"]
+
+
+def test_checker_fails_the_wrong_quantity_or_product():
+    t = _cart_task()
+    head = [_e("search", q="Red Shoes"), _e("collection_view", col="c1"), _e("product_view", "p1")]
+    one = _check(t, [*head, _e("add_to_cart", "p1", n=1)])
+    assert one["path_ok"] and one["product_ok"] and not one["quantity_ok"]
+    assert not one["success"]
+    three = _check(t, [*head, _e("add_to_cart", "p1", n=3)])
+    assert not three["quantity_ok"] and not three["success"]
+    # Right amount added, then one taken out again: the cart the session ends with counts.
+    back = _check(t, [*head, _e("add_to_cart", "p1", n=2), _e("remove_from_cart", "p1", n=1)])
+    assert back["path_ok"] and not back["quantity_ok"] and not back["success"]
+    wrong = _check(t, [*head, _e("add_to_cart", "p2", n=2)])
+    assert wrong["end_ok"] and not wrong["product_ok"] and not wrong["path_ok"]
+    assert not wrong["success"]
+    assert not _check(t, head)["end_ok"]  # nothing carted
+
+
+def test_checker_judges_checkout_and_purchase_carts_when_they_were_reached():
+    pur = task_from_outline(_outline("p", [
+        _ev("search", q="hat"), _ev("product_view", "p3"), _ev("add_to_cart", "p3", n=2),
+        _ev("checkout_started"), _ev("checkout_completed"),
+    ]))  # fmt: skip
+    assert pur is not None and pur.kind == "purchase" and pur.quantity == 2
+    bought_one = [_e("search", q="hat"), _e("product_view", "p3"), _e("add_to_cart", "p3", n=1),
+                  _e("checkout_started"), _e("checkout_completed"),
+                  _e("add_to_cart", "p3", n=1)]  # fmt: skip
+    r = _check(pur, bought_one)
+    assert r["path_ok"] and r["end_ok"] and not r["quantity_ok"] and not r["success"]
+    ok = [*bought_one[:2], _e("add_to_cart", "p3", n=2), *bought_one[3:5]]
+    assert _check(pur, ok)["success"]
+    # Stopping at checkout: the checkout is reached, the purchase (and its step) is not.
+    r = _check(pur, ok[:-1])
+    assert r["reached_checkout"] and not r["end_ok"] and not r["path_ok"]
+
+
+def test_rows_without_an_event_trace_are_flagged():
+    tasks = derive_tasks(_sessions())
+    old = score_runs(tasks, _runs(tasks, with_trace=False))
+    assert old["trace_missing"].all()
+    assert old["path_ok"].null_count() == old.height == old["quantity_ok"].null_count()
+    # Success on the end state (and the carted product the row lists), never the path.
+    table = {r["task_kind"]: r for r in instruction_table(old).iter_rows(named=True)}
+    assert table["cart"]["success"] == 0.5 and table["checkout"]["success"] == 0.25
+    assert math.isnan(table["all"]["path_ok"]) and table["all"]["trace_missing"] == 12
+    assert instruction_figures(old)["instruction_trace_missing"] == 1.0
+    cart = tasks[0]
+    assert not check_result(cart, {"add_to_cart": True, "carted_product_ids": ["zz"]})["success"]
+    r = check_result(cart, {"add_to_cart": True})
+    assert r["success"] and r["trace_missing"] and r["product_ok"] is None
+    # A results table mixing old rows (null trace) and new ones: each flagged on its own.
+    from simpersona.agent.population import results_frame
+
+    rows = _runs(tasks).to_dicts()
+    rows[0].pop("event_trace")
+    mixed = score_runs(tasks, results_frame([{**r, "agent_id": str(i)} for i, r in
+                                             enumerate(rows)]))  # fmt: skip
+    assert mixed["trace_missing"].sum() == 1
+    # A table scored before these columns existed: its runs count as checked on the end
+    # state, the rates it lacks are NaN.
+    legacy = old.drop("path_ok", "quantity_ok", "trace_missing")
+    t = instruction_table(legacy).filter(pl.col("task_kind") == "all").row(0, named=True)
+    assert t["trace_missing"] == 12 and math.isnan(t["quantity_ok"])
+
+
+def test_task_quota_split_over_the_evaluation_shops():
+    shops = ["s3", "s1", "s2"]
+    quotas = task_quotas(70, shops)
+    assert quotas == {"s1": 24, "s2": 23, "s3": 23} and sum(quotas.values()) == 70
+    assert task_quotas(70, list(reversed(shops))) == quotas  # the listing order is irrelevant
+    for n, m in itertools.product((0, 1, 2, 69, 70, 71), (1, 2, 3, 4, 7)):
+        split = [f"e{i}" for i in range(m)]
+        q = task_quotas(n, split)
+        assert sum(q.values()) == n and max(q.values()) - min(q.values()) <= 1
+        assert [shop_task_quota(n, s, split) for s in sorted(split)] == list(q.values())
+    with pytest.raises(ValueError, match="not an evaluation shop"):
+        shop_task_quota(70, "train-shop", shops)
+    assert shop_task_quota(70, "train-shop", shops, eval_shops_only=False) == 24
+    assert shop_task_quota(70, "s9", [], eval_shops_only=False) == 70
+    with pytest.raises(ValueError, match="not an evaluation shop"):
+        shop_task_quota(70, "s1", [])
+    # The shop's tasks: its quota, always the same ones.
+    tasks = derive_tasks(_sessions(), InstructionConfig(n_tasks=quotas["s3"]))
+    assert len(tasks) == 3  # only three sessions give a task: fewer than the quota
 
 
 def _rec(step, kind, cart, pid=None, action=None, error=None):

@@ -15,20 +15,24 @@ from simpersona.agent.llm_policy import LLMPolicy, action_schema, profile_of
 from simpersona.agent.markov import MarkovModel, MarkovPolicy
 from simpersona.agent.policy import Persona, ScriptedPolicy
 from simpersona.agent.population import (
+    RESULT_SCHEMA,
     AgentPlan,
     PopulationConfig,
     agent_row,
     counterparts_by_token,
     plan_agents,
+    results_frame,
     run_population,
 )
 from simpersona.agent.prompt import messages_for_step
+from simpersona.evaluation.instruction import check_result, task_from_outline
 from simpersona.features.enrich import enrich_sessions
 from simpersona.ingest.sessionize import sessionize
 from simpersona.store import StoreCatalog
+from simpersona.store.app import dom_id
 from simpersona.synth import GeneratorConfig, generate_lake
 from simpersona.traces.build import select_outlines
-from simpersona.traces.outline import CategoryIndex, SessionOutline
+from simpersona.traces.outline import CategoryIndex, SessionEvent, SessionOutline
 
 pytestmark = pytest.mark.browser
 SHOP = "shop-000"
@@ -158,6 +162,54 @@ def test_scripted_agent_row_counts_what_the_store_logged(shop, tmp_path):
     assert row["outcome"] == "goal_reached" and row["self_reported_done"]
 
 
+def test_event_trace_survives_resume_and_the_checker_reads_it(shop, tmp_path):
+    """A scripted agent searches a product's title, opens it and adds 2: the row's event
+    trace is the store's log of that, the same after a resume from the JSONL file and in the
+    Parquet table, and the instruction checker passes the matching task on it."""
+    root, _, _, _ = shop
+    catalog = StoreCatalog.from_lake(root, SHOP)
+    # A product that is the first hit of its own title: its card is on the first page.
+    p = next(p for p in catalog.products.values() if catalog.search(p.title)[:1] == [p])
+    plan = AgentPlan("trace-0", SHOP, "llm", 1, "B", "task", "Do the steps.", start_path="/")
+    script = ScriptedPolicy(
+        [
+            {"action": "search", "query": p.title},
+            {"action": "click", "id": f"product-link-{dom_id(p.product_id)}"},
+            {"action": "add_to_cart", "quantity": 2},
+            {"action": "end_session", "reason": "done"},
+        ]
+    )
+    cfg = PopulationConfig(concurrency=1, progress=False)
+    run = run_population(catalog, [plan], script, cfg, tmp_path)
+    row = run.table.row(0, named=True)
+    steps = [e for e in row["event_trace"] if e["event_type"] != "page_view"]
+    assert [
+        (e["event_type"], e["product_id"], e["search_query"], e["quantity"]) for e in steps
+    ] == [
+        ("search", None, p.title, None),
+        ("product_view", p.product_id, None, None),
+        ("add_to_cart", p.product_id, None, 2),
+    ], row["event_trace"]
+    assert len(row["event_trace"]) == row["n_events"]
+    # Resumed from agents.jsonl (nothing runs again) and read back from Parquet: the same.
+    again = run_population(catalog, [plan], script, cfg, tmp_path)
+    assert again.ran == 0 and again.table["event_trace"].to_list() == [row["event_trace"]]
+    assert pl.read_parquet(run.path)["event_trace"].to_list() == [row["event_trace"]]
+
+    def task(quantity: int):
+        events = [
+            SessionEvent("search", search_query=p.title.upper()),
+            SessionEvent("product_view", product_id=p.product_id, product_title=p.title),
+            SessionEvent("add_to_cart", product_id=p.product_id, quantity=quantity),
+        ]
+        return task_from_outline(SessionOutline(SHOP, "b", f"s{quantity}", tuple(events)))
+
+    ok = check_result(task(2), row)
+    assert ok["success"] and ok["path_ok"] and not ok["trace_missing"]
+    wrong = check_result(task(1), row)  # the task said one unit
+    assert wrong["path_ok"] and not wrong["quantity_ok"] and not wrong["success"]
+
+
 def test_malformed_policy_output_is_outcome_other(shop, tmp_path):
     root, _, _, _ = shop
     catalog = StoreCatalog.from_lake(root, SHOP)
@@ -258,6 +310,18 @@ def test_agent_row_reads_flags_from_events():
     row = agent_row(plan, res, events)
     assert row["add_to_cart"] and row["checkout_reached"] and row["purchase"]
     assert row["n_categories"] == 2 and row["n_searches"] == 2 and row["error"] is None
+    # The event trace: every event, in the store's order, with the fields a checker needs.
+    trace = row["event_trace"]
+    assert [e["event_type"] for e in trace] == [e["event_type"] for e in events]
+    assert trace[4]["collection_id"] == "c1" and trace[5]["search_query"] == "Tea "
+    assert set(trace[0]) == {"event_type", "product_id", "collection_id", "search_query",
+                             "quantity"}  # fmt: skip
+    # Rows written before the trace was kept (a resume file of an older run) still load.
+    old = {k: v for k, v in row.items() if k != "event_trace"}
+    table = results_frame([json.loads(json.dumps(old)), {**row, "agent_id": "b"}])
+    assert table["event_trace"].to_list()[0] is None
+    assert table["event_trace"].to_list()[1] == trace
+    assert table.schema["event_trace"] == RESULT_SCHEMA["event_trace"]
 
 
 def test_stage2_datasets_teach_intent_only_goals_for_a_stable_share():

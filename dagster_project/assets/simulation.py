@@ -82,7 +82,13 @@ class InstructionConfig(dg.Config):
     policies: list[str] = Field(
         default=["markov", "llm", "nopersona"], description="Policies given the tasks."
     )
-    n_tasks: int = Field(default=70, description="Tasks per shop (paper: 70 in all).")
+    n_tasks: int = Field(
+        default=70,
+        description=(
+            "Tasks in total over the evaluation shops (paper: 70); each shop takes its share: "
+            "n_tasks // m, plus one for the first n_tasks % m of the sorted shops (m shops)."
+        ),
+    )
     repetitions: int = Field(default=10, description="Runs per task (paper: 10).")
     concurrency: int = Field(default=4, description="Browser sessions at once.")
     max_steps: int = Field(default=30, description="Steps per run.")
@@ -94,6 +100,13 @@ class InstructionConfig(dg.Config):
         default=True, description="Guided decoding with each page's action schema."
     )
     seed: int = Field(default=0, description="Seed of the task order and sampling.")
+    eval_shops_only: bool = Field(
+        default=True,
+        description=(
+            "Refuse shops outside the evaluation split (shop_split.json); false: such a shop "
+            "gets the largest evaluation share of n_tasks."
+        ),
+    )
 
 
 def _model(artifacts: ArtifactsResource):
@@ -371,8 +384,10 @@ def population_simulation(
     kinds={"playwright", "parquet"},
     description=(
         "Instruction following (Table 4): deterministic tasks derived from the shop's "
-        "sessions (3-27 navigation actions; cart, checkout and purchase tasks), each run "
-        "`repetitions` times per policy; one row per run with the checker's verdict."
+        "sessions (3-27 navigation actions; cart, checkout and purchase tasks), the shop's "
+        "share of `n_tasks` over the evaluation shops, each run `repetitions` times per "
+        "policy; one row per run with the checker's verdict (path, product, quantity, end "
+        "state) read from the store's events."
     ),
 )
 def instruction_following(
@@ -384,6 +399,7 @@ def instruction_following(
 ) -> dg.MaterializeResult:
     from simpersona.agent.population import (
         AgentPlan,
+        results_frame,
         run_population,
     )
     from simpersona.evaluation.instruction import InstructionConfig as TaskConfig
@@ -391,6 +407,7 @@ def instruction_following(
         instruction_table,
         repeat_tasks,
         score_runs,
+        shop_task_quota,
         tasks_frame,
         tasks_from_sessions,
     )
@@ -399,47 +416,59 @@ def instruction_following(
 
     shop = context.partition_key
     wh = warehouse.warehouse()
+    eval_shops = sorted(_shop_split(wh).get("eval", []))
+    try:
+        # The paper's 70 tasks are a total: this shop's share depends only on the config
+        # and the split (docs/evaluation.md, "Instruction following").
+        quota = shop_task_quota(config.n_tasks, shop, eval_shops, config.eval_shops_only)
+    except ValueError as exc:
+        raise dg.Failure(f"{exc}; or set eval_shops_only=false") from None
     require_partitions(wh, shop, ("enriched_sessions", "persona_assignments"))
     sessions = pl.read_parquet(wh.partition_path("enriched_sessions", shop))
     assignments = pl.read_parquet(
         wh.partition_path("persona_assignments", shop),
         columns=["shop_id", "buyer_id", "token", "stratum"],
     )
-    task_cfg = TaskConfig(n_tasks=config.n_tasks, repetitions=config.repetitions, seed=config.seed)
+    task_cfg = TaskConfig(n_tasks=quota, repetitions=config.repetitions, seed=config.seed)
     tasks = tasks_from_sessions(sessions, task_cfg, assignments)
-    if not tasks:
+    if quota > 0 and not tasks:
         raise dg.Failure(f"shop {shop}: no session gives a 3-27 step cart/checkout/purchase task")
-    catalog = StoreCatalog.from_warehouse(wh, shop)
-    policies = _Policies(artifacts, wh, shop, config)
-    pop_cfg = policies.population_config()
-    scored = []
+    if len(tasks) < quota:
+        context.log.warning(
+            f"{shop}: {len(tasks)} tasks of its quota of {quota} (too few eligible sessions)"
+        )
+    scored = [score_runs(tasks, results_frame([]))]
     t0 = time.perf_counter()
-    try:
-        for name in config.policies:
-            plans = [
-                AgentPlan(
-                    agent_id=f"{shop}-{name}-task-{t.task_id}-{rep}",
-                    shop_id=shop,
-                    policy=name,
-                    token=t.token if name != "nopersona" else None,
-                    stratum=t.stratum,
-                    intent="task",
-                    goal=t.text,
-                    task_id=t.task_id,
-                    task_kind=t.kind,
-                    seed=run_seed,
+    if tasks:
+        catalog = StoreCatalog.from_warehouse(wh, shop)
+        policies = _Policies(artifacts, wh, shop, config)
+        pop_cfg = policies.population_config()
+        try:
+            for name in config.policies:
+                plans = [
+                    AgentPlan(
+                        agent_id=f"{shop}-{name}-task-{t.task_id}-{rep}",
+                        shop_id=shop,
+                        policy=name,
+                        token=t.token if name != "nopersona" else None,
+                        stratum=t.stratum,
+                        intent="task",
+                        goal=t.text,
+                        task_id=t.task_id,
+                        task_kind=t.kind,
+                        seed=run_seed,
+                    )
+                    for t, rep, run_seed in repeat_tasks(tasks, config.repetitions, config.seed)
+                ]
+                policy = policies.policy(name)
+                run_dir = policies.run_dir("instruction_runs", name)
+                run = run_population(
+                    catalog, plans, policy, pop_cfg, run_dir, persona_for=policies.persona_for(name)
                 )
-                for t, rep, run_seed in repeat_tasks(tasks, config.repetitions, config.seed)
-            ]
-            policy = policies.policy(name)
-            run_dir = policies.run_dir("instruction_runs", name)
-            run = run_population(
-                catalog, plans, policy, pop_cfg, run_dir, persona_for=policies.persona_for(name)
-            )
-            scored.append(score_runs(tasks, run.table))
-            context.log.info(f"{shop} {name}: {run.table.height} task runs")
-    finally:
-        policies.close()
+                scored.append(score_runs(tasks, run.table))
+                context.log.info(f"{shop} {name}: {run.table.height} task runs")
+        finally:
+            policies.close()
     table = pl.concat(scored, how="vertical_relaxed")
     path = atomic_write_parquet(table, wh.partition_path("instruction_following", shop))
     atomic_write_parquet(tasks_frame(tasks), wh.partition_path("instruction_tasks", shop))
@@ -453,11 +482,13 @@ def instruction_following(
         ]
     )
     with mlflow.run_for(context, {"shop": shop}) as r:
-        r.log_params({**config.model_dump(), "tasks": len(tasks)})
+        r.log_params({**config.model_dump(), "tasks": len(tasks), "quota": quota})
         r.log_metrics({"runs": table.height, "seconds": seconds})
     return dg.MaterializeResult(
         metadata={
             "tasks": len(tasks),
+            "quota": quota,
+            "eval_shops": len(eval_shops),
             "runs": table.height,
             "seconds": round(seconds, 1),
             "by_kind": dg.MetadataValue.md(frame_to_markdown(summary)),

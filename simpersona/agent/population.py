@@ -74,6 +74,20 @@ RESULT_SCHEMA: dict[str, pl.DataType] = {
     "malformed_replies": pl.Int32(),
     "self_reported_done": pl.Boolean(),
     "seconds": pl.Float64(),
+    # The store's events for the agent, in the order it logged them: what the instruction
+    # checker verifies a task's path on (docs/evaluation.md). Null in rows written before
+    # it was kept.
+    "event_trace": pl.List(
+        pl.Struct(
+            {
+                "event_type": pl.String(),
+                "product_id": pl.String(),
+                "collection_id": pl.String(),
+                "search_query": pl.String(),
+                "quantity": pl.Int64(),
+            }
+        )
+    ),
 }
 
 
@@ -272,6 +286,18 @@ def agent_row(
         "malformed_replies": malformed,
         "self_reported_done": ended_itself,
         "seconds": float(result.duration_s),
+        "event_trace": [
+            {
+                "event_type": e.get("event_type"),
+                "product_id": None if e.get("product_id") is None else str(e["product_id"]),
+                "collection_id": (
+                    None if e.get("collection_id") is None else str(e["collection_id"])
+                ),
+                "search_query": e.get("search_query"),
+                "quantity": int(e["quantity"]) if e.get("quantity") is not None else None,
+            }
+            for e in events
+        ],
     }
 
 

@@ -1,27 +1,37 @@
 """Instruction following on deterministic tasks derived from real sessions (SPEC §11,
-paper §3.4, Table 4, App. J Table 10).
+paper §3.4, Table 4, App. J Table 10). docs/evaluation.md has the rules in prose.
 
 A session becomes one task of the kind its deepest funnel step gives:
 
-| kind | from a session with | the instruction ends with | success |
+| kind | from a session with | the instruction ends with | end state |
 |---|---|---|---|
-| `cart` | an add-to-cart, no checkout | adding product X (its last carted product) | an add-to-cart (of X when the result lists carted products) |
+| `cart` | an add-to-cart, no checkout | adding product X (its last carted product) | an add-to-cart |
 | `checkout` | a checkout start, no purchase | going to checkout (no payment) | checkout reached |
 | `purchase` | a completed checkout | completing the purchase | purchase (Table 4 also reports checkout reached) |
 
 The instruction lists the session's navigation steps in order, up to and including the
 final one: each search ("Search for …"), collection view, product view, add/remove, checkout
-step (plain page views and consecutive repeats are dropped). Sessions whose instruction has
-fewer than `min_actions` (3) or more than `max_actions` (27) steps give no task. Selection
-is deterministic: candidates are ordered by a SHA-256 of (seed, task id) and taken
-round-robin over the three kinds until `n_tasks` (70); the same sessions and seed always give
-the same tasks.
+step (plain page views and consecutive repeats are dropped; consecutive adds of one product
+are one step with their units summed, `Add 2 × "X" to the cart`). Each step is also kept as
+data (`TaskStep`: kind, product id, collection id, search query, quantity), which is what the
+checker looks for in the agent's storefront events. Steps an agent on a fresh storefront
+could not do are left out: removing what the session's own steps did not put in the cart,
+units beyond the store's per-line limit; a checkout with an empty cart gives no task.
+Sessions whose instruction has fewer than `min_actions` (3) or more than `max_actions` (27)
+steps give no task. Selection is deterministic: candidates are ordered by a SHA-256 of
+(seed, task id) and taken round-robin over the three kinds until `n_tasks`; the same sessions
+and seed always give the same tasks. The paper's 70 tasks are a total over the evaluation
+shops: `task_quotas` splits them.
 
 Each task carries a `Goal` for the agent runtime. By default (`stop_at_target=False`) it is
 a `browse` goal: the agent follows the steps and ends the session itself, which is its
 self-reported completion (Table 4's calibration needs one). `stop_at_target=True` gives the
 runtime target instead (`add_to_cart` with the product id, `purchase`); checkout tasks have
 no runtime target and stay `browse`.
+
+`check_result` reads a run's `event_trace` (the store's own events for the agent's buyer id,
+never the agent's claims): `path_ok` (the required steps as an ordered subsequence),
+`product_ok`, `quantity_ok`, `end_ok`; `success` is all four.
 """
 
 from __future__ import annotations
@@ -29,11 +39,12 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import polars as pl
 
+from simpersona.agent.actions import MAX_QUANTITY
 from simpersona.agent.observation import page_kind
 from simpersona.agent.policy import Goal
 from simpersona.evaluation.tables import require_columns
@@ -41,17 +52,37 @@ from simpersona.traces.outline import SessionEvent, SessionOutline, outline_from
 
 TaskKind = Literal["cart", "checkout", "purchase"]
 TASK_KINDS: tuple[str, ...] = ("cart", "checkout", "purchase")
-_STEP_TYPES = frozenset(
+STEP_KINDS: tuple[str, ...] = (
+    "search",
+    "collection_view",
+    "product_view",
+    "add_to_cart",
+    "remove_from_cart",
+    "checkout_started",
+    "checkout_completed",
+)
+STEP_SCHEMA = pl.Struct(
     {
-        "search",
-        "collection_view",
-        "product_view",
-        "add_to_cart",
-        "remove_from_cart",
-        "checkout_started",
-        "checkout_completed",
+        "kind": pl.String(),
+        "product_id": pl.String(),
+        "collection_id": pl.String(),
+        "search_query": pl.String(),
+        "quantity": pl.Int64(),
     }
 )
+# The checker's per-run columns (booleans are null where a run has no event trace).
+CHECK_SCHEMA: dict[str, pl.DataType] = {
+    "success": pl.Boolean(),
+    "end_ok": pl.Boolean(),
+    "path_ok": pl.Boolean(),
+    "product_ok": pl.Boolean(),
+    "quantity_ok": pl.Boolean(),
+    "steps_matched": pl.Int32(),
+    "added_to_cart": pl.Boolean(),
+    "reached_checkout": pl.Boolean(),
+    "purchased": pl.Boolean(),
+    "trace_missing": pl.Boolean(),
+}
 
 
 @dataclass(frozen=True)
@@ -63,9 +94,50 @@ class InstructionConfig:
     seed: int = 0
 
 
+def norm_query(query: str | None) -> str:
+    """A search query as the checker compares it: case and runs of whitespace ignored."""
+    return " ".join(str(query or "").split()).lower()
+
+
+@dataclass(frozen=True)
+class TaskStep:
+    """One required step as data. A field the session's log left empty (an add without a
+    product id) matches any event of that kind."""
+
+    kind: str
+    product_id: str | None = None
+    collection_id: str | None = None
+    search_query: str | None = None
+    quantity: int | None = None  # units, for adds and removes
+
+    def matches(self, event: Mapping[str, Any]) -> bool:
+        """Does one storefront event (event_type, product_id, …) do this step? Ids are
+        compared exactly, queries with `norm_query`; quantities are `quantity_ok`'s business
+        (one add of 2 and two adds of 1 both do `Add 2 × "X"`)."""
+        if event.get("event_type") != self.kind:
+            return False
+        if self.kind == "search":
+            return norm_query(event.get("search_query")) == norm_query(self.search_query)
+        if self.kind == "collection_view":
+            return self.collection_id is None or event.get("collection_id") == self.collection_id
+        if self.kind in ("product_view", "add_to_cart", "remove_from_cart"):
+            return self.product_id is None or event.get("product_id") == self.product_id
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "product_id": self.product_id,
+            "collection_id": self.collection_id,
+            "search_query": self.search_query,
+            "quantity": self.quantity,
+        }
+
+
 @dataclass(frozen=True)
 class InstructionTask:
-    """One deterministic task: the steps, the goal text and what counts as success."""
+    """One deterministic task: the steps (as text and as data), the goal text and what counts
+    as success. `quantity`: the units of the target product the steps leave in the cart."""
 
     task_id: str
     kind: TaskKind
@@ -79,6 +151,8 @@ class InstructionTask:
     product_title: str = ""
     token: int | None = None
     stratum: str = ""
+    required: tuple[TaskStep, ...] = ()
+    quantity: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -100,9 +174,11 @@ class InstructionTask:
             "session_id": self.session_id,
             "n_actions": self.n_actions,
             "steps": list(self.steps),
+            "required_steps": [s.to_dict() for s in self.required],
             "text": self.text,
             "target": self.target,
             "product_id": self.product_id,
+            "quantity": self.quantity,
             "product_title": self.product_title,
             "token": self.token,
             "stratum": self.stratum,
@@ -113,23 +189,101 @@ def _name(e: SessionEvent) -> str:
     return e.product_title or e.product_id or "the product"
 
 
-def _step(e: SessionEvent) -> str | None:
-    t = e.event_type
-    if t == "search" and e.search_query:
-        return f'Search for "{e.search_query}"'
-    if t == "collection_view" and (e.collection_title or e.collection_id):
-        return f'Open the collection "{e.collection_title or e.collection_id}"'
-    if t == "product_view":
-        return f'View the product "{_name(e)}"'
-    if t == "add_to_cart":
-        return f'Add "{_name(e)}" to the cart'
-    if t == "remove_from_cart":
-        return f'Remove "{_name(e)}" from the cart'
-    if t == "checkout_started":
+def _units(quantity: int | None) -> int:
+    # Pixel-style logs often carry no quantity: one unit.
+    return max(1, int(quantity)) if quantity is not None else 1
+
+
+def _label(step: TaskStep, name: str, empties_line: bool) -> str:
+    k, q = step.kind, step.quantity or 1
+    if k == "search":
+        return f'Search for "{step.search_query}"'
+    if k == "collection_view":
+        return f'Open the collection "{name}"'
+    if k == "product_view":
+        return f'View the product "{name}"'
+    if k == "add_to_cart":
+        return f'Add "{name}" to the cart' if q == 1 else f'Add {q} × "{name}" to the cart'
+    if k == "remove_from_cart":
+        # Taking the whole line out is one click; leaving some behind needs the count.
+        return f'Remove "{name}" from the cart' if empties_line else (
+            f'Remove {q} × "{name}" from the cart')  # fmt: skip
+    if k == "checkout_started":
         return "Go to the checkout"
-    if t == "checkout_completed":
-        return "Complete the purchase (the store takes test card 4242 4242 4242 4242)"
-    return None
+    return "Complete the purchase (the store takes test card 4242 4242 4242 4242)"
+
+
+def _same(a: TaskStep, b: TaskStep) -> bool:
+    return (a.kind, a.product_id, a.collection_id, norm_query(a.search_query)) == (
+        b.kind, b.product_id, b.collection_id, norm_query(b.search_query))  # fmt: skip
+
+
+def required_steps(
+    events: Sequence[SessionEvent],
+) -> tuple[list[TaskStep], list[str], dict[str | None, int]] | None:
+    """(steps, their labels, the cart they leave: product id → units) for a session's events,
+    or None when a checkout step would find the cart empty (the store refuses it). Feasible
+    on a fresh storefront: a removal of something the steps did not put in the cart is left
+    out (as is one naming no product), removals and adds are capped by the cart and the
+    store's per-line limit; consecutive repeats are one step (adds and removes of one product
+    sum their units)."""
+    steps: list[TaskStep] = []
+    names: list[str] = []
+    empties: list[bool] = []
+    cart: dict[str | None, int] = {}
+    for e in events:
+        t, pid = e.event_type, e.product_id
+        name = _name(e)
+        if t == "search":
+            if not norm_query(e.search_query):
+                continue
+            step = TaskStep("search", search_query=e.search_query)
+        elif t == "collection_view":
+            if not (e.collection_title or e.collection_id):
+                continue
+            step = TaskStep("collection_view", collection_id=e.collection_id)
+            name = e.collection_title or e.collection_id or ""
+        elif t == "product_view":
+            step = TaskStep("product_view", product_id=pid)
+        elif t == "add_to_cart":
+            q = min(_units(e.quantity), MAX_QUANTITY - cart.get(pid, 0))
+            if q <= 0:
+                continue
+            cart[pid] = cart.get(pid, 0) + q
+            prev = steps[-1] if steps else None
+            if prev is not None and prev.kind == t and prev.product_id == pid:
+                steps[-1] = replace(prev, quantity=(prev.quantity or 0) + q)
+                continue
+            step = TaskStep(t, product_id=pid, quantity=q)
+        elif t == "remove_from_cart":
+            have = cart.get(pid, 0) if pid is not None else 0
+            if have <= 0:
+                continue
+            q = min(_units(e.quantity), have)
+            cart[pid] = have - q
+            prev = steps[-1] if steps else None
+            if prev is not None and prev.kind == t and prev.product_id == pid:
+                steps[-1] = replace(prev, quantity=(prev.quantity or 0) + q)
+                empties[-1] = cart[pid] == 0
+                continue
+            step = TaskStep(t, product_id=pid, quantity=q)
+            empties.append(cart[pid] == 0)
+            steps.append(step)
+            names.append(name)
+            continue
+        elif t in ("checkout_started", "checkout_completed"):
+            if not any(v > 0 for v in cart.values()):
+                return None
+            step = TaskStep(t)
+        else:
+            continue
+        if steps and _same(steps[-1], step):
+            continue
+        steps.append(step)
+        names.append(name)
+        empties.append(False)
+    labels = [_label(s, n, x) for s, n, x in zip(steps, names, empties, strict=True)]
+    return steps, labels, cart
 
 
 def _kind_and_end(o: SessionOutline) -> tuple[TaskKind, int] | None:
@@ -146,8 +300,8 @@ def _kind_and_end(o: SessionOutline) -> tuple[TaskKind, int] | None:
 def task_from_outline(
     outline: SessionOutline, min_actions: int = 3, max_actions: int = 27
 ) -> InstructionTask | None:
-    """The session's task, or None (no add-to-cart, no product id for the target, or a step
-    count outside [min_actions, max_actions])."""
+    """The session's task, or None (no add-to-cart, no product id for the target, a checkout
+    with an empty cart, or a step count outside [min_actions, max_actions])."""
     ke = _kind_and_end(outline)
     if ke is None:
         return None
@@ -157,13 +311,10 @@ def task_from_outline(
     if not carted:
         return None
     target_event = carted[-1]
-    steps: list[str] = []
-    for e in events:
-        if e.event_type not in _STEP_TYPES:
-            continue
-        s = _step(e)
-        if s and (not steps or steps[-1] != s):
-            steps.append(s)
+    built = required_steps(events)
+    if built is None:
+        return None
+    required, steps, cart = built
     if not (min_actions <= len(steps) <= max_actions):
         return None
     closing = {
@@ -190,6 +341,8 @@ def task_from_outline(
         product_title=_name(target_event),
         token=outline.token,
         stratum=outline.stratum,
+        required=tuple(required),
+        quantity=cart.get(target_event.product_id, 0),
     )
 
 
@@ -222,6 +375,37 @@ def derive_tasks(
     return out
 
 
+def task_quotas(n_tasks: int, eval_shops: Iterable[str]) -> dict[str, int]:
+    """The paper's task count is a total over the evaluation shops (§11: 70 tasks): shop i of
+    the sorted evaluation shops gets n_tasks // m tasks, plus one for the first
+    n_tasks % m shops (m shops). Depends on nothing but its arguments."""
+    if n_tasks < 0:
+        raise ValueError(f"n_tasks must be >= 0, got {n_tasks}")
+    shops = sorted(set(eval_shops))
+    if not shops:
+        return {}
+    base, extra = divmod(n_tasks, len(shops))
+    return {s: base + (1 if i < extra else 0) for i, s in enumerate(shops)}
+
+
+def shop_task_quota(
+    n_tasks: int, shop: str, eval_shops: Iterable[str], eval_shops_only: bool = True
+) -> int:
+    """`shop`'s share of `n_tasks` (`task_quotas`). A shop outside the evaluation split is
+    refused (ValueError) unless `eval_shops_only` is False; it then gets the largest share
+    (all `n_tasks` when the split has no evaluation shop)."""
+    quotas = task_quotas(n_tasks, eval_shops)
+    if shop in quotas:
+        return quotas[shop]
+    if eval_shops_only:
+        raise ValueError(
+            f"shop {shop} is not an evaluation shop (shop_split.json: "
+            f"{', '.join(sorted(quotas)) or 'none'}); the instruction tasks are split over "
+            "the evaluation shops"
+        )
+    return max(quotas.values()) if quotas else n_tasks
+
+
 def tasks_from_sessions(
     sessions: pl.DataFrame,
     config: InstructionConfig | None = None,
@@ -251,9 +435,11 @@ def tasks_frame(tasks: Sequence[InstructionTask]) -> pl.DataFrame:
         "session_id": pl.Utf8,
         "n_actions": pl.Int64,
         "steps": pl.List(pl.Utf8),
+        "required_steps": pl.List(STEP_SCHEMA),
         "text": pl.Utf8,
         "target": pl.Utf8,
         "product_id": pl.Utf8,
+        "quantity": pl.Int64,
         "product_title": pl.Utf8,
         "token": pl.Int64,
         "stratum": pl.Utf8,
@@ -318,51 +504,145 @@ def session_flags(result: Any) -> dict[str, Any]:
     }
 
 
-def check_result(task: InstructionTask, row: Mapping[str, Any]) -> dict[str, bool]:
-    """Did one run do what the task asked? `row`: an agent-result row (add_to_cart,
-    checkout_reached, purchase; `carted_product_ids` when known). Returns `success`,
-    `added_to_cart`, `reached_checkout`, `purchased`, `product_ok`."""
-    carted = row.get("carted_product_ids")
-    added = bool(row.get("add_to_cart"))
-    product_ok = added and (not carted or task.product_id in carted)
-    reached = bool(row.get("checkout_reached")) or bool(row.get("purchase"))
-    purchased = bool(row.get("purchase"))
-    success = {
-        "cart": added and product_ok,
-        "checkout": reached and (not carted or product_ok),
-        "purchase": purchased and (not carted or product_ok),
-    }[task.kind]
+def match_path(required: Sequence[TaskStep], trace: Sequence[Mapping[str, Any]]) -> int:
+    """How many of the required steps the trace does, in order, as a subsequence (other
+    events in between are allowed). Greedy earliest matching is exact for a subsequence."""
+    i = 0
+    for event in trace:
+        if i < len(required) and required[i].matches(event):
+            i += 1
+    return i
+
+
+# The event that marks each kind's end state; the cart is judged at its first occurrence.
+_END_EVENTS: dict[str, tuple[str, ...]] = {
+    "cart": ("add_to_cart",),
+    "checkout": ("checkout_started", "checkout_completed"),
+    "purchase": ("checkout_completed",),
+}
+
+
+def _end_point(kind: str, trace: Sequence[Mapping[str, Any]]) -> tuple[bool, int]:
+    """(end state reached, how many events the cart is judged on): the whole trace for cart
+    tasks (the cart the session ended with), the events before the first checkout start
+    (checkout) or completed checkout (purchase): what went to checkout, what was bought."""
+    ends = _END_EVENTS[kind]
+    hits = [i for i, e in enumerate(trace) if e.get("event_type") in ends]
+    if not hits:
+        return False, len(trace)
+    return True, len(trace) if kind == "cart" else hits[0]
+
+
+def cart_units(trace: Sequence[Mapping[str, Any]], product_id: str | None) -> int:
+    """Units of `product_id` in the cart after `trace`: its add-to-cart units minus its
+    removed units (the storefront logs each cart change with the units it changed)."""
+    n = 0
+    for e in trace:
+        if e.get("product_id") != product_id:
+            continue
+        if e.get("event_type") == "add_to_cart":
+            n += _units(e.get("quantity"))
+        elif e.get("event_type") == "remove_from_cart":
+            n = max(0, n - _units(e.get("quantity")))
+    return n
+
+
+def check_result(task: InstructionTask, row: Mapping[str, Any]) -> dict[str, Any]:
+    """Did one run do what the task asked? `row`: an agent-result row; its `event_trace` (the
+    store's events for the agent, in order) is what is checked:
+
+    - `path_ok`: `task.required` appears in the trace as an ordered subsequence;
+    - `end_ok`: cart → an add-to-cart; checkout → a checkout start (or completion);
+      purchase → a completed checkout;
+    - `product_ok`: the target product was added (before the end state);
+    - `quantity_ok`: the target's units in the cart when the end state is reached (see
+      `_end_point`) equal `task.quantity`, the units the task's steps leave there;
+    - `success`: all four.
+
+    A row without a trace (written before traces were kept) has `trace_missing` set,
+    `path_ok` / `quantity_ok` null, `product_ok` from `carted_product_ids` (null when that is
+    absent too), and `success` = end state (and product when known) from the row's flags."""
+    trace = row.get("event_trace")
+    if trace is None:
+        added = bool(row.get("add_to_cart"))
+        purchased = bool(row.get("purchase"))
+        reached = bool(row.get("checkout_reached")) or purchased
+        end_ok = {"cart": added, "checkout": reached, "purchase": purchased}[task.kind]
+        carted = row.get("carted_product_ids")
+        product_ok = None if carted is None else task.product_id in list(carted)
+        return {
+            "success": end_ok and product_ok is not False,
+            "end_ok": end_ok,
+            "path_ok": None,
+            "product_ok": product_ok,
+            "quantity_ok": None,
+            "steps_matched": None,
+            "added_to_cart": added,
+            "reached_checkout": reached,
+            "purchased": purchased,
+            "trace_missing": True,
+        }
+    trace = list(trace)
+    kinds = {e.get("event_type") for e in trace}
+    end_ok, upto = _end_point(task.kind, trace)
+    before = trace[:upto]
+    product_ok = any(
+        e.get("event_type") == "add_to_cart" and e.get("product_id") == task.product_id
+        for e in before
+    )
+    quantity_ok = cart_units(before, task.product_id) == task.quantity
+    matched = match_path(task.required, trace)
+    path_ok = matched == len(task.required)
+    purchased = "checkout_completed" in kinds
     return {
-        "success": success,
-        "added_to_cart": added,
-        "reached_checkout": reached,
-        "purchased": purchased,
+        "success": end_ok and product_ok and quantity_ok and path_ok,
+        "end_ok": end_ok,
+        "path_ok": path_ok,
         "product_ok": product_ok,
+        "quantity_ok": quantity_ok,
+        "steps_matched": matched,
+        "added_to_cart": "add_to_cart" in kinds,
+        "reached_checkout": "checkout_started" in kinds or purchased,
+        "purchased": purchased,
+        "trace_missing": False,
     }
 
 
 def score_runs(tasks: Sequence[InstructionTask], runs: pl.DataFrame) -> pl.DataFrame:
-    """The runs (agent-result rows with `task_id`) with the checker's columns added."""
+    """The runs (agent-result rows with `task_id`) with the checker's columns added
+    (`CHECK_SCHEMA`) and `task_kind` set from the task: one row per run."""
     require_columns(runs, ("task_id", "add_to_cart", "checkout_reached", "purchase"), "runs")
     by_id = {t.task_id: t for t in tasks}
     unknown = sorted(set(runs["task_id"].to_list()) - set(by_id))
     if unknown:
         raise ValueError(f"runs: task_id(s) not among the tasks: {', '.join(unknown[:5])}")
     checks = [check_result(by_id[r["task_id"]], r) for r in runs.iter_rows(named=True)]
-    extra = pl.DataFrame(checks, schema={k: pl.Boolean for k in (
-        "success", "added_to_cart", "reached_checkout", "purchased", "product_ok")})  # fmt: skip
+    extra = pl.DataFrame(checks, schema=CHECK_SCHEMA)
     kinds = pl.Series("task_kind", [by_id[t].kind for t in runs["task_id"].to_list()], pl.Utf8)
     base = runs.drop([c for c in ("task_kind", *extra.columns) if c in runs.columns])
     return base.with_columns(*extra.get_columns(), kinds)
 
 
 def _rate(s: pl.Series) -> float:
+    """Share of true values among the known (non-null) ones; NaN when none is known."""
+    s = s.drop_nulls()
     return float(s.cast(pl.Float64).mean()) if s.len() else math.nan
 
 
+def _col_rate(frame: pl.DataFrame, column: str) -> float:
+    # Tables scored before a column existed (older materializations) give NaN, not an error.
+    return _rate(frame[column]) if column in frame.columns else math.nan
+
+
+_RATES = ("success", "end_ok", "path_ok", "product_ok", "quantity_ok", "added_to_cart",
+          "reached_checkout", "purchased")  # fmt: skip
+
+
 def instruction_table(scored: pl.DataFrame) -> pl.DataFrame:
-    """Table 4 by task kind: runs, tasks, success, add-to-cart / checkout / purchase rates,
-    self-reported rate and mean steps; then an `all` row."""
+    """Table 4 by task kind (cart, checkout, purchase, then `all`): tasks, runs, the success
+    rate and its parts (end state, path, product, quantity), add-to-cart / checkout /
+    purchase rates, self-reported rate, mean steps, and `trace_missing` (runs checked on
+    their end state only: no event trace, or scored by an older checker)."""
     rows = []
     for kind in (*TASK_KINDS, "all"):
         sub = scored if kind == "all" else scored.filter(pl.col("task_kind") == kind)
@@ -371,19 +651,22 @@ def instruction_table(scored: pl.DataFrame) -> pl.DataFrame:
             if "self_reported_done" in sub.columns
             else pl.Series([None] * sub.height, dtype=pl.Boolean)
         )
+        missing = (
+            int(sub["trace_missing"].fill_null(True).sum())
+            if "trace_missing" in sub.columns
+            else sub.height
+        )
         rows.append(
             {
                 "task_kind": kind,
                 "tasks": sub["task_id"].n_unique() if sub.height else 0,
                 "runs": sub.height,
-                "success": _rate(sub["success"]),
-                "added_to_cart": _rate(sub["added_to_cart"]),
-                "reached_checkout": _rate(sub["reached_checkout"]),
-                "purchased": _rate(sub["purchased"]),
+                **{c: _col_rate(sub, c) for c in _RATES},
                 "self_reported": _rate(claimed),
                 "avg_steps": float(sub["steps"].mean())
                 if "steps" in sub.columns and sub.height
                 else math.nan,
+                "trace_missing": missing,
             }  # fmt: skip
         )
     return pl.DataFrame(rows)
@@ -416,19 +699,28 @@ def calibration(scored: pl.DataFrame) -> dict[str, float]:
 def instruction_figures(scored: pl.DataFrame) -> dict[str, float]:
     """`instruction_cart_success`, `instruction_checkout_success`,
     `instruction_purchase_success`, `instruction_purchase_checkout` (purchase tasks that
-    reached checkout, Table 4's row), `instruction_self_reported`, `instruction_avg_steps`
-    and the calibration figures (`instruction_precision`, `instruction_over_claim`, …)."""
+    reached checkout, Table 4's row), `instruction_self_reported`, `instruction_avg_steps`,
+    the checker's parts over all runs (`instruction_end_ok`, `instruction_path_ok`,
+    `instruction_product_ok`, `instruction_quantity_ok`), `instruction_trace_missing` (share
+    of runs checked on their end state only) and the calibration figures
+    (`instruction_precision`, `instruction_over_claim`, …)."""
     t = instruction_table(scored)
     get = lambda k, c: t.filter(pl.col("task_kind") == k)[c][0]  # noqa: E731
+    runs = scored.height
     out = {
         "instruction_cart_success": get("cart", "success"),
         "instruction_checkout_success": get("checkout", "success"),
         "instruction_purchase_success": get("purchase", "success"),
         "instruction_purchase_checkout": get("purchase", "reached_checkout"),
         "instruction_success": get("all", "success"),
+        "instruction_end_ok": get("all", "end_ok"),
+        "instruction_path_ok": get("all", "path_ok"),
+        "instruction_product_ok": get("all", "product_ok"),
+        "instruction_quantity_ok": get("all", "quantity_ok"),
+        "instruction_trace_missing": get("all", "trace_missing") / runs if runs else math.nan,
         "instruction_self_reported": get("all", "self_reported"),
         "instruction_avg_steps": get("all", "avg_steps"),
-        "instruction_runs": float(scored.height),
+        "instruction_runs": float(runs),
     }
     for k, v in calibration(scored).items():
         if k not in ("success", "claimed", "runs"):
