@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from simpersona.features.labels import class_weights
+from simpersona.features.scalars import stratum_expr
 from simpersona.features.vectors import CHANNEL_SLICES, MASK_SLICE
 from simpersona.personas import (
     VQVAE,
@@ -23,9 +24,14 @@ from simpersona.personas import (
     positive_mask,
     train_vqvae,
 )
-from simpersona.personas.config import GATE3_INDICES
-from simpersona.personas.contrastive import PRODUCT_SLICE, signature_from_strata
-from simpersona.personas.losses import recon_loss
+from simpersona.personas.config import GATE3_INDICES, PAPER_CHOICES
+from simpersona.personas.contrastive import (
+    PRODUCT_SLICE,
+    gate1_signatures,
+    signature_from_counts,
+    signature_from_strata,
+)
+from simpersona.personas.losses import commitment_loss, recon_loss, total_loss
 from simpersona.personas.train import epochs_for
 from simpersona.personas.vqvae import EMACodebook
 
@@ -209,6 +215,39 @@ def test_signature_levels_and_strata():
     assert signature_from_strata(["A", "B", "C", "D", "E"]).tolist() == [3, 2, 2, 1, 0]
 
 
+def test_signature_from_counts_is_the_funnel_cascade():
+    # purchase > cart (add-to-cart or checkout) > view (product, collection, search) > none,
+    # whatever the lower levels hold
+    rows = {  # name: (purchase, checkout, atc, product views, collection views, searches)
+        "all": (2, 1, 3, 4, 1, 1),
+        "purchase only": (1, 0, 0, 0, 0, 0),
+        "checkout and views": (0, 1, 0, 5, 2, 0),
+        "cart only": (0, 0, 1, 0, 0, 0),
+        "product views": (0, 0, 0, 7, 0, 0),
+        "collections": (0, 0, 0, 0, 3, 0),
+        "searches": (0, 0, 0, 0, 0, 2),
+        "none": (0, 0, 0, 0, 0, 0),
+    }
+    cols = (
+        "purchase_sessions",
+        "checkout_sessions",
+        "atc_sessions",
+        "product_view_sessions",
+        "collection_view_sessions",
+        "search_sessions",
+    )
+    frame = pl.DataFrame([dict(zip(cols, r, strict=True)) for r in rows.values()])
+    sig = signature_from_counts(frame)
+    assert sig.tolist() == [3, 3, 2, 2, 1, 1, 1, 0]
+    assert sig.dtype == np.int64
+    # the same cascade as the funnel stratum (SPEC §3), so the strata give the same levels
+    strata = frame.select(stratum_expr().alias("stratum"))["stratum"].to_list()
+    assert strata == ["A", "A", "B", "C", "D", "D", "D", "E"]
+    assert signature_from_strata(strata).tolist() == sig.tolist()
+    # a mapping of arrays works as well as a frame
+    assert signature_from_counts({c: frame[c].to_numpy() for c in cols}).tolist() == sig.tolist()
+
+
 def test_info_nce_matches_formula_and_skips_lonely_anchors():
     z = torch.randn(5, 4)
     pos = torch.zeros(5, 5, dtype=torch.bool)
@@ -255,6 +294,83 @@ def test_masked_channels_add_no_reconstruction_loss():
     assert recon_loss(x_hat4, x3)[1]["carted"].item() == pytest.approx(p3["carted"].item())
     # group-level mean, not per raw dimension: the scalar group weighs as much as a channel
     assert recon_loss(x_hat, x, mask_loss="none")[1].keys() == {"scalars", "viewed", "purchased"}
+
+
+def test_squared_norm_commitment_sums_over_latent_dims():
+    g = torch.Generator().manual_seed(0)
+    z_e = torch.randn(6, 96, generator=g, requires_grad=True)
+    z_q = torch.randn(6, 96, generator=g, requires_grad=True)
+    sq = commitment_loss(z_e, z_q, "squared_norm")
+    per_buyer = [float(((z_e[i] - z_q[i]) ** 2).sum().detach()) for i in range(6)]
+    assert sq.item() == pytest.approx(sum(per_buyer) / 6, rel=1e-5)
+    mean = commitment_loss(z_e, z_q)  # ours: also averaged over the 96 dims
+    assert sq.item() == pytest.approx(96 * mean.item(), rel=1e-5)
+    sq.backward()  # stop-gradient on z_q: only the encoder output is pulled
+    assert z_q.grad is None and torch.allclose(z_e.grad, 2 * (z_e - z_q).detach() / 6)
+    with pytest.raises(ValueError, match="commitment"):
+        VQVAEConfig(commitment="sum")
+
+
+def test_paper_preset_takes_the_papers_three_choices(data):
+    default, paper = VQVAEConfig.preset("default"), VQVAEConfig.paper()
+    assert default == VQVAEConfig()
+    assert (default.signature_source, default.commitment, default.mask_loss) == (
+        "masks",
+        "mean",
+        "bce",
+    )
+    assert (paper.signature_source, paper.commitment, paper.mask_loss) == (
+        "counts",
+        "squared_norm",
+        "none",
+    )
+    # only those three differ; overrides apply on top, and the preset survives config.json
+    diff = {k for k, v in paper.to_dict().items() if default.to_dict()[k] != v}
+    assert diff == set(PAPER_CHOICES)
+    assert VQVAEConfig.paper(seed=3, beta=0.5).seed == 3
+    assert VQVAEConfig.from_dict(paper.to_dict()) == paper
+    with pytest.raises(ValueError, match="preset"):
+        VQVAEConfig.preset("ours")
+    # the objective: four reconstruction groups, no mask term; squared-norm commitment
+    x, bins, _ = data
+    xb = torch.from_numpy(x[:64])
+    yb = torch.from_numpy(bins[:64])
+    model = VQVAE(small_config(**PAPER_CHOICES)).eval()
+    with torch.no_grad():
+        out = model(xb)
+    sig = funnel_signature(xb)
+    _, terms = total_loss(out, xb, yb, sig, model.class_weights, model.config)
+    assert {k for k in terms if k.startswith("recon_")} == {
+        "recon_scalars",
+        "recon_viewed",
+        "recon_carted",
+        "recon_purchased",
+    }
+    assert terms["commit"] == pytest.approx(
+        float((out.z_e - out.z_q).pow(2).sum(1).mean()), rel=1e-5
+    )
+    _, ours = total_loss(out, xb, yb, sig, model.class_weights, small_config())
+    assert "recon_masks" in ours and ours["commit"] == pytest.approx(terms["commit"] / 96, rel=1e-5)
+
+
+def test_count_signatures_are_required_and_used_in_training(data):
+    x, bins, _ = data
+    cfg = small_config(epochs=1, **PAPER_CHOICES)
+    with pytest.raises(ValueError, match="signature_from_strata"):
+        train_vqvae(x[:200], bins[:200], config=cfg, progress=False)
+    with pytest.raises(ValueError, match="levels"):
+        train_vqvae(x[:200], bins[:200], config=cfg, signatures=np.full(200, 4), progress=False)
+    strata = np.array(list("ABCDE"))[np.arange(200) % 5]
+    sig = gate1_signatures(cfg, strata)
+    assert sig.tolist()[:5] == [3, 2, 2, 1, 0]
+    assert gate1_signatures(small_config(), strata) is None  # ours reads the masks
+    r = train_vqvae(x[:200], bins[:200], config=cfg, signatures=sig, progress=False)
+    assert np.isfinite(r.history[-1]["contrastive"]) and "recon_masks" not in r.history[-1]
+    # the signatures decide gate 1: levels unlike the masks' give another contrastive loss
+    other = train_vqvae(
+        x[:200], bins[:200], config=cfg, signatures=np.zeros(200, np.int64), progress=False
+    )
+    assert other.history[-1]["contrastive"] != r.history[-1]["contrastive"]
 
 
 def test_class_weights_are_inverse_frequency(trained, data):

@@ -37,7 +37,7 @@ from simpersona.markdown import counts_to_markdown, frame_to_markdown
 from simpersona.personas.config import VQVAEConfig
 
 CODEBOOK = "persona_codebook"
-_DEFAULTS = VQVAEConfig()  # the paper's defaults, shown as the config defaults
+_DEFAULTS = VQVAEConfig()  # the "default" preset's values, shown as the config defaults
 # Figures of a codebook report worth a flat metadata entry / MLflow metric.
 REPORT_KEYS = (
     "n_buyers",
@@ -139,6 +139,12 @@ def _shop_split(wh) -> dict[str, list[str]]:
 
 # ---- persona_codebook ----------------------------------------------------------------------
 class PersonaCodebookConfig(dg.Config):
+    preset: str = Field(
+        default="default",
+        description="VQ-VAE preset: 'default' (ours) or 'paper' (gate 1 from interaction "
+        "counts, squared-norm commitment, no mask group; docs/vqvae.md). The fields below "
+        "and vqvae_overrides apply on top of it.",
+    )
     epochs: int = Field(default=_DEFAULTS.epochs, description="Training epochs.")
     min_steps: int = Field(
         default=_DEFAULTS.min_steps,
@@ -157,7 +163,7 @@ class PersonaCodebookConfig(dg.Config):
     vqvae_overrides: str = Field(
         default="{}",
         description="JSON object of further VQVAEConfig fields (e.g. "
-        '{"lambda_con": 0.3, "codebook_size": 128}); the paper defaults otherwise.',
+        '{"lambda_con": 0.3, "codebook_size": 128}); the preset values otherwise.',
     )
     kmeans_k: int = Field(default=256, description="Clusters of the MiniBatch k-means baseline.")
     kmeans_n_init: int = Field(default=3, description="k-means++ initialisations (best kept).")
@@ -170,7 +176,11 @@ def _vqvae_config(config: PersonaCodebookConfig, extra: dict[str, Any]) -> VQVAE
         overrides = json.loads(config.vqvae_overrides or "{}")
     except json.JSONDecodeError as exc:
         raise dg.Failure(f"vqvae_overrides is not JSON: {exc}") from exc
-    d = _DEFAULTS.to_dict() | {
+    try:
+        base = VQVAEConfig.preset(config.preset)
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from exc
+    d = base.to_dict() | {
         "epochs": config.epochs,
         "min_steps": config.min_steps,
         "batch_size": config.batch_size,
@@ -180,7 +190,7 @@ def _vqvae_config(config: PersonaCodebookConfig, extra: dict[str, Any]) -> VQVAE
         "num_threads": config.num_threads or None,
     }
     d |= overrides
-    d["extra"] = {**d.get("extra", {}), **extra}
+    d["extra"] = {**d.get("extra", {}), **extra, "preset": config.preset}
     try:
         return VQVAEConfig.from_dict(d)
     except (TypeError, ValueError) as exc:
@@ -213,7 +223,7 @@ def persona_codebook(
     artifacts: ArtifactsResource,
     mlflow: MLflowResource,
 ) -> dg.MaterializeResult:
-    from simpersona.personas.contrastive import signature_from_strata
+    from simpersona.personas.contrastive import gate1_signatures
     from simpersona.personas.kmeans_baseline import fit_kmeans
     from simpersona.personas.quality import bins_matrix, vector_matrix
     from simpersona.personas.train import resolve_device, train_vqvae
@@ -228,17 +238,15 @@ def persona_codebook(
     x, bins = vector_matrix(train["vector"]), bins_matrix(train)
     has_val = val.height > 0
     xv, bv = (vector_matrix(val["vector"]), bins_matrix(val)) if has_val else (None, None)
-    given = cfg.signature_source == "given"  # gate-1 signatures from the strata
     result = train_vqvae(
         x,
         bins,
         xv,
         bv,
         cfg,
-        signatures=signature_from_strata(train["stratum"].to_numpy()) if given else None,
-        val_signatures=signature_from_strata(val["stratum"].to_numpy())
-        if given and has_val
-        else None,
+        # gate-1 levels from the strata (the count cascade) unless read from the vectors' masks
+        signatures=gate1_signatures(cfg, train["stratum"].to_numpy()),
+        val_signatures=gate1_signatures(cfg, val["stratum"].to_numpy()) if has_val else None,
         progress=False,
     )
     t0 = time.perf_counter()

@@ -13,6 +13,7 @@ from typing import Any
 _EXPORTS = {
     "VQVAEConfig": "config",
     "GATE3_FEATURES": "config",
+    "PRESETS": "config",
     "VQVAE": "vqvae",
     "EMACodebook": "vqvae",
     "VQOutput": "vqvae",
@@ -26,9 +27,12 @@ _EXPORTS = {
     "encode": "assign",
     "funnel_signature": "contrastive",
     "signature_from_strata": "contrastive",
+    "signature_from_counts": "contrastive",
+    "gate1_signatures": "contrastive",
     "positive_mask": "contrastive",
     "info_nce": "contrastive",
     "recon_loss": "losses",
+    "commitment_loss": "losses",
     "total_loss": "losses",
 }
 

@@ -2,9 +2,14 @@
 
 Positives of anchor i, within the batch, by progressively finer gates:
   1. funnel gate: same signature, the highest interaction level purchase (3) > cart (2) >
-     view (1) > none (0). By default it is read from the input's masks (purchased / carted /
-     viewed channel observed), so it needs no column beside the vector; with
-     `signature_source="given"` the caller passes one per buyer (e.g. `signature_from_strata`).
+     view (1) > none (0). By default ("masks", ours) it is read from the input's masks
+     (purchased / carted / viewed channel observed), so it needs no column beside the vector.
+     The paper reads it from the interaction counts ("counts"): purchase sessions > 0 → 3,
+     else checkout or add-to-cart sessions → 2, else product-view, collection-view or search
+     sessions → 1, else 0. The two differ where a count has no embeddable product (a search-
+     or collection-only browser is 1 by counts, 0 by masks; a checkout without an add-to-cart
+     product is 2 by counts). With "counts" (or "given": any level per buyer) the caller
+     passes one signature per buyer, `signature_from_counts` or `signature_from_strata`.
   2. product filter: of those, the top-M by cosine of the product embeddings (the three
      128-d channels concatenated, absent channels being zero). An anchor with no product
      channel has no direction to compare, so for it gate 2 keeps the whole gate-1 pool.
@@ -16,6 +21,9 @@ anchor's positives, then over the anchors that have at least one (the others are
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -25,6 +33,15 @@ from simpersona.personas.config import GATE3_INDICES, VQVAEConfig
 
 PRODUCT_SLICE = slice(SCALAR_SLICE.stop, MASK_SLICE.start)  # [16:400], the three channels
 STRATUM_SIGNATURE = {"A": 3, "B": 2, "C": 2, "D": 1, "E": 0}
+# Raw buyer-feature counts behind the count-based signature (features/scalars.py).
+COUNT_COLUMNS = (
+    "purchase_sessions",
+    "checkout_sessions",
+    "atc_sessions",
+    "product_view_sessions",
+    "collection_view_sessions",
+    "search_sessions",
+)
 
 
 def funnel_signature(x: torch.Tensor) -> torch.Tensor:
@@ -40,6 +57,31 @@ def funnel_signature(x: torch.Tensor) -> torch.Tensor:
 def signature_from_strata(strata: np.ndarray | list[str]) -> np.ndarray:
     """Strata A–E → signature: A purchase 3, B/C cart 2, D view 1, E none 0."""
     return np.array([STRATUM_SIGNATURE[s] for s in strata], dtype=np.int64)
+
+
+def signature_from_counts(counts: Mapping[str, Any]) -> np.ndarray:
+    """The paper's gate-1 signature from raw interaction counts (a frame or mapping with the
+    buyer-feature columns of `COUNT_COLUMNS`): 3 purchase > 2 cart (add-to-cart or checkout)
+    > 1 view (product, collection or search) > 0 none.
+
+    The same cascade over the same counts as the funnel stratum (SPEC §3), so it equals
+    `signature_from_strata` of the buyer's stratum; the stratum is what the vector tables carry.
+    The counts cannot be read back from the vector: its scalars are robust-z of log1p(count)
+    with the training set's centre and scale (features/transform.py), so "count > 0" is a
+    threshold known only to the fitted transform, which the trainer does not see."""
+    col = {c: np.asarray(counts[c]) for c in COUNT_COLUMNS}
+    view = (col["product_view_sessions"] + col["collection_view_sessions"]) > 0
+    view |= col["search_sessions"] > 0
+    cart = (col["atc_sessions"] > 0) | (col["checkout_sessions"] > 0)
+    sig = np.where(view, 1, 0)
+    sig = np.where(cart, 2, sig)
+    return np.where(col["purchase_sessions"] > 0, 3, sig).astype(np.int64)
+
+
+def gate1_signatures(cfg: VQVAEConfig, strata: np.ndarray | list[str]) -> np.ndarray | None:
+    """Per-buyer gate-1 signatures the config needs from rows with these strata: None for
+    "masks" (read from the vectors), else the count-based levels via the stratum."""
+    return None if cfg.signature_source == "masks" else signature_from_strata(strata)
 
 
 @torch.no_grad()

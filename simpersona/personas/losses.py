@@ -8,7 +8,8 @@ three 128-d channels do not outweigh the 16 scalars by dimension count:
   carted     observed (mask from the input's last 3 dims); a buyer without the channel adds
   purchased  nothing, and a group nobody in the batch observed is left out of the mean;
   masks      (ours, `mask_loss="bce"`) BCE-with-logits on the 3 mask dims, so a decoded
-             code also says which channels its buyers have; `mask_loss="none"` drops it.
+             code also says which channels its buyers have; `mask_loss="none"` drops it
+             (the paper's four groups, SPEC §6).
 """
 
 from __future__ import annotations
@@ -43,10 +44,15 @@ def recon_loss(
     return total, parts
 
 
-def commitment_loss(z_e: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
-    """||z_e − sg(z_q)||², as the mean over batch and latent dims (as in the reference VQ-VAE
-    implementations; the sum over 96 dims would only rescale β)."""
-    return F.mse_loss(z_e, z_q.detach())
+def commitment_loss(z_e: torch.Tensor, z_q: torch.Tensor, kind: str = "mean") -> torch.Tensor:
+    """||z_e − sg(z_q)||², averaged over the batch. "mean" (ours, as in the reference VQ-VAE
+    implementations) also averages over the latent dims; "squared_norm" (the paper's formula)
+    sums over them, which is latent_dim (96) times larger, i.e. β scaled by 96."""
+    if kind == "squared_norm":
+        return (z_e - z_q.detach()).pow(2).sum(1).mean()
+    if kind == "mean":
+        return F.mse_loss(z_e, z_q.detach())
+    raise ValueError(f"commitment must be 'mean' or 'squared_norm', got {kind!r}")
 
 
 def aux_loss(
@@ -73,7 +79,7 @@ def total_loss(
     """Eq. 2. Returns the loss and every term as a float (recon groups as recon_<group>,
     heads as aux_<head>)."""
     l_rec, rec_parts = recon_loss(out.x_hat, x, cfg.mask_loss)
-    l_com = commitment_loss(out.z_e, out.z_q)
+    l_com = commitment_loss(out.z_e, out.z_q, cfg.commitment)
     l_con = contrastive_loss(out.z_e, x, signature, cfg)
     l_aux, aux_parts = aux_loss(out.logits, bins, class_weights)
     loss = cfg.lambda_recon * l_rec + cfg.beta * l_com + cfg.lambda_con * l_con

@@ -8,7 +8,7 @@ coherent (SPEC §7 Table 1)?
 
 One run: generate the default (Puffy-calibrated) population, compute buyer features and
 403-d vectors with the pipeline's functions (titles embedded with the packaged MiniLM), draw
-the SPEC §5 training sample, train the VQ-VAE (paper defaults, `VQVAEConfig()`) and the
+the SPEC §5 training sample, train the VQ-VAE (`VQVAEConfig()`, or the config given) and the
 MiniBatch k-means baseline on its train split, assign every buyer. Two populations:
 
 * **Table 1** (`reports`): the train split, as the paper computes Table 1 on its training set
@@ -150,9 +150,10 @@ def run_planted_recovery(
     generator: Any = None,
     workdir: str | Path | None = None,
 ) -> PlantedRecovery:
-    """The whole experiment; `config` a VQVAEConfig (default: the paper's, with `seed`).
-    Generated files go to a temporary folder (or `workdir`)."""
-    from simpersona.personas import VQVAEConfig, assign_tokens, train_vqvae
+    """The whole experiment; `config` a VQVAEConfig (default: `VQVAEConfig()` with `seed`;
+    `VQVAEConfig.paper(seed=seed)` for the paper preset). Generated files go to a temporary
+    folder (or `workdir`)."""
+    from simpersona.personas import VQVAEConfig, assign_tokens, gate1_signatures, train_vqvae
     from simpersona.personas.kmeans_baseline import fit_kmeans
     from simpersona.personas.quality import (
         bins_matrix,
@@ -171,8 +172,10 @@ def run_planted_recovery(
     build_seconds = time.perf_counter() - t0
     x, bins = vector_matrix(v["vector"]), bins_matrix(v)
     train = (v["split"] == "train").fill_null(False).to_numpy()
+    strata = v["stratum"].to_numpy().astype(str)
     cfg = config or VQVAEConfig(seed=seed)
-    result = train_vqvae(x[train], bins[train], config=cfg, progress=False)
+    sig = gate1_signatures(cfg, strata[train])  # the paper's count-based gate 1, via the strata
+    result = train_vqvae(x[train], bins[train], config=cfg, signatures=sig, progress=False)
     t1 = time.perf_counter()
     km = fit_kmeans(x[train], k=cfg.codebook_size, seed=cfg.seed)
     kmeans_seconds = time.perf_counter() - t1
@@ -180,7 +183,6 @@ def run_planted_recovery(
         "VQ-VAE": np.asarray(assign_tokens(result.model, x)).reshape(-1),
         "k-means": km.assign(x),
     }
-    strata = v["stratum"].to_numpy().astype(str)
     types = v["planted_type"].to_numpy()
     non_e = strata != "E"
     reports, ari = {}, {}

@@ -135,11 +135,19 @@ def epochs_for(n: int, cfg: VQVAEConfig) -> int:
 
 
 def _signatures(sig: np.ndarray | None, n: int, cfg: VQVAEConfig, name: str) -> torch.Tensor | None:
+    """Gate-1 signatures: None for "masks" (read from each batch's vectors), else the caller's
+    per-buyer levels. "counts" cannot be derived here: the vector holds robust-z scalars, not
+    counts (`contrastive.signature_from_counts`)."""
     if cfg.signature_source == "masks":
         return None
+    src = cfg.signature_source
     if sig is None or len(sig) != n:
-        raise ValueError(f"signature_source='given' needs {name} signatures, one per vector")
-    return torch.as_tensor(np.asarray(sig), dtype=torch.long)
+        how = " (signature_from_strata or signature_from_counts)" if src == "counts" else ""
+        raise ValueError(f"signature_source={src!r} needs {name} signatures{how}, one per vector")
+    out = torch.as_tensor(np.asarray(sig), dtype=torch.long)
+    if out.numel() and (int(out.min()) < 0 or int(out.max()) > 3):
+        raise ValueError(f"{name} signatures must be funnel levels 0–3")
+    return out
 
 
 @torch.no_grad()
@@ -183,7 +191,8 @@ def train_vqvae(
 ) -> TrainResult:
     """Train the VQ-VAE on (n, 403) float32 vectors with (n, 3) int bins (columns: engagement,
     exploration, purchase; 0 Low, 1 Medium, 2 High). `signatures` (n,) ints 0–3 are needed
-    only with `config.signature_source == "given"`."""
+    only with `config.signature_source` "counts" (the paper preset: `signature_from_strata`
+    of the rows' strata, or `signature_from_counts`) or "given"."""
     cfg = config or VQVAEConfig()
     t0 = time.perf_counter()
     train_vectors = np.ascontiguousarray(train_vectors, dtype=np.float32)
