@@ -1,9 +1,10 @@
 """Action Rate Alignment and persona separation of simulated buyers on generated shops.
 
-`--policy markov` (default; issue #8's acceptance: stratified ARA correct >= 0.85 and >= 0.15
-above all-mismatch): generates shops, runs ingestion, features and personas through the
-Dagster assets, then the population simulation of every evaluation shop with the Markov
-policy in headless Chromium, and the evaluation report.
+`--policy markov` (default; stratified ARA correct >= 0.85 and >= 0.15 above all-mismatch):
+generates shops, runs ingestion, features and personas through the Dagster assets, fits the
+Markov policy on the training shops, then simulates every evaluation shop with it and with
+the same model without the token (`markov_notoken`, paired) in headless Chromium, and the
+evaluation report with intervals (benchmarks/evaluation_power.py is the powered version).
 
 `--policy llm` (issue #7's acceptance: >= 95 % valid JSON actions on held-out shops, purchase
 Cohen's d >= 0.8): the same, plus `--traces` replayed sessions per training shop, the tiny
@@ -88,7 +89,13 @@ def main() -> None:
         )
         prep = time.perf_counter() - t0
         grounding = run_grounding(instance, res) if llm else None
-        sim_cfg = {"policies": ["markov"], "agents_per_shop": agents}
+        # The Markov chains fitted on the training shops, with and without the token, on
+        # agents drawn per funnel stratum (docs/simulation.md).
+        sim_cfg = {
+            "policies": ["markov", "markov_notoken"],
+            "agents_per_shop": agents,
+            "sampling": "strata",
+        }
         if llm:
             sim_cfg = {
                 "policies": ["llm", "nopersona"],
@@ -110,11 +117,14 @@ def main() -> None:
         "eval_shops": len(sim.shops),
         "agents": sim.agents,
         "ara_correct_markov": h.get("ara_correct_markov"),
+        "ara_correct_markov_ci_low": h.get("ara_correct_markov_ci_low"),
         "ara_all_mismatch_markov": h.get("ara_all_mismatch_markov"),
         "ara_random_mismatch_markov": h.get("ara_random_mismatch_markov"),
-        "gap_vs_all_mismatch": round(
-            (h.get("ara_correct_markov") or 0) - (h.get("ara_all_mismatch_markov") or 0), 4
-        ),
+        "gap_vs_all_mismatch": h.get("ara_diff_markov"),
+        "gap_ci_low": h.get("ara_diff_markov_ci_low"),
+        "gap_ci_high": h.get("ara_diff_markov_ci_high"),
+        "token_gap": h.get("ara_correct_gap_markov_markov_notoken"),
+        "token_gap_ci_low": h.get("ara_correct_gap_markov_markov_notoken_ci_low"),
         "purchase_cohens_d_markov": h.get("purchase_cohens_d_markov"),
         "agents_per_min": round(sim.agents / sim.seconds * 60, 1) if sim.seconds else 0,
         "prep_s": round(prep, 1),

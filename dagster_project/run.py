@@ -3,6 +3,7 @@ use this; the web UI and daemon use the same definitions)."""
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -148,8 +149,27 @@ DEMO_SIMULATION = {
     "ops": {
         "population_simulation": {
             "config": {
-                "policies": ["markov", "llm", "nopersona", "llm_neutral", "nopersona_neutral"],
+                # markov / markov_notoken: the token effect of chains fitted on the training
+                # shops; markov_oracle: fitted on each shop itself (labelled upper bound);
+                # llm / nopersona / llm_single: the model with and without its token, and the
+                # single-stage ablation; *_neutral: Table 9.
+                "policies": [
+                    "markov",
+                    "markov_notoken",
+                    "markov_oracle",
+                    "llm",
+                    "nopersona",
+                    "llm_single",
+                    "llm_neutral",
+                    "nopersona_neutral",
+                ],
+                # Equal agents per funnel stratum: purchasers are ~1 % of these shops, so a
+                # draw from p̂_s leaves strata A–C with a handful of agents and Table 2 undecided.
+                "sampling": "strata",
                 "agents_per_shop": 20,
+                # Markov agents cost no model: enough for an interval that decides the token
+                # effect (docs/evaluation.md, "How many agents").
+                "markov_agents_per_shop": 60,
                 "ablation_agents_per_shop": 8,
             }
         },
@@ -174,6 +194,7 @@ def run_demo(
     grounding_run_config: dict | None = None,
     simulation_run_config: dict | None = None,
     simulate: bool = True,
+    single_stage: bool = True,
 ) -> tuple[dict, Path]:
     """Generate shops, run every stage that exists, write reports/latest/summary.json.
 
@@ -183,7 +204,8 @@ def run_demo(
     shop are replayed in the browser for the SFT datasets (0: skip the traces stage and
     everything after it); `grounding_run_config` / `simulation_run_config` are Dagster run
     configs of the persona model and of the simulation assets (default: DEMO_SIMULATION);
-    `simulate=False` stops after the traces."""
+    `simulate=False` stops after the traces; `single_stage` also trains the single-stage
+    ablation (App. F) for the `llm_single` policy."""
     from simpersona.reports import new_report_dir, update_summary
     from simpersona.synth import GeneratorConfig, generate_lake
 
@@ -224,12 +246,19 @@ def run_demo(
     grounding, sim = GroundingRun(), SimulationRun()
     if traces_per_shop > 0 and simulate:
         say("[6/7] persona grounding: stage 1 (persona embeddings), stage 2 (all weights)")
-        grounding = run_grounding(instance, resources, grounding_run_config)
+        grounding = run_grounding(
+            instance, resources, grounding_run_config, single_stage=single_stage
+        )
         say(
             f"      model {grounding.version}: base pretraining "
             f"{grounding.figures.get('pretrain_seconds', 0):.0f} s, stage 1 "
             f"{grounding.figures.get('stage1_seconds', 0):.0f} s, stage 2 "
             f"{grounding.figures.get('stage2_seconds', 0):.0f} s"
+            + (
+                f"; single-stage ablation {grounding.figures['single_stage_stage2_seconds']:.0f} s"
+                if "single_stage_stage2_seconds" in grounding.figures
+                else ""
+            )
         )
         say("[7/7] simulation: agents per evaluation shop and policy, instruction tasks, report")
         sim = run_simulation(
@@ -239,6 +268,8 @@ def run_demo(
             progress=True,
         )
         say(f"      report: {sim.report_html}")
+        for i, sentence in enumerate(sim.verdict, 1):
+            say(f"      {i}. " + re.sub(r"\*\*(.+?)\*\*", r"[bold]\1[/bold]", sentence))
     summary = {
         "seed": gen_cfg.seed,
         "generate_shops": gen_cfg.n_shops,
@@ -332,12 +363,12 @@ PERSONA_SUMMARY_KEYS = (
     "codebook_perplexity",
     "dead_codes",
     "ari_planted",
-    "js_mean",
-    "js_median",
-    "r2_intent_strength",
-    "r2_atc_rate",
-    "r2_checkout_rate",
-    "r2_browse_only_rate",
+    "js_mean_heldout",
+    "js_median_heldout",
+    "r2_intent_strength_heldout",
+    "r2_atc_rate_heldout",
+    "r2_checkout_rate_heldout",
+    "r2_browse_only_rate_heldout",
 )
 
 
@@ -352,10 +383,11 @@ class PersonasRun:
     report: dict[str, float] = field(default_factory=dict)
     report_table: str = ""
     recovery: dict[str, float] = field(default_factory=dict)
+    recovery_note: str = ""  # why a held-out figure is undefined (no or one held-out store)
     recovery_table: str = ""
     store_js: str = ""
     reports: dict[str, dict] = field(default_factory=dict)  # report.json: name → figures
-    stores: list[dict] = field(default_factory=list)  # per store: shop_id, n_buyers, js, kmeans_js
+    stores: list[dict] = field(default_factory=list)  # per store: split, JS held-out / in-sample
     buyers: int = 0
     cards: int = 0
     cards_html: str = ""
@@ -385,12 +417,23 @@ class PersonasRun:
             "codebook_perplexity": r.get("vqvae_perplexity"),
             "dead_codes": r.get("vqvae_dead_codes"),
             "ari_planted": r.get("vqvae_planted_majority_ari"),
-            "js_mean": d.get("js_mean"),
-            "js_median": d.get("js_median"),
+            # App. B on held-out stores (strata A–D), with intervals; in-sample as an extra.
             **{
-                f"r2_{f}": d.get(f"r2_{f}")
-                for f in ("intent_strength", "atc_rate", "checkout_rate", "browse_only_rate")
+                f"{n}{suffix}": d.get(f"{n}{suffix}")
+                for n in (
+                    "js_mean",
+                    "js_median",
+                    "r2_intent_strength",
+                    "r2_atc_rate",
+                    "r2_checkout_rate",
+                    "r2_browse_only_rate",
+                )
+                for suffix in ("_heldout", "_heldout_ci_low", "_heldout_ci_high", "_insample")
             },
+            "n_stores_heldout": d.get("n_stores_heldout"),
+            "e_share_real_heldout": d.get("e_share_real_heldout"),
+            "e_share_recovered_heldout": d.get("e_share_recovered_heldout"),
+            "recovery_note": self.recovery_note or None,
         }
         out |= {
             # Calinski–Harabasz on the 16 behavioural scalars (vqvae_ch / kmeans_ch: 403-d)
@@ -402,7 +445,7 @@ class PersonasRun:
             "kmeans_ari_planted": r.get("kmeans_planted_majority_ari"),
             "ari_planted_all_buyers": d.get("planted_majority_ari_all"),
             "kmeans_ari_planted_all_buyers": d.get("kmeans_planted_majority_ari_all"),
-            "js_under_0_10": d.get("js_under_0_10"),
+            "js_under_0_10_heldout": d.get("js_under_0_10_heldout"),
             "persona_cards": self.cards,
             "codebook_version": self.codebook_version,
             "vqvae_training_seconds": round(self.training_seconds, 2),
@@ -457,6 +500,7 @@ def run_personas(
     dmd = _metadata_values(res.asset_materializations_for_node("distribution_recovery")[0].metadata)
     pmd = _metadata_values(res.asset_materializations_for_node("persona_cards")[0].metadata)
     out.recovery = {k: v for k, v in dmd.items() if isinstance(v, int | float)}
+    out.recovery_note = str(dmd.get("recovery_note", ""))
     out.recovery_table = dmd["appendix_b"]
     out.store_js = dmd["store_js"]
     out.stores = pl.read_csv(Path(dmd["path"]) / "store_js.csv").to_dicts()
@@ -480,25 +524,46 @@ def print_personas(run: PersonasRun, console=None) -> None:
     if "ch_pure_strata" in run.report:
         console.print(purity_ceilings_line(run.report))
     table = Table(title="Stratum recovery per store (JS divergence, base 2)")
-    for col in ("store", "buyers", "VQ-VAE JS", "k-means JS"):
-        table.add_column(col, justify="left" if col == "store" else "right")
+    cols = ("store", "split", "buyers", "held-out JS (A–D)", "k-means", "in-sample JS", "k-means")
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("store", "split") else "right")
+
+    def js(v) -> str:
+        return "–" if v is None or v != v else f"{v:.4f}"
+
     for r in run.stores:
         table.add_row(
-            str(r["shop_id"]), f"{r['n_buyers']:,}", f"{r['js']:.4f}", f"{r['kmeans_js']:.4f}"
-        )
+            str(r["shop_id"]), r.get("split", ""), f"{r['n_buyers']:,}",
+            js(r.get("js_heldout")), js(r.get("kmeans_js_heldout")),
+            js(r.get("js_insample")), js(r.get("kmeans_js_insample")),
+        )  # fmt: skip
     console.print(table)
-    rec = run.recovery
-    console.print(
-        f"JS mean {rec.get('js_mean', float('nan')):.4f}, median "
-        f"{rec.get('js_median', float('nan')):.4f}, {rec.get('js_under_0_10', 0)} of "
-        f"{rec.get('n_stores', 0)} stores < 0.10; R² "
-        + ", ".join(
-            f"{f} {rec[f'r2_{f}']:.3f}"
-            for f in ("intent_strength", "atc_rate", "checkout_rate", "browse_only_rate")
-            if f"r2_{f}" in rec
-        )
-    )
+    console.print(recovery_line(run.recovery, run.recovery_note))
     console.print(f"persona cards: {run.cards} ({run.cards_html})")
+
+
+def recovery_line(rec: dict, note: str = "") -> str:
+    """App. B in one line: held-out stores first (with the interval), in-sample after."""
+    nan = float("nan")
+    parts = []
+    if rec.get("n_stores_heldout"):
+        lo, hi = rec.get("js_mean_heldout_ci_low"), rec.get("js_mean_heldout_ci_high")
+        ci = f" (95 % CI {lo:.4f}–{hi:.4f})" if lo is not None else ""
+        parts.append(
+            f"held-out stores (A–D): JS mean {rec.get('js_mean_heldout', nan):.4f}{ci}, median "
+            f"{rec.get('js_median_heldout', nan):.4f}, {rec.get('js_under_0_10_heldout', 0)} of "
+            f"{rec['n_stores_heldout']} stores < 0.10"
+            + "".join(
+                f"; R² {f} {rec[f'r2_{f}_heldout']:.3f}"
+                for f in ("intent_strength", "atc_rate", "checkout_rate", "browse_only_rate")
+                if f"r2_{f}_heldout" in rec
+            )
+        )
+    parts.append(
+        f"in-sample (all stores, A–E, fitted on the stores it scores): JS mean "
+        f"{rec.get('js_mean_insample', nan):.4f}"
+    )
+    return "; ".join(parts) + (f". {note}" if note else "")
 
 
 @dataclass
@@ -592,7 +657,8 @@ class GroundingRun:
         if not self.version:
             return {}
         keep = ("stage1_seconds", "stage2_seconds", "stage1_loss", "stage2_loss", "stage1_steps",
-                "stage2_steps", "train_examples", "pretrain_seconds", "pretrain_loss_last")  # fmt: skip
+                "stage2_steps", "train_examples", "pretrain_seconds", "pretrain_loss_last",
+                "single_stage_stage2_seconds")  # fmt: skip
         out: dict[str, float | int | str] = {"persona_model_version": self.version}
         out |= {k: self.figures[k] for k in keep if isinstance(self.figures.get(k), int | float)}
         out["grounding_seconds"] = round(self.seconds, 2)
@@ -600,15 +666,31 @@ class GroundingRun:
 
 
 def run_grounding(
-    instance: dg.DagsterInstance, resources: dict | None = None, run_config: dict | None = None
+    instance: dg.DagsterInstance,
+    resources: dict | None = None,
+    run_config: dict | None = None,
+    single_stage: bool = False,
 ) -> GroundingRun:
-    """Train the persona model (stage 1, then stage 2) from the SFT datasets."""
+    """Train the persona model (stage 1, then stage 2) from the SFT datasets; with
+    `single_stage`, also the single-stage ablation (App. F) on the same data and config."""
     t0 = time.perf_counter()
-    res = _materialize(["persona_model"], instance, None, resources, run_config)
+    assets = ["persona_model"] + (["persona_model_single_stage"] if single_stage else [])
+    cfg = dict(run_config or {})
+    if single_stage and "persona_model" in cfg.get("ops", {}):
+        ops = dict(cfg["ops"])
+        ops.setdefault("persona_model_single_stage", ops["persona_model"])
+        cfg = {**cfg, "ops": ops}
+    res = _materialize(assets, instance, None, resources, cfg)
     md = _metadata_values(res.asset_materializations_for_node("persona_model")[0].metadata)
+    figures = {k: v for k, v in md.items() if isinstance(v, int | float)}
+    if single_stage:
+        smd = res.asset_materializations_for_node("persona_model_single_stage")[0].metadata
+        sfig = _metadata_values(smd)
+        figures["single_stage_stage2_seconds"] = sfig.get("stage2_seconds", 0.0)
+        figures["single_stage_version"] = sfig.get("version", "")
     return GroundingRun(
         version=str(md.get("version", "")),
-        figures={k: v for k, v in md.items() if isinstance(v, int | float)},
+        figures=figures,
         seconds=time.perf_counter() - t0,
     )
 
@@ -618,6 +700,8 @@ class SimulationRun:
     """Population simulation, instruction following and the evaluation report."""
 
     shops: list[str] = field(default_factory=list)
+    markov_fit_shops: list[str] = field(default_factory=list)
+    verdict: list[str] = field(default_factory=list)  # the report's three sentences
     agents: int = 0
     instruction_runs: int = 0
     headline: dict = field(default_factory=dict)
@@ -666,7 +750,19 @@ def run_simulation(
     ops = (run_config or {}).get("ops", {})
     per_shop = ["population_simulation"] + (["instruction_following"] if instruction else [])
     out = SimulationRun(shops=shops)
-    bar = _progress_bar(len(shops) + 1, "simulation", progress)
+    bar = _progress_bar(len(shops) + 2, "simulation", progress)
+    # The Markov policy is fitted on the training shops first (out of sample on these).
+    fit = ops.get("markov_policy")
+    r = _materialize(
+        ["markov_policy"],
+        instance,
+        None,
+        resources,
+        {"ops": {"markov_policy": fit}} if fit else None,
+    )
+    mmd = _metadata_values(r.asset_materializations_for_node("markov_policy")[0].metadata)
+    out.markov_fit_shops = list(mmd["fit_shops"])
+    bar.update(1)
     for shop in shops:
         r = _materialize(
             per_shop, instance, shop, resources, {"ops": {n: ops[n] for n in per_shop if n in ops}}
@@ -683,6 +779,7 @@ def run_simulation(
     md = _metadata_values(r.asset_materializations_for_node("evaluation_report")[0].metadata)
     out.headline = dict(md["headline"])
     out.report_html = str(md["report_html"])
+    out.verdict = list(md.get("verdict_sentences", []))
     out.figures = dict(md.get("figures", {}))
     bar.update(1)
     bar.close()

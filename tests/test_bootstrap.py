@@ -241,3 +241,14 @@ def test_redrawing_agents_inside_cells_counts_their_noise_twice():
     ratio = np.mean(width[True]) / np.mean(width[False])
     assert 1.3 < ratio < 1.6, ratio  # √2 if the within-cell noise is all there is
     assert covered[True] >= 98
+
+
+def test_basic_interval_reflects_a_biased_bootstrap_about_the_estimate():
+    """A divergence near 0 resamples upward (noise only adds): the percentile interval sits
+    above the estimate; the basic one reflects it back and is clipped to the range."""
+    boot = np.linspace(0.002, 0.05, 101)  # resampled JS mostly above the estimate 0.004
+    pct = interval(0.004, boot, 100, 3)
+    basic = interval(0.004, boot, 100, 3, method="basic", bounds=(0.0, 1.0))
+    assert pct.low < 0.004 < pct.high and pct.high > 0.04
+    q_low = float(np.percentile(boot, 2.5))
+    assert basic.low == 0.0 and basic.high == pytest.approx(2 * 0.004 - q_low)

@@ -241,4 +241,5 @@ def test_heldout_recovery_says_when_it_is_undefined():
     one = dist.heldout_recovery(shops, codes, strata, feats, shops != "shop5", k=4)
     assert one.figures["n_stores_heldout"] == 1 and "R² across stores is undefined" in one.note
     assert "r2_atc_rate_heldout" not in one.figures
-    assert math.isnan(one.figures["js_mean_heldout_ci_low"])  # no interval from one store
+    # Buyers are resampled within stores, so even one store's JS has an interval.
+    assert one.figures["js_mean_heldout_ci_low"] <= one.figures["js_mean_heldout"]

@@ -23,6 +23,7 @@ from simpersona.evaluation.ablation import (
     token_ablation,
 )
 from simpersona.evaluation.ara import ARAConfig, action_rate_alignment, ara_cells, ara_value
+from simpersona.evaluation.bootstrap import BootstrapConfig
 from simpersona.evaluation.instruction import (
     InstructionConfig,
     TaskStep,
@@ -788,3 +789,77 @@ def test_valid_json_and_valid_action_rates_count_different_failures():
     assert _valid_action_rate(agents) == pytest.approx(1 - 3 / 10)
     assert _valid_json_rate(agents) == pytest.approx(1 - 1 / 10)  # a row from before the column
     assert math.isnan(_valid_json_rate(agents.head(0)))
+
+
+def test_evaluate_pairs_policies_and_opens_with_a_verdict(tmp_path):
+    """Two policies on the same agents (the token's rates vs one shop-wide rate): paired
+    intervals of the token effect, the summary keys, the three verdict sentences, and a
+    paper table that says why a figure was not measured."""
+    from simpersona.evaluation.report import paper_comparison, render_report
+    from simpersona.evaluation.suite import evaluate
+    from tests.test_bootstrap import _real_and_agents
+
+    real, with_tok, without = _real_and_agents()
+    rename = lambda df, p: df.with_columns(  # noqa: E731
+        pl.lit(p).alias("policy"),
+        pl.col("agent_id").str.replace(r"-with(out)?-", f"-{p}-"),
+        pl.col("agent_id").alias("counterpart_buyer_id"),
+    )
+    # Token-less agents stand for the buyer of the same token (their counterpart).
+    buyer_of = {(r["shop_id"], r["token"]): r["buyer_id"] for r in real.iter_rows(named=True)}
+    markov = rename(with_tok, "markov")
+    notoken = rename(without, "markov_notoken").with_columns(
+        pl.Series("counterpart_buyer_id",
+                  [buyer_of[(s, t)] for s, t in zip(without["shop_id"], without["token"],
+                                                      strict=True)]),
+        pl.lit(None, dtype=pl.Int64).alias("token"),
+    )  # fmt: skip
+    markov = markov.with_columns(
+        pl.Series("counterpart_buyer_id", notoken["counterpart_buyer_id"].to_list())
+    )
+    for df in (markov, notoken):
+        assert "steps" not in df.columns
+    agents = pl.concat(
+        [d.with_columns(pl.lit(5).alias("steps"), pl.lit("").alias("intent"), pl.lit(None,
+         dtype=pl.String).alias("error"), pl.lit(1.0).alias("seconds"), pl.lit(None,
+         dtype=pl.Boolean).alias("self_reported_done")) for d in (markov, notoken)],
+        how="diagonal_relaxed",
+    )  # fmt: skip
+    bins = pl.DataFrame(
+        {"token": list(range(6)), "engagement_bin": [2, 2, 1, 1, 0, 0],
+         "exploration_bin": [1] * 6, "purchase_bin": [2, 2, 1, 1, 0, 0]}
+    )  # fmt: skip
+    ev = evaluate(real, real, agents, bins=bins, boot=BootstrapConfig(n_resamples=200))
+    f = ev.figures
+    assert f["verdict_token_effect_markov"] == "yes" and f["verdict_token_effect"] == "yes"
+    gap = ev.intervals["ara_correct_gap_markov_markov_notoken"]
+    assert gap.estimate == pytest.approx(f["ara_correct_markov"] - f["ara_correct_markov_notoken"])
+    head = ev.headline(["markov", "markov_notoken"])
+    for key in ("ara_diff_markov", "ara_diff_markov_ci_low", "ara_diff_markov_ci_high",
+                "purchase_cohens_d_markov_ci_low", "purchase_cohens_d_markov_ci_high",
+                "ara_correct_gap_markov_markov_notoken_ci_low", "verdict_token_effect"):  # fmt: skip
+        assert head[key] is not None, key
+    assert head["ara_diff_markov_ci_low"] > 0.05
+    assert not ev.notes  # training bins were given: nothing in-sample to confess
+    verdict = ev.verdict({})
+    assert len(verdict) == 3
+    assert verdict[0].startswith("Do persona tokens change behaviour") and "**yes**" in verdict[0]
+    assert "paired agents" in verdict[0] and "95 % CI" in verdict[0]
+    assert "markov: **yes**" in verdict[1]
+    assert "not measured" in verdict[2]
+    rec = {"n_stores_heldout": 4, "js_mean_heldout": 0.02, "js_mean_heldout_ci_low": 0.01,
+           "js_mean_heldout_ci_high": 0.03, "buyers_heldout": 900}  # fmt: skip
+    assert "mean JS divergence 0.020 (95 % CI 0.010 to 0.030; 4 held-out" in ev.verdict(rec)[2]
+    comp = paper_comparison(ev.figures)
+    cart = comp.filter(pl.col("figure") == "cart tasks → added to cart").row(0, named=True)
+    assert cart["note"].startswith("not measured, because no instruction-following runs")
+    ara = comp.filter(pl.col("figure") == "stratified ARA, correct").row(0, named=True)
+    assert ara["note"] == "" and ara["markov"] != "—"
+    html, md = render_report(ev.figures, ev.tables, {}, {}, tmp_path, verdict=verdict)
+    page = html.read_text()
+    assert page.index("id='verdict'") < page.index("id='paper-vs-ours'")
+    assert "<strong>yes</strong>" in page and "## Verdict" in md.read_text()
+    # Without training-shop bins the separation figures are in-sample, and the report says so.
+    binned = real.join(bins, on="token")
+    assert evaluate(real, binned, agents.filter(pl.col("policy") == "markov"),
+                    boot=BootstrapConfig(n_resamples=20)).notes  # fmt: skip

@@ -437,3 +437,85 @@ def test_invalid_actions_within_the_tolerance_are_reported_and_the_session_goes_
     # the simulation asset's config reaches the runtime
     pop = _Policies(None, None, SHOP, SimulationConfig(max_invalid_actions=2)).population_config()
     assert pop.runtime.max_invalid_actions == 2
+
+
+def test_strata_sampling_gives_each_stratum_its_share_and_keeps_agents_paired(shop):
+    _, _, outlines, _ = shop
+    dist = _distribution(outlines)
+    cps = counterparts_by_token(outlines)
+    mix = plan_agents(SHOP, dist, cps, 400, "markov", seed=3)
+    strata = plan_agents(SHOP, dist, cps, 400, "markov", seed=3, sampling="strata")
+    # Tokens here are pure in stratum (A→0 … D→3): each stratum present gets an equal share
+    # under "strata", while "mix" follows p̂_s, where the deep strata are rare.
+    present = len(set(cps))
+    drawn = pl.Series([p.token for p in strata]).value_counts(normalize=True)
+    assert drawn.height == present >= 3
+    assert all(abs(prop - 1 / present) < 0.07 for _, prop in drawn.iter_rows()), drawn
+    rare = min(dist.iter_rows(named=True), key=lambda r: r["share"])["token"]
+    assert sum(p.token == rare for p in strata) > 2 * sum(p.token == rare for p in mix)
+    # Agent i is one person across policies under either design.
+    notoken = plan_agents(SHOP, dist, cps, 400, "markov_notoken", seed=3, sampling="strata",
+                          with_token=False)  # fmt: skip
+    assert [p.counterpart_buyer_id for p in notoken] == [p.counterpart_buyer_id for p in strata]
+    assert all(p.token is None for p in notoken)
+    # What the goal names travels with the plan (the Markov persona looks for it).
+    assert all(p.topics for p in strata)
+    with pytest.raises(ValueError, match="sampling"):
+        plan_agents(SHOP, dist, cps, 5, "markov", sampling="stratified")
+
+
+def test_markov_deepest_sessions_carry_the_buyers_funnel_rates():
+    """A purchaser with one buying session among four browsing ones: fitted on every session
+    the token's chain buys in ~1/5 of sessions; fitted on each buyer's deepest session it
+    buys in all, the rate at which its buyers ever bought (what ARA compares)."""
+    from datetime import UTC, datetime, timedelta
+
+    from simpersona.agent.markov import MarkovConfig
+
+    rows = []
+    buy = ["page_view", "product_view", "add_to_cart", "checkout_started", "checkout_completed"]
+    for b in range(10):
+        for s in range(5):
+            kinds = buy if s == 2 else ["page_view", "product_view"]
+            for i, et in enumerate(kinds):
+                rows.append({"buyer_id": f"a{b}", "session_id": f"a{b}-{s}", "event_type": et,
+                             "ts": datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=s, minutes=i),
+                             "url": "https://x.example/", "product_id": "p"})  # fmt: skip
+    events = pl.DataFrame(rows)
+    labels = {f"a{b}": "7" for b in range(10)}
+    every = MarkovModel.fit(events, labels, config=MarkovConfig(smoothing=0))
+    deepest = MarkovModel.fit(events, labels, config=MarkovConfig(smoothing=0, sessions="deepest"))
+    p_every = every.labels["7"].transitions["product"].get("add_to_cart", 0.0)
+    p_deep = deepest.labels["7"].transitions["product"].get("add_to_cart", 0.0)
+    assert p_every == pytest.approx(0.2, abs=0.02) and p_deep > 0.95
+    assert deepest.labels["7"].sessions == 10 and every.labels["7"].sessions == 50
+    with pytest.raises(ValueError, match="sessions"):
+        MarkovConfig(sessions="longest")
+
+
+def test_pooled_fit_keeps_shops_apart(shop):
+    """fit_token_policy over two shops whose buyer and session ids collide: every buyer is
+    counted once per shop, the token's parent is its modal stratum over the pooled buyers,
+    and a shop not passed in changes nothing."""
+    from simpersona.agent.markov import MarkovConfig, ShopData, fit_token_policy, token_strata
+
+    _, events, outlines, labels = shop
+    lab = pl.DataFrame(
+        {"buyer_id": list(labels), "token": [int(t) for t in labels.values()],
+         "stratum": ["ABCD"[int(t)] for t in labels.values()]}
+    )  # fmt: skip
+    raw = MarkovConfig(smoothing=0)  # no pseudo-sessions: twice the data, the same chain
+    one = fit_token_policy([ShopData("s1", events, lab)], raw)
+    two = fit_token_policy([ShopData("s1", events, lab), ShopData("s2", events, lab)], raw)
+    assert two.overall.buyers == 2 * one.overall.buyers
+    assert two.overall.sessions == 2 * one.overall.sessions
+    assert two.labels["0"].transitions == one.labels["0"].transitions
+    assert token_strata(lab) == {t: "ABCD"[int(t)] for t in set(labels.values())}
+    # A persona's goal words replace the label's drawn interests; the chain stays the token's.
+    p = one.persona("0", seed=1, topics=("Skirts",), queries=("red skirt",))
+    assert p.attributes["topics"] == ["Skirts"] and p.attributes["queries"] == ["red skirt"]
+    assert p.label == "0"
+    q = one.persona("0", seed=1, topics=("Skirts",))
+    assert q.attributes["queries"] == ["skirts"]
+    with pytest.raises(ValueError, match="no shops"):
+        fit_token_policy([])

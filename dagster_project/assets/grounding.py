@@ -20,6 +20,7 @@ from dagster_project.resources.training import TrainingLauncherResource
 from simpersona.lake import atomic_write_text
 
 PERSONA_MODEL = "persona_model"
+SINGLE_STAGE_MODEL = "persona_model_single_stage"
 MLFLOW_MAX_BYTES = 1 << 30  # bigger models are referenced by path, not copied into MLflow
 
 
@@ -71,6 +72,46 @@ def persona_model(
     mlflow: MLflowResource,
     training: TrainingLauncherResource,
 ) -> dg.MaterializeResult:
+    return _train_persona_model(
+        context, config, warehouse, artifacts, mlflow, training, PERSONA_MODEL, config.single_stage
+    )
+
+
+@dg.asset(
+    group_name="grounding",
+    deps=[sft_stage1, sft_stage2],
+    kinds={"pytorch", "deepspeed", "mlflow"},
+    description=(
+        "The single-stage ablation (App. F, Tables 7–8): the same data, base and budget as "
+        "persona_model without stage 1 (persona rows start from their init and train only in "
+        "stage 2 with everything else); run beside it as the `llm_single` policy on the same "
+        "agents. Current one in persona_model_single_stage/current.json."
+    ),
+)
+def persona_model_single_stage(
+    context: dg.AssetExecutionContext,
+    config: PersonaModelConfig,
+    warehouse: WarehouseResource,
+    artifacts: ArtifactsResource,
+    mlflow: MLflowResource,
+    training: TrainingLauncherResource,
+) -> dg.MaterializeResult:
+    return _train_persona_model(
+        context, config, warehouse, artifacts, mlflow, training, SINGLE_STAGE_MODEL, True
+    )
+
+
+def _train_persona_model(
+    context: dg.AssetExecutionContext,
+    config: PersonaModelConfig,
+    warehouse: WarehouseResource,
+    artifacts: ArtifactsResource,
+    mlflow: MLflowResource,
+    training: TrainingLauncherResource,
+    name: str,
+    single_stage: bool,
+) -> dg.MaterializeResult:
+    """Train, version and record one persona model under <artifacts>/<name>/."""
     from simpersona.llm.train import TrainConfig
 
     wh = warehouse.warehouse()
@@ -85,7 +126,7 @@ def persona_model(
     except (json.JSONDecodeError, TypeError, ValueError) as exc:
         raise dg.Failure(f"invalid train_overrides: {exc}") from exc
     base = training.base_model_path([s1, s2])
-    root = artifacts.path(PERSONA_MODEL)
+    root = artifacts.path(name)
     work = root / f".run-{context.run.run_id[:8]}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -104,7 +145,7 @@ def persona_model(
         "stage2_dataset": str(s2),
         "out_dir": str(work / "out"),
         "k": config.k,
-        "single_stage": config.single_stage,
+        "single_stage": single_stage,
         "lora": config.lora,
         "persona_init": config.persona_init,
         "codebook": str(codebook_path) if codebook_path else None,
@@ -130,7 +171,7 @@ def persona_model(
         shutil.move(str(work / "out" / "stage1"), model_dir / "stage1")
     shutil.rmtree(folder, ignore_errors=True)  # same weights hash: same model, replace
     os.replace(model_dir, folder)
-    _set_current(artifacts, PERSONA_MODEL, version)
+    _set_current(artifacts, name, version)
     shutil.rmtree(work, ignore_errors=True)
 
     figures = {
@@ -150,7 +191,7 @@ def persona_model(
         **training.pretrain_figures(base),
     }
     numeric = {k: v for k, v in figures.items() if v is not None}
-    with mlflow.run_for(context, {"persona_model.version": version}) as run:
+    with mlflow.run_for(context, {f"{name}.version": version}) as run:
         run.log_params(
             {
                 **{k: v for k, v in spec.items() if k != "config"},
@@ -164,7 +205,7 @@ def persona_model(
             for step, loss in enumerate((r or {}).get("extra", {}).get("loss_history", [])):
                 run.log_metrics({f"{name}_loss": loss}, step=step)
         if _folder_bytes(folder) <= MLFLOW_MAX_BYTES:
-            run.client.log_artifacts(run.run_id, str(folder), PERSONA_MODEL)
+            run.client.log_artifacts(run.run_id, str(folder), name)
         run.set_tags({"model_path": str(folder)})
     return dg.MaterializeResult(
         metadata={
@@ -172,7 +213,7 @@ def persona_model(
             "version": version,
             "path": dg.MetadataValue.path(str(folder)),
             "base_model": dg.MetadataValue.path(str(base)),
-            "single_stage": config.single_stage,
+            "single_stage": single_stage,
             "lora": config.lora,
             "persona_init": config.persona_init,
             "k": config.k,

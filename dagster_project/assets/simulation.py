@@ -8,7 +8,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 import polars as pl
@@ -17,6 +17,7 @@ from pydantic import Field
 from dagster_project.assets.features import enriched_sessions
 from dagster_project.assets.personas import (
     _current,
+    _set_current,
     _shop_split,
     persona_assignments,
     store_token_distribution,
@@ -27,7 +28,15 @@ from dagster_project.resources import ArtifactsResource, MLflowResource, Warehou
 from simpersona.markdown import counts_to_markdown, frame_to_markdown
 
 PERSONA_MODEL = "persona_model"
-LLM_POLICIES = ("llm", "nopersona", "llm_neutral", "nopersona_neutral")
+MARKOV_POLICY = "markov_policy"
+SINGLE_STAGE_MODEL = "persona_model_single_stage"
+# LLM policies and the model each runs: llm_single is the single-stage ablation (App. F).
+LLM_POLICIES = ("llm", "nopersona", "llm_neutral", "nopersona_neutral", "llm_single")
+# markov: per-token chains fitted on the training shops (out of sample on evaluation shops);
+# markov_notoken: the same model without the token (all buyers' chain), its paired baseline;
+# markov_oracle: chains fitted on the evaluation shop itself, an in-sample upper bound.
+MARKOV_POLICIES = ("markov", "markov_notoken", "markov_oracle")
+TOKENLESS = ("nopersona", "nopersona_neutral", "markov_notoken")
 
 
 def _max_invalid_actions():
@@ -46,14 +55,32 @@ class SimulationConfig(dg.Config):
     policies: list[str] = Field(
         default=["markov", "llm", "nopersona"],
         description=(
-            "Policies to run: markov (persona Markov chains fitted on the shop), llm (the "
-            "fine-tuned model with the persona token), nopersona (same model, no token), and "
-            "the Table-9 ablation pair llm_neutral / nopersona_neutral (neutral goals)."
+            "Policies to run: markov (per-token Markov chains fitted on the training shops), "
+            "markov_notoken (the same chains without the token), markov_oracle (chains fitted "
+            "on this shop: an in-sample upper bound, labelled so), llm (the fine-tuned model "
+            "with the persona token), nopersona (same model, no token), and the Table-9 "
+            "ablation pair llm_neutral / nopersona_neutral (neutral goals)."
         ),
     )
     agents_per_shop: int = Field(default=40, description="Agents per shop and policy.")
+    markov_agents_per_shop: int = Field(
+        default=0,
+        description=(
+            "Agents per shop for the Markov policies (cheap: no model to run), so their token "
+            "effect can be sized to be decided; 0: agents_per_shop. Agent i is the same "
+            "person in every policy, so the first agents_per_shop stay paired with the LLM's."
+        ),
+    )
     ablation_agents_per_shop: int = Field(
         default=20, description="Agents per shop for the *_neutral ablation policies."
+    )
+    sampling: Literal["mix", "strata"] = Field(
+        default="mix",
+        description=(
+            "How agents draw their token: mix (from the shop's p̂_s, the paper's population) "
+            "or strata (a funnel stratum uniformly, then p̂_s within it: enough agents of rare "
+            "buyer types for the per-stratum alignment; per-cell figures stay unbiased)."
+        ),
     )
     concurrency: int = Field(default=4, description="Browser sessions at once.")
     max_steps: int = Field(default=30, description="Steps per agent (paper: 30).")
@@ -71,7 +98,12 @@ class SimulationConfig(dg.Config):
     seed: int = Field(default=0, description="Seed of the agents' draws and sampling.")
     markov_smoothing: float = Field(
         default=1.0,
-        description="Pseudo-sessions of the stratum chain mixed into each token's Markov chain.",
+        description="markov_oracle: pseudo-sessions of the stratum chain mixed into each "
+        "token's chain (markov uses the markov_policy asset's own setting).",
+    )
+    markov_sessions: Literal["all", "deepest"] = Field(
+        default="deepest",
+        description="markov_oracle: the sessions its chains are fitted on (as markov_policy).",
     )
     eval_shops_only: bool = Field(
         default=True, description="Refuse shops of the training split (they taught the model)."
@@ -120,11 +152,26 @@ class _Policies:
 
     def __init__(self, artifacts: ArtifactsResource, wh, shop: str, cfg: Any) -> None:
         self.artifacts, self.wh, self.shop, self.cfg = artifacts, wh, shop, cfg
-        self.server = None
-        self.base_url = None
+        self.served: dict[str, tuple[str, Path, Any, str]] = {}  # asset → version, folder, …
         self.model_version = None
-        self.folder = None
         self.markov = None
+        self.oracle = None
+
+    @staticmethod
+    def model_asset(policy: str) -> str:
+        return SINGLE_STAGE_MODEL if policy == "llm_single" else PERSONA_MODEL
+
+    def _served(self, asset: str) -> tuple[str, Path, Any, str]:
+        """(version, folder, server, base URL) of a persona model served on loopback."""
+        from simpersona.llm.server import serve_in_background
+
+        if asset not in self.served:
+            version, folder = _current(self.artifacts, asset)
+            server = serve_in_background(folder, threads=1)
+            self.served[asset] = (version, folder, server, server.__enter__())
+            if asset == PERSONA_MODEL:
+                self.model_version = version
+        return self.served[asset]
 
     def run_dir(self, kind: str, policy: str) -> Path:
         """`<warehouse>/<kind>/shop=<S>/<policy>[-<model version>]-<config hash>`: one
@@ -132,10 +179,13 @@ class _Policies:
         resumes an old run. The list of policies is not part of the hash: each policy's
         agents are planned alone (paired by seed), so adding a policy resumes the others."""
         key = policy
-        if policy != "markov":
-            if self.model_version is None:
-                self.model_version, _ = _model(self.artifacts)
-            key = f"{policy}-{self.model_version}"
+        if policy in ("markov", "markov_notoken"):
+            key = f"{policy}-{self._markov_model()[0]}"
+        elif policy == "markov_oracle":
+            key = f"{policy}-{self._oracle()[0]}"
+        elif policy not in MARKOV_POLICIES:
+            version, _ = _current(self.artifacts, self.model_asset(policy))
+            key = f"{policy}-{version}"
         digest = hashlib.sha256(
             json.dumps(
                 self.cfg.model_dump(exclude={"policies"}), sort_keys=True, default=str
@@ -161,34 +211,20 @@ class _Policies:
 
     def policy(self, name: str):
         from simpersona.agent.llm_policy import LLMPolicy
-        from simpersona.agent.markov import MarkovConfig, MarkovModel, MarkovPolicy
+        from simpersona.agent.markov import MarkovPolicy
         from simpersona.llm.client import LLMClient, LLMConfig
-        from simpersona.llm.server import serve_in_background
 
-        if name == "markov":
-            if self.markov is None:
-                labels = pl.read_parquet(
-                    self.wh.partition_path("persona_assignments", self.shop),
-                    columns=["buyer_id", "token", "stratum"],
-                ).with_columns(pl.col("token").cast(pl.String))
-                self.markov = MarkovModel.fit(
-                    self.wh.read_events(self.shop),
-                    labels,
-                    label_column="token",
-                    parents=token_strata(labels),
-                    config=MarkovConfig(smoothing=getattr(self.cfg, "markov_smoothing", 1.0)),
-                )
-            return MarkovPolicy(self.markov, seed=self.cfg.seed)
+        if name in ("markov", "markov_notoken"):
+            return MarkovPolicy(self._markov_model()[1], seed=self.cfg.seed)
+        if name == "markov_oracle":
+            return MarkovPolicy(self._oracle()[1], seed=self.cfg.seed)
         if name not in LLM_POLICIES:
-            raise dg.Failure(f"unknown policy {name!r}: markov or one of {LLM_POLICIES}")
-        if self.server is None:
-            self.model_version, self.folder = _model(self.artifacts)
-            self.server = serve_in_background(self.folder, threads=1)
-            self.base_url = self.server.__enter__()
+            raise dg.Failure(f"unknown policy {name!r}: one of {MARKOV_POLICIES + LLM_POLICIES}")
+        _, folder, _, base_url = self._served(self.model_asset(name))
         client = LLMClient(
             LLMConfig(
-                base_url=self.base_url + "/v1",
-                model=self.folder.name,  # serve-llm names the model after its folder
+                base_url=base_url + "/v1",
+                model=folder.name,  # serve-llm names the model after its folder
                 max_retries=2,
                 concurrency=self.cfg.concurrency,
                 max_tokens=self.cfg.max_tokens,
@@ -201,29 +237,160 @@ class _Policies:
             constrained=self.cfg.guided_decoding,
         )
 
+    def _markov_model(self):
+        """(version, model) of the current markov_policy, refused when it was fitted on this
+        shop: scoring a shop with chains fitted on its own buyers is in-sample."""
+        from simpersona.agent.markov import MarkovModel
+
+        if self.markov is None:
+            version, folder = _current(self.artifacts, MARKOV_POLICY)
+            fit = json.loads((folder / "fit.json").read_text())
+            if self.shop in fit["fit_shops"]:
+                raise dg.Failure(
+                    f"markov_policy {version} was fitted on shop {self.shop}: scoring it there "
+                    "would be in-sample. Simulate evaluation shops (shop_split.json), or run "
+                    "markov_oracle for a labelled in-sample upper bound"
+                )
+            self.markov = (version, MarkovModel.load(folder / "markov.json"))
+        return self.markov
+
+    def _oracle(self):
+        """(version, model): per-token chains fitted on this shop's own events, the
+        in-sample upper bound."""
+        from simpersona.agent.markov import MarkovConfig, ShopData, fit_token_policy
+
+        if self.oracle is None:
+            labels = pl.read_parquet(
+                self.wh.partition_path("persona_assignments", self.shop),
+                columns=["buyer_id", "token", "stratum"],
+            )
+            model = fit_token_policy(
+                [ShopData(self.shop, self.wh.read_events(self.shop), labels)],
+                MarkovConfig(
+                    smoothing=getattr(self.cfg, "markov_smoothing", 1.0),
+                    sessions=getattr(self.cfg, "markov_sessions", "deepest"),
+                ),
+            )
+            text = json.dumps(model.to_dict(), sort_keys=True)
+            self.oracle = (hashlib.sha256(text.encode()).hexdigest()[:12], model)
+        return self.oracle
+
     def persona_for(self, name: str):
-        if name != "markov":
+        """Markov agents: the token's chain (none for markov_notoken: all buyers') with the
+        goal's topics and searches; other policies: the default persona."""
+        if name not in MARKOV_POLICIES:
             return None
-        model = self.markov
-        return lambda plan: model.persona(str(plan.token), seed=plan.seed)
+        model = self.policy(name).model
+        with_token = name not in TOKENLESS
+        return lambda plan: model.persona(
+            str(plan.token) if with_token else "*",
+            seed=plan.seed,
+            topics=plan.topics,
+            queries=plan.queries,
+        )
 
     def close(self) -> None:
-        if self.server is not None:
-            self.server.__exit__(None, None, None)
-            self.server = None
+        for _, _, server, _ in self.served.values():
+            server.__exit__(None, None, None)
+        self.served.clear()
 
 
-def token_strata(labels: pl.DataFrame) -> dict[str, str]:
-    """token → the modal funnel stratum of its buyers (ties: the deeper stratum): the
-    parent a token's Markov chain backs off to."""
-    modal = (
-        labels.group_by("token", "stratum")
-        .len()
-        .sort(["token", "len", "stratum"], descending=[False, True, False])
-        .group_by("token", maintain_order=True)
-        .first()
+class MarkovPolicyConfig(dg.Config):
+    smoothing: float = Field(
+        default=1.0,
+        description=(
+            "Pseudo-sessions of the parent chain mixed into each token's chain (back-off: "
+            "token → its funnel stratum → all buyers)."
+        ),
     )
-    return dict(zip(modal["token"].to_list(), modal["stratum"].to_list(), strict=True))
+    sessions: Literal["all", "deepest"] = Field(
+        default="deepest",
+        description=(
+            "Sessions that shape the chains: all, or per buyer its deepest (furthest funnel "
+            "step): an agent plays one buyer in one session, compared with buyers who ever "
+            "carted or bought."
+        ),
+    )
+
+
+@dg.asset(
+    group_name="simulation",
+    deps=[persona_assignments, enriched_sessions, dg.AssetKey("catalog")],
+    kinds={"json", "mlflow"},
+    description=(
+        "The persona Markov policy: per-token transition chains over page kinds and actions, "
+        "pooled over the training shops only (back-off to the token's stratum, then to all "
+        "buyers), so it is scored out of sample on the evaluation shops; versioned, with the "
+        "shops it was fitted on."
+    ),
+)
+def markov_policy(
+    context: dg.AssetExecutionContext,
+    config: MarkovPolicyConfig,
+    warehouse: WarehouseResource,
+    artifacts: ArtifactsResource,
+    mlflow: MLflowResource,
+) -> dg.MaterializeResult:
+    from simpersona.agent.markov import MarkovConfig, ShopData, fit_token_policy
+    from simpersona.lake import atomic_write_text
+
+    wh = warehouse.warehouse()
+    split = _shop_split(wh)
+    train = sorted(split.get("train", []))
+    if not train:
+        raise dg.Failure("no training shops in shop_split.json: materialize training_sample first")
+    data = []
+    for shop in train:
+        require_partitions(wh, shop, ("persona_assignments",))
+        data.append(
+            ShopData(
+                shop,
+                wh.read_events(shop),
+                pl.read_parquet(
+                    wh.partition_path("persona_assignments", shop),
+                    columns=["buyer_id", "token", "stratum"],
+                ),
+                wh.read_partition("products", shop) if wh.has_partition("products", shop) else None,
+                wh.read_partition("collections", shop)
+                if wh.has_partition("collections", shop)
+                else None,
+            )
+        )
+    model = fit_token_policy(
+        data, MarkovConfig(smoothing=config.smoothing, sessions=config.sessions)
+    )
+    text = json.dumps(model.to_dict(), indent=1, sort_keys=True)
+    version = hashlib.sha256(text.encode()).hexdigest()[:12]
+    folder = artifacts.path(MARKOV_POLICY, version)
+    folder.mkdir(parents=True, exist_ok=True)
+    fit = {
+        "fit_shops": train,
+        "eval_shops": sorted(split.get("eval", [])),
+        "tokens": len(model.labels),
+        "buyers": model.overall.buyers,
+        "sessions": model.overall.sessions,
+        "smoothing": config.smoothing,
+        "fitted_on": config.sessions,
+    }
+    atomic_write_text(text, folder / "markov.json")
+    atomic_write_text(json.dumps(fit, indent=2) + "\n", folder / "fit.json")
+    _set_current(artifacts, MARKOV_POLICY, version)
+    with mlflow.run_for(context, {"markov_policy.version": version}) as run:
+        run.log_params(
+            {"fit_shops": train, "smoothing": config.smoothing, "sessions": config.sessions}
+        )
+        run.log_metrics({k: fit[k] for k in ("tokens", "buyers", "sessions")})
+    return dg.MaterializeResult(
+        metadata={
+            "version": version,
+            "fit_shops": dg.MetadataValue.json(train),
+            "tokens": fit["tokens"],
+            "buyers": fit["buyers"],
+            "sessions": fit["sessions"],
+            "path": dg.MetadataValue.path(str(folder)),
+            "mlflow_run_id": run.run_id,
+        }
+    )
 
 
 def _check_shop(context, wh, shop: str, eval_only: bool) -> None:
@@ -252,7 +419,9 @@ def _counterparts(wh, shop: str):
         enriched_sessions,
         persona_assignments,
         store_token_distribution,
+        markov_policy,
         dg.AssetKey(PERSONA_MODEL),
+        dg.AssetKey(SINGLE_STAGE_MODEL),
     ],
     kinds={"playwright", "parquet"},
     description=(
@@ -286,6 +455,8 @@ def population_simulation(
         for name in config.policies:
             neutral = name.endswith("_neutral")
             n = config.ablation_agents_per_shop if neutral else config.agents_per_shop
+            if name in MARKOV_POLICIES and config.markov_agents_per_shop:
+                n = config.markov_agents_per_shop
             plans = plan_agents(
                 shop,
                 dist,
@@ -293,8 +464,9 @@ def population_simulation(
                 n,
                 name,
                 seed=config.seed,
-                with_token=not name.startswith("nopersona"),
+                with_token=name not in TOKENLESS,
                 goal_kind="neutral" if neutral else "intent",
+                sampling=config.sampling,
             )
             policy = policies.policy(name)
             run_dir = policies.run_dir("simulation_runs", name)
@@ -504,6 +676,10 @@ class EvaluationReportConfig(dg.Config):
     report_dir: str = Field(
         default="", description="Output folder (default: <artifacts>/evaluation_report/<ts>)."
     )
+    resamples: int = Field(
+        default=2000, description="Bootstrap resamples behind every interval of the report."
+    )
+    seed: int = Field(default=0, description="Seed of the bootstrap.")
 
 
 def _read_shops(wh, table: str, shops: list[str]) -> pl.DataFrame:
@@ -515,24 +691,59 @@ def _read_shops(wh, table: str, shops: list[str]) -> pl.DataFrame:
     return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
 
 
-def _add_population_recovery(ev, artifacts: ArtifactsResource) -> str | None:
-    """App. B beside the simulation: the current codebook's recovery figures (JS of the
-    stratum mix per store, R² of feature means), table and plots, when distribution_recovery
-    has run for it. Returns the codebook version."""
+def _add_population_recovery(ev, artifacts: ArtifactsResource) -> tuple[str | None, dict]:
+    """App. B beside the simulation: the current codebook's recovery figures (held-out JS of
+    the stratum mix per store and R² of feature means, the in-sample extra), table and plots,
+    when distribution_recovery has run for it. Returns the codebook version and the
+    figures."""
     try:
         version, _ = _current(artifacts, "persona_codebook")
     except dg.Failure:
-        return None
+        return None, {}
     folder = artifacts.path("distribution_recovery", version)
+    figs: dict = {}
     if (folder / "figures.json").exists():
         figs = json.loads((folder / "figures.json").read_text())
-        ev.figures.update({k: v for k, v in figs.items() if not k.startswith("kmeans_")})
+        figs = {k: v for k, v in figs.items() if not k.startswith("kmeans_")}
+        ev.figures.update(figs)
     if (folder / "store_js.csv").exists():
         ev.tables["population_recovery"] = pl.read_csv(folder / "store_js.csv")
     for name in ("stratum_recovery", "feature_recovery"):
         if (folder / f"{name}.png").exists():
             ev.plots[f"Population recovery: {name.replace('_', ' ')}"] = folder / f"{name}.png"
-    return version
+    return version, figs
+
+
+def _fit_provenance(wh, artifacts: ArtifactsResource, agents: pl.DataFrame, shops: list[str]):
+    """(markov_fit_shops, token bins): the shops the Markov policy was fitted on — refused
+    when they overlap the evaluated ones and a `markov`/`markov_notoken` agent is scored — and
+    each token's auxiliary bins from the training shops' buyers, so nothing fitted on an
+    evaluation shop labels or drives what is scored there."""
+    from simpersona.evaluation.tables import BIN_COLUMNS, token_bins
+
+    fit_shops: list[str] = []
+    try:
+        _, folder = _current(artifacts, MARKOV_POLICY)
+        fit_shops = json.loads((folder / "fit.json").read_text())["fit_shops"]
+    except dg.Failure:
+        pass
+    scored = set(agents["policy"].unique().to_list()) & {"markov", "markov_notoken"}
+    overlap = sorted(set(fit_shops) & set(shops))
+    if scored and overlap:
+        raise dg.Failure(
+            f"the Markov policy was fitted on {overlap}, which this report evaluates: an "
+            "in-sample figure. Evaluate held-out shops only (shop_split.json), or refit"
+        )
+    train = [s for s in _shop_split(wh).get("train", []) if s not in shops]
+    frames = [
+        pl.read_parquet(
+            wh.partition_path("persona_assignments", s), columns=["token", *BIN_COLUMNS]
+        )
+        for s in train
+        if wh.partition_path("persona_assignments", s).exists()
+    ]
+    bins = token_bins(pl.concat(frames)) if frames else None
+    return fit_shops, bins
 
 
 @dg.asset(
@@ -554,7 +765,8 @@ def evaluation_report(
     mlflow: MLflowResource,
 ) -> dg.MaterializeResult:
     from simpersona.evaluation import real_buyer_outcomes, render_report
-    from simpersona.evaluation.suite import evaluate
+    from simpersona.evaluation.bootstrap import BootstrapConfig
+    from simpersona.evaluation.suite import evaluate, intervals_table
 
     wh = warehouse.warehouse()
     shops = list(config.shops) or _shop_split(wh).get("eval", [])
@@ -566,10 +778,18 @@ def evaluation_report(
     assignments = _read_shops(wh, "persona_assignments", shops)
     features = _read_shops(wh, "buyer_features", shops)
     real = real_buyer_outcomes(assignments, features)
+    fit_shops, bins = _fit_provenance(wh, artifacts, agents, shops)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = config.report_dir or str(artifacts.path("evaluation_report", stamp))
-    ev = evaluate(real, assignments, agents, runs if runs.height else None, (), f"{out}/plots")
-    codebook_version = _add_population_recovery(ev, artifacts)
+    boot = BootstrapConfig(n_resamples=config.resamples, seed=config.seed)
+    ev = evaluate(
+        real, assignments, agents, runs if runs.height else None, (), f"{out}/plots",
+        bins=bins, boot=boot,
+    )  # fmt: skip
+    codebook_version, recovery = _add_population_recovery(ev, artifacts)
+    ev.tables["intervals"] = intervals_table(ev.intervals)
+    ev.figures["markov_fit_shops"] = fit_shops
+    ev.figures["evaluation_shops"] = shops
     policies = sorted(agents["policy"].unique().to_list())
     try:
         model_version, _ = _model(artifacts)
@@ -582,13 +802,39 @@ def evaluation_report(
         "instruction_runs": runs.height,
         "persona_model": model_version,
         "persona_codebook": codebook_version,
+        "markov_fit_shops": fit_shops,
+        "bootstrap": {"resamples": config.resamples, "seed": config.seed},
         "dagster_run_id": context.run.run_id,
     }
-    html, md = render_report(ev.figures, ev.tables, ev.plots, run_config, out)
-    headline = ev.headline(policies)
+    verdict = ev.verdict(recovery)
+    html, md = render_report(
+        ev.figures, ev.tables, ev.plots, run_config, out, verdict=verdict, notes=ev.notes
+    )
+    headline = ev.headline(policies) | {
+        "markov_fit_shops": fit_shops,
+        "evaluation_shops": shops,
+        **{
+            k: recovery.get(k)
+            for k in (
+                "js_mean_heldout",
+                "js_mean_heldout_ci_low",
+                "js_mean_heldout_ci_high",
+                "n_stores_heldout",
+                "r2_intent_strength_heldout",
+                "r2_intent_strength_heldout_ci_low",
+                "r2_intent_strength_heldout_ci_high",
+                "r2_atc_rate_heldout",
+                "r2_atc_rate_heldout_ci_low",
+                "r2_atc_rate_heldout_ci_high",
+                "recovery_note",
+            )
+        },
+    }
     with mlflow.run_for(context) as r:
         r.log_params({k: str(v) for k, v in run_config.items()})
-        r.log_metrics({k: v for k, v in headline.items() if v is not None})
+        r.log_metrics(
+            {k: v for k, v in headline.items() if isinstance(v, int | float) and math.isfinite(v)}
+        )
         r.log_artifact(html)
         r.log_artifact(md)
     atomic_json = json.dumps({"html": str(html), "md": str(md), "figures": headline}, indent=2)
@@ -602,6 +848,10 @@ def evaluation_report(
             "shops": len(shops),
             "agents": agents.height,
             "headline": dg.MetadataValue.json(headline),
+            "verdict": dg.MetadataValue.md(
+                "\n".join(f"{i}. {v}" for i, v in enumerate(verdict, 1))
+            ),
+            "verdict_sentences": dg.MetadataValue.json(verdict),
             "figures": dg.MetadataValue.json(
                 {
                     k: round(float(v), 6)

@@ -28,7 +28,7 @@ import os
 import random
 import re
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,28 @@ class MarkovConfig:
     min_end_prob: float = 0.02  # every state may end the session (no endless walks)
     max_topics: int = 40  # interests kept per label
     max_queries: int = 60
+    # Which sessions shape the chains: "all", or per buyer only the "deepest" (the furthest
+    # funnel step: purchase > checkout > cart > browse; ties: the longest, then the first).
+    # An agent plays one buyer in one session and is compared with buyers who *ever* carted
+    # or bought, so the deepest session is the one that carries those rates
+    # (docs/simulation.md).
+    sessions: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.sessions not in ("all", "deepest"):
+            raise ValueError(f"sessions must be 'all' or 'deepest', got {self.sessions!r}")
+
+
+# Funnel depth of an event, for MarkovConfig.sessions = "deepest".
+_DEPTH = {
+    "checkout_completed": 4,
+    "checkout_started": 3,
+    "add_to_cart": 2,
+    "remove_from_cart": 2,
+    "product_view": 1,
+    "collection_view": 1,
+    "search": 1,
+}
 
 
 def page_state(event_type: str, url: str | None) -> str:
@@ -211,6 +233,22 @@ class MarkovModel:
             .group_by(["buyer_id", "session_id"], maintain_order=True)
             .agg(pl.all())
         )
+        if cfg.sessions == "deepest":
+            depth = (
+                pl.col("event_type")
+                .list.eval(pl.element().replace_strict(_DEPTH, default=0, return_dtype=pl.Int8))
+                .list.max()
+            )
+            grouped = (
+                grouped.with_row_index("__order")
+                .with_columns(depth.alias("__depth"), pl.col("event_type").list.len().alias("__n"))
+                .sort(
+                    ["buyer_id", "__depth", "__n", "__order"], descending=[False, True, True, False]
+                )
+                .unique("buyer_id", keep="first", maintain_order=True)
+                .sort("__order")
+                .drop("__order", "__depth", "__n")
+            )
         for row in grouped.iter_rows(named=True):
             label = label_of.get(row["buyer_id"])
             keys = ["*"] if label is None else ["*", label]
@@ -329,18 +367,109 @@ class MarkovModel:
         keys = sorted(self.label_shares)
         return rng.choices(keys, weights=[self.label_shares[k] for k in keys], k=n)
 
-    def persona(self, label: str, seed: int = 0, description: str = "") -> Persona:
-        """A buyer of `label`: a few topics and queries drawn from the label's interests."""
+    def persona(
+        self,
+        label: str,
+        seed: int = 0,
+        description: str = "",
+        topics: Sequence[str] = (),
+        queries: Sequence[str] = (),
+    ) -> Persona:
+        """A buyer of `label`: a few topics and queries drawn from the label's interests.
+        `topics` / `queries` (the category, collections and searches the agent's goal names)
+        replace the drawn ones when given: on a store the model was not fitted on, another
+        store's collection names and queries would find nothing. The chain stays the
+        label's."""
         rng = random.Random(f"persona:{label}:{seed}")
         m = self.label_model(label)
-        topics = _draw(rng, m.topics, rng.randint(1, 3))
-        queries = _draw(rng, m.queries, 3)
+        drawn_topics = _draw(rng, m.topics, rng.randint(1, 3))
+        drawn_queries = _draw(rng, m.queries, 3)
+        tops = list(dict.fromkeys(topics)) or drawn_topics
+        qs = list(dict.fromkeys(queries)) or (
+            [t.lower() for t in tops] if topics else drawn_queries
+        )
         return Persona(
             label=label,
             description=description,
-            interests=tuple(topics + [q for q in queries if q not in topics]),
-            attributes={"topics": topics, "queries": queries},
+            interests=tuple(tops + [q for q in qs if q not in tops]),
+            attributes={"topics": tops, "queries": qs},
         )
+
+
+def token_strata(labels: pl.DataFrame) -> dict[str, str]:
+    """token → the modal funnel stratum of its buyers (ties: the deeper stratum, i.e. the
+    earlier letter): the parent a token's Markov chain backs off to."""
+    modal = (
+        labels.with_columns(pl.col("token").cast(pl.String))
+        .group_by("token", "stratum")
+        .len()
+        .sort(["token", "len", "stratum"], descending=[False, True, False])
+        .group_by("token", maintain_order=True)
+        .first()
+    )
+    return dict(zip(modal["token"].to_list(), modal["stratum"].to_list(), strict=True))
+
+
+@dataclass(frozen=True)
+class ShopData:
+    """What a shop contributes to a pooled fit: its canonical events (with session ids), its
+    buyers' labels (`buyer_id`, `token`, `stratum`) and optionally its catalogue."""
+
+    shop_id: str
+    events: pl.DataFrame
+    labels: pl.DataFrame
+    products: pl.DataFrame | None = None
+    collections: pl.DataFrame | None = None
+
+
+def fit_token_policy(shops: Sequence[ShopData], config: MarkovConfig | None = None) -> MarkovModel:
+    """Per-token chains pooled over `shops` (the training shops): each token's chain backs
+    off to its funnel stratum's (the token's modal stratum over these shops' buyers), the
+    stratum's to all buyers'. Buyer, session, product and collection ids are prefixed with
+    their shop, so two shops' ids never merge. Nothing but `shops` is read: a store scored
+    with this model must not be among them (docs/evaluation.md, "Out of sample")."""
+    if not shops:
+        raise ValueError("no shops to fit the Markov policy on")
+    events, labels, products, collections = [], [], [], []
+    for sd in shops:
+        pre = f"{sd.shop_id}/"
+        ev = sd.events.with_columns(
+            (pl.lit(pre) + pl.col("buyer_id").cast(pl.String)).alias("buyer_id"),
+            (pl.lit(pre) + pl.col("session_id").cast(pl.String)).alias("session_id"),
+            *([(pl.lit(pre) + pl.col("product_id")).alias("product_id")]
+              if "product_id" in sd.events.columns else []),
+        )  # fmt: skip
+        events.append(ev)
+        labels.append(
+            sd.labels.select(
+                (pl.lit(pre) + pl.col("buyer_id").cast(pl.String)).alias("buyer_id"),
+                pl.col("token").cast(pl.String),
+                pl.col("stratum").cast(pl.String),
+            )
+        )
+        if sd.products is not None and "collection_ids" in sd.products.columns:
+            products.append(
+                sd.products.select(
+                    (pl.lit(pre) + pl.col("product_id")).alias("product_id"),
+                    pl.col("collection_ids").list.eval(pl.lit(pre) + pl.element()),
+                )
+            )
+        if sd.collections is not None:
+            collections.append(
+                sd.collections.select(
+                    (pl.lit(pre) + pl.col("collection_id")).alias("collection_id"), "title"
+                )
+            )
+    pooled = pl.concat(labels)
+    return MarkovModel.fit(
+        pl.concat(events, how="diagonal_relaxed"),
+        pooled,
+        products=pl.concat(products) if products else None,
+        collections=pl.concat(collections) if collections else None,
+        config=config,
+        label_column="token",
+        parents=token_strata(pooled),
+    )
 
 
 def _top(counts: Counter[str], n: int) -> dict[str, float]:
@@ -374,8 +503,12 @@ def _product_topics(
     for pid, cids in zip(
         products["product_id"].to_list(), products["collection_ids"].to_list(), strict=True
     ):
+        # Ids may carry a "<shop>/" prefix (fit_token_policy pools shops).
+        bare = {c: c.rsplit("/", 1)[-1] for c in (cids or [])}
         names = [
-            titles.get(c) or c.replace("-", " ").title() for c in (cids or []) if c not in SHOP_WIDE
+            titles.get(c) or b.replace("-", " ").title()
+            for c, b in bare.items()
+            if b not in SHOP_WIDE
         ]
         out[pid] = tuple(names)
     return out

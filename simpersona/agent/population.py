@@ -39,7 +39,7 @@ from simpersona.agent.runtime import RuntimeConfig, SessionResult, SessionSpec, 
 from simpersona.lake import atomic_write_parquet
 from simpersona.store.events import EventSink
 from simpersona.traces.goals import GoalPair, TemplateGoalWriter
-from simpersona.traces.outline import SessionOutline
+from simpersona.traces.outline import GENERIC_COLLECTIONS, SessionOutline
 
 # The policies every report compares (summary keys end in _markov, _llm, _nopersona).
 POLICIES: tuple[str, ...] = ("markov", "llm", "nopersona")
@@ -109,6 +109,10 @@ class AgentPlan:
     task_id: str | None = None
     task_kind: str | None = None
     seed: int = 0
+    # What the goal names (the counterpart session's category, collections and searches): a
+    # policy that reads no text (the Markov chains) looks for these.
+    topics: tuple[str, ...] = ()
+    queries: tuple[str, ...] = ()
 
     @property
     def buyer_id(self) -> str:
@@ -146,6 +150,28 @@ def _landing_path(o: SessionOutline) -> str:
     return url or "/"
 
 
+def _token_strata(counterparts: Mapping[int, Sequence[SessionOutline]]) -> dict[int, str]:
+    """token → the modal stratum of its counterpart buyers (ties: the earlier letter)."""
+    out = {}
+    for token, outlines in counterparts.items():
+        per_buyer = {o.buyer_id: o.stratum for o in outlines}
+        counts: dict[str, int] = defaultdict(int)
+        for st in per_buyer.values():
+            counts[st] += 1
+        out[token] = min(counts, key=lambda st: (-counts[st], st))
+    return out
+
+
+def _goal_topics(category: str, o: SessionOutline) -> tuple[str, ...]:
+    """The goal's category and the session's specific collections (not shop-wide ones)."""
+    names = [category, *o.collections]
+    return tuple(
+        dict.fromkeys(
+            n for n in names if n and n.strip().lower().replace(" ", "-") not in GENERIC_COLLECTIONS
+        )
+    )
+
+
 def plan_agents(
     shop_id: str,
     distribution: pl.DataFrame,
@@ -157,6 +183,7 @@ def plan_agents(
     *,
     with_token: bool | None = None,
     goal_kind: Literal["intent", "neutral"] = "intent",
+    sampling: Literal["mix", "strata"] = "mix",
 ) -> list[AgentPlan]:
     """`n` agents of `shop_id`: tokens drawn from p̂_s(k) (`distribution`: token, share) among
     the tokens that have a counterpart session, each with a seeded counterpart. The same
@@ -165,11 +192,19 @@ def plan_agents(
 
     `with_token` (default: unless the policy is `nopersona`) puts the token in the profile;
     `goal_kind` "intent" gives the intent-only stage-2 goal, "neutral" the stage-1 goal (the
-    persona-token ablation under neutral intents, Table 9)."""
+    persona-token ablation under neutral intents, Table 9). `sampling` "mix" draws tokens
+    from p̂_s (the store's population, as the paper); "strata" first draws the token's funnel
+    stratum (its buyers' modal stratum on this shop) uniformly over the strata present, then
+    the token from p̂_s within it: rare buyer types (purchasers are ~1 % of a sparse store)
+    then get enough agents for the per-stratum alignment (Table 2 averages strata with equal
+    weight) at a size a CPU can run. Per-cell figures are unbiased either way; population
+    shares of the agents are not, under "strata"."""
     if not policy:
         raise ValueError("a policy label is required (markov, llm, nopersona, …)")
     if goal_kind not in ("intent", "neutral"):
         raise ValueError(f"goal_kind must be 'intent' or 'neutral', got {goal_kind!r}")
+    if sampling not in ("mix", "strata"):
+        raise ValueError(f"sampling must be 'mix' or 'strata', got {sampling!r}")
     if with_token is None:
         with_token = policy != "nopersona"
     writer = goal_writer or TemplateGoalWriter()
@@ -181,11 +216,22 @@ def plan_agents(
         )
     tokens = [int(t) for t in dist["token"]]
     weights = [float(w) for w in dist["share"]]
+    by_stratum: dict[str, tuple[list[int], list[float]]] = {}
+    if sampling == "strata":
+        strata = _token_strata(counterparts)
+        for t, w in zip(tokens, weights, strict=True):
+            ts, ws = by_stratum.setdefault(strata[t], ([], []))
+            ts.append(t)
+            ws.append(w)
     plans = []
     for i in range(n):
         # One generator per agent: agent i is the same person whatever n or the policy.
         rng = random.Random(f"population:{shop_id}:{seed}:{i}")
-        token = rng.choices(tokens, weights=weights)[0]
+        if by_stratum:
+            ts, ws = by_stratum[rng.choice(sorted(by_stratum))]
+            token = rng.choices(ts, weights=ws)[0]
+        else:
+            token = rng.choices(tokens, weights=weights)[0]
         o = rng.choice(list(counterparts[token]))
         pair: GoalPair = writer.write(o)
         plans.append(
@@ -200,6 +246,8 @@ def plan_agents(
                 start_path=_landing_path(o),
                 counterpart_buyer_id=o.buyer_id,
                 seed=seed * 1_000_003 + i,
+                topics=_goal_topics(pair.category, o),
+                queries=tuple(o.searches),
             )
         )
     return plans

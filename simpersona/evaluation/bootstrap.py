@@ -113,16 +113,29 @@ class Interval:
 
 
 def interval(
-    estimate: float, boot: np.ndarray, units: int, cells: int, confidence: float = 0.95
+    estimate: float,
+    boot: np.ndarray,
+    units: int,
+    cells: int,
+    confidence: float = 0.95,
+    method: Literal["percentile", "basic"] = "percentile",
+    bounds: tuple[float, float] = (-math.inf, math.inf),
 ) -> Interval:
-    """Percentile interval of the finite bootstrap statistics `boot` (NaN resamples, e.g. a
-    stratum drawn without cells, are left out and counted)."""
+    """Bootstrap interval from the finite statistics `boot` (NaN resamples, e.g. a stratum
+    drawn without cells, are left out and counted). `percentile`: the tails of `boot`;
+    `basic`: reflected about the estimate, [2θ̂ − q_high, 2θ̂ − q_low], for statistics whose
+    plug-in estimate is biased by sampling noise, as a divergence near 0 is (the percentile
+    interval of a JS divergence of 0 never contains 0; docs/evaluation.md). `bounds` clip
+    the interval to the statistic's range."""
     b = np.asarray(boot, dtype=float)
     b = b[np.isfinite(b)]
     if b.size < 2 or not math.isfinite(estimate):
         return Interval(float(estimate), math.nan, math.nan, math.nan, units, cells, int(b.size))
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(b, [tail, 100 - tail])
+    if method == "basic":
+        low, high = 2 * estimate - high, 2 * estimate - low
+    low, high = min(max(low, bounds[0]), bounds[1]), min(max(high, bounds[0]), bounds[1])
     return Interval(
         float(estimate), float(low), float(high), float(b.std(ddof=1)), units, cells, int(b.size)
     )

@@ -16,6 +16,7 @@ import base64
 import html
 import json
 import math
+import re
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -27,7 +28,18 @@ import polars as pl
 from simpersona.evaluation.paper import PAPER_FIGURES, PAPER_TABLES
 from simpersona.lake import atomic_path, atomic_write_text
 
-POLICIES: tuple[str, ...] = ("markov", "llm", "nopersona")
+# Report columns, in this order; the oracle's column says what it is.
+POLICIES: tuple[str, ...] = (
+    "markov",
+    "markov_notoken",
+    "markov_oracle",
+    "llm",
+    "nopersona",
+    "llm_single",
+    "llm_neutral",
+    "nopersona_neutral",
+)
+COLUMN_LABELS = {"markov_oracle": "markov_oracle (in-sample upper bound)"}
 
 # prefix → (caption, paper table key or None); longest prefix wins.
 TABLE_KINDS: dict[str, tuple[str, str | None]] = {
@@ -40,6 +52,9 @@ TABLE_KINDS: dict[str, tuple[str, str | None]] = {
     "errors": ("Table 8 · Per-shop error-rate distribution", "errors"),
     "ablation": ("Table 9 · Persona-token ablation under neutral intents", "ablation"),
     "population_recovery": ("App. B · Population recovery: stratum-mix JS per store", None),
+    "intervals": ("Headline figures with 95 % bootstrap intervals", None),
+    "ablation_intervals": ("Table 9 · with − without token, paired intervals", None),
+    "errors_intervals": ("Tables 7–8 · two-stage − single-stage, paired intervals", None),
 }
 
 _CSS = """
@@ -55,6 +70,7 @@ th{background:#eef1f5;text-align:center}td:first-child,th:first-child{text-align
 .pair{display:flex;gap:24px;flex-wrap:wrap;align-items:flex-start}
 .pair>div{overflow-x:auto;max-width:100%}
 .paper th{background:#fbeee0}.na{color:#98a1b3}
+.verdict li{margin:.4em 0}.note{color:#5b6577;font-size:.9rem}
 .toc a{margin-right:14px}figure{margin:0 0 18px;display:inline-block;vertical-align:top}
 figure img{max-width:560px;border:1px solid #dde1e8;background:#fff}
 figcaption{font-size:.85rem;color:#5b6577}
@@ -100,27 +116,48 @@ def table_kind(name: str) -> tuple[str, str | None]:
     return name, None
 
 
+def not_measured_reason(key: str, figures: Mapping[str, Any]) -> str:
+    """Why a paper figure has no value of ours in this report."""
+    if key.startswith("instruction_"):
+        return "no instruction-following runs among these shops (materialize instruction_following)"
+    if key.startswith("ablation_"):
+        return "the Table-9 pair llm_neutral / nopersona_neutral was not simulated"
+    if key.endswith("_heldout"):
+        return str(
+            figures.get("recovery_note")
+            or "distribution_recovery has not run for the current codebook"
+        )
+    if key.endswith("_perm_p") or key.endswith("_welch_p") or key.endswith("_kw_p"):
+        return "undefined on these agents (an empty or constant bin; see Table 3's reason)"
+    return "undefined on these agents (see the tables below)"
+
+
 def paper_comparison(figures: Mapping[str, Any]) -> pl.DataFrame:
-    """One row per paper figure that we measured: figure, source, paper value, and ours per
-    policy (`markov`, `llm`, `nopersona`) or unsuffixed (`ours`); cells already formatted."""
+    """Every paper figure: source, paper value, ours per policy that ran (`markov`, `llm`,
+    …) or unsuffixed (`ours`), and a note saying why a row has no value of ours. Cells
+    already formatted."""
     cols = [p for p in POLICIES if any(f"{k}_{p}" in figures for k in PAPER_FIGURES)]
-    plain = any(k in figures for k in PAPER_FIGURES)
+    plain = any(k in figures for k in PAPER_FIGURES) or not cols
     rows = []
     for key, pf in PAPER_FIGURES.items():
-        vals = {p: figures.get(f"{key}_{p}") for p in cols}
+        vals = {COLUMN_LABELS.get(p, p): figures.get(f"{key}_{p}") for p in cols}
         if plain:
             vals["ours"] = figures.get(key)
-        if all(v is None for v in vals.values()):
-            continue
+        measured = any(
+            v is not None and not (isinstance(v, float) and math.isnan(v)) for v in vals.values()
+        )
         rows.append(
             {
                 "figure": pf.label,
                 "source": pf.source,
                 "paper": fmt_value(float(pf.value), pf.kind) + (f" ({pf.note})" if pf.note else ""),
                 **{c: fmt_value(_num(v), pf.kind) for c, v in vals.items()},
+                "note": ""
+                if measured
+                else "not measured, because " + not_measured_reason(key, figures),
             }
         )
-    return pl.DataFrame(rows) if rows else pl.DataFrame({"figure": [], "paper": []})
+    return pl.DataFrame(rows)
 
 
 def _num(v: Any) -> Any:
@@ -164,17 +201,25 @@ def _sections(tables: Mapping[str, pl.DataFrame]) -> list[tuple[str, str, pl.Dat
     return out
 
 
+def _strong(text: str) -> str:
+    """HTML-escaped text with Markdown's **bold** as <strong>."""
+    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text))
+
+
 def render_html(
     figures: Mapping[str, Any],
     tables: Mapping[str, pl.DataFrame],
     plots: Mapping[str, Path],
     config: Mapping[str, Any],
     title: str = "SimPersona evaluation report",
+    verdict: Sequence[str] = (),
+    notes: Sequence[str] = (),
 ) -> str:
-    """The report page as one HTML string (no external resources)."""
+    """The report page as one HTML string (no external resources): the verdict first, then
+    the paper-vs-ours table, plots, tables, every figure and the configuration."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     sections = _sections(tables)
-    toc = ['<a href="#paper-vs-ours">Paper vs ours</a>']
+    toc = ['<a href="#verdict">Verdict</a>', '<a href="#paper-vs-ours">Paper vs ours</a>']
     if plots:
         toc.append('<a href="#plots">Plots</a>')
     toc += [f'<a href="#{_slug(n)}">{html.escape(n)}</a>' for n, *_ in sections]
@@ -186,6 +231,11 @@ def render_html(
         f"<p class='meta'>Generated {stamp}. Paper: SimPersona (arXiv 2605.14205); paper "
         "values are in the orange-headed tables and the “paper” column.</p>",
         f"<p class='toc'>{''.join(toc)}</p>",
+        "<h2 id='verdict'>Verdict</h2>",
+        "<ol class='verdict'>" + "".join(f"<li>{_strong(v)}</li>" for v in verdict) + "</ol>"
+        if verdict
+        else "<p>No verdict: nothing was compared.</p>",
+        *[f"<p class='note'>{_strong(n)}</p>" for n in notes],
         "<h2 id='paper-vs-ours'>Paper vs ours</h2>",
         _html_table(paper_comparison(figures)),
     ]
@@ -235,10 +285,14 @@ def render_markdown(
     plot_links: Mapping[str, str],
     config: Mapping[str, Any],
     title: str = "SimPersona evaluation report",
+    verdict: Sequence[str] = (),
+    notes: Sequence[str] = (),
 ) -> str:
     """The Markdown twin; plots are linked by relative path."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    out = [f"# {title}", "", f"Generated {stamp}.", "", "## Paper vs ours", ""]
+    out = [f"# {title}", "", f"Generated {stamp}.", "", "## Verdict", ""]
+    out += [f"{i}. {v}" for i, v in enumerate(verdict, 1)] or ["No verdict: nothing was compared."]
+    out += [""] + [f"_{n}_" for n in notes] + ["", "## Paper vs ours", ""]
     out += [_md_table(paper_comparison(figures)), ""]
     if plot_links:
         out += ["## Plots", ""] + [f"![{n}]({p})" for n, p in plot_links.items()] + [""]
@@ -260,6 +314,8 @@ def render_report(
     config: Mapping[str, Any],
     out_dir: str | Path,
     title: str = "SimPersona evaluation report",
+    verdict: Sequence[str] = (),
+    notes: Sequence[str] = (),
 ) -> tuple[Path, Path]:
     """Write `<out_dir>/report.html` (self-contained) and `<out_dir>/report.md` (plots copied
     to `<out_dir>/plots/`), atomically; return both paths."""
@@ -275,10 +331,12 @@ def render_report(
             with atomic_path(dest, suffix=".png") as tmp:
                 shutil.copyfile(p, tmp)
         links[name] = f"plots/{dest.name}"
-    html_path = atomic_write_text(render_html(figures, tables, plots, config, title),
-                                  out / "report.html")  # fmt: skip
-    md_path = atomic_write_text(render_markdown(figures, tables, links, config, title),
-                                out / "report.md")  # fmt: skip
+    html_path = atomic_write_text(
+        render_html(figures, tables, plots, config, title, verdict, notes), out / "report.html"
+    )
+    md_path = atomic_write_text(
+        render_markdown(figures, tables, links, config, title, verdict, notes), out / "report.md"
+    )
     return html_path, md_path
 
 
