@@ -428,7 +428,19 @@ class PersonasRun:
                     "r2_checkout_rate",
                     "r2_browse_only_rate",
                 )
-                for suffix in ("_heldout", "_heldout_ci_low", "_heldout_ci_high", "_insample")
+                for suffix in ("_heldout", "_insample")
+            },
+            # Intervals exist for the mean JS and the headline features' R².
+            **{
+                f"{n}_heldout{suffix}": d.get(f"{n}_heldout{suffix}")
+                for n in (
+                    "js_mean",
+                    "r2_intent_strength",
+                    "r2_atc_rate",
+                    "r2_checkout_rate",
+                    "r2_browse_only_rate",
+                )
+                for suffix in ("_ci_low", "_ci_high")
             },
             "n_stores_heldout": d.get("n_stores_heldout"),
             "e_share_real_heldout": d.get("e_share_real_heldout"),

@@ -849,7 +849,7 @@ def test_evaluate_pairs_policies_and_opens_with_a_verdict(tmp_path):
     assert "not measured" in verdict[2]
     rec = {"n_stores_heldout": 4, "js_mean_heldout": 0.02, "js_mean_heldout_ci_low": 0.01,
            "js_mean_heldout_ci_high": 0.03, "buyers_heldout": 900}  # fmt: skip
-    assert "mean JS divergence 0.020 (95 % CI 0.010 to 0.030; 4 held-out" in ev.verdict(rec)[2]
+    assert "mean JS divergence 0.0200 (95 % CI 0.0100 to 0.0300; 4 held-out" in ev.verdict(rec)[2]
     comp = paper_comparison(ev.figures)
     cart = comp.filter(pl.col("figure") == "cart tasks → added to cart").row(0, named=True)
     assert cart["note"].startswith("not measured, because no instruction-following runs")

@@ -124,13 +124,18 @@ def test_a_markov_policy_fitted_on_a_shop_is_refused_there(pipeline):
         leaky = {**split, "train": sorted([*split["train"], shop])}
         split_path.write_text(json.dumps(leaky))
         _fit_markov(instance, res)
-        with pytest.raises(Exception, match="would be in-sample"):
+        with pytest.raises(Exception, match="is a training shop"):
             _materialize(["population_simulation"], instance, shop, res, sim)
+        # Past the split's guard, the policy's own provenance refuses it.
+        anyway = {"ops": {"population_simulation": {"config": {**TINY_SIM,
+                  "policies": ["markov"], "eval_shops_only": False}}}}  # fmt: skip
+        with pytest.raises(Exception, match="would be in-sample"):
+            _materialize(["population_simulation"], instance, shop, res, anyway)
         with pytest.raises(Exception, match="an in-sample figure"):
             _materialize(["evaluation_report"], instance, None, res, report)
         # The oracle is fitted on the shop on purpose, and says so in its name.
         oracle = {"ops": {"population_simulation": {"config": {**TINY_SIM,
-                  "policies": ["markov_oracle"]}}}}  # fmt: skip
+                  "policies": ["markov_oracle"], "eval_shops_only": False}}}}  # fmt: skip
         r = _materialize(["population_simulation"], instance, shop, res, oracle)
         assert (
             r.asset_materializations_for_node("population_simulation")[0].metadata["agents"].value

@@ -351,9 +351,10 @@ def verdict_sentences(
         )  # fmt: skip
     )
     parts = []
-    for p in sorted({k[len("ara_diff_") :] for k in intervals if k.startswith("ara_diff_")}):
+    # The persona policies (and the oracle, labelled); every other policy is in the tables.
+    for p in ("markov", "markov_oracle", "llm"):
         iv = intervals.get(f"ara_diff_{p}")
-        if p.startswith("random_") or iv is None or not math.isfinite(iv.estimate):
+        if iv is None or not math.isfinite(iv.estimate):
             continue
         tag = " (in-sample upper bound)" if p.endswith("_oracle") else ""
         parts.append(
@@ -377,15 +378,22 @@ def verdict_sentences(
     else:
         lo, hi = recovery.get("js_mean_heldout_ci_low"), recovery.get("js_mean_heldout_ci_high")
         ci = (
-            f"95 % CI {_f(lo)} to {_f(hi)}"
+            f"95 % CI {lo:.4f} to {hi:.4f}"
             if lo is not None and math.isfinite(lo)
-            else "no interval with fewer than 3 stores"
+            else "no interval"
         )
         r2 = recovery.get("r2_intent_strength_heldout")
-        r2_text = f"; R² of intent strength across them {_f(r2)}" if r2 is not None else ""
+        r2_lo = recovery.get("r2_intent_strength_heldout_ci_low")
+        r2_text = (
+            f"; R² of intent strength across them {_f(r2)}"
+            + (f" (95 % CI {_f(r2_lo)} to {_f(recovery['r2_intent_strength_heldout_ci_high'])})"
+               if r2_lo is not None else "")
+            if r2 is not None
+            else ""
+        )  # fmt: skip
         out.append(
             "Does the simulated population recover each store's mix? On stores the codebook "
-            f"never trained on, strata A–D: mean JS divergence {_f(js)} ({ci}; "
+            f"never trained on, strata A–D: mean JS divergence {js:.4f} ({ci}; "
             f"{n} held-out stores, {recovery.get('buyers_heldout', 0):,} buyers; paper 0.054)"
             f"{r2_text}." + (f" {recovery['recovery_note']}" if recovery.get("recovery_note") else "")
         )  # fmt: skip
