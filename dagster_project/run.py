@@ -15,6 +15,7 @@ import polars as pl
 from dagster_project.definitions import all_assets
 from dagster_project.partitions import day_partitions, shop_day_key, shop_partitions
 from dagster_project.resources import default_resources
+from simpersona.agent.policy import POLICIES
 from simpersona.lake import Lake
 
 
@@ -149,20 +150,9 @@ DEMO_SIMULATION = {
     "ops": {
         "population_simulation": {
             "config": {
-                # markov / markov_notoken: the token effect of chains fitted on the training
-                # shops; markov_oracle: fitted on each shop itself (labelled upper bound);
-                # llm / nopersona / llm_single: the model with and without its token, and the
-                # single-stage ablation; *_neutral: Table 9.
-                "policies": [
-                    "markov",
-                    "markov_notoken",
-                    "markov_oracle",
-                    "llm",
-                    "nopersona",
-                    "llm_single",
-                    "llm_neutral",
-                    "nopersona_neutral",
-                ],
+                # Every policy: the Markov chains with and without the token and the labelled
+                # in-sample oracle; the LLM with and without it, single-stage; Table 9's pair.
+                "policies": list(POLICIES),
                 # Equal agents per funnel stratum: purchasers are ~1 % of these shops, so a
                 # draw from p̂_s leaves strata A–C with a handful of agents and Table 2 undecided.
                 "sampling": "strata",

@@ -54,51 +54,48 @@ def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-@dg.asset(
-    group_name="grounding",
-    deps=[sft_stage1, sft_stage2],
-    kinds={"pytorch", "deepspeed", "mlflow"},
-    description=(
-        "The persona-grounded LLM: persona tokens added, stage 1 trains only their embedding "
-        "rows (backbone frozen), stage 2 all parameters, loss on assistant turns; an ordinary "
-        "HF model folder, versioned by content, the current one in persona_model/current.json."
-    ),
-)
-def persona_model(
-    context: dg.AssetExecutionContext,
-    config: PersonaModelConfig,
-    warehouse: WarehouseResource,
-    artifacts: ArtifactsResource,
-    mlflow: MLflowResource,
-    training: TrainingLauncherResource,
-) -> dg.MaterializeResult:
-    return _train_persona_model(
-        context, config, warehouse, artifacts, mlflow, training, PERSONA_MODEL, config.single_stage
+def _persona_model_asset(name: str, single_stage: bool | None, description: str):
+    """One persona-model asset under <artifacts>/<name>/; `single_stage` None follows the
+    config's `single_stage`."""
+
+    @dg.asset(
+        name=name,
+        group_name="grounding",
+        deps=[sft_stage1, sft_stage2],
+        kinds={"pytorch", "deepspeed", "mlflow"},
+        description=description,
     )
+    def _asset(
+        context: dg.AssetExecutionContext,
+        config: PersonaModelConfig,
+        warehouse: WarehouseResource,
+        artifacts: ArtifactsResource,
+        mlflow: MLflowResource,
+        training: TrainingLauncherResource,
+    ) -> dg.MaterializeResult:
+        one_stage = config.single_stage if single_stage is None else single_stage
+        return _train_persona_model(
+            context, config, warehouse, artifacts, mlflow, training, name, one_stage
+        )
+
+    return _asset
 
 
-@dg.asset(
-    group_name="grounding",
-    deps=[sft_stage1, sft_stage2],
-    kinds={"pytorch", "deepspeed", "mlflow"},
-    description=(
-        "The single-stage ablation (App. F, Tables 7–8): the same data, base and budget as "
-        "persona_model without stage 1 (persona rows start from their init and train only in "
-        "stage 2 with everything else); run beside it as the `llm_single` policy on the same "
-        "agents. Current one in persona_model_single_stage/current.json."
-    ),
+persona_model = _persona_model_asset(
+    PERSONA_MODEL,
+    None,
+    "The persona-grounded LLM: persona tokens added, stage 1 trains only their embedding "
+    "rows (backbone frozen), stage 2 all parameters, loss on assistant turns; an ordinary "
+    "HF model folder, versioned by content, the current one in persona_model/current.json.",
 )
-def persona_model_single_stage(
-    context: dg.AssetExecutionContext,
-    config: PersonaModelConfig,
-    warehouse: WarehouseResource,
-    artifacts: ArtifactsResource,
-    mlflow: MLflowResource,
-    training: TrainingLauncherResource,
-) -> dg.MaterializeResult:
-    return _train_persona_model(
-        context, config, warehouse, artifacts, mlflow, training, SINGLE_STAGE_MODEL, True
-    )
+persona_model_single_stage = _persona_model_asset(
+    SINGLE_STAGE_MODEL,
+    True,
+    "The single-stage ablation (App. F, Tables 7–8): the same data, base and budget as "
+    "persona_model without stage 1 (persona rows start from their init and train only in "
+    "stage 2 with everything else); run beside it as the `llm_single` policy on the same "
+    "agents. Current one in persona_model_single_stage/current.json.",
+)
 
 
 def _train_persona_model(

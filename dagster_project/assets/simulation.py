@@ -280,7 +280,7 @@ class _Policies:
         goal's topics and searches; other policies: the default persona."""
         if name not in MARKOV_POLICIES:
             return None
-        model = self.policy(name).model
+        model = (self._oracle() if name == "markov_oracle" else self._markov_model())[1]
         with_token = name not in TOKENLESS
         return lambda plan: model.persona(
             str(plan.token) if with_token else "*",

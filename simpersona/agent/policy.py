@@ -18,6 +18,22 @@ from simpersona.agent.observation import Observation
 GoalTarget = Literal["purchase", "add_to_cart", "view_product", "browse"]
 
 
+# Every policy the simulation runs, in the order reports show them (summary keys end in
+# _<policy>): the Markov chains fitted on the training shops, the same without the token,
+# the in-sample oracle; the persona LLM, without its token, single-stage; Table 9's pair
+# (docs/simulation.md).
+POLICIES: tuple[str, ...] = (
+    "markov",
+    "markov_notoken",
+    "markov_oracle",
+    "llm",
+    "nopersona",
+    "llm_single",
+    "llm_neutral",
+    "nopersona_neutral",
+)
+
+
 @dataclass(frozen=True)
 class Persona:
     """Who the agent plays: a persona label (token, buyer type or stratum), its

@@ -41,9 +41,6 @@ from simpersona.store.events import EventSink
 from simpersona.traces.goals import GoalPair, TemplateGoalWriter
 from simpersona.traces.outline import GENERIC_COLLECTIONS, SessionOutline
 
-# The policies every report compares (summary keys end in _markov, _llm, _nopersona).
-POLICIES: tuple[str, ...] = ("markov", "llm", "nopersona")
-
 RESULT_SCHEMA: dict[str, pl.DataType] = {
     "agent_id": pl.String(),
     "shop_id": pl.String(),

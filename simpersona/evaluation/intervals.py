@@ -186,21 +186,17 @@ def _ara_statistic(
 def _ara_units(
     real: pl.DataFrame, agents_by_policy: Mapping[str, pl.DataFrame], cfg: ARAConfig
 ) -> pl.DataFrame:
+    """Agents (paired across policies) in the (shop, token) cells that have `min_real` real
+    buyers: pair_key, shop_id, token, `atc__<policy>`, `pur__<policy>`."""
     pur = "purchase" if cfg.pur == "purchase" else "checkout_reached"
     kept = {}
     for p, a in agents_by_policy.items():
         if cfg.exclude_outcomes:
             a = a.filter(~pl.col("outcome").is_in(list(cfg.exclude_outcomes)))
-        kept[p] = a.rename({"add_to_cart": "atc", pur: "pur"}) if pur != "pur" else a
+        kept[p] = a.rename({"add_to_cart": "atc", pur: "pur"})
     units = _paired_units(kept, ("atc", "pur")).filter(pl.col("token").is_not_null())
-    rc = (
-        real.with_columns(pl.col("token").cast(pl.Int64))
-        .group_by("shop_id", "token")
-        .len()
-        .filter(pl.col("len") >= cfg.min_real)
-        .select("shop_id", "token")
-    )
-    units = units.join(rc, on=["shop_id", "token"], how="semi")
+    rc = real_cells(real.with_columns(pl.col("token").cast(pl.Int64)), cfg)
+    units = units.join(rc.select("shop_id", "token"), on=["shop_id", "token"], how="semi")
     if cfg.min_agents > 1:
         units = units.filter(pl.len().over("shop_id", "token") >= cfg.min_agents)
     return units.sort("pair_key")

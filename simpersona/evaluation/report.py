@@ -25,20 +25,11 @@ from typing import Any
 
 import polars as pl
 
+from simpersona.agent.policy import POLICIES
 from simpersona.evaluation.paper import PAPER_FIGURES, PAPER_TABLES
 from simpersona.lake import atomic_path, atomic_write_text
 
-# Report columns, in this order; the oracle's column says what it is.
-POLICIES: tuple[str, ...] = (
-    "markov",
-    "markov_notoken",
-    "markov_oracle",
-    "llm",
-    "nopersona",
-    "llm_single",
-    "llm_neutral",
-    "nopersona_neutral",
-)
+# The oracle's column says what it is.
 COLUMN_LABELS = {"markov_oracle": "markov_oracle (in-sample upper bound)"}
 
 # prefix → (caption, paper table key or None); longest prefix wins.
