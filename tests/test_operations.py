@@ -434,12 +434,18 @@ def test_nightly_schedule_ticks_with_the_daemon_and_refreshes_shops(ops: Operati
         assert {"/".join(a["path"]) for a in r["assetSelection"]} == set(SHOP_TABLES)
     print(f"schedule on to refreshed shops: {time.perf_counter() - ops.started_at:.1f} s")
 
-    # the asset checks ran in those runs and passed
-    data = dev.gql(CHECKS_QUERY, {"key": {"path": ["persona_assignments"]}})
-    checks = data["assetNodeOrError"]["assetChecksOrError"]["checks"]
+    # the asset checks ran in those runs and passed: wait for the check's own completion
+    # (its execution can still read IN_PROGRESS just after the run reads SUCCESS)
+    def check_done():
+        data = dev.gql(CHECKS_QUERY, {"key": {"path": ["persona_assignments"]}})
+        checks = data["assetNodeOrError"]["assetChecksOrError"]["checks"]
+        execs = checks[0]["executionForLatestMaterialization"] if checks else None
+        done = execs and execs["status"] not in ("IN_PROGRESS", "PLANNED")
+        return (checks, execs) if done else None
+
+    checks, execs = wait_for(check_done, 120, "the row_count check to complete", dev)
     assert [c["name"] for c in checks] == ["row_count"]
-    execs = checks[0]["executionForLatestMaterialization"]
-    assert execs and execs["status"] == "SUCCEEDED", execs
+    assert execs["status"] == "SUCCEEDED", execs
 
     # the nightly partition run a second time (the first was the in-process setup): the same
     # events file byte for byte, the same rows downstream, no duplicates
