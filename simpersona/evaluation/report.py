@@ -61,7 +61,7 @@ th{background:#eef1f5;text-align:center}td:first-child,th:first-child{text-align
 .pair{display:flex;gap:24px;flex-wrap:wrap;align-items:flex-start}
 .pair>div{overflow-x:auto;max-width:100%}
 .paper th{background:#fbeee0}.na{color:#98a1b3}
-.verdict li{margin:.4em 0}.note{color:#5b6577;font-size:.9rem}
+.verdict li{margin:.4em 0}.note{color:#5b6577;font-size:.9rem}.wide{overflow-x:auto}
 .toc a{margin-right:14px}figure{margin:0 0 18px;display:inline-block;vertical-align:top}
 figure img{max-width:560px;border:1px solid #dde1e8;background:#fff}
 figcaption{font-size:.85rem;color:#5b6577}
@@ -228,7 +228,8 @@ def render_html(
         else "<p>No verdict: nothing was compared.</p>",
         *[f"<p class='note'>{_strong(n)}</p>" for n in notes],
         "<h2 id='paper-vs-ours'>Paper vs ours</h2>",
-        _html_table(paper_comparison(figures)),
+        # One column per policy: wide; it scrolls inside the page instead of past it.
+        f"<div class='wide'>{_html_table(paper_comparison(figures))}</div>",
     ]
     if plots:
         parts.append("<h2 id='plots'>Plots</h2>")
