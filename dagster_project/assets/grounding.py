@@ -198,9 +198,9 @@ def _train_persona_model(
             }
         )
         run.log_metrics(numeric)
-        for name, r in (("stage1", r1), ("stage2", r2)):
+        for stage, r in (("stage1", r1), ("stage2", r2)):
             for step, loss in enumerate((r or {}).get("extra", {}).get("loss_history", [])):
-                run.log_metrics({f"{name}_loss": loss}, step=step)
+                run.log_metrics({f"{stage}_loss": loss}, step=step)
         if _folder_bytes(folder) <= MLFLOW_MAX_BYTES:
             run.client.log_artifacts(run.run_id, str(folder), name)
         run.set_tags({"model_path": str(folder)})
