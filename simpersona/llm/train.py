@@ -49,7 +49,7 @@ class TrainConfig:
     stage1_epochs: float | None = None  # stage 1's epochs when set; else `epochs`
     group_by_length: bool = True  # batches of similar length: less padding
     max_steps: int = -1  # > 0: stop after this many optimiser steps (tests, smoke runs)
-    bf16: bool = True  # on GPU only; CPU runs in float32
+    bf16: bool = True  # GPU; a CPU only with native bf16 (cpu_has_bf16), else float32
     gradient_checkpointing: bool = True  # 14B needs it; ~10x slower on the tiny model
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -83,6 +83,29 @@ class TrainConfig:
             gradient_checkpointing=False,
             device="cpu",
             num_threads=1,
+            logging_steps=5,
+        )
+        return replace(base, **overrides)
+
+    @classmethod
+    def cpu_base(cls, **overrides: Any) -> TrainConfig:
+        """A small pretrained base (SmolLM2-135M-Instruct) on a CPU: a fine-tune, not the tiny
+        model's training from scratch — lr 5e-5 (the pilot's: 0 → 97-100 % valid JSON on
+        held-out prompts), stage 1's K rows at 1e-3, batch 1 × 4 accumulated, one epoch, bf16
+        where the CPU has it natively, every core. Measured figures: docs/llm.md."""
+        base = cls(
+            lr=5e-5,
+            stage1_lr=1e-3,
+            warmup_steps=5,
+            weight_decay=0.01,
+            effective_batch=4,
+            per_device_batch=1,
+            max_length=2048,
+            epochs=1.0,
+            bf16=True,
+            gradient_checkpointing=False,
+            device="cpu",
+            num_threads=None,
             logging_steps=5,
         )
         return replace(base, **overrides)
@@ -147,6 +170,22 @@ def _on_gpu(cfg: TrainConfig) -> bool:
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("TrainConfig.device='cuda' but no CUDA device is available")
     return torch.cuda.is_available()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX). Without it, torch
+    emulates bf16 autocast: a 1,024-token SmolLM2 training step took 212 s instead of 8.3 s
+    in float32 on an AVX2-only machine (docs/llm.md), so bf16 is used only where native."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def use_bf16(cfg: TrainConfig, gpu: bool) -> bool:
+    """bf16 mixed precision: on a GPU as configured; on a CPU only where it is native."""
+    return cfg.bf16 and (gpu or cpu_has_bf16())
 
 
 def _world_size() -> int:
@@ -215,19 +254,34 @@ def _load(model_dir: str | os.PathLike[str], gpu: bool, cfg: TrainConfig):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-    from simpersona.llm.tiny import CHAT_TEMPLATE
-
     # A previous stage's ZeRO-3 config must not turn this load into a sharded zero.Init:
     # the whole model is loaded on each process and DeepSpeed shards it when training starts.
     unset_hf_deepspeed_config()
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    if not tok.chat_template or "generation" not in tok.chat_template:
-        # Qwen base checkpoints ship ChatML without generation markers (trl#3586)
-        tok.chat_template = CHAT_TEMPLATE
+    tok.chat_template = training_template(tok)
     dtype = torch.bfloat16 if gpu and cfg.bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     return model, tok
+
+
+def training_template(tok) -> str:
+    """The chat template SFT renders examples with: the tokenizer's own with generation
+    markers around the assistant's reply and end of turn (simpersona.llm.chat_template), so
+    the loss covers exactly what the model writes. A folder without a template (a bare base
+    such as the tiny Qwen3 before it had one) gets ChatML. A template whose turns cannot be
+    reproduced with markers (Qwen3's thinking blocks change the last assistant turn) also
+    falls back to ChatML — Qwen's own special tokens — and says so on stderr."""
+    from simpersona.llm.chat_template import TemplateError, with_generation_markers
+    from simpersona.llm.tiny import CHAT_TEMPLATE
+
+    if not tok.chat_template:
+        return CHAT_TEMPLATE
+    try:
+        return with_generation_markers(tok)
+    except TemplateError as exc:
+        print(f"chat template: {exc}; training with ChatML instead", file=sys.stderr)
+        return CHAT_TEMPLATE
 
 
 def _ensure_persona_tokens(
@@ -289,7 +343,7 @@ def _sft_args(cfg: TrainConfig, out_dir: Path, lr: float, epochs: float, gpu: bo
         packing=False,  # assistant-only loss has no effect with packing (trl#3728)
         assistant_only_loss=True,
         use_cpu=not gpu and not cfg.deepspeed,
-        bf16=gpu and cfg.bf16,
+        bf16=use_bf16(cfg, gpu),  # autocast: the weights stay float32 on a CPU
         gradient_checkpointing=cfg.gradient_checkpointing and gpu,
         seed=cfg.seed,
         data_seed=cfg.seed,
