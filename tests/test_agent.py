@@ -98,8 +98,8 @@ def test_observation_facts_and_rendering():
     assert obs.kind == "home" and obs.facts["cart_count"] == "2"
     assert [e.id for e in obs.links("product")] == [f"product-link-p{i}" for i in range(3)]
     text = obs.render()
-    assert "Page: home" in text and "Cart count: 2" in text
-    assert '[product-link-p1] link "Trail Sandal 1"' in text
+    assert "Page: home · Shop" in text and "cart count: 2" in text
+    assert "[product-link-p1] Trail Sandal 1" in text
     d = obs.to_dict()
     assert json.loads(json.dumps(d))["elements"][0] == {
         "id": "home-link",
@@ -107,6 +107,35 @@ def test_observation_facts_and_rendering():
         "label": "Shop",
         "region": "header",
     }
+
+
+def test_prompt_page_is_compact_and_always_shows_a_taught_target():
+    """The prompt lists the page's controls, the first product links (the rest counted),
+    the menu only where a visit browses, the footer only where it starts; a taught action's
+    target is listed whatever the caps, so no example teaches an id its page does not show."""
+    from simpersona.agent.observation import PROMPT_PRODUCTS, PROMPT_TEXT
+    from simpersona.agent.prompt import messages_for_step
+
+    raw = _raw(n_links=30, text="word " * 400)
+    raw["elements"].append({"id": "nav-collection-sandals", "kind": "link", "label": "Sandals",
+                            "region": "nav"})  # fmt: skip
+    home = build_observation(raw)
+    text = home.render()
+    listed = [ln for ln in text.splitlines() if ln.startswith("[product-link-")]
+    assert len(listed) == PROMPT_PRODUCTS and f"(+{30 - PROMPT_PRODUCTS} more products" in text
+    assert "[search-input] input Search" in text  # controls of any region stay
+    assert "Menu: [home-link] Shop · [nav-collection-sandals] Sandals" in text
+    assert "Footer: [footer-page-about] About us" in text
+    text_line = next(ln for ln in text.splitlines() if ln.startswith("Text: "))
+    assert len(text_line) <= len("Text: ") + PROMPT_TEXT
+    assert "[product-link-p29]" in home.render(show=["product-link-p29"])
+    product = build_observation({**raw, "page": "product"})
+    assert "Menu:" not in product.render() and "Footer:" not in product.render()
+    # A taught click on the 30th product: its page lists it.
+    msgs = messages_for_step("Buy sandals.", None, [], home.to_dict(),
+                             {"action": "click", "id": "product-link-p29"})  # fmt: skip
+    assert "[product-link-p29] Trail Sandal 29" in msgs[1]["content"]
+    assert "URL:" not in msgs[1]["content"]  # the host and port say nothing to the model
 
 
 def test_observation_is_capped_to_its_token_budget_keeping_what_matters():

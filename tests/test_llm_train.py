@@ -4,6 +4,7 @@ persona rows, labels cover assistant turns only, save/reload is exact, stage 2 a
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -306,8 +307,10 @@ def test_pretraining_lowers_the_loss_and_build_records_it(tmp_path):
     path = build_tiny_model(texts, tmp_path / "tiny", seed=0, pretrain=cfg)
     stats = json.loads((path / "pretrain.json").read_text())
     assert stats["steps"] == 40 and stats["tokens_seen"] == 40 * 4 * 128
-    # from ln(vocab) ≈ 8 on random weights to a model of this small, repetitive corpus
-    assert stats["loss_first"] > 6.5 and stats["loss_last"] < stats["loss_first"] - 3.0, stats
+    # from about ln(vocab) on random weights to a model of this small, repetitive corpus
+    vocab = len(AutoTokenizer.from_pretrained(path))
+    assert stats["loss_first"] > math.log(vocab) - 0.5, (stats, vocab)
+    assert stats["loss_last"] < stats["loss_first"] - 3.0, stats
     # the saved weights are the pretrained ones: their loss on the corpus is the low one
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     tok = AutoTokenizer.from_pretrained(path)

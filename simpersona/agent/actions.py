@@ -138,13 +138,13 @@ def schema_text() -> str:
     """One line per action kind, for prompts and docs."""
     return "\n".join(
         [
-            '{"action": "search", "query": "<words>"}',
+            '{"action": "search", "query": "..."}',
             '{"action": "click", "id": "<element id>"}',
-            '{"action": "type", "id": "<input id>", "text": "<text>"}',
-            '{"action": "select", "id": "<select id>", "value": "<option value or label>"}',
+            '{"action": "type", "id": "<input id>", "text": "..."}',
+            '{"action": "select", "id": "<select id>", "value": "<option>"}',
             f'{{"action": "add_to_cart", "quantity": <1-{MAX_QUANTITY}>}}',
             '{"action": "go_back"}',
-            '{"action": "scroll", "direction": "down" | "up"}',
-            '{"action": "end_session", "reason": "<why>"}',
+            '{"action": "scroll", "direction": "down|up"}',
+            '{"action": "end_session", "reason": "..."}',
         ]
     )

@@ -15,6 +15,7 @@ LLM policy reuses it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,6 +37,19 @@ AGENT_ID_ATTR = "data-sp-agent-id"
 CHARS_PER_TOKEN = 4  # rough size of a token in English page text; enough for a budget
 DEFAULT_TOKEN_BUDGET = 1500
 MAX_LABEL = 80
+# What a prompt shows of a page (Observation.render): characters of the page text and of a
+# label, options of a select. The observation keeps more; the prompt is the model's cost.
+PROMPT_TEXT = 120
+PROMPT_LABEL = 48
+PROMPT_OPTIONS = 8
+PROMPT_PRODUCTS = 10  # product links listed in a prompt; the rest are counted
+PROMPT_MENU = 10  # menu links listed
+# Links of these regions go on one line each (menu, footer), after the page's own controls.
+_EDGES = {"header": "header", "nav": "header", "footer": "footer"}
+_MENU_PAGES = frozenset({"home", "collection", "search", "info", "other", "error"})
+_FOOTER_PAGES = frozenset({"home", "info", "other"})
+# Facts the page text or an element already shows to the model.
+_UNSHOWN = frozenset({"product_id"})
 
 # Runs in the page. Collects the visible interactive elements in document order, gives the
 # ones without an id a stable agent id, and reads the storefront's data attributes when present.
@@ -138,15 +152,19 @@ class Element:
     in_view: bool = True
 
     def render(self) -> str:
-        bits = [f"[{self.id}] {self.kind}"]
+        """`[id] label` for a link; `[id] kind label` for a control, with its value, state or
+        options: what the agent names in an action and what it needs to choose it."""
+        bits = [f"[{self.id}]"]
+        if self.kind != "link":
+            bits.append(self.kind)
         if self.label:
-            bits.append(f'"{self.label[:MAX_LABEL]}"')
+            bits.append(_clip(self.label, PROMPT_LABEL))
         if self.value:
-            bits.append(f"value={self.value!r}")
+            bits.append(f"= {_clip(self.value, PROMPT_LABEL)}")
         if self.checked is not None:
-            bits.append("checked" if self.checked else "unchecked")
+            bits.append("(checked)" if self.checked else "(unchecked)")
         if self.options:
-            bits.append("options=" + "|".join(self.options[:12]))
+            bits.append("options: " + " | ".join(self.options[:PROMPT_OPTIONS]))
         return " ".join(bits)
 
 
@@ -207,18 +225,53 @@ class Observation:
         ]
         return d
 
-    def render(self) -> str:
-        """The observation as prompt text: header lines, the text summary, one element per line."""
-        lines = [f"URL: {self.url}", f"Page: {self.kind}", f"Title: {self.title}"]
-        lines += [f"{k.replace('_', ' ').capitalize()}: {v}" for k, v in self.facts.items()]
+    def render(self, show: Sequence[str] = ()) -> str:
+        """The observation as prompt text, compact (a small model's prompt is its cost; the
+        measured lengths are in docs/agents.md): the page kind and title, the facts on one
+        line, the start of the page text, the page's controls one per line (product links:
+        the first `PROMPT_PRODUCTS`, the rest counted), and the menu and (where a visit
+        starts) footer links on one line each. Ids in `show` are shown whatever the caps (a
+        taught action's target is always on its page)."""
+        lines = [f"Page: {self.kind} · {self.title}"]
+        facts = [f"{k.replace('_', ' ')}: {v}" for k, v in self.facts.items() if k not in _UNSHOWN]
+        if facts:
+            lines.append(" · ".join(facts))
         if self.form_error:
             lines.append(f"Error on page: {self.form_error}")
-        lines.append(f"Text: {self.text}")
+        if self.text:
+            lines.append(f"Text: {_clip(self.text, PROMPT_TEXT)}")
         lines.append("Elements:")
-        lines += [f"  {e.render()}" for e in self.elements]
+        products = hidden = 0
+        for e in self.elements:
+            if e.region in _EDGES and e.kind == "link":
+                continue
+            if e.product_id and e.kind == "link" and e.id not in show:
+                products += 1
+                if products > PROMPT_PRODUCTS:
+                    hidden += 1
+                    continue
+            lines.append(e.render())
+        if hidden:
+            lines.append(f"(+{hidden} more products on this page)")
+        for region, name in (("header", "Menu"), ("footer", "Footer")):
+            # Menus where a visit browses; a product, the cart and checkout have their own
+            # ways on (the product's collections, the cart and checkout buttons, go_back).
+            # The footer's about, shipping, returns: where a visit starts, not mid-funnel.
+            if self.kind not in (_MENU_PAGES if region == "header" else _FOOTER_PAGES):
+                continue
+            links = [e for e in self.elements
+                     if e.kind == "link" and _EDGES.get(e.region) == region]  # fmt: skip
+            links = [e for i, e in enumerate(links) if i < PROMPT_MENU or e.id in show]
+            if links:
+                lines.append(f"{name}: " + " · ".join(e.render() for e in links))
         if self.truncated:
-            lines.append(f"  (+{self.truncated} more elements; scroll to see others)")
+            lines.append(f"(+{self.truncated} more elements; scroll to see others)")
         return "\n".join(lines)
+
+
+def _clip(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1].rstrip() + "…"
 
 
 def page_kind(raw_page: str | None, url: str, payment_fields: bool = False) -> str:

@@ -15,20 +15,12 @@ from typing import Any
 from simpersona.agent.actions import schema_text
 from simpersona.agent.observation import Element, Observation
 
-SYSTEM_PROMPT = f"""You are a shopper using an online store through a browser.
-Each turn you see your goal, your buyer profile, what you have done so far and the current page.
-Reply with exactly one JSON object: the next action, with a short "reasoning" first.
-
-Actions:
+SYSTEM_PROMPT = f"""You are a shopper in an online store. Reply with one JSON action, "reasoning" first:
 {schema_text()}
-
-Rules:
-- Use only element ids shown on the current page.
-- One action per reply; no text outside the JSON object.
-- Act the way your buyer profile shops: it decides how much you look, compare and commit.
-- When you have done what you came for, or want to leave, use end_session."""
+Use only ids shown on the page. Shop as your buyer profile shops. End the session when done."""
 
 NO_PROGRESS = "(nothing yet: you just arrived)"
+RECENT_STEPS = 5  # progress-log entries a prompt shows (the rest are counted)
 NO_PROFILE = "(none)"  # the buyer-profile field of an agent without a persona token
 
 
@@ -55,19 +47,22 @@ def user_turn(
     profile: str | None,
     progress: Sequence[str],
     observation: Observation | Mapping[str, Any],
+    show: Sequence[str] = (),
 ) -> str:
     """The user message of one step. `profile` is the persona token (e.g. `<|persona_17|>`);
-    it appears in the profile field and nowhere else."""
+    it appears in the profile field and nowhere else. `show`: element ids the page must
+    list (a taught action's target)."""
     obs = (
         observation if isinstance(observation, Observation) else observation_from_dict(observation)
     )
+    recent = list(progress)[-RECENT_STEPS:]
+    earlier = len(progress) - len(recent)
     lines = [
         f"Goal: {goal}",
         f"Buyer profile: {profile or NO_PROFILE}",
-        "Progress so far:",
-        *([f"  {p}" for p in progress] or [f"  {NO_PROGRESS}"]),
-        "Current page:",
-        obs.render(),
+        "Last steps:" + (f" ({earlier} earlier)" if earlier else ""),
+        *(recent or [NO_PROGRESS]),
+        obs.render(show),
     ]
     return "\n".join(lines)
 
@@ -89,9 +84,10 @@ def messages_for_step(
     action: Mapping[str, Any] | None = None,
 ) -> list[dict[str, str]]:
     """The chat messages of one step (with the assistant turn when `action` is given)."""
+    target = [str(action["id"])] if action is not None and action.get("id") else []
     msgs = [
         {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": user_turn(goal, profile, progress, observation)},
+        {"role": "user", "content": user_turn(goal, profile, progress, observation, target)},
     ]
     if action is not None:
         msgs.append({"role": "assistant", "content": assistant_turn(action)})

@@ -29,7 +29,7 @@ from simpersona.agent.prompt import NO_PROFILE
 
 INTENT = re.compile(r"\b(You are here to) (buy|browse)\b")
 PROFILE = re.compile(r"^Buyer profile: .*$", re.MULTILINE)
-PRODUCT_PAGE = "\nPage: product\n"
+PRODUCT_PAGE = re.compile(r"^Page: product\b", re.MULTILINE)  # Observation.render's first line
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def probe_prompts(rows: Sequence[dict[str, Any]], n: int, seed: int = 0) -> list
         for r in rows
         if r.get("goal_kind") == "intent"
         and len(r.get("messages", ())) >= 2
-        and PRODUCT_PAGE in r["messages"][1]["content"]
+        and PRODUCT_PAGE.search(r["messages"][1]["content"])
         and INTENT.search(r["messages"][1]["content"])
     ]
     random.Random(seed).shuffle(pick)
