@@ -160,7 +160,58 @@ def test_bad_requests_are_openai_errors(client, base_url):
     assert r.json()["error"]["type"] == "invalid_request_error"
 
 
-def test_concurrent_requests_are_served_one_by_one(client):
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(client, base_url):
+    """Requests sent at once share batches, and each answer is the one it gets alone: the
+    greedy texts match the sequential ones, the guided ones validate."""
+    questions = [f"Page: product {i} – Trail Shoe {i}, size {40 + i}" for i in range(6)]
+
+    def ask(q: str, **kw):
+        msgs = [MESSAGES[0], {"role": "user", "content": q}]
+        return chat(client, messages=msgs, max_tokens=20, temperature=0, **kw)
+
+    alone = [ask(q).choices[0].message.content for q in questions]
+    engine_stats = httpx.get(base_url + "/health").json()
+    assert engine_stats["status"] == "ok"
+    together: dict[int, str] = {}
+    guided: dict[int, str] = {}
+
+    def call(i: int) -> None:
+        together[i] = ask(questions[i]).choices[0].message.content
+        fmt = json_format("g", Goal.model_json_schema())
+        guided[i] = ask(questions[i], response_format=fmt, seed=i).choices[0].message.content
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(questions))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert [together[i] for i in range(len(questions))] == alone
+    for text in guided.values():
+        Goal.model_validate_json(text)
+    stats = httpx.get(base_url + "/health").json()
+    assert stats["requests"] > stats["batches"]  # some requests shared a batch
+
+
+def test_streaming_sends_the_same_text_as_deltas(client):
+    full = chat(client, max_tokens=24, temperature=0)
+    stream = client.chat.completions.create(
+        model="tiny", messages=MESSAGES, max_tokens=24, temperature=0, stream=True
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert text == full.choices[0].message.content
+    assert chunks[-1].choices[0].finish_reason == full.choices[0].finish_reason
+    # With a stop string, no character of it is ever sent.
+    stop = full.choices[0].message.content[8:11]
+    cut = chat(client, max_tokens=24, temperature=0, stop=[stop]).choices[0].message.content
+    parts = client.chat.completions.create(
+        model="tiny", messages=MESSAGES, max_tokens=24, temperature=0, stream=True, stop=[stop]
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in parts) == cut
+
+
+def test_concurrent_guided_requests_all_validate(client):
     results: list[str] = []
 
     def call(seed: int) -> None:

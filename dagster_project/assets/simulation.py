@@ -96,6 +96,17 @@ class SimulationConfig(dg.Config):
         ),
     )
     seed: int = Field(default=0, description="Seed of the agents' draws and sampling.")
+    llm_base_url: str = Field(
+        default="",
+        description=(
+            "An OpenAI-compatible endpoint already serving the current persona model (vLLM "
+            "in production, docs/deploy.md); empty: serve it here with serve-llm. The "
+            "single-stage ablation is always served here."
+        ),
+    )
+    llm_model: str = Field(
+        default="", description="The model name that endpoint serves (default: the folder's)."
+    )
     markov_smoothing: float = Field(
         default=1.0,
         description="markov_oracle: pseudo-sessions of the stratum chain mixed into each "
@@ -132,6 +143,10 @@ class InstructionConfig(dg.Config):
         default=True, description="Guided decoding with each page's action schema."
     )
     seed: int = Field(default=0, description="Seed of the task order and sampling.")
+    llm_base_url: str = Field(
+        default="", description="As population_simulation's: an endpoint serving the model."
+    )
+    llm_model: str = Field(default="", description="The model name that endpoint serves.")
     eval_shops_only: bool = Field(
         default=True,
         description=(
@@ -220,11 +235,19 @@ class _Policies:
             return MarkovPolicy(self._oracle()[1], seed=self.cfg.seed)
         if name not in LLM_POLICIES:
             raise dg.Failure(f"unknown policy {name!r}: one of {MARKOV_POLICIES + LLM_POLICIES}")
-        _, folder, _, base_url = self._served(self.model_asset(name))
+        asset = self.model_asset(name)
+        external = getattr(self.cfg, "llm_base_url", "") if asset == PERSONA_MODEL else ""
+        if external:
+            self.model_version, folder = _current(self.artifacts, asset)
+            base_url, model = external.rstrip("/").removesuffix("/v1"), self.cfg.llm_model
+        else:
+            _, folder, _, base_url = self._served(asset)
+            model = ""
         client = LLMClient(
             LLMConfig(
                 base_url=base_url + "/v1",
-                model=folder.name,  # serve-llm names the model after its folder
+                # serve-llm names the model after its folder
+                model=model or folder.name,
                 max_retries=2,
                 concurrency=self.cfg.concurrency,
                 max_tokens=self.cfg.max_tokens,

@@ -7,31 +7,38 @@ as to vLLM or a hosted API.
     with serve_in_background("models/tiny") as base_url:
         OpenAI(base_url=base_url + "/v1", api_key="-").chat.completions.create(...)
 
-Endpoints: GET /v1/models, POST /v1/chat/completions (n=1, no streaming; `response_format`
-json_object / json_schema decode under a JSON-schema constraint, see constrained.py),
-GET /health. One model, one request at a time: requests queue on a lock and run in a worker
-thread, so the event loop keeps answering. Binds loopback unless told otherwise.
+Endpoints: GET /v1/models, POST /v1/chat/completions (n=1; `stream=true` answers with
+server-sent events; `response_format` json_object / json_schema decode under a JSON-schema
+constraint, see constrained.py), GET /health. Concurrent requests are batched: a worker
+thread runs every request waiting when the model comes free in one batch, their shared prompt
+prefix computed once (`BatchEngine`, `LocalModel.generate_batch`), so the event loop keeps
+answering and agents share each forward pass. Binds loopback unless told otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import json
 import os
+import queue
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from simpersona.llm.constrained import (
     JsonConstraint,
@@ -46,6 +53,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8008
 DEFAULT_MAX_TOKENS = 1024  # when a request gives none (OpenAI: up to the context)
 SMALL_MODEL = 50_000_000  # parameters; below this, CPU generation uses one thread
+MIN_PREFIX = 16  # shared prompt tokens worth computing once for a batch (LocalModel._prefill)
+PREFILL_ROWS = 4  # prompts prefilled in one forward pass
 
 
 class APIError(Exception):
@@ -167,6 +176,8 @@ class LocalModel:
         if threads is None and self.device.type == "cpu" and n_params < SMALL_MODEL:
             self.threads = 1  # small matrices gain nothing from threads, and lose under load
         self.created = int(time.time())
+        self._prefix: tuple[tuple[int, ...], DynamicCache] | None = None  # kept shared prefix
+        self._last_prompt: list[int] = []
 
     def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
         text = self.tokenizer.apply_chat_template(
@@ -191,61 +202,258 @@ class LocalModel:
         constraint: JsonConstraint | None = None,
     ) -> Completion:
         """Sample up to `max_tokens` tokens after `prompt` (KV-cached, one token a step)."""
-        with _torch_threads(self.threads):
-            return self._generate(prompt, max_tokens, temperature, top_p, seed, stop, constraint)
+        req = GenRequest(prompt, max_tokens, temperature, top_p, seed, stop or [], constraint)
+        return self.generate_batch([req])[0]
 
-    def _generate(
-        self,
-        prompt: list[int],
-        max_tokens: int,
-        temperature: float,
-        top_p: float,
-        seed: int | None,
-        stop: list[str] | None,
-        constraint: JsonConstraint | None,
-    ) -> Completion:
-        gen = None
-        if seed is not None:
-            gen = torch.Generator(self.device).manual_seed(seed)
-        out = self.model(input_ids=torch.tensor([prompt], device=self.device), use_cache=True)
-        past, logits = out.past_key_values, out.logits[0, -1]
+    @torch.inference_mode()
+    def generate_batch(self, reqs: list[GenRequest]) -> list[Completion]:
+        """Run `reqs` together: one batched prefill (the prompts' shared prefix computed once
+        and reused, see `_prefill`), then one batched forward per token for every request
+        still going; a request leaves the batch when it stops. Each request samples with its
+        own settings, generator and JSON constraint, so its tokens are what it would get
+        alone (up to float rounding between batch shapes)."""
+        with _torch_threads(self.threads):
+            return self._generate_batch(reqs)
+
+    def _generate_batch(self, reqs: list[GenRequest]) -> list[Completion]:
+        n = len(reqs)
+        gens = [
+            torch.Generator(self.device).manual_seed(r.seed) if r.seed is not None else None
+            for r in reqs
+        ]
+        live, cache, mask, pos, logits = self._prefill([r.prompt for r in reqs])
         valid = self.valid.to(self.device)
-        ids: list[int] = []
-        text, finish = "", "length"
-        for step in range(max_tokens):
-            logits = logits.float().masked_fill(~valid, -torch.inf)
-            if constraint is not None:
-                if constraint.done:
-                    finish = "stop"
-                    break
-                logits = logits.masked_fill(~constraint.allowed().to(self.device), -torch.inf)
-            token = _sample(logits, temperature, top_p, gen)
-            if constraint is not None:
-                token = constraint.commit(token, max_tokens - step)
-            if token in self.eos_ids:
-                finish = "stop"
+        ids: list[list[int]] = [[] for _ in reqs]
+        texts: list[str | None] = [None] * n  # set when a stop string cut the text
+        finish = ["length"] * n
+        # live[row]: the request in batch row `row`, for the requests still in the batch
+        step = 0
+        while live:
+            rows_next, tokens_next = [], []
+            for row, i in enumerate(live):
+                r = reqs[i]
+                if step >= r.max_tokens:
+                    continue
+                lg = logits[row].float().masked_fill(~valid, -torch.inf)
+                c = r.constraint
+                if c is not None:
+                    if c.done:
+                        finish[i] = "stop"
+                        continue
+                    lg = lg.masked_fill(~c.allowed().to(self.device), -torch.inf)
+                token = _sample(lg, r.temperature, r.top_p, gens[i])
+                if c is not None:
+                    token = c.commit(token, r.max_tokens - step)
+                if token in self.eos_ids:
+                    finish[i] = "stop"
+                    continue
+                ids[i].append(token)
+                if r.stop or r.on_token is not None:
+                    text = self.tokenizer.decode(ids[i], skip_special_tokens=True)
+                    cut = min((k for s in r.stop if (k := text.find(s)) >= 0), default=-1)
+                    if cut >= 0:
+                        texts[i], finish[i] = text[:cut], "stop"
+                        continue
+                    if r.on_token is not None:
+                        r.on_token(text)
+                if c is not None and c.done:
+                    finish[i] = "stop"
+                    continue
+                if step + 1 >= r.max_tokens:
+                    continue
+                rows_next.append(row)
+                tokens_next.append(token)
+            step += 1
+            if not rows_next:
                 break
-            ids.append(token)
-            if stop:
-                text = self.tokenizer.decode(ids, skip_special_tokens=True)
-                cut = min((i for s in stop if (i := text.find(s)) >= 0), default=-1)
-                if cut >= 0:
-                    text, finish = text[:cut], "stop"
-                    break
-            if constraint is not None and constraint.done:
-                finish = "stop"
-                break
+            if len(rows_next) < len(live):  # finished requests leave the batch
+                keep = torch.tensor(rows_next, device=self.device)
+                cache.batch_select_indices(keep)
+                mask, pos = mask[keep], pos[keep]
+                live = [live[row] for row in rows_next]
+            mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
             out = self.model(
-                input_ids=torch.tensor([[token]], device=self.device),
-                past_key_values=past,
+                input_ids=torch.tensor(tokens_next, device=self.device)[:, None],
+                attention_mask=mask,
+                position_ids=pos[:, None],
+                cache=cache,
                 use_cache=True,
             )
-            past, logits = out.past_key_values, out.logits[0, -1]
-        if constraint is not None and finish == "length" and constraint.complete:
-            finish = "stop"  # the budget ran out exactly as the JSON completed
-        if finish != "stop" or not stop:
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        return Completion(text, len(prompt), len(ids), finish)
+            cache, logits, pos = out.cache, out.logits[:, -1], pos + 1
+        results = []
+        for i, r in enumerate(reqs):
+            c = r.constraint
+            if c is not None and finish[i] == "length" and c.complete:
+                finish[i] = "stop"  # the budget ran out exactly as the JSON completed
+            text = texts[i]
+            if text is None:
+                text = self.tokenizer.decode(ids[i], skip_special_tokens=True)
+            results.append(Completion(text, len(r.prompt), len(ids[i]), finish[i]))
+        return results
+
+    def _prefill(self, prompts: list[list[int]]):
+        """(row order, cache, attention mask, next positions, last logits) of a batch of
+        prompts; row r of the batch is prompt `order[r]`. Their shared prefix (the system
+        prompt, the goal's start) is computed once, kept for the next batches while it still
+        prefixes their prompts, and copied to every row; the rest of each prompt follows it,
+        left-padded, with the pads masked out and positions counted from the prefix, so each
+        row computes what it would alone. Prompts are prefilled a few at a time, shortest
+        first, each group padded only to its own longest prompt; the groups' caches are then
+        padded (masked zeros after the prefix) to one length for the batched decoding."""
+        plen = self._shared_prefix(prompts)
+        prefix = self._prefix_cache(tuple(prompts[0][:plen])) if plen else None
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        suffixes = [prompts[i][plen:] for i in order]
+        width = max(len(s) for s in suffixes)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        dev = self.device
+        caches, logits = [], []
+        for lo in range(0, len(order), PREFILL_ROWS):
+            group = suffixes[lo : lo + PREFILL_ROWS]
+            w = max(len(s) for s in group)
+            cache = DynamicCache()
+            if prefix is not None:
+                cache = copy.deepcopy(prefix)
+                cache.batch_repeat_interleave(len(group))
+            out = self.model(
+                input_ids=torch.tensor([[pad] * (w - len(s)) + s for s in group], device=dev),
+                attention_mask=torch.tensor(
+                    [[1] * plen + [0] * (w - len(s)) + [1] * len(s) for s in group], device=dev
+                ),
+                position_ids=torch.tensor(
+                    [[plen] * (w - len(s)) + list(range(plen, plen + len(s))) for s in group],
+                    device=dev,
+                ),
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,  # the vocabulary projection of the last position only
+            )
+            caches.append((out.cache, width - w))
+            logits.append(out.logits[:, -1])
+        mask = torch.tensor(
+            [[1] * plen + [0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=dev
+        )
+        nxt = torch.tensor([plen + len(s) for s in suffixes], device=dev)
+        self._last_prompt = prompts[order[-1]]
+        cache = _stack_caches(caches, plen, self.model.config)
+        return order, cache, mask, nxt, torch.cat(logits)
+
+    def _shared_prefix(self, prompts: list[list[int]]) -> int:
+        """Tokens at the start of every prompt worth computing once: the kept prefix while it
+        prefixes them all, else the longest prefix they share with each other and with the
+        previous batch's last prompt (a lone request shares its system prompt with the
+        previous one); 0 when that is shorter than `MIN_PREFIX`. At least one token of each
+        prompt stays outside it (its logits start the reply)."""
+        room = min(len(p) for p in prompts) - 1
+        kept = self._prefix[0] if self._prefix is not None else ()
+        if kept and len(kept) <= room and all(tuple(p[: len(kept)]) == kept for p in prompts):
+            return len(kept)
+        others = [*prompts, self._last_prompt] if self._last_prompt else prompts
+        if len(others) < 2:
+            return 0
+        plen = 0
+        for col in zip(*others, strict=False):
+            if any(t != col[0] for t in col):
+                break
+            plen += 1
+        plen = min(plen, room)
+        return plen if plen >= MIN_PREFIX else 0
+
+    def _prefix_cache(self, tokens: tuple[int, ...]) -> DynamicCache:
+        if self._prefix is None or self._prefix[0] != tokens:
+            out = self.model(
+                input_ids=torch.tensor([list(tokens)], device=self.device),
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            self._prefix = (tokens, out.cache)
+        return self._prefix[1]
+
+
+def _stack_caches(groups: list[tuple[DynamicCache, int]], plen: int, config: Any) -> DynamicCache:
+    """One cache with the rows of every group stacked in order, each group's positions after
+    the prefix (`plen`) left-padded by its given count of zeros (masked out by the caller's
+    attention mask), so every row has one length."""
+    if len(groups) == 1 and groups[0][1] == 0:
+        return groups[0][0]
+
+    def padded(t: torch.Tensor, n: int) -> torch.Tensor:
+        if n == 0:
+            return t
+        gap = t.new_zeros(*t.shape[:2], n, t.shape[3])
+        return torch.cat([t[:, :, :plen], gap, t[:, :, plen:]], dim=2)
+
+    layers = []
+    for i in range(len(groups[0][0].layers)):
+        keys = torch.cat([padded(c.layers[i].keys, n) for c, n in groups])
+        values = torch.cat([padded(c.layers[i].values, n) for c, n in groups])
+        layers.append((keys, values))
+    return DynamicCache(ddp_cache_data=layers, config=config)
+
+
+@dataclass
+class GenRequest:
+    """One completion to generate: the prompt's tokens and the sampling settings;
+    `on_token` is called with the text so far after every token (streaming)."""
+
+    prompt: list[int]
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    constraint: JsonConstraint | None = None
+    on_token: Callable[[str], None] | None = None
+
+
+class BatchEngine:
+    """Runs the requests of many clients through one model in batches: a worker thread takes
+    every request waiting when the model comes free (up to `max_batch`) and generates them
+    together (`LocalModel.generate_batch`), so concurrent agents share each forward pass
+    instead of queueing behind each other. `submit` returns a Future."""
+
+    def __init__(self, lm: LocalModel, max_batch: int = 16, gather_s: float = 0.25) -> None:
+        self.lm, self.max_batch, self.gather_s = lm, max_batch, gather_s
+        self._queue: queue.Queue[tuple[GenRequest, Future]] = queue.Queue()
+        self.batches = 0  # batches run, and the requests in them (for the benchmark)
+        self.batched_requests = 0
+        self._last_size = 0
+        self._thread = threading.Thread(target=self._run, name="llm-batches", daemon=True)
+        self._thread.start()
+
+    def submit(self, req: GenRequest) -> Future:
+        fut: Future = Future()
+        self._queue.put((req, fut))
+        return fut
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            # Gather briefly when several clients are about: agents answered by the last
+            # batch send their next steps within moments of each other, and a batch that
+            # starts without them leaves them waiting for its whole length. A lone client
+            # (the last batch held one request) does not wait.
+            until = time.monotonic() + (self.gather_s if self._last_size > 1 else 0.0)
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._queue.get(timeout=max(0.0, until - time.monotonic())))
+                except queue.Empty:
+                    break
+            reqs = [r for r, f in batch if f.set_running_or_notify_cancel()]
+            futs = [f for _, f in batch if f.running()]
+            if not reqs:
+                continue
+            self.batches += 1
+            self.batched_requests += len(reqs)
+            self._last_size = len(reqs)
+            try:
+                results = self.lm.generate_batch(reqs)
+            except BaseException as exc:  # answered as a 500 to every request of the batch
+                for f in futs:
+                    f.set_exception(exc)
+                continue
+            for f, res in zip(futs, results, strict=True):
+                f.set_result(res)
 
 
 # ---- the HTTP API --------------------------------------------------------------------------
@@ -273,8 +481,9 @@ class ChatRequest(BaseModel):
     response_format: dict[str, Any] | None = None
 
 
-def _complete(lm: LocalModel, req: ChatRequest) -> dict[str, Any]:
-    """Validate a request against the model and run it (called in the worker thread)."""
+def _prepare(lm: LocalModel, req: ChatRequest) -> GenRequest:
+    """Validate a request against the model and build its generation request (tokenizing
+    and compiling its JSON schema: run in a worker thread, off the event loop)."""
     if req.model not in (lm.name, str(lm.path)):
         raise APIError(
             404, f"model {req.model!r} not found; this server serves {lm.name!r}",
@@ -282,8 +491,6 @@ def _complete(lm: LocalModel, req: ChatRequest) -> dict[str, Any]:
         )  # fmt: skip
     if req.n not in (None, 1):
         raise APIError(400, "only n=1 is supported", param="n")
-    if req.stream:
-        raise APIError(400, "streaming is not supported", param="stream")
     try:
         constraint = lm.constraint(schema_of(req.response_format))
     except ResponseFormatError as exc:
@@ -300,18 +507,20 @@ def _complete(lm: LocalModel, req: ChatRequest) -> dict[str, Any]:
             param="messages",
             code="context_length_exceeded",
         )
-    stop = [req.stop] if isinstance(req.stop, str) else [s for s in req.stop or [] if s]
-    result = lm.generate(
+    return GenRequest(
         prompt,
         max_tokens=max_tokens or min(DEFAULT_MAX_TOKENS, room),
         temperature=1.0 if req.temperature is None else req.temperature,
         top_p=1.0 if req.top_p is None else req.top_p,
         seed=req.seed,
-        stop=stop,
+        stop=[req.stop] if isinstance(req.stop, str) else [s for s in req.stop or [] if s],
         constraint=constraint,
     )
+
+
+def _completion_body(lm: LocalModel, result: Completion, cid: str) -> dict[str, Any]:
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "id": cid,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": lm.name,
@@ -331,10 +540,51 @@ def _complete(lm: LocalModel, req: ChatRequest) -> dict[str, Any]:
     }
 
 
-def create_app(lm: LocalModel) -> FastAPI:
-    """The FastAPI app serving `lm`."""
+def _chunk(lm: LocalModel, cid: str, delta: dict[str, Any], finish: str | None = None) -> str:
+    body = {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": lm.name,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+
+async def _stream(engine: BatchEngine, lm: LocalModel, gen: GenRequest, cid: str):
+    """Server-sent events as OpenAI streams them: a role chunk, content deltas as tokens
+    come, a chunk with the finish reason, `[DONE]`. With stop strings, the last characters
+    that could begin one are held back until the text settles, so no stop text is sent."""
+    loop = asyncio.get_running_loop()
+    texts: asyncio.Queue[str] = asyncio.Queue()
+    hold = max((len(s) for s in gen.stop), default=1) - 1
+    gen.on_token = lambda text: loop.call_soon_threadsafe(texts.put_nowait, text)
+    fut = asyncio.wrap_future(engine.submit(gen))
+    yield _chunk(lm, cid, {"role": "assistant", "content": ""})
+    sent = 0
+    while not (fut.done() and texts.empty()):
+        getter = asyncio.ensure_future(texts.get())
+        done, _ = await asyncio.wait({getter, fut}, return_when=asyncio.FIRST_COMPLETED)
+        if getter not in done:
+            getter.cancel()
+            continue
+        text = getter.result()
+        safe = len(text) - hold
+        if safe > sent:
+            yield _chunk(lm, cid, {"content": text[sent:safe]})
+            sent = safe
+    result = fut.result()
+    if len(result.text) > sent:
+        yield _chunk(lm, cid, {"content": result.text[sent:]})
+    yield _chunk(lm, cid, {}, result.finish_reason)
+    yield "data: [DONE]\n\n"
+
+
+def create_app(lm: LocalModel, max_batch: int = 16) -> FastAPI:
+    """The FastAPI app serving `lm`; concurrent requests are batched (`BatchEngine`)."""
     app = FastAPI(title="SimPersona local LLM", docs_url=None, redoc_url=None)
-    lock = asyncio.Lock()  # one generation at a time: one model, no batching
+    engine = BatchEngine(lm, max_batch)
+    app.state.engine = engine
 
     @app.exception_handler(APIError)
     async def api_error(_: Request, exc: APIError) -> JSONResponse:
@@ -347,18 +597,22 @@ def create_app(lm: LocalModel) -> FastAPI:
         return APIError(400, f"{loc}: {err['msg']}" if loc else err["msg"], param=loc).response()
 
     @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "batches": engine.batches, "requests": engine.batched_requests}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         card = {"id": lm.name, "object": "model", "created": lm.created, "owned_by": "local"}
         return {"object": "list", "data": [{**card, "max_model_len": lm.context_length}]}
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(req: ChatRequest) -> dict[str, Any]:
-        async with lock:
-            return await run_in_threadpool(_complete, lm, req)
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(req: ChatRequest) -> dict[str, Any] | StreamingResponse:
+        gen = await run_in_threadpool(_prepare, lm, req)
+        cid = f"chatcmpl-{uuid.uuid4().hex}"
+        if req.stream:
+            return StreamingResponse(_stream(engine, lm, gen, cid), media_type="text/event-stream")
+        result = await asyncio.wrap_future(engine.submit(gen))
+        return _completion_body(lm, result, cid)
 
     return app
 
