@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dagster_project.assets import features, grounding, ingest, personas, simulation, traces
+from dagster_project.assets import (
+    features,
+    grounding,
+    ingest,
+    personas,
+    probe,
+    simulation,
+    traces,
+)
 from dagster_project.checks import all_checks
 from dagster_project.jobs import (
     catalog_job,
@@ -27,7 +35,7 @@ from dagster_project.schedules import nightly_ingest_schedule
 from dagster_project.sensors import lake_sensor, shop_refresh_sensor
 
 all_assets = dg.load_assets_from_modules(
-    [ingest, features, personas, traces, grounding, simulation]
+    [ingest, features, personas, traces, grounding, probe, simulation]
 )
 
 defs = dg.Definitions(

@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from dagster_project.assets.simulation import LLM_POLICIES
 from dagster_project.definitions import all_assets
 from dagster_project.partitions import day_partitions, shop_day_key, shop_partitions
 from dagster_project.resources import default_resources
@@ -169,6 +170,39 @@ DEMO_SIMULATION = {
 }
 
 
+# The same demo with a real pretrained base (SmolLM2-135M-Instruct, the default) on 2 cores:
+# a training step costs ~6 s an example and an agent step ~3 s instead of milliseconds, so
+# stage 1 sees a third of the examples (it moves only the persona rows), the single-stage
+# ablation and Table 9's pair are left out, and the LLM runs fewer agents and tasks — the
+# demo's figures for them are small-sample (their intervals say so);
+# benchmarks/persona_grounding.py and docs/llm.md have the measured sizes and times.
+DEMO_GROUNDING_REAL_BASE = {
+    "ops": {"persona_model": {"config": {"train_overrides": json.dumps({"stage1_epochs": 0.3})}}}
+}
+DEMO_SIMULATION_REAL_BASE = {
+    "ops": {
+        "population_simulation": {
+            "config": {
+                "policies": ["markov", "markov_notoken", "markov_oracle", "llm", "nopersona"],
+                "sampling": "strata",
+                "agents_per_shop": 5,
+                "markov_agents_per_shop": 60,
+                "max_steps": 20,
+            }
+        },
+        "instruction_following": {
+            "config": {
+                "policies": ["markov", "llm"],
+                "n_tasks": 12,
+                "repetitions": 1,
+                "max_steps": 15,
+            }
+        },
+        "persona_probe": {"config": {"sessions_per_shop": 6, "prompts": 20, "samples": 1}},
+    }
+}
+
+
 def run_demo(
     data_dir: str | os.PathLike[str],
     n_shops: int = 6,
@@ -184,7 +218,8 @@ def run_demo(
     grounding_run_config: dict | None = None,
     simulation_run_config: dict | None = None,
     simulate: bool = True,
-    single_stage: bool = True,
+    single_stage: bool | None = None,
+    base_model: str | None = None,
 ) -> tuple[dict, Path]:
     """Generate shops, run every stage that exists, write reports/latest/summary.json.
 
@@ -195,12 +230,23 @@ def run_demo(
     everything after it); `grounding_run_config` / `simulation_run_config` are Dagster run
     configs of the persona model and of the simulation assets (default: DEMO_SIMULATION);
     `simulate=False` stops after the traces; `single_stage` also trains the single-stage
-    ablation (App. F) for the `llm_single` policy."""
+    ablation (App. F) for the `llm_single` policy (default: with the tiny model only);
+    `base_model` replaces the training resource's base (a packaged name, a folder, "tiny").
+    A real base gets the DEMO_*_REAL_BASE configurations unless others are given."""
     from simpersona.reports import new_report_dir, update_summary
     from simpersona.synth import GeneratorConfig, generate_lake
 
     t_demo = time.perf_counter()
     data_dir = Path(data_dir)
+    resources = dict(resources or default_resources())
+    if base_model is not None:
+        resources["training"] = resources["training"].model_copy(update={"base_model": base_model})
+    tiny = resources["training"].uses_tiny()
+    if single_stage is None:
+        single_stage = tiny
+    if not tiny:
+        grounding_run_config = grounding_run_config or DEMO_GROUNDING_REAL_BASE
+        simulation_run_config = simulation_run_config or DEMO_SIMULATION_REAL_BASE
     say = console.print if console is not None else print
     lake_root = data_dir / "lake"
     gen_cfg = generator or GeneratorConfig(n_shops=n_shops, n_buyers=n_buyers, seed=seed)
@@ -235,7 +281,11 @@ def run_demo(
         )
     grounding, sim = GroundingRun(), SimulationRun()
     if traces_per_shop > 0 and simulate:
-        say("[6/7] persona grounding: stage 1 (persona embeddings), stage 2 (all weights)")
+        say(
+            "[6/7] persona grounding on "
+            f"{resources['training'].base_model_name()}: stage 1 (persona embeddings), "
+            "stage 2 (all weights)"
+        )
         grounding = run_grounding(
             instance, resources, grounding_run_config, single_stage=single_stage
         )
@@ -652,6 +702,7 @@ class GroundingRun:
     """The persona model's training (persona_model asset)."""
 
     version: str = ""
+    base_model: str = ""
     figures: dict = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -661,7 +712,10 @@ class GroundingRun:
         keep = ("stage1_seconds", "stage2_seconds", "stage1_loss", "stage2_loss", "stage1_steps",
                 "stage2_steps", "train_examples", "pretrain_seconds", "pretrain_loss_last",
                 "single_stage_stage2_seconds")  # fmt: skip
-        out: dict[str, float | int | str] = {"persona_model_version": self.version}
+        out: dict[str, float | int | str] = {
+            "persona_model_version": self.version,
+            "base_model": self.base_model,
+        }
         out |= {k: self.figures[k] for k in keep if isinstance(self.figures.get(k), int | float)}
         out["grounding_seconds"] = round(self.seconds, 2)
         return out
@@ -692,6 +746,7 @@ def run_grounding(
         figures["single_stage_version"] = sfig.get("version", "")
     return GroundingRun(
         version=str(md.get("version", "")),
+        base_model=str(md.get("base_model_name", "")),
         figures=figures,
         seconds=time.perf_counter() - t0,
     )
@@ -709,6 +764,9 @@ class SimulationRun:
     headline: dict = field(default_factory=dict)
     figures: dict = field(default_factory=dict)
     report_html: str = ""
+    llm_ran: int = 0  # LLM-policy agents run (not resumed) and their wall time
+    llm_wall_s: float = 0.0
+    probe_seconds: float | None = None
     seconds: float = 0.0
 
     def summary(self) -> dict[str, float | int | str | None]:
@@ -722,6 +780,10 @@ class SimulationRun:
             "report_html": self.report_html,
             "simulation_seconds": round(self.seconds, 2),
         }
+        if self.llm_wall_s:
+            out["llm_agents_per_min"] = round(self.llm_ran / self.llm_wall_s * 60, 2)
+        if self.probe_seconds is not None:
+            out["probe_seconds"] = self.probe_seconds
         # Issue #7's name for the LLM policy's share of valid actions.
         if "valid_action_rate_llm" in self.figures:
             out["valid_action_rate"] = round(self.figures["valid_action_rate_llm"], 4)
@@ -738,9 +800,11 @@ def run_simulation(
     run_config: dict | None = None,
     instruction: bool = True,
     progress: bool = False,
+    probe: bool = True,
 ) -> SimulationRun:
     """Per evaluation shop (default: the eval split) the population simulation and the
-    instruction tasks, then the evaluation report over them."""
+    instruction tasks, then (`probe`) the persona model's intent probe, then the evaluation
+    report over them."""
     from dagster_project.assets.personas import _shop_split
     from dagster_project.resources import WarehouseResource
 
@@ -752,7 +816,7 @@ def run_simulation(
     ops = (run_config or {}).get("ops", {})
     per_shop = ["population_simulation"] + (["instruction_following"] if instruction else [])
     out = SimulationRun(shops=shops)
-    bar = _progress_bar(len(shops) + 2, "simulation", progress)
+    bar = _progress_bar(len(shops) + 3, "simulation", progress)
     # The Markov policy is fitted on the training shops first (out of sample on these).
     fit = ops.get("markov_policy")
     r = _materialize(
@@ -771,10 +835,24 @@ def run_simulation(
         )
         pmd = r.asset_materializations_for_node("population_simulation")[0].metadata
         out.agents += pmd["agents"].value
+        for name, run in pmd["runs"].value.items():
+            if name in LLM_POLICIES and run.get("ran"):
+                out.llm_ran += run["ran"]
+                out.llm_wall_s += run["wall_s"]
         if instruction:
             imd = r.asset_materializations_for_node("instruction_following")[0].metadata
             out.instruction_runs += imd["runs"].value
         bar.update(1)
+    if probe:
+        # The persona model's intent and token probe on the evaluation shops' product pages.
+        probe_cfg = (
+            {"ops": {"persona_probe": ops["persona_probe"]}} if "persona_probe" in ops else None
+        )
+        r = _materialize(["persona_probe"], instance, None, resources, probe_cfg)
+        out.probe_seconds = float(
+            r.asset_materializations_for_node("persona_probe")[0].metadata["seconds"].value
+        )
+    bar.update(1)
     rep = ops.get("evaluation_report") or {"config": {"shops": shops}}
     rep_cfg = {"ops": {"evaluation_report": rep}}
     r = _materialize(["evaluation_report"], instance, None, resources, rep_cfg)

@@ -198,6 +198,14 @@ def demo_command(
     shops: Annotated[int, typer.Option(help="Generated shops.")] = 6,
     buyers: Annotated[int, typer.Option(help="Generated buyers, all shops together.")] = 60_000,
     seed: Annotated[int, typer.Option(help="Seed of everything.")] = 0,
+    base_model: Annotated[
+        str | None,
+        typer.Option(
+            help="Base LLM of the persona model: smollm2-135m-instruct (default: "
+            "$SIMPERSONA_BASE_MODEL, else this), a Hugging Face folder, or 'tiny' (the "
+            "embedded tiny model: about 15 minutes faster, reads nothing)."
+        ),
+    ] = None,
 ) -> None:
     """Run every stage that exists end-to-end on generated data and write
     <data-dir>/reports/latest/summary.json."""
@@ -205,8 +213,9 @@ def demo_command(
     from dagster_project.run import run_demo
 
     summary, report_dir = run_demo(
-        data_dir, n_shops=shops, n_buyers=buyers, seed=seed, console=console
-    )
+        data_dir, n_shops=shops, n_buyers=buyers, seed=seed, console=console,
+        base_model=base_model,
+    )  # fmt: skip
     table = Table("figure", "value", title="SimPersona demo")
     for k, v in summary.items():
         table.add_row(k, f"{v:,}" if isinstance(v, int) else str(v))

@@ -87,6 +87,9 @@ def test_probe_figures_add_up(tiny):
         assert 0.0 <= r[key] <= 1.0
     assert r["intent_gap"] == pytest.approx(r["atc_buy"] - r["atc_browse"])
     assert r["token_gap"] == pytest.approx(r["atc_buy"] - r["atc_buy_without_token"])
+    for gap in ("intent_gap", "token_gap"):  # paired bootstrap over prompts, around the gap
+        assert r[f"{gap}_ci_low"] <= r[gap] + 1e-9 <= r[f"{gap}_ci_high"] + 2e-9
+        assert r[f"{gap}_ci_low"] >= -1.0 and r[f"{gap}_ci_high"] <= 1.0
     assert intent_probe(tiny, _rows(), cfg) == r  # seeded
 
 

@@ -72,6 +72,7 @@ TINY_SIMULATION = {
         "instruction_following": {
             "config": {"policies": ["markov"], "n_tasks": 2, "repetitions": 1, "max_steps": 4}
         },
+        "persona_probe": {"config": {"sessions_per_shop": 3, "prompts": 3, "samples": 1}},
     }
 }
 ASSETS = (
@@ -161,6 +162,16 @@ def test_demo_personas_on_generated_shops(tmp_path: Path) -> None:
             assert key in saved, key
         assert 0 <= saved["valid_action_rate"] <= 1 and saved["demo_seconds"] > 0
         assert saved["valid_action_rate"] <= saved["valid_json_rate"] <= 1
+        # the persona model's headline keys: its base, the intent probe on the evaluation
+        # shops' product pages, the token's Cohen's d gap, LLM agents per minute
+        assert saved["base_model"] == "tiny" and saved["llm_agents_per_min"] > 0
+        assert saved["probe_prompts"] >= 0 and saved["probe_seconds"] > 0
+        if saved["probe_prompts"]:
+            assert saved["intent_gap_llm_ci_low"] <= saved["intent_gap_llm_ci_high"]
+            assert -1 <= saved["intent_gap_llm"] <= 1
+        assert saved["token_d_gap_llm"] == saved["purchase_d_gap_llm_nopersona"]
+        for k in ("token_d_gap_llm_ci_low", "token_d_gap_llm_ci_high"):
+            assert k in saved, k
         report = Path(saved["report_html"])
         assert report.exists() and "Action Rate Alignment" in report.read_text()
         assert "App. B · Population recovery" in report.read_text()  # the codebook's recovery

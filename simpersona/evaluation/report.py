@@ -44,6 +44,7 @@ TABLE_KINDS: dict[str, tuple[str, str | None]] = {
     "ablation": ("Table 9 · Persona-token ablation under neutral intents", "ablation"),
     "population_recovery": ("App. B · Population recovery: stratum-mix JS per store", None),
     "intervals": ("Headline figures with 95 % bootstrap intervals", None),
+    "persona_probe": ("Intent and token probe of the persona model (evaluation shops)", None),
     "ablation_intervals": ("Table 9 · with − without token, paired intervals", None),
     "errors_intervals": ("Tables 7–8 · two-stage − single-stage, paired intervals", None),
 }

@@ -104,7 +104,13 @@ def intent_probe(
 ) -> dict[str, Any]:
     """Add-to-cart rates of sampled replies under each intent, with and without the persona
     token, and in the data (`truth_*`, the taught action of the same prompts). `intent_gap`
-    = atc_buy − atc_browse with the token; `token_gap` = atc_buy − atc_buy_without_token."""
+    = atc_buy − atc_browse with the token; `token_gap` = atc_buy − atc_buy_without_token.
+    Both carry a 95 % bootstrap interval over prompts, paired (each prompt's own difference
+    is resampled: `*_ci_low`, `*_ci_high`).
+
+    A prompt's four variants and their samples are one left-padded batch: prefill, the
+    dominant cost on a CPU, runs once per variant rather than once per sample."""
+    import numpy as np
     import torch
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -119,39 +125,49 @@ def intent_probe(
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     tok = AutoTokenizer.from_pretrained(model_dir)
+    tok.padding_side = "left"
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     gen = torch.Generator().manual_seed(cfg.seed)
     counts: Counter[tuple[str, str, str]] = Counter()
     truth: Counter[tuple[str, bool]] = Counter()
     variants = [(i, p) for i in ("buy", "browse") for p in ("token", "none")]
+    per_prompt: list[dict[tuple[str, str], float]] = []
     for row in tqdm(prompts, desc="intent probe", disable=not progress):
         system, user = row["messages"][0], row["messages"][1]["content"]
         taught = reply_action(row["messages"][2]["content"])
         truth[(INTENT.search(user).group(2), taught == "add_to_cart")] += 1
+        texts = []
         for intent, profile in variants:
             text = with_intent(user, intent)
             if profile == "none":
                 text = without_token(text)
-            ids = tok.apply_chat_template(
-                [system, {"role": "user", "content": text}],
-                add_generation_prompt=True,
-                return_tensors="pt",
-                return_dict=True,
-            )
-            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-            with torch.no_grad():
-                out = model.generate(
-                    **ids,
-                    do_sample=True,
-                    temperature=cfg.temperature,
-                    num_return_sequences=cfg.samples,
-                    max_new_tokens=cfg.max_new_tokens,
-                    pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else 0,
+            texts.append(
+                tok.apply_chat_template(
+                    [system, {"role": "user", "content": text}],
+                    add_generation_prompt=True,
+                    tokenize=False,
                 )
-            n = ids["input_ids"].shape[1]
-            for seq in out:
-                kind = reply_action(tok.decode(seq[n:], skip_special_tokens=True))
-                counts[(intent, profile, kind)] += 1
+            )
+        ids = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+        with torch.no_grad():
+            out = model.generate(
+                **ids,
+                do_sample=True,
+                temperature=cfg.temperature,
+                num_return_sequences=cfg.samples,
+                max_new_tokens=cfg.max_new_tokens,
+                pad_token_id=pad,
+            )
+        n = ids["input_ids"].shape[1]
+        carts: Counter[tuple[str, str]] = Counter()
+        for j, seq in enumerate(out):  # variant-major: samples of a variant are adjacent
+            key = variants[j // cfg.samples]
+            kind = reply_action(tok.decode(seq[n:], skip_special_tokens=True))
+            counts[(*key, kind)] += 1
+            carts[key] += kind == "add_to_cart"
+        per_prompt.append({k: carts[k] / cfg.samples for k in variants})
 
     def rate(intent: str, profile: str) -> float:
         total = sum(v for (i, p, _), v in counts.items() if (i, p) == (intent, profile))
@@ -161,14 +177,31 @@ def intent_probe(
         total = truth[(intent, True)] + truth[(intent, False)]
         return truth[(intent, True)] / total if total else float("nan")
 
+    def paired_ci(a: tuple[str, str], b: tuple[str, str]) -> tuple[float, float]:
+        diffs = np.array([p[a] - p[b] for p in per_prompt])
+        if len(diffs) < 2 or np.all(diffs == diffs[0]):
+            return float(diffs.mean()), float(diffs.mean())
+        from scipy.stats import bootstrap
+
+        res = bootstrap(
+            (diffs,), np.mean, n_resamples=2000, method="percentile", random_state=cfg.seed
+        )
+        return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
     atc = {f"atc_{i}{'' if p == 'token' else '_without_token'}": rate(i, p) for i, p in variants}
     replies = sum(counts.values())
+    intent_ci = paired_ci(("buy", "token"), ("browse", "token"))
+    token_ci = paired_ci(("buy", "token"), ("buy", "none"))
     return {
         "prompts": len(prompts),
         "samples": cfg.samples,
         **atc,
         "intent_gap": atc["atc_buy"] - atc["atc_browse"],
+        "intent_gap_ci_low": intent_ci[0],
+        "intent_gap_ci_high": intent_ci[1],
         "token_gap": atc["atc_buy"] - atc["atc_buy_without_token"],
+        "token_gap_ci_low": token_ci[0],
+        "token_gap_ci_high": token_ci[1],
         "truth_atc_buy": truth_rate("buy"),
         "truth_atc_browse": truth_rate("browse"),
         "unparsed_rate": sum(v for (_, _, k), v in counts.items() if k == "bad") / replies,

@@ -51,6 +51,18 @@ def _goal(record: dict[str, Any], stage: Stage, intent_share: float) -> str:
     return record["goal_stage2"]
 
 
+def intent_reasoning(reasoning: str, intent: str | None) -> str:
+    """Stage 2's taught reasoning, opened by the goal's intent ("I am here to buy. I add …").
+
+    A small model fine-tuned on a few hundred steps learns which page got which action and
+    ignores the goal's intent, a word far up the prompt (docs/llm.md, "Why the tiny model
+    does not separate"). Stating it at the head of the reply makes the intent a copy from the
+    goal (which a pretrained model does reliably) and the action a choice right after it."""
+    if intent not in ("buy", "browse"):
+        return reasoning
+    return f"I am here to {intent}. {reasoning}".strip()
+
+
 def step_examples(
     record: dict[str, Any], stage: Stage, intent_share: float = INTENT_ONLY_SHARE
 ) -> list[dict[str, Any]]:
@@ -64,7 +76,10 @@ def step_examples(
     for s in record["steps"]:
         if s.get("action") is None or s.get("error"):
             continue
-        action = {**s["action"], "reasoning": s.get("reasoning") or ""}
+        reasoning = s.get("reasoning") or ""
+        if stage == "stage2":
+            reasoning = intent_reasoning(reasoning, record.get("intent"))
+        action = {**s["action"], "reasoning": reasoning}
         out.append(
             {
                 "messages": messages_for_step(
