@@ -172,12 +172,12 @@ DEMO_SIMULATION = {
 
 # The same demo with a real pretrained base (SmolLM2-135M-Instruct, the default) on 2 cores:
 # a training step costs ~6 s an example and an agent step ~3 s instead of milliseconds, so
-# stage 1 sees a third of the examples (it moves only the persona rows), the single-stage
+# stage 1 sees a quarter of the examples (it moves only the persona rows), the single-stage
 # ablation and Table 9's pair are left out, and the LLM runs fewer agents and tasks — the
 # demo's figures for them are small-sample (their intervals say so);
 # benchmarks/persona_grounding.py and docs/llm.md have the measured sizes and times.
 DEMO_GROUNDING_REAL_BASE = {
-    "ops": {"persona_model": {"config": {"train_overrides": json.dumps({"stage1_epochs": 0.3})}}}
+    "ops": {"persona_model": {"config": {"train_overrides": json.dumps({"stage1_epochs": 0.25})}}}
 }
 DEMO_SIMULATION_REAL_BASE = {
     "ops": {
@@ -185,7 +185,7 @@ DEMO_SIMULATION_REAL_BASE = {
             "config": {
                 "policies": ["markov", "markov_notoken", "markov_oracle", "llm", "nopersona"],
                 "sampling": "strata",
-                "agents_per_shop": 5,
+                "agents_per_shop": 4,
                 "markov_agents_per_shop": 60,
                 "max_steps": 20,
             }
@@ -193,12 +193,14 @@ DEMO_SIMULATION_REAL_BASE = {
         "instruction_following": {
             "config": {
                 "policies": ["markov", "llm"],
-                "n_tasks": 12,
+                "n_tasks": 9,
                 "repetitions": 1,
                 "max_steps": 15,
             }
         },
-        "persona_probe": {"config": {"sessions_per_shop": 6, "prompts": 20, "samples": 1}},
+        "persona_probe": {
+            "config": {"sessions_per_shop": 6, "prompts": 12, "samples": 1, "max_new_tokens": 80}
+        },
     }
 }
 

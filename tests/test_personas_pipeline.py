@@ -135,7 +135,8 @@ def test_demo_personas_on_generated_shops(tmp_path: Path) -> None:
         # the traces stage: replays of the training shops, SFT datasets from them
         assert saved["traces_sessions"] == 3 * len(split["train"])
         assert 0 < saved["traces_keep_rate"] <= 1
-        assert saved["sft_stage1_examples"] == saved["sft_stage2_examples"] > 0
+        # stage 2 adds flipped-intent twins of goal product pages (traces.dataset)
+        assert 0 < saved["sft_stage1_examples"] <= saved["sft_stage2_examples"]
         assert (wh.root / "sft" / "stage1.jsonl").exists()
         for shop in split["train"]:
             assert (wh.root / "traces" / f"shop={shop}.jsonl").exists()

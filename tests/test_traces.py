@@ -158,7 +158,22 @@ def test_sft_datasets_validate(replayed, tmp_path):
     s1 = build_dataset(records, "stage1", tmp_path / "sft_stage1.jsonl", max_sessions=12)
     s2 = build_dataset(records, "stage2", tmp_path / "sft_stage2.jsonl", max_sessions=12)
     assert s1.sessions == s2.sessions == 12
-    assert s1.examples == s2.examples > 12
+    rows2 = read_dataset(tmp_path / "sft_stage2.jsonl")
+    twins = [r for r in rows2 if r["goal_kind"] == "intent_counterfactual"]
+    assert s1.examples > 12 and s2.examples == s1.examples + len(twins)
+    assert twins, "no goal product page among 12 sessions"
+    taught = {(r["session_id"], r["step"]): r for r in rows2 if r["goal_kind"] == "intent"}
+    for t in twins:
+        # the same page, history and token as a taught step, under the other intent
+        src = taught[(t["session_id"], t["step"])]
+        user, src_user = t["messages"][1]["content"], src["messages"][1]["content"]
+        intent = re.match(r"Goal: You are here to (buy|browse) ", user).group(1)
+        other = re.match(r"Goal: You are here to (buy|browse) ", src_user).group(1)
+        assert intent != other and user.split("\n", 1)[1] == src_user.split("\n", 1)[1]
+        reply = json.loads(t["messages"][2]["content"])
+        assert reply["reasoning"].startswith(f"I am here to {intent}. ")
+        assert reply["action"] == ("add_to_cart" if intent == "buy" else "end_session")
+        assert json.loads(src["messages"][2]["content"])["action"] != reply["action"]
     # Round-robin: all 5 tokens in use are represented, none twice before all once.
     counts = s1.sessions_by_token
     assert len(counts) == 5 and max(counts.values()) - min(counts.values()) <= 1

@@ -24,6 +24,7 @@ class PersonaProbeConfig(dg.Config):
     prompts: int = Field(default=24, description="Product-page prompts probed in all.")
     samples: int = Field(default=2, description="Replies sampled per prompt and variant.")
     temperature: float = Field(default=0.7, description="Sampling temperature (the policy's).")
+    max_new_tokens: int = Field(default=96, description="Reply budget: reasoning, then action.")
     seed: int = Field(default=0, description="Seed of the session and prompt draws, sampling.")
 
 
@@ -90,6 +91,7 @@ def persona_probe(
         prompts=config.prompts,
         samples=config.samples,
         temperature=config.temperature,
+        max_new_tokens=config.max_new_tokens,
         seed=config.seed,
     )
     try:

@@ -182,6 +182,13 @@ class SFTDatasetConfig(dg.Config):
         default=3600, description="Sessions in the dataset at most (the paper: 3,600)."
     )
     seed: int = Field(default=0, description="Seed of the round-robin selection.")
+    counterfactual_intent: bool = Field(
+        default=True,
+        description=(
+            "Stage 2: a flipped-intent twin of each intent-goal step on the goal's product "
+            "page (buy carts, browse leaves), so the intent, not the page, decides the reply."
+        ),
+    )
 
 
 def _sft(context, config: SFTDatasetConfig, warehouse, mlflow, stage: str) -> dg.MaterializeResult:
@@ -200,7 +207,10 @@ def _sft(context, config: SFTDatasetConfig, warehouse, mlflow, stage: str) -> dg
         context.log.warning(f"training shops without replayed_traces, left out: {missing}")
     records = [r for s in have for r in read_records(wh.root / TRACES_DIR / f"shop={s}.jsonl")]
     path = wh.root / "sft" / f"{stage}.jsonl"
-    stats = build_dataset(records, stage, path, config.max_sessions, config.seed)
+    stats = build_dataset(
+        records, stage, path, config.max_sessions, config.seed,
+        counterfactual=config.counterfactual_intent,
+    )  # fmt: skip
     meta = stats.as_metadata()
     with mlflow.run_for(context) as run:
         run.log_params({"stage": stage, "shops": have, **config.__dict__})

@@ -63,39 +63,81 @@ def intent_reasoning(reasoning: str, intent: str | None) -> str:
     return f"I am here to {intent}. {reasoning}".strip()
 
 
+def counterfactual_action(
+    intent: str, observation: Mapping[str, Any], goal: str, action: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """What the other intent does on the goal's own product page, or None where the step is
+    not such a page. The data pairs each page with one intent, so a model can fit every
+    reply from the page alone and ignore its goal; this counterpart (the same page, history
+    and token under the flipped intent) makes the intent the only difference. Buy sessions
+    add the goal's product to the cart there; browse sessions never do, and leave."""
+    title = str(observation.get("title") or "")
+    if observation.get("kind") != "product" or not title or f"“{title}”" not in goal:
+        return None
+    if intent == "buy" and action.get("action") == "add_to_cart":
+        return {
+            "action": "end_session",
+            "reason": "done: I only came to look",
+            "reasoning": f"I am here to browse. I have looked at “{title}”, so I leave the shop.",
+        }
+    if intent == "browse" and action.get("action") != "add_to_cart":
+        return {
+            "action": "add_to_cart",
+            "quantity": 1,
+            "reasoning": f"I am here to buy. I add “{title}” to my cart.",
+        }
+    return None
+
+
 def step_examples(
-    record: dict[str, Any], stage: Stage, intent_share: float = INTENT_ONLY_SHARE
+    record: dict[str, Any],
+    stage: Stage,
+    intent_share: float = INTENT_ONLY_SHARE,
+    counterfactual: bool = True,
 ) -> list[dict[str, Any]]:
     """The training examples of one kept trajectory record (`Trajectory.summary()` plus its
     `steps`): every step whose action ran (invalid attempts are not taught). Stage 2 uses
-    the intent-only goal for a stable `intent_share` of sessions."""
+    the intent-only goal for a stable `intent_share` of sessions; with `counterfactual`, such
+    a session's step on its goal's product page also gets its flipped-intent twin
+    (`counterfactual_action`, goal_kind "intent_counterfactual")."""
     token = record.get("token")
     profile = persona_token(token) if token is not None else None
     goal = _goal(record, stage, intent_share)
+    intent = record.get("intent")
+    kind = (
+        "neutral"
+        if stage == "stage1"
+        else ("intent" if goal is record.get("goal_stage2_intent") else "full")
+    )
     out = []
+
+    def example(goal: str, s: dict, action: dict, kind: str) -> dict[str, Any]:
+        return {
+            "messages": messages_for_step(
+                goal, profile, s.get("memory") or [], s["observation"], action
+            ),
+            "stage": stage,
+            "goal_kind": kind,
+            "shop_id": record["shop_id"],
+            "session_id": record["session_id"],
+            "token": token,
+            "stratum": record.get("stratum", ""),
+            "step": s["step"],
+        }
+
     for s in record["steps"]:
         if s.get("action") is None or s.get("error"):
             continue
         reasoning = s.get("reasoning") or ""
         if stage == "stage2":
-            reasoning = intent_reasoning(reasoning, record.get("intent"))
-        action = {**s["action"], "reasoning": reasoning}
-        out.append(
-            {
-                "messages": messages_for_step(
-                    goal, profile, s.get("memory") or [], s["observation"], action
-                ),
-                "stage": stage,
-                "goal_kind": "neutral"
-                if stage == "stage1"
-                else ("intent" if goal is record.get("goal_stage2_intent") else "full"),
-                "shop_id": record["shop_id"],
-                "session_id": record["session_id"],
-                "token": token,
-                "stratum": record.get("stratum", ""),
-                "step": s["step"],
-            }
-        )
+            reasoning = intent_reasoning(reasoning, intent)
+        out.append(example(goal, s, {**s["action"], "reasoning": reasoning}, kind))
+        if counterfactual and kind == "intent" and intent in ("buy", "browse"):
+            twin = counterfactual_action(intent, s["observation"], goal, s["action"])
+            if twin is not None:
+                other = "browse" if intent == "buy" else "buy"
+                flipped = goal.replace(f"You are here to {intent} ", f"You are here to {other} ", 1)
+                out.append(example(flipped, s, twin, "intent_counterfactual"))
     return out
 
 
@@ -162,6 +204,7 @@ def build_dataset(
     max_sessions: int = PAPER_SESSIONS,
     seed: int = 0,
     intent_share: float = INTENT_ONLY_SHARE,
+    counterfactual: bool = True,
 ) -> DatasetStats:
     """Select sessions and write their examples to `path` (JSONL, atomically)."""
     chosen = select_sessions(list(records), max_sessions, seed)
@@ -169,7 +212,7 @@ def build_dataset(
     lines = []
     for r in chosen:
         stats.sessions_by_token[str(r.get("token"))] += 1
-        for ex in step_examples(r, stage, intent_share):
+        for ex in step_examples(r, stage, intent_share, counterfactual):
             lines.append(json.dumps(ex, ensure_ascii=False))
             stats.examples += 1
             stats.by_token[str(ex["token"])] += 1
