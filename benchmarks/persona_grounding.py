@@ -18,10 +18,11 @@ Every figure is printed whatever it is, beside its target (SPEC §9–11; docs/l
 missed or undecided (an interval that straddles the target).
 
     python benchmarks/persona_grounding.py                      # a demo run (about 35 min)
+    python benchmarks/persona_grounding.py --agents 20 --tasks 30   # larger samples, longer
     python benchmarks/persona_grounding.py --from-run data      # a finished run (make demo)
-    python benchmarks/persona_grounding.py --from-run data --quick   # + re-probe 4 prompts
+    python benchmarks/persona_grounding.py --from-run data --quick   # + re-probe 3 prompts
 
-`--quick` needs a finished run: it re-probes the run's persona model on 4 of its held-out
+`--quick` needs a finished run: it re-probes the run's persona model on 3 of its held-out
 prompts (1 sample each, no browser) and prints the run's figures. Last line: `name=value`.
 """
 
@@ -134,7 +135,19 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("data/bench/persona_grounding"),
                     help="where the demo run goes (without --from-run)")  # fmt: skip
     ap.add_argument("--base", default="smollm2-135m-instruct", help="packaged name or folder")
-    ap.add_argument("--quick", action="store_true", help="with --from-run: re-probe 4 prompts")
+    ap.add_argument("--quick", action="store_true", help="with --from-run: re-probe 3 prompts")
+    ap.add_argument(
+        "--agents",
+        type=int,
+        default=None,
+        help="LLM agents per evaluation shop and policy (default: the demo's)",
+    )
+    ap.add_argument(
+        "--tasks",
+        type=int,
+        default=None,
+        help="instruction tasks over the evaluation shops (default: the demo's)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
@@ -145,13 +158,22 @@ def main() -> None:
             sys.exit(f"{path} not found: run `simpersona demo --data-dir {args.from_run}` first")
         summary = json.loads(path.read_text())
         if args.quick:
-            extra = quick_probe(args.from_run, 4)
+            extra = quick_probe(args.from_run, 3)
     elif args.quick:
         sys.exit("--quick re-probes a finished run: pass --from-run DATA (after `make demo`)")
     else:
-        from dagster_project.run import run_demo
+        import copy
 
-        summary, _ = run_demo(args.data, seed=args.seed, base_model=args.base)
+        from dagster_project.run import DEMO_SIMULATION_REAL_BASE, run_demo
+
+        sim = copy.deepcopy(DEMO_SIMULATION_REAL_BASE)
+        if args.agents:
+            sim["ops"]["population_simulation"]["config"]["agents_per_shop"] = args.agents
+        if args.tasks:
+            sim["ops"]["instruction_following"]["config"]["n_tasks"] = args.tasks
+        summary, _ = run_demo(
+            args.data, seed=args.seed, base_model=args.base, simulation_run_config=sim
+        )
     print(f"run: base {summary.get('base_model')}, model {summary.get('persona_model_version')}, "
           f"evaluation shops {summary.get('evaluation_shops')}")  # fmt: skip
     flat = report(summary) | extra

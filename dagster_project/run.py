@@ -176,6 +176,7 @@ DEMO_SIMULATION = {
 # ablation and Table 9's pair are left out, and the LLM runs fewer agents and tasks — the
 # demo's figures for them are small-sample (their intervals say so);
 # benchmarks/persona_grounding.py and docs/llm.md have the measured sizes and times.
+DEMO_TRACES_REAL_BASE = 8  # sessions replayed per training shop: ~150 stage-2 examples
 DEMO_GROUNDING_REAL_BASE = {
     "ops": {"persona_model": {"config": {"train_overrides": json.dumps({"stage1_epochs": 0.25})}}}
 }
@@ -185,21 +186,21 @@ DEMO_SIMULATION_REAL_BASE = {
             "config": {
                 "policies": ["markov", "markov_notoken", "markov_oracle", "llm", "nopersona"],
                 "sampling": "strata",
-                "agents_per_shop": 4,
+                "agents_per_shop": 3,
                 "markov_agents_per_shop": 60,
-                "max_steps": 20,
+                "max_steps": 15,
             }
         },
         "instruction_following": {
             "config": {
                 "policies": ["markov", "llm"],
-                "n_tasks": 9,
+                "n_tasks": 6,
                 "repetitions": 1,
                 "max_steps": 15,
             }
         },
         "persona_probe": {
-            "config": {"sessions_per_shop": 6, "prompts": 12, "samples": 1, "max_new_tokens": 80}
+            "config": {"sessions_per_shop": 6, "prompts": 10, "samples": 1, "max_new_tokens": 80}
         },
     }
 }
@@ -216,7 +217,7 @@ def run_demo(
     instance: dg.DagsterInstance | None = None,
     resources: dict | None = None,
     persona_run_config: dict | None = None,
-    traces_per_shop: int = 12,
+    traces_per_shop: int | None = None,
     grounding_run_config: dict | None = None,
     simulation_run_config: dict | None = None,
     simulate: bool = True,
@@ -228,8 +229,8 @@ def run_demo(
     `generator` (a GeneratorConfig) replaces n_shops / n_buyers / seed; `instance`,
     `resources` and `persona_run_config` (Dagster run config of the personas assets) let
     tests run the demo small and in isolation; `traces_per_shop` sessions of each training
-    shop are replayed in the browser for the SFT datasets (0: skip the traces stage and
-    everything after it); `grounding_run_config` / `simulation_run_config` are Dagster run
+    shop are replayed in the browser for the SFT datasets (default 12; 8 with a real base;
+    0: skip the traces stage and everything after it); `grounding_run_config` / `simulation_run_config` are Dagster run
     configs of the persona model and of the simulation assets (default: DEMO_SIMULATION);
     `simulate=False` stops after the traces; `single_stage` also trains the single-stage
     ablation (App. F) for the `llm_single` policy (default: with the tiny model only);
@@ -246,6 +247,8 @@ def run_demo(
     tiny = resources["training"].uses_tiny()
     if single_stage is None:
         single_stage = tiny
+    if traces_per_shop is None:
+        traces_per_shop = 12 if tiny else DEMO_TRACES_REAL_BASE
     if not tiny:
         grounding_run_config = grounding_run_config or DEMO_GROUNDING_REAL_BASE
         simulation_run_config = simulation_run_config or DEMO_SIMULATION_REAL_BASE
@@ -292,8 +295,13 @@ def run_demo(
             instance, resources, grounding_run_config, single_stage=single_stage
         )
         say(
-            f"      model {grounding.version}: base pretraining "
-            f"{grounding.figures.get('pretrain_seconds', 0):.0f} s, stage 1 "
+            f"      model {grounding.version}: "
+            + (
+                f"base pretraining {grounding.figures['pretrain_seconds']:.0f} s, "
+                if grounding.figures.get("pretrain_seconds")
+                else ""
+            )
+            + f"stage 1 "
             f"{grounding.figures.get('stage1_seconds', 0):.0f} s, stage 2 "
             f"{grounding.figures.get('stage2_seconds', 0):.0f} s"
             + (
