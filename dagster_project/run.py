@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from dagster_project.assets.simulation import LLM_POLICIES
+from dagster_project.assets.simulation import LLM_POLICIES, SimulationConfig
 from dagster_project.definitions import all_assets
 from dagster_project.partitions import day_partitions, shop_day_key, shop_partitions
 from dagster_project.resources import default_resources
@@ -813,8 +813,8 @@ def run_simulation(
     probe: bool = True,
 ) -> SimulationRun:
     """Per evaluation shop (default: the eval split) the population simulation and the
-    instruction tasks, then (`probe`) the persona model's intent probe, then the evaluation
-    report over them."""
+    instruction tasks, then (`probe`, when an LLM policy ran) the persona model's intent
+    probe, then the evaluation report over them."""
     from dagster_project.assets.personas import _shop_split
     from dagster_project.resources import WarehouseResource
 
@@ -853,7 +853,9 @@ def run_simulation(
             imd = r.asset_materializations_for_node("instruction_following")[0].metadata
             out.instruction_runs += imd["runs"].value
         bar.update(1)
-    if probe:
+    pop = ops.get("population_simulation", {}).get("config", {})
+    policies = pop.get("policies", SimulationConfig.model_fields["policies"].default)
+    if probe and any(p in LLM_POLICIES for p in policies):
         # The persona model's intent and token probe on the evaluation shops' product pages.
         probe_cfg = (
             {"ops": {"persona_probe": ops["persona_probe"]}} if "persona_probe" in ops else None
