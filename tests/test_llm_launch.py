@@ -169,7 +169,10 @@ def test_persona_model_asset_trains_registers_and_logs(data, tmp_path):
         "artifacts": ArtifactsResource(root=str(tmp_path / "artifacts")),
         "mlflow": MLflowResource(tracking_uri=uri, artifact_root=str(tmp_path / "mlartifacts")),
         "training": TrainingLauncherResource(
-            mode="inprocess", tiny_model_dir=str(tmp_path / "tiny"), tiny_pretrain_steps=3
+            mode="inprocess",
+            base_model="tiny",
+            tiny_model_dir=str(tmp_path / "tiny"),
+            tiny_pretrain_steps=3,
         ),
     }
     overrides = {k: v for k, v in CONFIG.items() if k not in ("device", "bf16", "num_threads")}
