@@ -111,13 +111,14 @@ def report(summary: dict) -> dict:
 def quick_probe(root: Path, prompts: int) -> dict:
     """Re-probe the run's current persona model on its stored held-out prompts."""
     from simpersona.llm.probe import ProbeConfig, intent_probe
+    from simpersona.traces.dataset import read_dataset
 
     art = root / "artifacts"
     version = json.loads((art / "persona_model" / "current.json").read_text())["version"]
     rows_path = art / "persona_probe" / f"{version}.rows.jsonl"
     if not rows_path.exists():
         sys.exit(f"{rows_path} not found: materialize persona_probe for model {version}")
-    rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line]
+    rows = read_dataset(rows_path)
     t0 = time.perf_counter()
     r = intent_probe(art / "persona_model" / version, rows, ProbeConfig(prompts=prompts, samples=1))
     return {

@@ -230,8 +230,9 @@ def run_demo(
     `resources` and `persona_run_config` (Dagster run config of the personas assets) let
     tests run the demo small and in isolation; `traces_per_shop` sessions of each training
     shop are replayed in the browser for the SFT datasets (default 12; 8 with a real base;
-    0: skip the traces stage and everything after it); `grounding_run_config` / `simulation_run_config` are Dagster run
-    configs of the persona model and of the simulation assets (default: DEMO_SIMULATION);
+    0: skip the traces stage and everything after it); `grounding_run_config` /
+    `simulation_run_config` are Dagster run configs of the persona model and of the
+    simulation assets (default: DEMO_SIMULATION);
     `simulate=False` stops after the traces; `single_stage` also trains the single-stage
     ablation (App. F) for the `llm_single` policy (default: with the tiny model only);
     `base_model` replaces the training resource's base (a packaged name, a folder, "tiny").
@@ -301,7 +302,7 @@ def run_demo(
                 if grounding.figures.get("pretrain_seconds")
                 else ""
             )
-            + f"stage 1 "
+            + "stage 1 "
             f"{grounding.figures.get('stage1_seconds', 0):.0f} s, stage 2 "
             f"{grounding.figures.get('stage2_seconds', 0):.0f} s"
             + (

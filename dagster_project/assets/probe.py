@@ -78,6 +78,7 @@ def persona_probe(
 ) -> dg.MaterializeResult:
     from simpersona.lake import atomic_write_text
     from simpersona.llm.probe import ProbeConfig, intent_probe
+    from simpersona.traces.build import write_records
 
     wh = warehouse.warehouse()
     shops = sorted(_shop_split(wh).get("eval", []))
@@ -109,8 +110,7 @@ def persona_probe(
     out = {"model_version": version, "shops": shops, "figures": figures, "actions": r["actions"]}
     atomic_write_text(json.dumps(out, indent=2), artifacts.path(PERSONA_PROBE, f"{version}.json"))
     # The replayed prompts too: benchmarks/persona_grounding.py --quick re-probes without a browser.
-    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    atomic_write_text(text, artifacts.path(PERSONA_PROBE, f"{version}.rows.jsonl"))
+    write_records(rows, artifacts.path(PERSONA_PROBE, f"{version}.rows.jsonl"))
     with mlflow.run_for(context, {"model_version": version}) as run:
         run.log_params({**config.model_dump(), "shops": shops})
         run.log_metrics({k: float(v) for k, v in figures.items()})

@@ -78,13 +78,15 @@ def counterfactual_action(
         return {
             "action": "end_session",
             "reason": "done: I only came to look",
-            "reasoning": f"I am here to browse. I have looked at “{title}”, so I leave the shop.",
+            "reasoning": intent_reasoning(
+                f"I have looked at “{title}”, so I leave the shop.", "browse"
+            ),
         }
     if intent == "browse" and action.get("action") != "add_to_cart":
         return {
             "action": "add_to_cart",
             "quantity": 1,
-            "reasoning": f"I am here to buy. I add “{title}” to my cart.",
+            "reasoning": intent_reasoning(f"I add “{title}” to my cart.", "buy"),
         }
     return None
 
