@@ -17,6 +17,7 @@ from dagster_project.definitions import all_assets
 from dagster_project.partitions import day_partitions, shop_day_key, shop_partitions
 from dagster_project.resources import default_resources
 from simpersona.agent.policy import POLICIES
+from simpersona.errors import describe
 from simpersona.lake import Lake
 
 
@@ -54,6 +55,8 @@ class IngestRun:
     rows_rejected: int = 0
     rows_valid_by_shop: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    # (shop, date or None for the catalog, one-line error) of each partition that failed
+    failures: list[tuple[str, str | None, str]] = field(default_factory=list)
 
     def summary(self) -> dict[str, float | int]:
         return {
@@ -66,7 +69,20 @@ class IngestRun:
             if self.rows_read
             else 0.0,
             "ingest_seconds": round(self.seconds, 2),
+            "ingest_failed_partitions": len(self.failures),
         }
+
+
+class IngestionFailed(RuntimeError):
+    """Some partitions failed; the others were ingested. `run` holds what was done."""
+
+    def __init__(self, run: IngestRun) -> None:
+        self.run = run
+        lines = "; ".join(
+            f"shop={shop}" + (f" date={date}" if date else " catalog") + f": {msg}"
+            for shop, date, msg in run.failures
+        )
+        super().__init__(f"{len(run.failures)} partition(s) failed: {lines}")
 
 
 # In-process runs log to the console at WARNING; full logs stay in the instance (UI).
@@ -100,11 +116,14 @@ def run_ingestion(
     resources: dict | None = None,
     on_partition: Callable[[str, str | None], None] | None = None,
     progress: bool = False,
+    fail_fast: bool = False,
 ) -> IngestRun:
     """Materialize `catalog` per shop, `raw_events` per shop-day, then `quarantine`.
 
-    `on_partition(shop, date)` is called after each (date None for a catalog); `progress`
-    shows a progress bar over all runs."""
+    A failing partition does not stop the others (a shop whose catalog fails skips its
+    days); after the `quarantine` refresh, `IngestionFailed` names every failure, one line
+    each. `fail_fast` re-raises the first failure instead. `on_partition(shop, date)` is
+    called after each success (date None for a catalog); `progress` shows a progress bar."""
     t0 = time.perf_counter()
     instance = instance or dagster_instance()
     lake = Lake.at(lake_root)
@@ -113,14 +132,31 @@ def run_ingestion(
     plan = {s: lake.dates(s) for s in lake.shops() if wanted is None or s in wanted}
     bar = _progress_bar(sum(len(d) + 1 for d in plan.values()) + 1, "ingest", progress)
     out = IngestRun()
+
+    def attempt(selection: str, shop: str, date: str | None):
+        key = shop if date is None else shop_day_key(shop, date)
+        try:
+            return _materialize([selection], instance, key, resources)
+        except Exception as exc:
+            if fail_fast:
+                bar.close()
+                raise
+            out.failures.append((shop, date, describe(exc)))
+            return None
+        finally:
+            bar.update(1)
+
     for shop, dates in plan.items():
-        _materialize(["catalog"], instance, shop, resources)
+        if attempt("catalog", shop, None) is None:
+            bar.update(len(dates))
+            continue
         out.catalogs += 1
-        bar.update(1)
         if on_partition:
             on_partition(shop, None)
         for date in dates:
-            res = _materialize(["raw_events"], instance, shop_day_key(shop, date), resources)
+            res = attempt("raw_events", shop, date)
+            if res is None:
+                continue
             md = res.asset_materializations_for_node("raw_events")[0].metadata
             out.partitions += 1
             out.rows_read += md["rows_read"].value
@@ -129,13 +165,14 @@ def run_ingestion(
             out.rows_valid_by_shop[shop] = (
                 out.rows_valid_by_shop.get(shop, 0) + md["rows_valid"].value
             )
-            bar.update(1)
             if on_partition:
                 on_partition(shop, date)
     _materialize(["quarantine"], instance, None, resources)
     bar.update(1)
     bar.close()
     out.seconds = time.perf_counter() - t0
+    if out.failures:
+        raise IngestionFailed(out)
     return out
 
 

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from simpersona.agent.cli import simulate_command
+from simpersona.errors import describe
 from simpersona.ingest.importers import import_command
 from simpersona.llm.cli import (
     build_base_llm_command,
@@ -106,19 +110,35 @@ def ingest_command(
     max_reject_share: Annotated[
         float, typer.Option(help="Fail a partition above this share of rejected rows.")
     ] = 0.05,
+    fail_fast: Annotated[
+        bool, typer.Option("--fail-fast", help="Stop at the first failing partition.")
+    ] = False,
 ) -> None:
     """Validate and load the lake into the warehouse through the Dagster assets (in-process;
-    runs are recorded in the Dagster instance under <data-dir>/dagster_home)."""
+    runs are recorded in the Dagster instance under <data-dir>/dagster_home). A failing
+    partition does not stop the others: each failure is listed, and the exit code is 1."""
     _set_data_dir(data_dir)
     from dagster_project.resources import IngestSettings, default_resources
-    from dagster_project.run import dagster_instance, run_ingestion
+    from dagster_project.run import IngestionFailed, dagster_instance, run_ingestion
 
     resources = default_resources()
     resources["ingest_settings"] = IngestSettings(max_reject_share=max_reject_share)
     instance = dagster_instance(data_dir / "dagster_home")
-    res = run_ingestion(
-        data_dir / "lake", instance=instance, shops=shop, resources=resources, progress=True
-    )
+    try:
+        res = run_ingestion(
+            data_dir / "lake", instance=instance, shops=shop, resources=resources,
+            progress=True, fail_fast=fail_fast,
+        )  # fmt: skip
+    except IngestionFailed as exc:
+        console.print_json(json.dumps(exc.run.summary()))
+        for shop_id, date, message in exc.run.failures:
+            where = f"shop={shop_id} " + (f"date={date}" if date else "catalog")
+            console.print(f"[red]failed[/] {escape(where)}: {escape(message)}", soft_wrap=True)
+        console.print(
+            f"[red]{len(exc.run.failures)} partition(s) failed[/]; the others were ingested. "
+            f"Rejected rows: simpersona quarantine --data-dir {data_dir}"
+        )
+        raise typer.Exit(1) from None
     console.print_json(json.dumps(res.summary()))
 
 
@@ -235,5 +255,29 @@ def version_command() -> None:
     console.print(__version__)
 
 
+TRACEBACK_ENV = "SIMPERSONA_TRACEBACK"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `simpersona` entry point: a failed command prints one line (the error its own code
+    raised, not the orchestrator's wrapper chain) and exits 1. With $SIMPERSONA_TRACEBACK=1
+    the full traceback follows, printed by Python's cycle-safe printer (Dagster's step
+    errors can link back to themselves, which rich's printer follows without end)."""
+    try:
+        app(args=argv, prog_name="simpersona")
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        Console(stderr=True).print("[red]interrupted[/]")
+        sys.exit(130)
+    except Exception as exc:
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {escape(describe(exc))}")
+        if os.environ.get(TRACEBACK_ENV):
+            traceback.print_exception(exc)
+        else:
+            print(f"(set {TRACEBACK_ENV}=1 for the traceback)", file=sys.stderr)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    app()
+    main()

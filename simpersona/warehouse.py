@@ -13,6 +13,7 @@ files, so analysts can open one DuckDB file and query everything.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -77,6 +78,27 @@ class Warehouse:
 
     def has_partition(self, table: str, shop_id: str, date: str | None = None) -> bool:
         return self.partition_path(table, shop_id, date).exists()
+
+    def dates(self, table: str, shop_id: str) -> list[str]:
+        """Days (YYYY-MM-DD) of a day-partitioned table that hold data for `shop_id`."""
+        base = self.root / table / f"shop={shop_id}"
+        if not base.is_dir():
+            return []
+        return sorted(
+            p.name.removeprefix("date=")
+            for p in base.iterdir()
+            if p.name.startswith("date=") and (p / "data.parquet").exists()
+        )
+
+    def drop_day(self, shop_id: str, date: str) -> None:
+        """Remove a shop-day's events and its events quarantine (both, or whichever exist)."""
+        for path in (
+            self.partition_path("raw_events", shop_id, date),
+            self.quarantine_path("events", shop_id, date),
+        ):
+            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # only when empty
+                path.parent.rmdir()
 
     def shops_with(self, table: str) -> list[str]:
         """Shops that have at least one materialized partition of `table`."""

@@ -15,6 +15,7 @@ from simpersona.ingest.importers import (
     ImporterError,
     MappingError,
     import_command,
+    lake_part,
     resolve_paths,
     run_import,
 )
@@ -461,13 +462,16 @@ def test_reimport_replaces(tmp_path):
     assert _lake_state(lake) == first
     files, rows = first
     assert rows == r1.events.height + 17_434 + 683
-    assert "_quarantine/import/rees46/2019-Oct_head.parquet" in files
-    assert "_quarantine/import/shopify-pixels/events_20250304.parquet" in files
+    rees_part = lake_part(REES / "2019-Oct_head.csv")
+    puffy_part = lake_part(puffy_files[1])
+    assert rees_part.startswith("2019-Oct_head-") and puffy_part.startswith("events_20250304-")
+    assert f"_quarantine/import/rees46/{rees_part}.parquet" in files
+    assert f"_quarantine/import/shopify-pixels/{puffy_part}.parquet" in files
     assert "products/shop=puffy/shopify-pixels.parquet" in files
     assert "collections/shop=rees46/rees46.parquet" in files
-    q = pl.read_parquet(lake / "_quarantine/import/rees46/2019-Oct_head.parquet")
+    q = pl.read_parquet(lake / f"_quarantine/import/rees46/{rees_part}.parquet")
     assert q.schema == pl.Schema(QUARANTINE_SCHEMA) and q.height == 1
-    ev = pl.read_parquet(lake / "events/shop=puffy/date=2025-03-04/events_20250304.parquet")
+    ev = pl.read_parquet(lake / f"events/shop=puffy/date=2025-03-04/{puffy_part}.parquet")
     assert {"source_file", "source_row"} <= set(ev.columns)
     assert ev["source_file"].unique().to_list() == ["events_20250304.csv"]
 
@@ -591,4 +595,4 @@ def test_cli_errors_and_summary(tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert "log.csv" in res.output and "product_view" in res.output
-    assert (lake / "events/shop=my-shop/date=2024-01-01/log.parquet").is_file()
+    assert (lake / f"events/shop=my-shop/date=2024-01-01/{lake_part(src)}.parquet").is_file()

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from simpersona.ingest.ingest import (
+    SESSION_NAMESPACE,
     IngestError,
     deidentify,
     ingest_catalog,
@@ -118,7 +119,11 @@ def test_each_bad_row_is_quarantined_with_reason(tmp_path: Path) -> None:
     assert sorted(ev["event_id"].to_list()) == sorted(r.split(",")[0] for r in GOOD)
     assert ev["session_id"].null_count() == 0
     assert not set(ev["buyer_id"]) & {"u1", "u2", "u3"}
-    assert ev.filter(pl.col("event_id") == "e4")["session_id"].item() == "sess9"
+    # a given session id is kept as a session, under its keyed hash (never the raw value)
+    sess9 = deidentify(pl.Series(["sess9"]), KEY, SESSION_NAMESPACE)[0]
+    assert ev.filter(pl.col("event_id") == "e4")["session_id"].item() == sess9
+    assert sess9 != deidentify(pl.Series(["sess9"]), KEY)[0]
+    assert "u1" not in "".join(wh.read_quarantine("events")["raw"])
     assert ev.schema["ts"] == pl.Datetime("us", "UTC")
     assert res.sessions_filled == 4
 

@@ -30,7 +30,10 @@ from simpersona.personas.vqvae import VQVAE
 from simpersona.synth import GeneratorConfig
 from simpersona.tracking import Tracker
 from simpersona.warehouse import Warehouse
+from tests.privacy import files_containing
 from tests.test_dagster import resources_for
+
+RAW_ID_MARKER = "RAWBUYER"
 
 # Small and fast: few epochs, one short k-means initialisation.
 FAST = {
@@ -98,7 +101,11 @@ def _latest_metadata(instance, asset: str, partition: str | None = None) -> dict
 
 def test_demo_personas_on_generated_shops(tmp_path: Path) -> None:
     res = resources_for(tmp_path)
-    gen = GeneratorConfig(n_shops=3, n_buyers=3_000, seed=5, n_days=3, products_per_shop=(40, 60))
+    # raw buyer ids carry a marker no keyed hash (lowercase hex) can contain, to grep for
+    gen = GeneratorConfig(
+        n_shops=3, n_buyers=3_000, seed=5, n_days=3, products_per_shop=(40, 60),
+        buyer_id_prefix=RAW_ID_MARKER,
+    )  # fmt: skip
     out = io.StringIO()
     with dg.instance_for_test() as instance:
         summary, report_dir = run_demo(
@@ -239,6 +246,17 @@ def test_demo_personas_on_generated_shops(tmp_path: Path) -> None:
             assert "dagster/row_count" in md and "mlflow_run_id" in md, asset
         png = Path(recovery["stratum_recovery_png"].value)
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+        # privacy: no raw buyer id (nor a session id built from one) in any output — the
+        # warehouse, DuckDB, traces, prompts, models, reports, MLflow, Dagster's run storage
+        # and metadata previews; only the lake (the input) and the planted ground truth
+        # (the generator's answer key) hold them
+        assert (tmp_path / "lake").exists() and RAW_ID_MARKER not in "".join(
+            wh.read_events(shops[0])["session_id"]
+        )
+        leaks = files_containing(tmp_path, RAW_ID_MARKER, skip=("lake", "ground_truth"))
+        assert leaks == [], leaks
+        assert files_containing(Path(instance.root_directory), RAW_ID_MARKER) == []
 
         # assignments: one row per buyer vector, tokens equal a direct encoder pass
         total = 0

@@ -11,7 +11,7 @@ from dagster_project.resources import (
     MLflowResource,
     WarehouseResource,
 )
-from simpersona.ingest.ingest import ingest_catalog, ingest_events
+from simpersona.ingest.ingest import ingest_catalog, ingest_events, prune_vanished_days
 from simpersona.markdown import counts_to_markdown, frame_to_markdown
 
 GROUP = "ingest"
@@ -31,13 +31,17 @@ def catalog(
     mlflow: MLflowResource,
 ) -> dg.MaterializeResult:
     shop = context.partition_key
-    wh = warehouse.warehouse()
-    res = ingest_catalog(lake.lake(), wh, shop, ingest_settings.max_reject_share)
+    wh, lk = warehouse.warehouse(), lake.lake()
+    res = ingest_catalog(lk, wh, shop, ingest_settings.max_reject_share, ingest_settings.bounds())
+    gone = prune_vanished_days(lk, wh, shop)
+    if gone:
+        context.log.warning(f"{shop}: days no longer in the lake removed: {', '.join(gone)}")
     figures = {
         "products": res.products,
         "collections": res.collections,
         "rows_read": res.rows_read,
         "rows_rejected": res.rows_rejected,
+        "days_removed": len(gone),
     }
     with mlflow.run_for(context, {"shop": shop}) as run:
         run.log_params({"shop": shop, "max_reject_share": ingest_settings.max_reject_share})
@@ -86,7 +90,7 @@ def raw_events(
     wh, lk = warehouse.warehouse(), lake.lake()
     if not wh.has_partition("products", shop):
         context.log.warning(f"catalog of {shop} not materialized yet; ingesting it first")
-        ingest_catalog(lk, wh, shop, ingest_settings.max_reject_share)
+        ingest_catalog(lk, wh, shop, ingest_settings.max_reject_share, ingest_settings.bounds())
     res = ingest_events(
         lk,
         wh,
@@ -95,6 +99,7 @@ def raw_events(
         buyer_hash.hash_key(),
         max_reject_share=ingest_settings.max_reject_share,
         session_gap_minutes=ingest_settings.session_gap_minutes,
+        bounds=ingest_settings.bounds(),
     )
     figures = {
         "rows_read": res.rows_read,

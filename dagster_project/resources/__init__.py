@@ -1,5 +1,6 @@
 """Configurable resources: one per external system, local defaults, env-overridable."""
 
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from simpersona.ingest.ingest import DEFAULT_MAX_REJECT_SHARE, HASH_KEY_ENV, load_hash_key
+from simpersona.ingest.validate import DEFAULT_BOUNDS, PlausibilityBounds
 from simpersona.lake import Lake
 from simpersona.tracking import DEFAULT_EXPERIMENT, Tracker
 from simpersona.warehouse import Warehouse
@@ -58,6 +60,30 @@ class IngestSettings(dg.ConfigurableResource):
     session_gap_minutes: int = Field(
         default=30, description="Inactivity gap that ends a session (for missing session ids)."
     )
+    earliest_date: str = Field(
+        default=DEFAULT_BOUNDS.earliest.isoformat(),
+        description="Events before this day (YYYY-MM-DD) are quarantined as implausible_timestamp.",
+    )
+    future_days: int = Field(
+        default=DEFAULT_BOUNDS.future_days,
+        description="Events more than this many days after now are implausible_timestamp.",
+    )
+    max_quantity: int = Field(
+        default=DEFAULT_BOUNDS.max_quantity,
+        description="Units on one event above this are quarantined as implausible_quantity.",
+    )
+    max_amount: float = Field(
+        default=DEFAULT_BOUNDS.max_amount,
+        description="A price or order value above this is quarantined as implausible_value.",
+    )
+
+    def bounds(self) -> PlausibilityBounds:
+        return PlausibilityBounds(
+            earliest=dt.date.fromisoformat(self.earliest_date),
+            future_days=self.future_days,
+            max_quantity=self.max_quantity,
+            max_amount=self.max_amount,
+        )
 
 
 class MLflowResource(dg.ConfigurableResource):

@@ -36,6 +36,7 @@ from simpersona.ingest.importers import (
     ProgressFn,
     base_counts,
     blank_to_null,
+    catalog_price,
     collections_frame,
     empty_events,
     event_ids,
@@ -624,7 +625,8 @@ def _map_file(
         num = pl.col(f"_v_{n}").cast(pl.Float64, strict=False)
         bad = pl.col(f"_v_{n}").is_not_null() & (num.is_null() | ~num.is_finite())
         if dtype == pl.Int64():
-            bad = bad | (num.is_not_null() & (num != num.round(0)))
+            # a whole number an Int64 holds (9.3e18 does not: the cast would abort the import)
+            bad = bad | (num.is_not_null() & ((num != num.round(0)) | (num.abs() >= 2.0**63)))
         df = df.with_columns(
             num.alias(f"_n_{n}"), bad.alias(f"_bad_{n}"), origin[n].alias(f"_o_{n}")
         )
@@ -668,10 +670,9 @@ def _map_file(
             out.append(_joined([src(c) for c in cat.description]).alias("_cat_desc"))
         if cat.price:
             out.append(
-                blank_to_null(src(cat.price))
-                .str.strip_chars()
-                .cast(pl.Float64, strict=False)
-                .alias("_cat_price")
+                catalog_price(
+                    blank_to_null(src(cat.price)).str.strip_chars().cast(pl.Float64, strict=False)
+                ).alias("_cat_price")
             )
         if cat.collection:
             out.append(blank_to_null(src(cat.collection)).str.strip_chars().alias("_cat_coll"))
@@ -721,7 +722,7 @@ def _catalog_rows(ok: pl.DataFrame, mapping: GenericMapping) -> tuple[list[dict]
     coll_ids: set[str] = set()
     if "product_id" in ok.columns:
         aggs = [
-            pl.col("price").drop_nulls().last().alias("_ev_price")
+            catalog_price(pl.col("price")).drop_nulls().last().alias("_ev_price")
             if "price" in ok.columns
             else pl.lit(None, pl.Float64).alias("_ev_price")
         ]

@@ -5,12 +5,14 @@
 
 Every source row ends up in exactly one place:
 
-* as a canonical event in the lake (`<lake>/events/shop=<s>/date=<d>/<source stem>.parquet`),
+* as a canonical event in the lake (`<lake>/events/shop=<s>/date=<d>/<part>.parquet`, the part
+  being the source stem and a hash of the source's absolute path, `lake_part`),
   carrying `source_file` and `source_row` so that ingestion can name the source row when it
   rejects it (null buyer, duplicate event id, ... are passed through for ingestion to catch);
-* or in the importer quarantine `<lake>/_quarantine/import/<format>/<source stem>.parquet`
+* or in the importer quarantine `<lake>/_quarantine/import/<format>/<part>.parquet`
   (QUARANTINE_SCHEMA) with file, row and reason: `malformed_row`, `unparseable_timestamp`,
-  `unknown_event_type`, `unmappable_event_type`, `unparseable_value`, `missing_shop_id`.
+  `unknown_event_type`, `unmappable_event_type`, `unparseable_value`, `missing_shop_id`,
+  `implausible_timestamp`.
 
 The catalog the events reference is written as `<lake>/{products,collections}/shop=<s>/
 <format>.parquet`, merged with what an earlier import of the same format wrote, so importing
@@ -22,13 +24,16 @@ docs/importers.md documents the field mappings, the fault handling and measured 
 
 from __future__ import annotations
 
+import codecs
 import csv
+import datetime as dt
 import glob
 import gzip
 import hashlib
 import json
 import os
 import sys
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +41,7 @@ from typing import Annotated, Any
 
 import polars as pl
 
+from simpersona.ingest.validate import DEFAULT_BOUNDS, PlausibilityBounds
 from simpersona.lake import Lake, atomic_write_parquet
 from simpersona.schema import (
     COLLECTIONS_SCHEMA,
@@ -59,6 +65,11 @@ UNKNOWN_EVENT_TYPE = "unknown_event_type"
 UNMAPPABLE_EVENT_TYPE = "unmappable_event_type"
 UNPARSEABLE_VALUE = "unparseable_value"
 MISSING_SHOP_ID = "missing_shop_id"
+IMPLAUSIBLE_TIMESTAMP = "implausible_timestamp"
+
+# An event further than this from the import's median time is implausible: a 1970 or 2099
+# clock in a log of 2025 would otherwise make a partition of its own (docs/importers.md).
+DEFAULT_WINDOW_DAYS = 366
 
 ProgressFn = Callable[[Path], None]
 TitleCheck = Callable[[str, str], bool]
@@ -141,6 +152,14 @@ def source_stem(path: Path) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
+
+
+def lake_part(path: Path) -> str:
+    """The lake file name (without `.parquet`) of a source file's events and importer
+    quarantine: its stem and a hash of its absolute path. Re-importing the same file
+    replaces its part; `a/events.csv` and then `b/events.csv` get parts of their own."""
+    where = hashlib.blake2b(str(path.resolve()).encode(), digest_size=4).hexdigest()
+    return f"{source_stem(path)}-{where}"
 
 
 def resolve_paths(items: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -281,8 +300,30 @@ def check_text_file(path: Path) -> None:
             ) from e
 
 
+def _first_bad_utf8(path: Path) -> tuple[int, int] | None:
+    """(1-based line, byte offset) of the first byte that is not UTF-8, reading the bytes
+    themselves (the text reader decodes ahead in blocks, so its line count is off)."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line, offset = 1, 0
+    with opener(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            # up to 3 bytes of a character cut at the block's start are still in the decoder
+            pending = len(decoder.getstate()[0])
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as e:
+                bad = max(e.start - pending, 0)
+                return line + block[:bad].count(b"\n"), offset + bad
+            line += block.count(b"\n")
+            offset += len(block)
+    return None
+
+
 def _records(path: Path, delimiter: str) -> Iterator[tuple[list[str] | None, str | None]]:
-    """(record, None) per CSV record, or (None, error) for a record the csv module rejects."""
+    """(record, None) per CSV record, or (None, error) for a record the csv module rejects
+    or that holds a NUL byte. A file that cannot be read on (bad UTF-8, a truncated or
+    corrupt gzip stream) raises ImporterError naming the file and the line."""
     try:
         fh = _open_text(path)
     except OSError as e:
@@ -298,11 +339,24 @@ def _records(path: Path, delimiter: str) -> Iterator[tuple[list[str] | None, str
                 yield None, f"csv error near line {reader.line_num}: {e}"
                 continue
             except UnicodeDecodeError as e:
+                where = _first_bad_utf8(path)
+                at = (
+                    f"line {where[0]} (byte {where[1]})"
+                    if where
+                    else f"near line {reader.line_num}"
+                )
+                raise ImporterError(f"is not UTF-8 text ({e.reason}) at {at}", file=path) from e
+            except (EOFError, zlib.error, gzip.BadGzipFile) as e:
                 raise ImporterError(
-                    f"is not UTF-8 text ({e.reason}) near line {reader.line_num}", file=path
+                    f"the gzip stream is truncated or corrupt after line {reader.line_num} "
+                    f"({e}); the file is incomplete: copy it again",
+                    file=path,
                 ) from e
             except OSError as e:
                 raise ImporterError(f"cannot read file ({e.strerror or e})", file=path) from e
+            if any("\x00" in value for value in rec):
+                yield None, f"line {reader.line_num} contains a NUL byte"
+                continue
             yield rec, None
 
 
@@ -505,6 +559,46 @@ def reject_rows(
     )
 
 
+# ---- plausibility --------------------------------------------------------------------------
+def catalog_price(expr: pl.Expr, bounds: PlausibilityBounds = DEFAULT_BOUNDS) -> pl.Expr:
+    """`expr` where it can be a catalogue price (finite, not negative, within bounds), else
+    null. Prices taken from event rows pass through this: one bad order line must not price
+    a product, or ingestion rejects the product and with it every event that names it."""
+    return pl.when(expr.is_finite() & (expr >= 0) & (expr <= bounds.max_amount)).then(expr)
+
+
+def screen_timestamps(
+    result: ImportResult,
+    window_days: int = DEFAULT_WINDOW_DAYS,
+    bounds: PlausibilityBounds = DEFAULT_BOUNDS,
+) -> ImportResult:
+    """Move events whose time is implausible into the importer quarantine
+    (`implausible_timestamp`): before `bounds.earliest`, after now + `bounds.future_days`, or
+    more than `window_days` from the import's median event time. Counts follow."""
+    ev = result.events
+    if ev.is_empty():
+        return result
+    median = ev["ts"].median()
+    broken = bounds.timestamp_broken(pl.col("ts"))
+    if median is not None and window_days > 0:
+        span = dt.timedelta(days=window_days)
+        broken = broken | ((pl.col("ts") - pl.lit(median)).abs() > pl.lit(span))
+    bad = ev.filter(broken)
+    if bad.is_empty():
+        return result
+    cols = [c for c in ev.columns if c not in ("source_file", "source_row")]
+    moved = bad.with_columns(pl.col(c).cast(pl.String) for c in cols).pipe(
+        reject_rows, cols, IMPLAUSIBLE_TIMESTAMP, "ts", pl.col("shop_id")
+    )
+    result.events = ev.filter(~broken)
+    result.rejects = pl.concat([result.rejects, moved]).sort(
+        ["source_file", "source_row"], maintain_order=True
+    )
+    fresh = base_counts(result.counts.get("source", {}), result.events, result.rejects)
+    result.counts.update({k: fresh[k] for k in ("events", "rejected", "totals", "pass_through")})
+    return result
+
+
 # ---- frames and counts ---------------------------------------------------------------------
 def events_frame(df: pl.DataFrame) -> pl.DataFrame:
     """Canonical events + provenance, in source order."""
@@ -640,19 +734,20 @@ def read_import(
     mapping: str | os.PathLike[str] | None = None,
     progress: ProgressFn | None = None,
 ) -> ImportResult:
-    """Read sources of `fmt` without writing anything."""
+    """Read sources of `fmt` without writing anything; events at implausible times go to
+    the importer quarantine (`screen_timestamps`)."""
     reader = _reader(fmt)
     files = resolve_paths(paths)
     if fmt == "generic":
         if mapping is None:
             raise MappingError("the generic format needs --mapping <file.yaml>")
-        return reader(files, Path(mapping), shop_id=shop_id, progress=progress)
+        return screen_timestamps(reader(files, Path(mapping), shop_id=shop_id, progress=progress))
     if mapping is not None:
         raise ImporterError(f"--mapping is only used with --format generic, not {fmt!r}")
     kwargs: dict[str, Any] = {"progress": progress}
     if shop_id is not None:
         kwargs["shop_id"] = shop_id
-    return reader(files, **kwargs)
+    return screen_timestamps(reader(files, **kwargs))
 
 
 def _is_safe_shop(shop: str) -> bool:
@@ -666,6 +761,18 @@ def _remove_stale(paths: Iterable[Path], keep: set[Path]) -> None:
     for p in paths:
         if p not in keep:
             p.unlink(missing_ok=True)
+
+
+def _remove_legacy_parts(base: Path, path: Path) -> None:
+    """Lakes written before parts carried a path hash named them `<stem>.parquet`; the
+    re-import of that source replaces them (when their rows name the same file)."""
+    for old in base.glob(f"date=*/{source_stem(path)}.parquet"):
+        try:
+            names = pl.read_parquet(old, columns=["source_file"])["source_file"].unique()
+        except (pl.exceptions.PolarsError, OSError):
+            continue  # not an importer's file: leave it
+        if names.to_list() == [path.name]:
+            old.unlink(missing_ok=True)
 
 
 def write_import(
@@ -686,7 +793,7 @@ def write_import(
         | {s for s in result.rejects["shop_id"].drop_nulls() if s and _is_safe_shop(s)}
     )
     for path in result.files:
-        part = source_stem(path)
+        part = lake_part(path)
         ev = result.events.filter(pl.col("source_file") == path.name)
         new = set(lake.write_events(ev, part)) if ev.height else set()
         written += sorted(new)
@@ -694,12 +801,14 @@ def write_import(
             base = lake.events_dir(shop)
             if base.is_dir():
                 _remove_stale(base.glob(f"date=*/{part}.parquet"), new)
+                _remove_legacy_parts(base, path)
         rj = result.rejects.filter(pl.col("source_file") == path.name)
         qpath = qdir / f"{part}.parquet"
         if rj.height:
             written.append(atomic_write_parquet(rj, qpath))
         else:
             qpath.unlink(missing_ok=True)
+        (qdir / f"{source_stem(path)}.parquet").unlink(missing_ok=True)  # legacy name
         if progress:
             progress(path)
     real_title = _title_check(result.format)
@@ -823,17 +932,18 @@ def import_command(
 ) -> None:
     """Import real event logs into the raw lake (events, catalog, importer quarantine)."""
     from rich.console import Console
+    from rich.markup import escape
 
     err = Console(stderr=True)
     try:
         result = run_import(fmt, paths, lake, shop_id=shop, mapping=mapping, progress=not quiet)
     except ImporterError as e:
-        err.print(f"[bold red]import failed:[/] {e}", markup=True, highlight=False)
+        err.print(f"[bold red]import failed:[/] {escape(str(e))}", highlight=False)
         if typer is None:  # pragma: no cover
             raise SystemExit(1) from e
         raise typer.Exit(code=1) from e
     except ValueError as e:  # e.g. a --shop with no usable characters
-        err.print(f"[bold red]import failed:[/] {e}", markup=True, highlight=False)
+        err.print(f"[bold red]import failed:[/] {escape(str(e))}", highlight=False)
         if typer is None:  # pragma: no cover
             raise SystemExit(1) from e
         raise typer.Exit(code=1) from e

@@ -30,6 +30,7 @@ from simpersona.ingest.importers import (
     ProgressFn,
     base_counts,
     blank_to_null,
+    catalog_price,
     collections_frame,
     empty_events,
     event_ids,
@@ -101,7 +102,7 @@ def build_catalog(
         .sort(["ts", "source_file", "source_row"])
         .group_by("product_id")
         .agg(
-            pl.col("price").drop_nulls().last(),
+            catalog_price(pl.col("price")).drop_nulls().last(),
             pl.col("_brand").drop_nulls().last(),
             pl.col("_category_code").drop_nulls().last(),
         )

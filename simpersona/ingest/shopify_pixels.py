@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -51,6 +52,7 @@ from simpersona.ingest.importers import (
     value_counts,
 )
 from simpersona.ingest.urls import classify_page, readable, slugify
+from simpersona.ingest.validate import DEFAULT_BOUNDS
 from simpersona.schema import QUARANTINE_SCHEMA, sanitize_shop_id
 
 FORMAT = "shopify-pixels"
@@ -106,7 +108,7 @@ def match_item_name(name: str | None, handles: Sequence[str]) -> str | None:
     word ending the handle (`topper`). Handles of one word, and ties that remain, match
     nothing.
     """
-    if not name:
+    if not isinstance(name, str) or not name:  # a list or a number where a name belongs
         return None
     slug = slugify(name)
     if slug in handles:
@@ -143,8 +145,10 @@ def _parse_order(payload: str | None) -> dict[str, Any] | None:
     for it in items:
         if it.get("quantity") is None:
             continue
-        with contextlib.suppress(TypeError, ValueError):
-            qty = (qty or 0) + int(it["quantity"])
+        with contextlib.suppress(TypeError, ValueError, OverflowError):
+            units = int(it["quantity"])
+            if abs(units) < 2**63 and abs((qty or 0) + units) < 2**63:  # what Int64 holds
+                qty = (qty or 0) + units
     return {
         "transaction_id": data.get("transaction_id"),
         "revenue": revenue,
@@ -314,7 +318,9 @@ def read_shopify_pixels(
             if handle:
                 item_titles[handle][str(item_name).strip()] += 1
                 with contextlib.suppress(TypeError, ValueError):
-                    item_prices[handle].append(float(it.get("item_price")))
+                    price = float(it.get("item_price"))
+                    if math.isfinite(price) and 0 <= price <= DEFAULT_BOUNDS.max_amount:
+                        item_prices[handle].append(price)
         single = matched[0] if matched and all(m == matched[0] for m in matched) else None
         if single:
             notes["orders_with_one_catalog_product"] += 1

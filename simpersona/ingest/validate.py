@@ -4,14 +4,17 @@ Every rule is a vectorised Polars expression; a row that breaks one or more rule
 rejected with the first reason in the order below and keeps its whole content (as JSON)
 in the quarantine table, so nothing is lost.
 
-Events, in order: missing required field, wrong shop, unparseable timestamp, timestamp
-outside the partition's day, unknown event type, missing type-specific field, unparseable
-number, negative price/order value, negative quantity, product not in catalog, duplicate
-event_id (the first occurrence in file/row order is kept).
+Events, in order: missing required field, wrong shop, unparseable timestamp, implausible
+timestamp, timestamp outside the partition's day, unknown event type, missing type-specific
+field, unparseable number, non-finite price/order value, negative price/order value,
+implausible price/order value, negative quantity, implausible quantity, product not in
+catalog, duplicate event_id (the first occurrence in file/row order is kept). The bounds of
+the "implausible" rules are `PlausibilityBounds` (docs/data-model.md lists them).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import polars as pl
@@ -44,6 +47,42 @@ class Rule:
     reason: str
     field: str
     broken: pl.Expr  # True where the row breaks the rule
+
+
+@dataclass(frozen=True)
+class PlausibilityBounds:
+    """What a real clickstream row can hold; a row beyond a bound is quarantined with its
+    reason instead of reaching the warehouse (or, at import, making a partition)."""
+
+    earliest: dt.date = dt.date(1995, 1, 1)
+    """No web shop logged events before this day (`implausible_timestamp`)."""
+    future_days: int = 2
+    """Events may lie at most this many days after now: clocks drift, time zones differ."""
+    max_quantity: int = 100_000
+    """Units on one event line (`implausible_quantity`)."""
+    max_amount: float = 1e9
+    """A unit price or order value (`implausible_value`), in the row's currency."""
+
+    def latest(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + dt.timedelta(days=self.future_days)
+
+    def timestamp_broken(self, ts: pl.Expr) -> pl.Expr:
+        """True where `ts` (UTC datetime) lies outside [earliest, now + future_days]."""
+        lo = dt.datetime.combine(self.earliest, dt.time(), tzinfo=dt.UTC)
+        return (ts < pl.lit(lo)) | (ts > pl.lit(self.latest()))
+
+
+DEFAULT_BOUNDS = PlausibilityBounds()
+
+
+def amount_rules(field: str, bounds: PlausibilityBounds) -> list[Rule]:
+    """Non-finite, negative and implausible checks of a price-like column, in that order."""
+    c = pl.col(field)
+    return [
+        Rule("non_finite_value", field, c.is_not_null() & ~c.is_finite()),
+        Rule("negative_price", field, c < 0),
+        Rule("implausible_value", field, c > bounds.max_amount),
+    ]
 
 
 def parse_timestamp(col: pl.Expr) -> pl.Expr:
@@ -141,8 +180,10 @@ def _quarantine(
     payload_cols = [
         c for c in rejected.columns if not c.startswith("__") and c not in ("reason", "field")
     ]
+    # scalars as text (so "NaN", "inf" and 20-digit numbers survive as written); lists and
+    # structs (a Parquet catalog's collection_ids) stay JSON arrays/objects
     payload = rejected.select(payload_cols).with_columns(
-        [pl.col(c).cast(pl.String) for c in payload_cols]
+        [pl.col(c).cast(pl.String) for c in payload_cols if not rejected.schema[c].is_nested()]
     )
     has_src = "source_file" in rejected.columns and "source_row" in rejected.columns
     src_file = (
@@ -219,6 +260,7 @@ def validate_events(
     shop_id: str,
     date: str | None,
     product_ids: pl.Series | None,
+    bounds: PlausibilityBounds = DEFAULT_BOUNDS,
 ) -> Validated:
     """Validate raw event rows of one (shop, day) partition.
 
@@ -243,6 +285,7 @@ def validate_events(
     ]
     rules.append(Rule("wrong_shop", "shop_id", pl.col("shop_id") != pl.lit(shop_id)))
     rules += [r for r in parse_rules if r.field == "ts"]
+    rules.append(Rule("implausible_timestamp", "ts", bounds.timestamp_broken(pl.col("ts"))))
     if date is not None:
         rules.append(
             Rule(
@@ -258,9 +301,9 @@ def validate_events(
                 Rule("missing_field", f, (pl.col("event_type") == etype) & pl.col(f).is_null())
             )
     rules += [r for r in parse_rules if r.field != "ts"]
-    rules.append(Rule("negative_price", "price", pl.col("price") < 0))
-    rules.append(Rule("negative_price", "order_value", pl.col("order_value") < 0))
+    rules += amount_rules("price", bounds) + amount_rules("order_value", bounds)
     rules.append(Rule("negative_quantity", "quantity", pl.col("quantity") < 0))
+    rules.append(Rule("implausible_quantity", "quantity", pl.col("quantity") > bounds.max_quantity))
     if product_ids is not None:
         rules.append(
             Rule(
@@ -293,7 +336,9 @@ def validate_events(
     )
 
 
-def validate_catalog(raw: pl.DataFrame, table: str, shop_id: str) -> Validated:
+def validate_catalog(
+    raw: pl.DataFrame, table: str, shop_id: str, bounds: PlausibilityBounds = DEFAULT_BOUNDS
+) -> Validated:
     """Validate raw products or collections of one shop (first occurrence of an id wins)."""
     if table not in ("products", "collections"):
         raise ValueError(f"unknown catalog table {table!r}")
@@ -305,7 +350,7 @@ def validate_catalog(raw: pl.DataFrame, table: str, shop_id: str) -> Validated:
     rules.append(Rule("wrong_shop", "shop_id", pl.col("shop_id") != pl.lit(shop_id)))
     rules += parse_rules
     if table == "products":
-        rules.append(Rule("negative_price", "price", pl.col("price") < 0))
+        rules += amount_rules("price", bounds)
     first = _first_reason(typed, rules)
     ok = typed.join(first.select(ROW_COL), on=ROW_COL, how="anti").sort(ROW_COL)
     dup = ok.filter(pl.int_range(pl.len()).over(id_col) > 0)

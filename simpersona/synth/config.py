@@ -66,6 +66,9 @@ class GeneratorConfig:
     chunk_buyers: int | None = None
     """Buyers simulated at once; None = from chunk_events. Results depend on the chunking
     (random streams are per chunk), which is a pure function of the config."""
+    buyer_id_prefix: str = "b"
+    """Buyer ids are `<buyer_id_prefix><zero-padded number>` (tests pick a prefix no hash can
+    contain, to grep a run's outputs for raw ids)."""
     part_prefix: str = "synth"
     """Lake files are named `<part_prefix>-<chunk>.parquet` (catalog: `<prefix>-catalog`)."""
 

@@ -189,9 +189,9 @@ def _clean_previous(lake: Lake, prefix: str) -> int:
     return removed
 
 
-def _buyer_ids(offset: int, n: int, width: int) -> pl.Series:
+def _buyer_ids(offset: int, n: int, width: int, prefix: str = "b") -> pl.Series:
     return pl.select(
-        "b" + pl.int_range(offset, offset + n, dtype=pl.Int64).cast(pl.String).str.zfill(width)
+        prefix + pl.int_range(offset, offset + n, dtype=pl.Int64).cast(pl.String).str.zfill(width)
     ).to_series()
 
 
@@ -243,7 +243,7 @@ def generate_shop(
             if plan.null_sessions
             else rng.random(n) < config.null_session_share
         )
-        ids = _buyer_ids(plan.buyer_offset + lo, n, width)
+        ids = _buyer_ids(plan.buyer_offset + lo, n, width, config.buyer_id_prefix)
         res = simulate_chunk(
             rng,
             cat,
