@@ -4,6 +4,7 @@ use this; the web UI and daemon use the same definitions)."""
 import json
 import os
 import re
+import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -18,20 +19,59 @@ from dagster_project.partitions import day_partitions, shop_day_key, shop_partit
 from dagster_project.resources import default_resources
 from simpersona.agent.policy import POLICIES
 from simpersona.errors import describe
-from simpersona.lake import Lake
+from simpersona.lake import Lake, sweep_temp_files
 
 
 def dagster_instance(home: str | os.PathLike[str] | None = None) -> dg.DagsterInstance:
-    """The project's Dagster instance: $DAGSTER_HOME, else `data/dagster_home` (created)."""
+    """The project's Dagster instance: $DAGSTER_HOME, else `data/dagster_home` (created).
+    Runs of this machine that a killed process left STARTED are marked failed first."""
     if home is None and os.environ.get("DAGSTER_HOME"):
-        return dg.DagsterInstance.get()
-    path = Path(home or os.environ.get("SIMPERSONA_DATA_DIR", "data")) / "dagster_home"
-    if home is not None:
-        path = Path(home)
-    path = path.resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(path)
-    return dg.DagsterInstance.get()
+        instance = dg.DagsterInstance.get()
+    else:
+        path = Path(home or os.environ.get("SIMPERSONA_DATA_DIR", "data")) / "dagster_home"
+        if home is not None:
+            path = Path(home)
+        path = path.resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        os.environ["DAGSTER_HOME"] = str(path)
+        instance = dg.DagsterInstance.get()
+    fail_interrupted_runs(instance)
+    return instance
+
+
+# In-process runs carry the process that runs them, so that the next command can tell a
+# run whose process was killed (it stays STARTED for ever) from one still going.
+PID_TAG, HOST_TAG = "simpersona/pid", "simpersona/host"
+_OPEN = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED]
+
+
+def run_tags() -> dict[str, str]:
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+
+
+def fail_interrupted_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark failed the open runs this machine started in-process whose process is gone;
+    returns their run ids. Runs of the daemon or of other machines are left to Dagster."""
+    failed = []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=_OPEN)):
+        pid, host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
+        if not pid or host != socket.gethostname() or _process_alive(int(pid)):
+            continue
+        instance.report_run_failed(
+            run, f"interrupted: the process that ran it (pid {pid}) is gone (killed?)"
+        )
+        failed.append(run.run_id)
+    return failed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def register_partitions(instance: dg.DagsterInstance, lake: Lake) -> tuple[list[str], list[str]]:
@@ -106,6 +146,7 @@ def _materialize(
             run_config={**QUIET, **(run_config or {})},
             resources=resources or default_resources(),
             raise_on_error=True,
+            tags=run_tags(),
         )
 
 
@@ -127,6 +168,7 @@ def run_ingestion(
     t0 = time.perf_counter()
     instance = instance or dagster_instance()
     lake = Lake.at(lake_root)
+    sweep_temp_files(lake.root)  # what a killed writer left
     register_partitions(instance, lake)
     wanted = set(shops) if shops else None
     plan = {s: lake.dates(s) for s in lake.shops() if wanted is None or s in wanted}
@@ -213,7 +255,10 @@ DEMO_SIMULATION = {
 # ablation and Table 9's pair are left out, and the LLM runs fewer agents and tasks — the
 # demo's figures for them are small-sample (their intervals say so);
 # benchmarks/persona_grounding.py and docs/llm.md have the measured sizes and times.
-DEMO_TRACES_REAL_BASE = 8  # sessions replayed per training shop: ~150 stage-2 examples
+# Sized so `simpersona demo` stays within ~35 minutes on 2 cores (docs/llm.md, "The real
+# base on 2 CPU cores": stage 2 costs ~7 s an example, an LLM agent step ~2 s);
+# benchmarks/persona_grounding.py takes larger samples.
+DEMO_TRACES_REAL_BASE = 6  # sessions replayed per training shop: ~80 stage-2 examples
 DEMO_GROUNDING_REAL_BASE = {
     "ops": {"persona_model": {"config": {"train_overrides": json.dumps({"stage1_epochs": 0.25})}}}
 }
@@ -223,17 +268,17 @@ DEMO_SIMULATION_REAL_BASE = {
             "config": {
                 "policies": ["markov", "markov_notoken", "markov_oracle", "llm", "nopersona"],
                 "sampling": "strata",
-                "agents_per_shop": 3,
+                "agents_per_shop": 2,
                 "markov_agents_per_shop": 60,
-                "max_steps": 15,
+                "max_steps": 12,
             }
         },
         "instruction_following": {
             "config": {
                 "policies": ["markov", "llm"],
-                "n_tasks": 6,
+                "n_tasks": 3,
                 "repetitions": 1,
-                "max_steps": 15,
+                "max_steps": 12,
             }
         },
         "persona_probe": {
@@ -279,6 +324,8 @@ def run_demo(
 
     t_demo = time.perf_counter()
     data_dir = Path(data_dir)
+    if data_dir.is_dir():
+        sweep_temp_files(data_dir)  # what a killed earlier run left
     resources = dict(resources or default_resources())
     if base_model is not None:
         resources["training"] = resources["training"].model_copy(update={"base_model": base_model})

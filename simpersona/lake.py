@@ -11,9 +11,12 @@ a temporary file in the same folder, then `os.replace`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,7 +41,9 @@ def atomic_path(
     name; `fsync` flushes the file to disk before the switch."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    # ".<name>.<random>.tmp[<suffix>]": what `sweep_temp_files` recognises after a crash
+    marked = suffix if suffix.startswith(".tmp") else f".tmp{suffix}"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=marked, dir=path.parent)
     os.close(fd)
     try:
         yield tmp
@@ -49,6 +54,35 @@ def atomic_path(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# atomic_path's files (".<name>.<random>.tmp[.ext]"), temporary folders made the same way
+# (mkdtemp with suffix ".tmp"), and versioned folders being published (".tmp-<version>-<pid>")
+_TEMP_RE = re.compile(r"^\.(.+\.tmp(\.[A-Za-z0-9]+)?|tmp-.+)$")
+
+
+def sweep_temp_files(*roots: str | os.PathLike[str], min_age_s: float = 900.0) -> list[Path]:
+    """Delete the temporary files and folders that writers left under `roots` when their
+    process died mid-write (`kill -9`, power loss); returns them. Anything younger than
+    `min_age_s` is left alone: a live writer may be filling it."""
+    cutoff = time.time() - min_age_s
+    gone = []
+    for root in roots:
+        for folder, dirs, names in os.walk(root):
+            for name in [*names, *dirs]:
+                if not _TEMP_RE.match(name):
+                    continue
+                path = Path(folder) / name
+                with contextlib.suppress(OSError):
+                    if path.stat().st_mtime >= cutoff:
+                        continue
+                    if path.is_dir():
+                        shutil.rmtree(path)
+                        dirs.remove(name)
+                    else:
+                        path.unlink()
+                    gone.append(path)
+    return gone
 
 
 def atomic_write_parquet(df: pl.DataFrame, path: str | os.PathLike[str]) -> Path:

@@ -523,16 +523,18 @@ def test_redirects_off_the_allowlist_are_blocked_and_the_buyer_id_arrives(loop, 
     """Both ways of keeping a session on its hosts: a loopback-only session's context sends
     other hosts to a dead-end proxy (no request interception); `intercept_local` routes every
     request. A server-side redirect to another host (which no pre-click check can see) fails
-    as blocked, the session goes on, and the store sees the buyer id either way (cookie or
-    header)."""
+    as blocked, the session goes on, and the store sees the buyer id either way (its signed
+    cookie)."""
     from starlette.applications import Starlette
     from starlette.responses import HTMLResponse, RedirectResponse
     from starlette.routing import Route
 
+    from simpersona.store.identity import read_buyer_cookie
+
     seen: list[str | None] = []
 
     def page(request):
-        seen.append(request.headers.get("x-buyer-id") or request.cookies.get("sp_buyer"))
+        seen.append(read_buyer_cookie(request.cookies.get("sp_buyer")))
         return HTMLResponse(
             '<html><body><main><a id="away" href="/away">away</a>'
             '<a id="in" href="/next">next</a></main></body></html>'

@@ -458,7 +458,10 @@ def generated_sessions(tmp_path_factory):
     from simpersona.synth import GeneratorConfig, generate_lake
 
     root = tmp_path_factory.mktemp("evaluation") / "lake"
-    generate_lake(root, GeneratorConfig(n_shops=1, n_buyers=1000, seed=5), progress=False)
+    generate_lake(
+        root, GeneratorConfig(n_shops=1, n_buyers=1000, seed=5), root.parent / "truth.parquet",
+        progress=False,
+    )  # fmt: skip
 
     def read(t: str) -> pl.DataFrame:
         return pl.read_parquet(str(Path(root) / t / "**" / "*.parquet"), hive_partitioning=False)

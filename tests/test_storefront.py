@@ -26,6 +26,8 @@ from simpersona.store import (
     run_in_thread,
     serve,
 )
+from simpersona.store.app import CSRF_FIELD
+from simpersona.store.identity import buyer_cookie, csrf_token, read_buyer_cookie
 from simpersona.store.search import SearchIndex, tokenize
 from simpersona.synth import GeneratorConfig, generate_lake
 from simpersona.warehouse import Warehouse
@@ -79,9 +81,37 @@ def sink() -> MemoryEventSink:
     return MemoryEventSink()
 
 
+def shop_root(url: str) -> str:
+    """The home page of the shop a storefront path belongs to."""
+    m = re.match(r"^(?:https?://[^/]+)?(/s/[^/]+)", url)
+    return f"{m.group(1)}/" if m else "/"
+
+
+def with_csrf(http: httpx.Client, url: str, data: dict | None) -> dict:
+    """`data` plus the CSRF token the shop's forms carry for this client's buyer (a first
+    page view issues the buyer cookie when there is none yet)."""
+    if "sp_buyer" not in http.cookies:
+        http.head(shop_root(url))  # a HEAD logs no event
+    buyer = read_buyer_cookie(http.cookies.get("sp_buyer"))
+    assert buyer, "no signed buyer cookie"
+    return {**(data or {}), CSRF_FIELD: csrf_token(buyer)}
+
+
+class ShopClient(TestClient):
+    """A TestClient that posts forms the way the shop's pages do: with the buyer's CSRF
+    token (a plain `TestClient.post` is a cross-site post, and gets 403)."""
+
+    def post(self, url, data=None, **kwargs):  # type: ignore[override]
+        return super().post(url, data=with_csrf(self, str(url), data), **kwargs)
+
+
+def form_post(http: httpx.Client, url: str, data: dict | None = None) -> httpx.Response:
+    return http.post(url, data=with_csrf(http, url, data))
+
+
 @pytest.fixture
 def client(catalog, sink) -> TestClient:
-    return TestClient(create_app(catalog, sink), raise_server_exceptions=False)
+    return ShopClient(create_app(catalog, sink), raise_server_exceptions=False)
 
 
 def esc(text: str) -> str:
@@ -216,7 +246,7 @@ def test_errors_are_pages_not_crashes(client, catalog, sink, lake_root):
     assert r.status_code == 422 and 'id="form-error"' in r.text
     # the crash route exists only when asked for
     assert client.get("/__debug/crash").status_code == 404
-    debug = TestClient(
+    debug = ShopClient(
         create_app(StoreCatalog.from_lake(lake_root, SHOP), MemoryEventSink(), debug_routes=True),
         raise_server_exceptions=False,
     )
@@ -269,16 +299,16 @@ def test_scripted_flow_logs_canonical_events(catalog, tmp_path):
         assert base_url.startswith("http://127.0.0.1:")
         with httpx.Client(base_url=base_url, follow_redirects=True, timeout=20) as http:
             assert http.get("/").status_code == 200
-            buyer = http.cookies["sp_buyer"]
+            buyer = read_buyer_cookie(http.cookies["sp_buyer"])
             assert http.get("/search", params={"q": p1.title}).status_code == 200
             assert http.get(f"/products/{p1.product_id}").status_code == 200
-            r = http.post("/cart/add", data={"product_id": p1.product_id, "quantity": "2"})
+            r = form_post(http, "/cart/add", {"product_id": p1.product_id, "quantity": "2"})
             assert r.url.path == "/cart" and esc(p1.title) in r.text  # the cart page view
-            http.post("/cart/add", data={"product_id": p2.product_id, "quantity": "1"})
-            r = http.post("/checkout")
+            form_post(http, "/cart/add", {"product_id": p2.product_id, "quantity": "1"})
+            r = form_post(http, "/checkout")
             token = token_of(str(r.url))
-            r = http.post(f"/checkouts/c/{token}", data={**INFO, "shipping": "express"})
-            r = http.post(f"/checkouts/c/{token}/payment", data=CARD)
+            r = form_post(http, f"/checkouts/c/{token}", {**INFO, "shipping": "express"})
+            r = form_post(http, f"/checkouts/c/{token}/payment", CARD)
             assert r.status_code == 200 and 'id="order-confirmation"' in r.text
             session = http.cookies[f"sp_session_{SHOP}"]
     finally:
@@ -362,7 +392,7 @@ def test_cart_changes_log_add_and_remove(client, catalog, sink):
 
 def test_buyers_have_separate_carts_and_ids(catalog, sink):
     app = create_app(catalog, sink)
-    alice, bob = TestClient(app), TestClient(app)
+    alice, bob = ShopClient(app), ShopClient(app)
     pa, pb = a_product(catalog, 4), a_product(catalog, 5)
     alice.post("/cart/add", data={"product_id": pa.product_id, "quantity": "1"})
     bob.post("/cart/add", data={"product_id": pb.product_id, "quantity": "3"})
@@ -371,25 +401,36 @@ def test_buyers_have_separate_carts_and_ids(catalog, sink):
     assert ta in ra.text and tb not in ra.text
     assert tb in rb.text and ta not in rb.text
     assert 'data-testid="cart-count">1<' in ra.text and 'data-testid="cart-count">3<' in rb.text
-    a_id, b_id = alice.cookies["sp_buyer"], bob.cookies["sp_buyer"]
-    assert a_id != b_id
+    a_id = read_buyer_cookie(alice.cookies["sp_buyer"])
+    b_id = read_buyer_cookie(bob.cookies["sp_buyer"])
+    assert a_id and b_id and a_id != b_id
     by_buyer = {}
     for e in sink.events:
         by_buyer.setdefault(e["buyer_id"], set()).add(e["product_id"])
     assert by_buyer[a_id] - {None} == {pa.product_id}
     assert by_buyer[b_id] - {None} == {pb.product_id}
-    # agents name themselves with a header; the cookie follows it
-    agent = TestClient(app)
-    r = agent.get("/", headers={"X-Buyer-Id": "agent-007"})
-    assert r.headers["x-buyer-id"] == "agent-007" and agent.cookies["sp_buyer"] == "agent-007"
+    # agents are named by a cookie signed with the storefront's secret
+    agent = TestClient(app, cookies={"sp_buyer": buyer_cookie("agent-007")})
+    r = agent.get("/")
+    assert r.headers["x-buyer-id"] == "agent-007"
     assert sink.events[-1]["buyer_id"] == "agent-007"
-    r = agent.get("/cart", headers={"X-Buyer-Id": "agent-007"})
+    r = agent.get("/cart")
     assert 'id="cart-empty"' in r.text  # not alice's or bob's cart
+    # naming another buyer opens nothing of theirs: a header, or a cookie not signed here
+    for spoof in (
+        {"headers": {"X-Buyer-Id": a_id}},
+        {"cookies": {"sp_buyer": a_id}},
+        {"cookies": {"sp_buyer": f"{a_id}.{'0' * 32}"}},
+        {"cookies": {"sp_buyer": buyer_cookie(a_id, secret=b"another shop's secret")}},
+    ):
+        mallory = TestClient(app, cookies=spoof.get("cookies"))
+        r = mallory.get("/cart", headers=spoof.get("headers"))
+        assert 'id="cart-empty"' in r.text and r.headers["x-buyer-id"] != a_id, spoof
 
 
 def test_sessions_end_after_30_minutes_of_inactivity(catalog, sink):
     now = [datetime(2025, 3, 1, 23, 50, tzinfo=UTC)]
-    client = TestClient(create_app(catalog, sink, clock=lambda: now[0]))
+    client = ShopClient(create_app(catalog, sink, clock=lambda: now[0]))
     r = client.get("/")
     cookie = r.headers["set-cookie"]
     assert "sp_session_shop-000=" in cookie and "Max-Age=1800" in cookie
@@ -400,7 +441,9 @@ def test_sessions_end_after_30_minutes_of_inactivity(catalog, sink):
         assert client.get("/cart").headers["x-session-id"] == first
     now[0] += timedelta(minutes=30, seconds=1)
     second = client.get("/").headers["x-session-id"]
-    assert second != first and second.startswith(client.cookies["sp_buyer"] + "-")
+    assert second != first and second.startswith(
+        read_buyer_cookie(client.cookies["sp_buyer"]) + "-"
+    )
     assert client.get("/", headers={"X-Session-Id": "forced-1"}).headers["x-session-id"] == (
         "forced-1"
     )
@@ -450,7 +493,7 @@ def test_search_index_bm25_basics():
 # ---- shops ----------------------------------------------------------------------------------
 def test_many_shops_by_path_prefix(lake_root, sink):
     cats = {s: StoreCatalog.from_lake(lake_root, s) for s in ("shop-000", "shop-001")}
-    client = TestClient(create_app(cats, sink), raise_server_exceptions=False)
+    client = ShopClient(create_app(cats, sink), raise_server_exceptions=False)
     r = client.get("/")
     assert r.status_code == 200
     assert 'id="shop-link-shop-000"' in r.text and 'id="shop-link-shop-001"' in r.text
@@ -606,3 +649,86 @@ def test_screenshots_in_headless_chromium(catalog, sink):
             gray = img.convert("L")
             assert ImageStat.Stat(gray).stddev[0] > 20, name  # not a blank page
             assert len(img.convert("RGB").getcolors(1 << 20) or []) > 200, name
+
+
+# ---- hostile clients ------------------------------------------------------------------------
+def test_state_changing_posts_need_the_buyers_csrf_token(catalog, sink):
+    """A page of another site can make a browser post to the shop (with its cookies); it
+    cannot read the token the shop's own forms carry. Without it, nothing changes."""
+    app = create_app(catalog, sink)
+    victim = ShopClient(app)
+    p = a_product(catalog)
+    assert victim.post("/cart/add", data={"product_id": p.product_id}).status_code == 200
+    attacker_token = csrf_token("someone-else")
+    cross_site = TestClient(app, cookies=dict(victim.cookies))  # the victim's cookies ride along
+    n_events = len(sink.events)
+    for data in ({}, {CSRF_FIELD: ""}, {CSRF_FIELD: attacker_token}):
+        for path, extra in (
+            ("/cart/add", {"product_id": p.product_id, "quantity": "5"}),
+            ("/cart/update", {"product_id": p.product_id, "quantity": "0"}),
+            ("/cart/remove", {"product_id": p.product_id}),
+            ("/checkout", {}),
+        ):
+            r = cross_site.post(path, data={**extra, **data})
+            assert r.status_code == 403 and 'id="error-page"' in r.text, (path, data)
+    assert len(sink.events) == n_events  # nothing logged
+    assert f'id="cart-qty-{p.product_id}"' in victim.get("/cart").text  # cart untouched
+    # every state-changing form the shop renders carries the token
+    page = victim.get(f"/products/{p.product_id}").text + victim.get("/cart").text
+    forms = re.findall(r"<form[^>]*method=\"post\"[^>]*>\s*<input[^>]*>", page)
+    assert len(forms) == 4 and all(f'name="{CSRF_FIELD}"' in f for f in forms)
+
+
+def test_get_checkout_head_and_odd_input_change_nothing(catalog, sink):
+    client = ShopClient(create_app(catalog, sink))
+    p = a_product(catalog)
+    client.post("/cart/add", data={"product_id": p.product_id, "quantity": "1"})
+    app_state = client.app.state.storefront.shops[SHOP]
+    before = (len(app_state.checkouts), len(sink.events))
+    r = client.get("/checkout")  # a link or a prefetch must not start a checkout
+    assert r.url.path == "/cart" and len(app_state.checkouts) == before[0]
+    n = len(sink.events)
+    for path in ("/", f"/products/{p.product_id}", "/cart", "/collections/all", "/search?q=x"):
+        r = client.head(path)
+        assert r.status_code == 200 and r.content == b"", path
+    assert len(sink.events) == n  # HEAD logs nothing
+    for digits in ("\u0663", "\uff13", "\u00b2"):  # Arabic-Indic 3, full-width 3, superscript 2
+        r = client.post("/cart/add", data={"product_id": p.product_id, "quantity": digits})
+        assert r.status_code == 422, digits
+    assert client.get("/collections/all?page=\u0663").status_code == 200
+
+
+def test_logged_urls_do_not_trust_the_host_header(catalog, sink):
+    app = create_app(catalog, sink)
+    with serve(app) as base_url, httpx.Client(base_url=base_url) as http:
+        http.get("/", headers={"Host": "evil.example"})
+        http.get("/pages/about", headers={"Host": "evil.example:8080"})
+    assert [e["url"] for e in sink.events] == [f"{base_url}/", f"{base_url}/pages/about"]
+    pinned = create_app(catalog, MemoryEventSink(), public_url="https://shop.example.com/")
+    client = TestClient(pinned)
+    client.get("/pages/about", headers={"Host": "evil.example"})
+    assert pinned.state.storefront.sink.events[-1]["url"] == "https://shop.example.com/pages/about"
+
+
+def test_buyer_state_is_bounded_and_expires(catalog, sink):
+    """Per-buyer state used to be kept forever: memory grew with every cookieless client."""
+    now = [datetime(2025, 3, 1, 12, 0, tzinfo=UTC)]
+    app = create_app(catalog, sink, clock=lambda: now[0])
+    shop = app.state.storefront.shops[SHOP]
+    shop.max_buyers = 50
+    p = a_product(catalog)
+    for _ in range(200):  # a client that never keeps a cookie: a new buyer per request
+        TestClient(app).get("/")
+    assert 40 <= len(shop.sessions) <= 50
+    keeper = ShopClient(app)
+    keeper.post("/cart/add", data={"product_id": p.product_id})
+    buyer = read_buyer_cookie(keeper.cookies["sp_buyer"])
+    assert buyer in shop.carts
+    now[0] += timedelta(hours=1)
+    keeper.get("/cart")  # active: kept
+    now[0] += timedelta(hours=1, minutes=30)
+    TestClient(app).get("/")  # the others idle 2.5 h: swept
+    assert buyer in shop.carts and len(shop.sessions) == 2
+    now[0] += timedelta(hours=3)
+    TestClient(app).get("/")
+    assert buyer not in shop.carts and buyer not in shop.sessions and len(shop.sessions) == 1

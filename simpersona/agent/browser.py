@@ -9,16 +9,16 @@ Each session gets a context of its own (cookies, storage), so concurrent buyers 
 a cart or a session cookie; at most `size` are open at once. A finished session's context is
 kept for the next one with its cookies and web storage cleared (`reuse_contexts`), since a
 fresh context and tab cost about three page loads of CPU. Requests to hosts outside the
-allowlist are aborted in the browser. `X-Buyer-Id` is sent only to the origin named in
-`headers_for` (the local storefront), never to other hosts. When the browser process dies,
+allowlist are aborted in the browser. The buyer id goes out as the storefront's signed
+`sp_buyer` cookie (`simpersona.store.identity.buyer_cookie`), set for the origin named in
+`headers_for` (the local storefront) only, never for other hosts. When the browser process dies,
 the next session launches a new one, so one crash does not take the pool down.
 
 Sessions whose allowlist holds only loopback hosts (a local storefront: every simulation)
 skip request interception, which pauses every request for a round trip to the driver,
 turns off the HTTP cache, and costs about 15 % of the throughput. Their contexts send all
 other traffic to a dead-end proxy on loopback (a bound port that never listens), so other
-hosts fail at once with `ERR_PROXY_CONNECTION_FAILED`, and the buyer id travels as the
-storefront's `sp_buyer` cookie instead of the header. Chromium never proxies the loopback
+hosts fail at once with `ERR_PROXY_CONNECTION_FAILED`. Chromium never proxies the loopback
 names, so `localhost` and `127.0.0.1` are not told apart there; the runtime checks a link's
 or form's target host before it clicks (see `simpersona.agent.execute`).
 """
@@ -34,6 +34,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
+
+from simpersona.store.identity import buyer_cookie
 
 CHROMIUM_PATH = "/usr/bin/chromium"
 # Debian's chromium-headless-shell: the same Chromium build as a headless-only binary (the
@@ -54,8 +56,8 @@ CHROMIUM_ARGS: tuple[str, ...] = (
     "--disable-sync",
 )
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
-# The storefront's buyer cookie (simpersona.store.app.BUYER_COOKIE; not imported, so the
-# agent does not pull in the web stack).
+# The storefront's buyer cookie (simpersona.store.app.BUYER_COOKIE), signed by
+# simpersona.store.identity.
 BUYER_COOKIE = "sp_buyer"
 # How Chromium reports a request the pool stopped: aborted by the route, or sent to the
 # dead-end proxy of a loopback-only context.
@@ -244,10 +246,10 @@ class BrowserPool:
         allowlist: Iterable[str] | None = None,
     ) -> AsyncIterator[Any]:
         """A page in a browser context of its own (waits for a free slot). `buyer_id` goes
-        out as the `X-Buyer-Id` header, to the origin of `headers_for` only; requests to hosts
-        outside `allowlist` (when given) are aborted. A loopback-only allowlist gets a
-        context without interception instead (see the module docstring): the buyer id is the
-        store's cookie there, and other hosts fail at the dead-end proxy.
+        out as the storefront's signed buyer cookie, for the origin of `headers_for` only;
+        requests to hosts outside `allowlist` (when given) are aborted. A loopback-only
+        allowlist gets a context without interception instead (see the module docstring):
+        other hosts fail at the dead-end proxy.
 
         With `reuse_contexts`, a context whose session ended with its page open is kept for
         the next session after its cookies and the store's web storage are cleared (a new
@@ -262,9 +264,12 @@ class BrowserPool:
             slot.routing.set(buyer_id, headers_for, allowlist)
             reusable = False
             try:
-                if loopback is not None and buyer_id and headers_for:
+                if buyer_id and headers_for:
+                    # the storefront trusts only a cookie signed with its secret
+                    # (simpersona.store.identity), for this buyer and its origin alone
+                    cookie = buyer_cookie(buyer_id)
                     await slot.ctx.add_cookies(
-                        [{"name": BUYER_COOKIE, "value": buyer_id, "url": _origin(headers_for)}]
+                        [{"name": BUYER_COOKIE, "value": cookie, "url": _origin(headers_for)}]
                     )
                 yield slot.page
                 reusable = self.config.reuse_contexts
@@ -325,8 +330,8 @@ async def _reset(slot: _Slot) -> bool:
 
 
 class _Routing:
-    """The per-context request filter: the allowlist, and the buyer header for the store's
-    origin only. Mutable, so a reused context serves the next buyer."""
+    """The per-context request filter: the allowlist. Mutable, so a reused context serves
+    the next buyer."""
 
     def __init__(self) -> None:
         self.set(None, None, None)
@@ -347,9 +352,5 @@ class _Routing:
             return
         if self.allowed is not None and not host_allowed(parts.hostname or "", self.allowed):
             await route.abort("blockedbyclient")
-            return
-        if self.buyer_id and self.origin == (parts.scheme, parts.hostname, parts.port):
-            headers = {**route.request.headers, "x-buyer-id": self.buyer_id}
-            await route.continue_(headers=headers)
             return
         await route.continue_()

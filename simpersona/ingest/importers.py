@@ -778,8 +778,8 @@ def _remove_legacy_parts(base: Path, path: Path) -> None:
 def write_import(
     result: ImportResult, lake_root: str | os.PathLike[str], progress: ProgressFn | None = None
 ) -> list[Path]:
-    """Write an ImportResult into the lake: events per source file (part = source stem),
-    importer quarantine per source file, catalog merged into part = format name.
+    """Write an ImportResult into the lake: the catalog merged into part = format name,
+    then events per source file (part = `lake_part`) and importer quarantine per file.
 
     Re-writing the same source replaces its files; event files of that part left over in
     other date folders (from an earlier, different import of the same file) are removed.
@@ -792,6 +792,12 @@ def write_import(
         | set(result.products["shop_id"].drop_nulls())
         | {s for s in result.rejects["shop_id"].drop_nulls() if s and _is_safe_shop(s)}
     )
+    # the catalog first: a crash between the two then leaves products without events (which
+    # ingestion accepts), never events naming products the lake does not have
+    real_title = _title_check(result.format)
+    for table, df in (("products", result.products), ("collections", result.collections)):
+        if df.height:
+            written += write_catalog_merged(lake, table, df, result.format, real_title)
     for path in result.files:
         part = lake_part(path)
         ev = result.events.filter(pl.col("source_file") == path.name)
@@ -811,10 +817,6 @@ def write_import(
         (qdir / f"{source_stem(path)}.parquet").unlink(missing_ok=True)  # legacy name
         if progress:
             progress(path)
-    real_title = _title_check(result.format)
-    for table, df in (("products", result.products), ("collections", result.collections)):
-        if df.height:
-            written += write_catalog_merged(lake, table, df, result.format, real_title)
     result.written = written
     return written
 

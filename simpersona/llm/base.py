@@ -114,7 +114,7 @@ def build_base(name: str, models_dir: str | os.PathLike[str], log: Any = None) -
     if (out / BUILD_FILE).is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         t0 = time.perf_counter()
         model, tok = _convert(gguf, pm)

@@ -215,7 +215,7 @@ def build_tiny_model(
     if pretrain is not None and pretrain.steps > 0 and texts:
         stats = pretrain_base(model, tokenizer, texts, pretrain)
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

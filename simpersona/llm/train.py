@@ -446,7 +446,7 @@ def _fit(
 def _save(model, tok, out_dir: Path, result: TrainResult, state_dict=None) -> None:
     """Write an ordinary HF model folder atomically (temporary folder, then renamed)."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         model.save_pretrained(tmp, state_dict=state_dict)
         tok.save_pretrained(tmp)

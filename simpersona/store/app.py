@@ -6,9 +6,10 @@ and, for every shop, the same pages under `/s/<shop_id>/...`; given a dict of ca
 serves many shops by path prefix and lists them at `/`. Routes, element ids and the event
 mapping are documented in `docs/storefront.md`.
 
-Buyers are identified by the `sp_buyer` cookie (set on the first visit) or an `X-Buyer-Id`
-header (agents); sessions end after 30 minutes without a request (`sp_session_<shop>`
-cookie, `X-Session-Id` header to force one). Page views log one event typed by the page
+Buyers are identified by the `sp_buyer` cookie the storefront signed (set on the first
+visit; agents get theirs signed for their planned id, `simpersona.store.identity`), and
+every state-changing form carries the buyer's CSRF token; sessions end after 30 minutes
+without a request (`sp_session_<shop>` cookie, `X-Session-Id` header to force one). Page views log one event typed by the page
 (page_view, collection_view, product_view, search); cart and checkout actions log
 add_to_cart, remove_from_cart, checkout_started and checkout_completed. Form errors, 404s,
 checkout steps between start and completion, and static files log nothing.
@@ -16,6 +17,7 @@ checkout steps between start and completion, and static files log nothing.
 
 from __future__ import annotations
 
+import hmac
 import math
 import re
 import threading
@@ -36,8 +38,10 @@ from starlette.exceptions import HTTPException
 
 from simpersona.store.catalog import ALL_COLLECTION_ID, Product, StoreCatalog, stable_hue
 from simpersona.store.events import EventSink
+from simpersona.store.identity import buyer_cookie, csrf_token, read_buyer_cookie, store_secret
 from simpersona.store.state import (
     COUNTRIES,
+    MAX_BUYERS,
     MAX_QUANTITY,
     SESSION_TIMEOUT,
     SHIPPING_METHODS,
@@ -54,6 +58,7 @@ TEMPLATES_DIR = HERE / "templates"
 STATIC_DIR = HERE / "static"
 
 BUYER_COOKIE = "sp_buyer"
+CSRF_FIELD = "csrf_token"  # hidden input of every state-changing form
 SESSION_COOKIE_PREFIX = "sp_session_"
 BUYER_COOKIE_MAX_AGE = 2 * 365 * 24 * 3600
 PAGE_SIZE = 24
@@ -118,7 +123,7 @@ INFO_PAGES: dict[str, tuple[str, list[str]]] = {
 }
 
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_QTY_RE = re.compile(r"^\s*\+?(\d{1,6})\s*$")
+_QTY_RE = re.compile(r"^\s*\+?([0-9]{1,6})\s*$")  # ASCII digits: int("٣") is 3
 _EXPIRY_RE = re.compile(r"^\s*(\d{1,2})\s*/\s*(\d{2}|\d{4})\s*$")
 _DOM_ID_RE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -224,10 +229,9 @@ def parse_quantity(raw: object, minimum: int = 1) -> tuple[int | None, str | Non
 
 
 def _page_number(raw: str | None) -> int:
-    try:
-        return max(1, int(raw or 1))
-    except ValueError:
+    if not raw or not raw.isascii() or not raw.strip().isdigit() or len(raw) > 6:
         return 1
+    return max(1, int(raw))
 
 
 def _paginate(items: list[Any], page: int, size: int = PAGE_SIZE) -> tuple[list[Any], int, int]:
@@ -259,13 +263,18 @@ class Storefront:
         debug_routes: bool,
         clock: Callable[[], datetime],
         secure_cookies: bool,
+        public_url: str | None = None,
+        secret: bytes | None = None,
+        max_buyers: int = MAX_BUYERS,
     ) -> None:
-        self.shops = {sid: ShopState(cat) for sid, cat in catalogs.items()}
+        self.shops = {sid: ShopState(cat, max_buyers=max_buyers) for sid, cat in catalogs.items()}
         self.sink = sink
         self.root_shop = root_shop
         self.debug_routes = debug_routes
         self.clock = clock
         self.secure_cookies = secure_cookies
+        self.public_url = public_url.rstrip("/") if public_url else None
+        self.secret = secret or store_secret()
         self.lock = threading.RLock()
         self._last_ts: datetime | None = None
         self.env = Environment(
@@ -293,11 +302,8 @@ class Storefront:
     def visit(self, request: Request) -> Visit:
         shop_id = self._shop_id(request)
         shop = self.shops[shop_id]
-        buyer = (
-            clean_id(request.headers.get("x-buyer-id"))
-            or clean_id(request.cookies.get(BUYER_COOKIE))
-            or new_buyer_id()
-        )
+        # only a cookie this storefront signed names a buyer (simpersona.store.identity)
+        buyer = read_buyer_cookie(request.cookies.get(BUYER_COOKIE), self.secret) or new_buyer_id()
         now = self.clock()
         with self.lock:
             session_id = shop.touch_session(
@@ -315,7 +321,7 @@ class Storefront:
         shop_id = visit.catalog.shop_id
         response.set_cookie(
             BUYER_COOKIE,
-            visit.buyer_id,
+            buyer_cookie(visit.buyer_id, self.secret),
             max_age=BUYER_COOKIE_MAX_AGE,
             path="/",
             httponly=True,
@@ -335,6 +341,17 @@ class Storefront:
         response.headers["X-Session-Id"] = visit.session_id
         response.headers["Cache-Control"] = "no-store"
         return response
+
+    async def checked_form(self, request: Request, visit: Visit) -> Any:
+        """The posted form, after its CSRF token was checked against the buyer's (403 when
+        it is missing or wrong: the post did not come from this buyer's page)."""
+        form = await request.form()
+        sent = str(form.get(CSRF_FIELD, ""))
+        if not hmac.compare_digest(sent, csrf_token(visit.buyer_id, self.secret)):
+            raise HTTPException(
+                403, "This form has expired or did not come from this shop. Reload the page."
+            )
+        return form
 
     def emit(self, visit: Visit, event_type: str, url: str, **fields: Any) -> None:
         if not visit.log:
@@ -365,9 +382,25 @@ class Storefront:
         event.update(fields)
         self.sink.emit(event)
 
-    @staticmethod
-    def absolute(request: Request, path: str) -> str:
-        return str(request.base_url).rstrip("/") + path
+    def origin(self, request: Request) -> str:
+        """The origin logged in event URLs: `public_url` when configured, else the address
+        the server listens on — never the request's Host header, which a client sets."""
+        if self.public_url:
+            return self.public_url
+        server = request.scope.get("server")
+        if not server:
+            return "http://storefront.invalid"
+        host, port = server[0], server[1]
+        host = f"[{host}]" if ":" in str(host) else host
+        return f"http://{host}" if port in (None, 80) else f"http://{host}:{port}"
+
+    def absolute(self, request: Request, path: str) -> str:
+        return self.origin(request) + path
+
+    def page_url(self, request: Request) -> str:
+        """The requested page's URL for the event log (path and query on `origin`)."""
+        query = request.url.query
+        return self.origin(request) + request.url.path + (f"?{query}" if query else "")
 
     def _shop_context(self, visit: Visit | None) -> dict[str, Any]:
         """Template variables of the shop chrome (header, nav, cart count) for a visit."""
@@ -384,6 +417,8 @@ class Storefront:
             "money": lambda v: money(v, cat.currency),
             "info_pages": INFO_PAGES,
             "q": "",
+            "csrf_field": CSRF_FIELD,
+            "csrf_token": csrf_token(visit.buyer_id, self.secret),
         }
 
     def render(
@@ -422,7 +457,7 @@ class Storefront:
                 [p for p in cat.collections["new-arrivals"].product_ids if p not in seen][:4]
             )
         collections = cat.nav_collections(8)
-        self.emit(v, "page_view", str(request.url))
+        self.emit(v, "page_view", self.page_url(request))
         return self.render(
             "home.html", v, "home", featured=featured, new_arrivals=new, collections=collections
         )
@@ -432,7 +467,7 @@ class Storefront:
         clicks from any page, as on real stores whose menus list only a few."""
         v = self.visit(request)
         colls = [c for c in v.catalog.collections.values() if c.product_ids]
-        self.emit(v, "page_view", str(request.url))
+        self.emit(v, "page_view", self.page_url(request))
         return self.render("collections.html", v, "collection", collections=colls)
 
     async def collection(self, request: Request) -> Response:
@@ -444,7 +479,7 @@ class Storefront:
         sort = sort if sort in SORTS else "featured"
         products = _sort_products(v.catalog.products_of(coll.product_ids), sort)
         items, page, pages = _paginate(products, _page_number(request.query_params.get("page")))
-        self.emit(v, "collection_view", str(request.url), collection_id=coll.collection_id)
+        self.emit(v, "collection_view", self.page_url(request), collection_id=coll.collection_id)
         return self.render(
             "collection.html",
             v,
@@ -464,9 +499,9 @@ class Storefront:
         results = v.catalog.search(q) if q else []
         items, page, pages = _paginate(results, _page_number(request.query_params.get("page")))
         if q:
-            self.emit(v, "search", str(request.url), search_query=q)
+            self.emit(v, "search", self.page_url(request), search_query=q)
         else:
-            self.emit(v, "page_view", str(request.url))
+            self.emit(v, "page_view", self.page_url(request))
         return self.render(
             "search.html",
             v,
@@ -484,7 +519,7 @@ class Storefront:
         p = v.catalog.product(request.path_params["product_id"])
         if p is None:
             raise HTTPException(404, "Product not found")
-        self.emit(v, "product_view", str(request.url), product_id=p.product_id, price=p.price)
+        self.emit(v, "product_view", self.page_url(request), product_id=p.product_id, price=p.price)
         return self._product_page(v, p)
 
     def _product_page(
@@ -518,7 +553,7 @@ class Storefront:
         if handle not in INFO_PAGES:
             raise HTTPException(404, "Page not found")
         title, paragraphs = INFO_PAGES[handle]
-        self.emit(v, "page_view", str(request.url))
+        self.emit(v, "page_view", self.page_url(request))
         return self.render(
             "page.html", v, "info", handle=handle, title=title, paragraphs=paragraphs
         )
@@ -548,12 +583,12 @@ class Storefront:
         added = v.catalog.product(request.query_params.get("added", ""))
         if added is not None:
             notice = f"Added “{added.title}” to your cart."
-        self.emit(v, "page_view", str(request.url))
+        self.emit(v, "page_view", self.page_url(request))
         return self._cart_page(v, notice=notice)
 
     async def cart_add(self, request: Request) -> Response:
         v = self.visit(request)
-        form = await request.form()
+        form = await self.checked_form(request, v)
         p = v.catalog.product(str(form.get("product_id", "")))
         if p is None:
             raise HTTPException(404, "Product not found")
@@ -583,7 +618,7 @@ class Storefront:
 
     async def cart_update(self, request: Request) -> Response:
         v = self.visit(request)
-        form = await request.form()
+        form = await self.checked_form(request, v)
         pid = str(form.get("product_id", ""))
         qty, error = parse_quantity(form.get("quantity"), minimum=0)
         with self.lock:
@@ -607,7 +642,7 @@ class Storefront:
 
     async def cart_remove(self, request: Request) -> Response:
         v = self.visit(request)
-        form = await request.form()
+        form = await self.checked_form(request, v)
         pid = str(form.get("product_id", ""))
         with self.lock:
             old = v.shop.cart(v.buyer_id).pop(pid, 0)
@@ -625,8 +660,12 @@ class Storefront:
 
     # ---- checkout ---------------------------------------------------------------------------
     async def checkout(self, request: Request) -> Response:
-        """Start a checkout of the cart (POST from the cart, or GET /checkout)."""
+        """Start a checkout of the cart (POST from the cart). A GET changes nothing: it shows
+        the cart, whose checkout button posts here (a link or prefetch must not start one)."""
         v = self.visit(request)
+        if request.method != "POST":
+            return self.redirect(v, v.links.cart())
+        await self.checked_form(request, v)
         with self.lock:
             if not v.shop.lines(v.buyer_id):
                 return self.redirect(v, v.links.cart())
@@ -685,7 +724,7 @@ class Storefront:
             self.emit(
                 v,
                 "checkout_started",
-                str(request.url),
+                self.page_url(request),
                 order_value=round(sum(line.total for line in lines), 2),
                 quantity=sum(line.quantity for line in lines),
             )
@@ -696,7 +735,7 @@ class Storefront:
         co = self._checkout_for(v, request)
         if co.order is not None:
             return self.redirect(v, v.links.thank_you(co.token))
-        form = await request.form()
+        form = await self.checked_form(request, v)
         fields = (
             "email",
             "first_name",
@@ -761,7 +800,7 @@ class Storefront:
             return self.redirect(v, v.links.thank_you(co.token))
         if not co.has_info:
             return self.redirect(v, v.links.checkout_info(co.token))
-        form = await request.form()
+        form = await self.checked_form(request, v)
         number = re.sub(r"[\s-]", "", str(form.get("card_number", "")))
         expiry = str(form.get("card_expiry", "")).strip()
         cvc = str(form.get("card_cvc", "")).strip()
@@ -850,9 +889,7 @@ class Storefront:
         visit = None
         if shop_id in self.shops:
             base = f"/s/{shop_id}" if request.url.path.startswith(f"/s/{shop_id}") else ""
-            buyer = clean_id(request.headers.get("x-buyer-id")) or clean_id(
-                request.cookies.get(BUYER_COOKIE)
-            )
+            buyer = read_buyer_cookie(request.cookies.get(BUYER_COOKIE), self.secret)
             visit = Visit(
                 self.shops[shop_id],
                 buyer or "",
@@ -883,12 +920,20 @@ def create_app(
     clock: Callable[[], datetime] | None = None,
     secure_cookies: bool = False,
     flush_on_shutdown: bool = True,
+    public_url: str | None = None,
+    secret: bytes | None = None,
+    max_buyers: int = MAX_BUYERS,
 ) -> FastAPI:
     """The storefront app for one shop (served at `/` and `/s/<shop_id>/`) or many (a dict
     shop_id -> catalog, served at `/s/<shop_id>/`, listed at `/`).
 
     `debug_routes` enables `/__debug/crash` (a forced 500); `clock` replaces the wall clock
-    (UTC-aware datetimes) for event times and session expiry, e.g. in tests.
+    (UTC-aware datetimes) for event times and session expiry, e.g. in tests. `public_url`
+    is the origin written into logged event URLs (default: the address the server listens
+    on; the request's Host header is never trusted). `secret` signs buyer cookies and CSRF
+    tokens (default: `identity.store_secret()`). Each shop keeps the state of at most
+    `max_buyers` buyers (the least recently seen go first; idle ones expire after
+    `state.STATE_TTL`).
     """
     if isinstance(catalog, StoreCatalog):
         catalogs: dict[str, StoreCatalog] = {catalog.shop_id: catalog}
@@ -908,6 +953,9 @@ def create_app(
         debug_routes=debug_routes,
         clock=clock or (lambda: datetime.now(UTC)),
         secure_cookies=secure_cookies,
+        public_url=public_url,
+        secret=secret,
+        max_buyers=max_buyers,
     )
 
     @asynccontextmanager
@@ -946,8 +994,10 @@ def create_app(
         ("/__debug/crash", store.crash, ["GET"]),
     ]
     app.add_api_route("/favicon.ico", store.favicon, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/", store.shop_index, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/s/{shop_id}", store.home, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/", store.shop_index, methods=["GET", "HEAD"], include_in_schema=False)
+    app.add_api_route("/s/{shop_id}", store.home, methods=["GET", "HEAD"], include_in_schema=False)
+    # HEAD wherever GET is allowed (link checkers, uptime probes); a HEAD logs no event
+    routes = [(p, e, [*m, "HEAD"] if "GET" in m else m) for p, e, m in routes]
     for path, endpoint, methods in routes:
         app.add_api_route("/s/{shop_id}" + path, endpoint, methods=methods, include_in_schema=False)
         if root_shop is not None and path != "/":

@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from simpersona.store.state import MAX_BUYERS
+
 
 def storefront_command(
     shop: Annotated[
@@ -46,6 +48,16 @@ def storefront_command(
         bool,
         typer.Option(help="Enable /__debug/crash, which answers with a forced error (500)."),
     ] = False,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Origin written into logged event URLs (default: http://<host>:<port>; the "
+            "request's Host header is never used)."
+        ),
+    ] = None,
+    max_buyers: Annotated[
+        int, typer.Option(help="Buyers whose cart and session each shop keeps in memory.")
+    ] = MAX_BUYERS,
 ) -> None:
     """Serve the storefront for one or more shops and log every visit into the lake."""
     import uvicorn
@@ -85,7 +97,11 @@ def storefront_command(
             raise typer.Exit(1) from exc
     sink = LakeEventSink(lake, flush_interval_s=flush_seconds)
     app = create_app(
-        catalogs[shops[0]] if len(shops) == 1 else catalogs, sink, debug_routes=debug_routes
+        catalogs[shops[0]] if len(shops) == 1 else catalogs,
+        sink,
+        debug_routes=debug_routes,
+        public_url=public_url,
+        max_buyers=max_buyers,
     )
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
     for s, cat in catalogs.items():
@@ -94,6 +110,8 @@ def storefront_command(
             f"[green]{s}[/]: {len(cat.products)} products, {len(cat.collections)} collections, "
             f"{cat.currency} at http://{shown}:{port}{prefix}/"
         )
+    if sink.recovered_events:
+        console.print(f"recovered {sink.recovered_events} events a killed storefront had logged")
     console.print(f"events -> {Lake.at(lake).root / 'events'} (every {flush_seconds:g} s)")
     try:
         uvicorn.run(app, host=host, port=port, log_level="info")

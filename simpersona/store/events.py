@@ -1,10 +1,12 @@
 """Event sinks: where the storefront's canonical events go.
 
-`LakeEventSink` buffers events and writes them into the lake's hive layout with
-`Lake.write_events`, one new part per flush (`<prefix>-<pid>-<run>-<seq>`, so no flush ever
-replaces another, across restarts too), from a background thread every `flush_interval_s`
-seconds or as soon as `max_buffer` events wait, and at `close()` (also registered with
-`atexit`). Simulated sessions then flow through the same ingestion pipeline as real logs.
+`LakeEventSink` logs each event to a write-ahead segment before the request is answered
+and writes the segments into the lake's hive layout with `Lake.write_events`, one new part
+per flush (`<prefix>-<pid>-<run>-<seq>`, so no flush ever replaces another, across restarts
+too), from a background thread every `flush_interval_s` seconds or as soon as `max_buffer`
+events wait, and at `close()` (also registered with `atexit`); segments a killed process
+left are written by the next sink on that lake. Simulated sessions then flow through the
+same ingestion pipeline as real logs.
 
 `MemoryEventSink` keeps events in memory for tests and agents.
 """
@@ -12,16 +14,19 @@ seconds or as soon as `max_buffer` events wait, and at `close()` (also registere
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
+import re
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from simpersona.lake import Lake
+from simpersona.lake import Lake, sweep_temp_files
 from simpersona.schema import EVENTS_SCHEMA, conform
 
 log = logging.getLogger(__name__)
@@ -83,7 +88,17 @@ class MemoryEventSink(EventSink):
 
 
 class LakeEventSink(EventSink):
-    """Buffers events and writes them to `<lake>/events/shop=<S>/date=<D>/<part>.parquet`."""
+    """Writes events to `<lake>/events/shop=<S>/date=<D>/<part>.parquet` through a
+    write-ahead log, so an acknowledged request's event survives `kill -9`.
+
+    `emit` appends the event to the current segment `<lake>/_wal/<part>.jsonl` and hands it
+    to the operating system before it returns (the request is answered after that, and the
+    kernel writes its page cache out whatever becomes of the process). A flush closes the
+    segment and writes it as the lake part of the same name (one atomic file per day), then
+    deletes it. A segment left behind by a process that died is written when the next sink
+    on the same lake starts: under the segment's own part name, so a crash between the
+    Parquet write and the delete replaces the part instead of duplicating its events.
+    """
 
     def __init__(
         self,
@@ -98,16 +113,22 @@ class LakeEventSink(EventSink):
         self.flush_interval_s = flush_interval_s
         self.max_buffer = max_buffer
         self.part_prefix = part_prefix
+        self.wal_dir = Path(self.lake.root) / WAL_DIR
         self._run = f"{int(time.time() * 1000):x}"
         self._seq = 0
-        self._lock = threading.Lock()  # buffer
+        self._lock = threading.Lock()  # the current segment
         self._flush_lock = threading.Lock()  # one writer at a time, parts in order
-        self._buffer: list[Event] = []
+        self._segment: Path | None = None
+        self._fh: Any = None
+        self._in_segment = 0
+        self._closed_segments: list[Path] = []  # written to the WAL, not yet to the lake
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._closed = False
         self.written: list[Path] = []  # every file written, in order
         self.events_written = 0
+        sweep_temp_files(self.lake.root / "events")  # parts a killed writer left half-done
+        self.recovered_events = self.recover()
         self._thread: threading.Thread | None = None
         if background:
             self._thread = threading.Thread(
@@ -118,11 +139,18 @@ class LakeEventSink(EventSink):
 
     # ---- EventSink ---------------------------------------------------------------------
     def emit(self, event: Event) -> None:
+        line = _encode(event)
         with self._lock:
-            self._buffer.append(dict(event))
-            full = len(self._buffer) >= self.max_buffer
+            if self._fh is None:
+                self._segment = self.wal_dir / f"{self.next_part()}.jsonl"
+                self.wal_dir.mkdir(parents=True, exist_ok=True)
+                self._fh = open(self._segment, "ab")  # noqa: SIM115 - closed at rotation
+            self._fh.write(line)
+            self._fh.flush()  # in the kernel's hands before the request is answered
+            self._in_segment += 1
+            full = self._in_segment >= self.max_buffer
             closed = self._closed
-        if closed:  # a late request after shutdown: write it at once rather than lose it
+        if closed:  # a late request after shutdown: write it at once
             self.flush()
         elif full:
             if self._thread is not None:
@@ -132,8 +160,9 @@ class LakeEventSink(EventSink):
 
     @property
     def pending(self) -> int:
+        """Events logged but not yet in the lake."""
         with self._lock:
-            return len(self._buffer)
+            return self._in_segment + sum(_count_lines(p) for p in self._closed_segments)
 
     def next_part(self) -> str:
         self._seq += 1
@@ -141,19 +170,20 @@ class LakeEventSink(EventSink):
 
     def flush(self) -> list[Path]:
         with self._flush_lock:
-            with self._lock:
-                batch, self._buffer = self._buffer, []
-            if not batch:
-                return []
-            try:
-                written = self.lake.write_events(events_frame(batch), part=self.next_part())
-            except Exception:
-                # Keep the events for the next try (disk full, permissions...).
+            with self._lock:  # rotate: later events go to a new segment
+                if self._fh is not None:
+                    self._fh.close()
+                    self._closed_segments.append(self._segment)
+                    self._fh, self._segment, self._in_segment = None, None, 0
+                todo = list(self._closed_segments)
+            written: list[Path] = []
+            for segment in todo:  # a failure leaves the segment for the next try
+                files, n = self._write_segment(segment)
                 with self._lock:
-                    self._buffer[:0] = batch
-                raise
+                    self._closed_segments.remove(segment)
+                written += files
+                self.events_written += n
             self.written.extend(written)
-            self.events_written += len(batch)
             return written
 
     def close(self) -> None:
@@ -168,6 +198,32 @@ class LakeEventSink(EventSink):
         self.flush()
         atexit.unregister(self.close)
 
+    # ---- the write-ahead log -------------------------------------------------------------
+    def _write_segment(self, segment: Path) -> tuple[list[Path], int]:
+        events, bad = read_segment(segment)
+        if bad:
+            log.warning("%s: %d unreadable line(s) skipped (cut by a crash)", segment, bad)
+        files = self.lake.write_events(events_frame(events), part=segment.stem) if events else []
+        segment.unlink(missing_ok=True)
+        return files, len(events)
+
+    def recover(self) -> int:
+        """Write into the lake the segments that sinks of dead processes left; returns the
+        number of events recovered."""
+        if not self.wal_dir.is_dir():
+            return 0
+        total = 0
+        for segment in sorted(self.wal_dir.glob("*.jsonl")):
+            m = _SEGMENT_RE.search(segment.stem)
+            if m is None or _alive(int(m.group("pid"))):
+                continue
+            files, n = self._write_segment(segment)
+            self.written.extend(files)
+            total += n
+        if total:
+            log.warning("recovered %d storefront events from %s", total, self.wal_dir)
+        return total
+
     # ---- background flusher --------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -177,5 +233,48 @@ class LakeEventSink(EventSink):
                 break
             try:
                 self.flush()
-            except Exception:  # keep serving; the events stay buffered for the next try
+            except Exception:  # keep serving; the segments stay for the next try
                 log.exception("storefront event flush to %s failed", self.lake.root)
+
+
+WAL_DIR = "_wal"
+_SEGMENT_RE = re.compile(r"-(?P<pid>\d+)-(?P<run>[0-9a-f]+)-(?P<seq>\d{6})$")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _encode(event: Event) -> bytes:
+    row = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in event.items()}
+    return json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def read_segment(path: Path) -> tuple[list[Event], int]:
+    """The events of a WAL segment, and the number of lines that did not parse (a line cut
+    by a crash mid-write: its request was never answered)."""
+    events: list[Event] = []
+    bad = 0
+    with open(path, "rb") as fh:
+        for raw in fh:
+            try:
+                row = json.loads(raw)
+                row["ts"] = datetime.fromisoformat(row["ts"])
+            except (ValueError, KeyError, TypeError):
+                bad += 1
+                continue
+            events.append(row)
+    return events, bad
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as fh:
+        return sum(1 for _ in fh)

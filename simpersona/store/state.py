@@ -16,6 +16,12 @@ from simpersona.store.catalog import Product, StoreCatalog
 
 SESSION_TIMEOUT = timedelta(minutes=30)
 MAX_QUANTITY = 99
+# A buyer's state (session, cart, saved details, checkouts) is dropped after this long
+# without a request, and the least recently seen buyers go first beyond MAX_BUYERS, so
+# memory stays bounded under any traffic (clients that never keep a cookie make a new
+# buyer per request). Ours, not a real shop's: carts of simulated buyers need no week.
+STATE_TTL = timedelta(hours=2)
+MAX_BUYERS = 50_000
 _ID_RE = re.compile(r"[^A-Za-z0-9._:@-]")
 
 
@@ -122,6 +128,9 @@ class ShopState:
     checkouts: dict[str, Checkout] = field(default_factory=dict)
     saved_info: dict[str, tuple[dict[str, str], str]] = field(default_factory=dict)
     order_seq: int = 1000
+    state_ttl: timedelta = STATE_TTL
+    max_buyers: int = MAX_BUYERS
+    last_sweep: datetime | None = None
 
     def cart(self, buyer_id: str) -> dict[str, int]:
         return self.carts.setdefault(buyer_id, {})
@@ -148,8 +157,36 @@ class ShopState:
             sid = cookie_session
         else:
             sid = f"{buyer_id}-{int(now.timestamp() * 1000)}"
+        self.sessions.pop(buyer_id, None)  # re-inserted last: `sessions` is oldest-first
         self.sessions[buyer_id] = Session(sid, now)
+        self.expire(now)
         return sid
+
+    def expire(self, now: datetime) -> int:
+        """Drop the state of buyers idle longer than `state_ttl` (looked at once a minute),
+        and of the least recently seen beyond `max_buyers` (down to 90 % of it at once, so
+        the cost spreads over many requests). Returns how many buyers were dropped."""
+        over = len(self.sessions) > self.max_buyers
+        due = self.last_sweep is None or now - self.last_sweep >= timedelta(minutes=1)
+        if not over and not due:
+            return 0
+        if due:
+            self.last_sweep = now
+        keep = int(self.max_buyers * 0.9) if over else len(self.sessions)
+        gone: set[str] = set()
+        for buyer, session in self.sessions.items():  # oldest first
+            if len(self.sessions) - len(gone) > keep or now - session.last_seen > self.state_ttl:
+                gone.add(buyer)
+            else:
+                break
+        if not gone:
+            return 0
+        for buyer in gone:
+            del self.sessions[buyer]
+            self.carts.pop(buyer, None)
+            self.saved_info.pop(buyer, None)
+        self.checkouts = {t: c for t, c in self.checkouts.items() if c.buyer_id not in gone}
+        return len(gone)
 
     def new_checkout(self, buyer_id: str, now: datetime) -> Checkout:
         token = str(10**11 + secrets.randbelow(9 * 10**11))
