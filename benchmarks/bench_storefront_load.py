@@ -79,6 +79,13 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_storefront(lake: Path, max_buyers: int) -> tuple[subprocess.Popen, str]:
     import httpx
 
@@ -116,8 +123,9 @@ async def shopper(base: str, pids: list[str], keep_cookies: bool, tally: Tally, 
                 t0 = time.perf_counter()
                 r = await http.get(path)
                 tally.add(r.status_code, (time.perf_counter() - t0) * 1e3, r.status_code == 200)
-                token = CSRF_RE.search(r.text)
-                if keep_cookies and token and path.startswith("/products/"):
+                product_page = keep_cookies and path.startswith("/products/")
+                token = CSRF_RE.search(r.text) if product_page else None
+                if token:
                     t0 = time.perf_counter()
                     r = await http.post(
                         "/cart/add",
@@ -127,9 +135,13 @@ async def shopper(base: str, pids: list[str], keep_cookies: bool, tally: Tally, 
                     # a 303 to the cart: its add_to_cart was logged
                     tally.add(r.status_code, (time.perf_counter() - t0) * 1e3, r.status_code == 303)
                     if rng.random() < 0.3:  # now and then empty the cart again
-                        await http.post("/cart/update", data={
+                        t0 = time.perf_counter()
+                        r = await http.post("/cart/update", data={
                             "product_id": path.rsplit("/", 1)[1], "quantity": "0",
                             "csrf_token": token.group(1)})  # fmt: skip
+                        # a 303: its remove_from_cart was logged
+                        tally.add(r.status_code, (time.perf_counter() - t0) * 1e3,
+                                  r.status_code == 303)  # fmt: skip
             except httpx.TransportError:
                 tally.transport_errors += 1
                 if time.monotonic() < stop_at:
@@ -194,10 +206,12 @@ def main() -> None:
 
         # 2. load
         samples: list[tuple[float, float]] = []
+        cpu0 = cpu_seconds(proc.pid)
         t_start = time.monotonic()
         many = asyncio.run(load(base, pids, args.clients, seconds, args.seed,
                                 on_tick=lambda: samples.append(
                                     (time.monotonic() - t_start, rss_mb(proc.pid)))))  # fmt: skip
+        server_cpu = (cpu_seconds(proc.pid) - cpu0) / seconds  # cores the server used
         warm = [m for t, m in samples if t >= seconds / 4]
         rss_warm, rss_end = (warm[0], warm[-1]) if warm else (float("nan"),) * 2
         proc.send_signal(signal.SIGINT)  # a clean stop flushes the log
@@ -207,7 +221,7 @@ def main() -> None:
         rps = len(many.latencies_ms) / seconds
         print(f"load {args.clients} clients x {seconds:g} s: {len(many.latencies_ms)} requests "
               f"({rps:.0f}/s), 5xx {many.server_errors}, p50 {many.p(0.5):.1f} ms, "
-              f"p99 {many.p(0.99):.1f} ms; RSS {rss_warm:.0f} MB after warm-up, {rss_end:.0f} MB "
+              f"p99 {many.p(0.99):.1f} ms; server CPU {server_cpu:.2f} cores; RSS {rss_warm:.0f} MB after warm-up, {rss_end:.0f} MB "
               f"at the end; events acknowledged {acked}, in the lake {written}")  # fmt: skip
 
         # 3. kill -9 at a random moment under the same load
@@ -243,6 +257,10 @@ def main() -> None:
             "p50_ms": round(many.p(0.5), 1),
             "p99_ms": round(many.p(0.99), 1),
             "p99_ms_1_client": round(one.p(0.99), 1),
+            "server_cpu_cores": round(server_cpu, 2),
+            "server_ms_cpu_per_request": round(
+                server_cpu * seconds / len(many.latencies_ms) * 1e3, 2
+            ),
             "rss_mb_warm": round(rss_warm, 1),
             "rss_mb_end": round(rss_end, 1),
             "rss_growth_mb": round(rss_end - rss_warm, 1),

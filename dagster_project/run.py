@@ -276,7 +276,7 @@ DEMO_SIMULATION_REAL_BASE = {
         "instruction_following": {
             "config": {
                 "policies": ["markov", "llm"],
-                "n_tasks": 3,
+                "n_tasks": 6,  # two per evaluation shop: a cart task and a checkout task
                 "repetitions": 1,
                 "max_steps": 12,
             }

@@ -682,3 +682,16 @@ def test_no_raw_identity_leaves_ingestion_of_an_import(tmp_path: Path) -> None:
     assert re.fullmatch(r"[0-9a-f]{16}", raw["session_id"]), raw
     assert (tmp_path / "warehouse" / "raw_events").exists()
     assert files_containing(tmp_path, "@secret.example", skip=("lake", "log.csv")) == []
+
+
+def test_every_guarantee_names_a_test_that_exists() -> None:
+    """docs/data-model.md, "Guarantees": each promise names the test that holds it."""
+    repo = Path(__file__).resolve().parents[1]
+    doc = (repo / "docs" / "data-model.md").read_text()
+    section = doc.split("## Guarantees", 1)[1]
+    named = set(re.findall(r"`(test_[a-z0-9_]+)`", section))
+    assert len(named) >= 12
+    defined = set()
+    for f in (repo / "tests").glob("test_*.py"):
+        defined |= set(re.findall(r"^def (test_[a-z0-9_]+)", f.read_text(), re.M))
+    assert named <= defined, named - defined
