@@ -20,6 +20,7 @@ from dagster_project.resources import default_resources
 from simpersona.agent.policy import POLICIES
 from simpersona.errors import describe
 from simpersona.lake import Lake, sweep_temp_files
+from simpersona.processes import process_alive
 
 
 def dagster_instance(home: str | os.PathLike[str] | None = None) -> dg.DagsterInstance:
@@ -55,23 +56,13 @@ def fail_interrupted_runs(instance: dg.DagsterInstance) -> list[str]:
     failed = []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=_OPEN)):
         pid, host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
-        if not pid or host != socket.gethostname() or _process_alive(int(pid)):
+        if not pid or host != socket.gethostname() or process_alive(int(pid)):
             continue
         instance.report_run_failed(
             run, f"interrupted: the process that ran it (pid {pid}) is gone (killed?)"
         )
         failed.append(run.run_id)
     return failed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def register_partitions(instance: dg.DagsterInstance, lake: Lake) -> tuple[list[str], list[str]]:

@@ -189,18 +189,24 @@ def source_rows(text: str) -> int:
     return sum(1 for rec in csv.reader(io.StringIO(text)) if rec) - 1  # header not counted
 
 
+def good_rows_and(tmp_path: Path, case: str, rows: list[str]):
+    """A generic CSV of the good rows followed by `rows`, imported and ingested: (the file's
+    text, `import_and_ingest`'s result)."""
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(HOSTILE_MAPPING)
+    text = "\n".join([GENERIC_HEADER, *generic_good(), *rows]) + "\n"
+    src = tmp_path / f"{case}.csv"
+    src.write_text(text, encoding="utf-8")
+    return text, import_and_ingest(tmp_path, src, mapping=mapping)
+
+
 @pytest.mark.parametrize(
     ("case", "rows", "reason"), GENERIC_CASES, ids=[c[0] for c in GENERIC_CASES]
 )
 def test_hostile_row_is_quarantined_with_its_reason_and_every_row_accounted_for(
     tmp_path: Path, case: str, rows: list[str], reason: str
 ) -> None:
-    mapping = tmp_path / "m.yaml"
-    mapping.write_text(HOSTILE_MAPPING)
-    text = "\n".join([GENERIC_HEADER, *generic_good(), *rows]) + "\n"
-    src = tmp_path / f"{case}.csv"
-    src.write_text(text, encoding="utf-8")
-    res, lake_rows, wh_rows, import_q, ingest_q = import_and_ingest(tmp_path, src, mapping=mapping)
+    text, (_, lake_rows, wh_rows, import_q, ingest_q) = good_rows_and(tmp_path, case, rows)
     # source rows = lake events + importer quarantine; lake events = warehouse + quarantine
     assert source_rows(text) == lake_rows + import_q.height, case
     assert lake_rows == wh_rows + ingest_q.height, case
@@ -218,12 +224,7 @@ def test_hostile_row_is_quarantined_with_its_reason_and_every_row_accounted_for(
     ("case", "rows"), GENERIC_VALID_CASES, ids=[c[0] for c in GENERIC_VALID_CASES]
 )
 def test_odd_but_valid_rows_arrive_intact(tmp_path: Path, case: str, rows: list[str]) -> None:
-    mapping = tmp_path / "m.yaml"
-    mapping.write_text(HOSTILE_MAPPING)
-    text = "\n".join([GENERIC_HEADER, *generic_good(), *rows]) + "\n"
-    src = tmp_path / f"{case}.csv"
-    src.write_text(text, encoding="utf-8")
-    _, lake_rows, wh_rows, import_q, ingest_q = import_and_ingest(tmp_path, src, mapping=mapping)
+    _, (_, lake_rows, wh_rows, import_q, ingest_q) = good_rows_and(tmp_path, case, rows)
     assert import_q.height == 0 and ingest_q.height == 0, (import_q, ingest_q)
     assert wh_rows == lake_rows == len(generic_good()) + len(rows)
 

@@ -27,6 +27,7 @@ from typing import Any
 import polars as pl
 
 from simpersona.lake import Lake, sweep_temp_files
+from simpersona.processes import process_alive
 from simpersona.schema import EVENTS_SCHEMA, conform
 
 log = logging.getLogger(__name__)
@@ -215,7 +216,7 @@ class LakeEventSink(EventSink):
         total = 0
         for segment in sorted(self.wal_dir.glob("*.jsonl")):
             m = _SEGMENT_RE.search(segment.stem)
-            if m is None or _alive(int(m.group("pid"))):
+            if m is None or process_alive(int(m.group("pid"))):
                 continue
             files, n = self._write_segment(segment)
             self.written.extend(files)
@@ -239,18 +240,6 @@ class LakeEventSink(EventSink):
 
 WAL_DIR = "_wal"
 _SEGMENT_RE = re.compile(r"-(?P<pid>\d+)-(?P<run>[0-9a-f]+)-(?P<seq>\d{6})$")
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def _encode(event: Event) -> bytes:
