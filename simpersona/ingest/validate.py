@@ -250,10 +250,6 @@ class Validated:
         counts = self.rejects.group_by("reason").len().sort("len", descending=True)
         return dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True))
 
-    @property
-    def reject_share(self) -> float:
-        return self.rejects.height / self.rows_read if self.rows_read else 0.0
-
 
 def validate_events(
     raw: pl.DataFrame,

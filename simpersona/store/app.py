@@ -299,11 +299,14 @@ class Storefront:
             raise HTTPException(404, "Shop not found")
         return shop_id
 
+    def buyer_of(self, request: Request) -> str | None:
+        """The buyer a request's cookie names, when this storefront signed it (else None)."""
+        return read_buyer_cookie(request.cookies.get(BUYER_COOKIE), self.secret)
+
     def visit(self, request: Request) -> Visit:
         shop_id = self._shop_id(request)
         shop = self.shops[shop_id]
-        # only a cookie this storefront signed names a buyer (simpersona.store.identity)
-        buyer = read_buyer_cookie(request.cookies.get(BUYER_COOKIE), self.secret) or new_buyer_id()
+        buyer = self.buyer_of(request) or new_buyer_id()
         now = self.clock()
         with self.lock:
             session_id = shop.touch_session(
@@ -889,7 +892,7 @@ class Storefront:
         visit = None
         if shop_id in self.shops:
             base = f"/s/{shop_id}" if request.url.path.startswith(f"/s/{shop_id}") else ""
-            buyer = read_buyer_cookie(request.cookies.get(BUYER_COOKIE), self.secret)
+            buyer = self.buyer_of(request)
             visit = Visit(
                 self.shops[shop_id],
                 buyer or "",

@@ -122,7 +122,8 @@ class LakeEventSink(EventSink):
         self._segment: Path | None = None
         self._fh: Any = None
         self._in_segment = 0
-        self._closed_segments: list[Path] = []  # written to the WAL, not yet to the lake
+        # closed segments not yet in the lake, with their event counts
+        self._closed_segments: dict[Path, int] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._closed = False
@@ -163,7 +164,7 @@ class LakeEventSink(EventSink):
     def pending(self) -> int:
         """Events logged but not yet in the lake."""
         with self._lock:
-            return self._in_segment + sum(_count_lines(p) for p in self._closed_segments)
+            return self._in_segment + sum(self._closed_segments.values())
 
     def next_part(self) -> str:
         self._seq += 1
@@ -174,14 +175,14 @@ class LakeEventSink(EventSink):
             with self._lock:  # rotate: later events go to a new segment
                 if self._fh is not None:
                     self._fh.close()
-                    self._closed_segments.append(self._segment)
+                    self._closed_segments[self._segment] = self._in_segment
                     self._fh, self._segment, self._in_segment = None, None, 0
                 todo = list(self._closed_segments)
             written: list[Path] = []
             for segment in todo:  # a failure leaves the segment for the next try
                 files, n = self._write_segment(segment)
                 with self._lock:
-                    self._closed_segments.remove(segment)
+                    del self._closed_segments[segment]
                 written += files
                 self.events_written += n
             self.written.extend(written)
@@ -262,8 +263,3 @@ def read_segment(path: Path) -> tuple[list[Event], int]:
                 continue
             events.append(row)
     return events, bad
-
-
-def _count_lines(path: Path) -> int:
-    with open(path, "rb") as fh:
-        return sum(1 for _ in fh)
