@@ -1,10 +1,12 @@
 """The storefront under load, and killed under load: latency, errors, memory, lost events.
 
 A real `simpersona storefront` process (uvicorn, write-ahead event log) serves a generated
-shop on loopback. Clients in this process (asyncio + httpx) browse it as shoppers do: home,
-a product page, an add to cart posted with the page's CSRF token, the cart, a search. Half
-keep their cookies; half never do (a new buyer per request, the case that used to grow the
-server's memory without bound). Every answered request that logs an event is counted as
+shop on loopback. Clients in this process (asyncio + aiohttp, which needs a third of the
+CPU httpx does, so that on a 2-core machine the server and not the load generator is
+measured; its CPU is printed too) browse it as shoppers do: home, a product page, an add
+to cart posted with the page's CSRF token (and, past 8 lines, a removal of the oldest),
+the cart, a search. Half keep their cookies; half never do (a new buyer per request, the
+case that used to grow the server's memory without bound). Every answered request that logs an event is counted as
 acknowledged; afterwards the lake must hold each of them.
 
 1. baseline: one client for a few seconds (requests per second, p99), in this process;
@@ -40,6 +42,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
+# Shoppers' carts hold a few lines: past this, the oldest line is removed after each add
+# (unbounded carts would turn the cart page into a benchmark of 100-line tables).
+MAX_CART_LINES = 8
 LOGGING_GETS = ("/", "/products/{pid}", "/cart", "/search?q=mug", "/collections/all")
 
 
@@ -110,50 +115,55 @@ def start_storefront(lake: Path, max_buyers: int) -> tuple[subprocess.Popen, str
 
 
 async def shopper(base: str, pids: list[str], keep_cookies: bool, tally: Tally, stop_at: float,
-                  seed: int) -> None:  # fmt: skip
-    import httpx
+                  seed: int, max_cart_lines: int = MAX_CART_LINES) -> None:  # fmt: skip
+    import aiohttp
 
     rng = random.Random(seed)
-    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+    # `unsafe`: keep cookies set by an IP-address host (127.0.0.1)
+    jar = aiohttp.CookieJar(unsafe=True) if keep_cookies else aiohttp.DummyCookieJar()
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(base, cookie_jar=jar, timeout=timeout) as http:
+
+        async def timed(method: str, path: str, ok: int, **kw) -> str:
+            t0 = time.perf_counter()
+            async with http.request(method, path, allow_redirects=False, **kw) as r:
+                text = await r.text()
+            # an answered request with the expected status logged exactly one event
+            tally.add(r.status, (time.perf_counter() - t0) * 1e3, r.status == ok)
+            return text
+
+        cart: list[str] = []  # product ids in this shopper's cart, oldest first
         while time.monotonic() < stop_at:
-            if not keep_cookies:
-                http.cookies.clear()
             path = rng.choice(LOGGING_GETS).format(pid=rng.choice(pids))
             try:
-                t0 = time.perf_counter()
-                r = await http.get(path)
-                tally.add(r.status_code, (time.perf_counter() - t0) * 1e3, r.status_code == 200)
+                text = await timed("GET", path, 200)
                 product_page = keep_cookies and path.startswith("/products/")
-                token = CSRF_RE.search(r.text) if product_page else None
+                token = CSRF_RE.search(text) if product_page else None
                 if token:
-                    t0 = time.perf_counter()
-                    r = await http.post(
-                        "/cart/add",
-                        data={"product_id": path.rsplit("/", 1)[1], "quantity": "1",
-                              "csrf_token": token.group(1)},
-                    )  # fmt: skip
+                    pid = path.rsplit("/", 1)[1]
+                    form = {"product_id": pid, "csrf_token": token.group(1)}
                     # a 303 to the cart: its add_to_cart was logged
-                    tally.add(r.status_code, (time.perf_counter() - t0) * 1e3, r.status_code == 303)
-                    if rng.random() < 0.3:  # now and then empty the cart again
-                        t0 = time.perf_counter()
-                        r = await http.post("/cart/update", data={
-                            "product_id": path.rsplit("/", 1)[1], "quantity": "0",
-                            "csrf_token": token.group(1)})  # fmt: skip
+                    await timed("POST", "/cart/add", 303, data={**form, "quantity": "1"})
+                    cart = [p for p in cart if p != pid] + [pid]
+                    if 0 < max_cart_lines < len(cart):  # take the oldest line out again
+                        gone = cart.pop(0)
                         # a 303: its remove_from_cart was logged
-                        tally.add(r.status_code, (time.perf_counter() - t0) * 1e3,
-                                  r.status_code == 303)  # fmt: skip
-            except httpx.TransportError:
+                        await timed("POST", "/cart/update", 303,
+                                    data={**form, "product_id": gone, "quantity": "0"})  # fmt: skip
+            except (TimeoutError, aiohttp.ClientError):
                 tally.transport_errors += 1
                 if time.monotonic() < stop_at:
                     await asyncio.sleep(0.05)
 
 
 async def load(base: str, pids: list[str], clients: int, seconds: float, seed: int,
-               on_tick=None) -> Tally:  # fmt: skip
+               on_tick=None, max_cart_lines: int = MAX_CART_LINES) -> Tally:  # fmt: skip
     tally = Tally()
     stop_at = time.monotonic() + seconds
     tasks = [
-        asyncio.create_task(shopper(base, pids, i % 2 == 0, tally, stop_at, seed * 1000 + i))
+        asyncio.create_task(
+            shopper(base, pids, i % 2 == 0, tally, stop_at, seed * 1000 + i, max_cart_lines)
+        )
         for i in range(clients)
     ]
     while time.monotonic() < stop_at:
@@ -178,6 +188,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=None)
     ap.add_argument("--max-buyers", type=int, default=2_000,
                     help="The server's per-shop buyer cap (small, to show memory bounded).")  # fmt: skip
+    ap.add_argument("--max-cart-lines", type=int, default=MAX_CART_LINES,
+                    help="A shopper's cart size, past which its oldest line is removed "
+                    "(0: carts grow without bound, a cart page of 100+ lines by the end).")  # fmt: skip
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     seconds = args.seconds or (15.0 if args.quick else 60.0)
@@ -199,19 +212,22 @@ def main() -> None:
 
         # 1. baseline: one client
         proc, base = start_storefront(lake, args.max_buyers)
-        one = asyncio.run(load(base, pids, 1, 3.0 if args.quick else 8.0, args.seed))
+        one = asyncio.run(load(base, pids, 1, 3.0 if args.quick else 8.0, args.seed,
+                               max_cart_lines=args.max_cart_lines))  # fmt: skip
         one_s = 3.0 if args.quick else 8.0
         print(f"baseline 1 client: {len(one.latencies_ms) / one_s:.0f} req/s, "
               f"p99 {one.p(0.99):.1f} ms")  # fmt: skip
 
         # 2. load
         samples: list[tuple[float, float]] = []
-        cpu0 = cpu_seconds(proc.pid)
+        cpu0, client_cpu0 = cpu_seconds(proc.pid), sum(os.times()[:2])
         t_start = time.monotonic()
         many = asyncio.run(load(base, pids, args.clients, seconds, args.seed,
                                 on_tick=lambda: samples.append(
-                                    (time.monotonic() - t_start, rss_mb(proc.pid)))))  # fmt: skip
+                                    (time.monotonic() - t_start, rss_mb(proc.pid))),
+                                max_cart_lines=args.max_cart_lines))  # fmt: skip
         server_cpu = (cpu_seconds(proc.pid) - cpu0) / seconds  # cores the server used
+        client_cpu = (sum(os.times()[:2]) - client_cpu0) / seconds
         warm = [m for t, m in samples if t >= seconds / 4]
         rss_warm, rss_end = (warm[0], warm[-1]) if warm else (float("nan"),) * 2
         proc.send_signal(signal.SIGINT)  # a clean stop flushes the log
@@ -221,7 +237,7 @@ def main() -> None:
         rps = len(many.latencies_ms) / seconds
         print(f"load {args.clients} clients x {seconds:g} s: {len(many.latencies_ms)} requests "
               f"({rps:.0f}/s), 5xx {many.server_errors}, p50 {many.p(0.5):.1f} ms, "
-              f"p99 {many.p(0.99):.1f} ms; server CPU {server_cpu:.2f} cores; RSS {rss_warm:.0f} MB after warm-up, {rss_end:.0f} MB "
+              f"p99 {many.p(0.99):.1f} ms; server CPU {server_cpu:.2f} cores, clients {client_cpu:.2f}; RSS {rss_warm:.0f} MB after warm-up, {rss_end:.0f} MB "
               f"at the end; events acknowledged {acked}, in the lake {written}")  # fmt: skip
 
         # 3. kill -9 at a random moment under the same load
@@ -235,7 +251,7 @@ def main() -> None:
                 proc.send_signal(signal.SIGKILL)
 
         killed = asyncio.run(load(base, pids, args.clients, kill_seconds, args.seed + 1,
-                                  on_tick=maybe_kill))  # fmt: skip
+                                  on_tick=maybe_kill, max_cart_lines=args.max_cart_lines))  # fmt: skip
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
         proc.wait(60)
@@ -249,15 +265,18 @@ def main() -> None:
 
         figures = {
             "clients": args.clients,
+            "max_cart_lines": args.max_cart_lines,
             "seconds": seconds,
             "requests": len(many.latencies_ms),
             "rps": round(rps, 1),
             "rps_ratio_vs_1_client": round(rps / (len(one.latencies_ms) / one_s), 2),
             "server_errors_5xx": many.server_errors,
+            "transport_errors": many.transport_errors,
             "p50_ms": round(many.p(0.5), 1),
             "p99_ms": round(many.p(0.99), 1),
             "p99_ms_1_client": round(one.p(0.99), 1),
             "server_cpu_cores": round(server_cpu, 2),
+            "client_cpu_cores": round(client_cpu, 2),
             "server_ms_cpu_per_request": round(
                 server_cpu * seconds / len(many.latencies_ms) * 1e3, 2
             ),

@@ -732,3 +732,36 @@ def test_buyer_state_is_bounded_and_expires(catalog, sink):
     now[0] += timedelta(hours=3)
     TestClient(app).get("/")
     assert buyer not in shop.carts and buyer not in shop.sessions and len(shop.sessions) == 1
+
+
+def test_cached_pages_are_the_bytes_of_a_full_render(catalog):
+    """Pages are kept with holes for the buyer's CSRF token and cart count: each buyer must
+    get exactly what a full render gives them, the first time and from the cache."""
+    clock = lambda: datetime(2025, 3, 1, 12, 0, tzinfo=UTC)  # noqa: E731
+    secret = b"s" * 32
+    cached = create_app(catalog, MemoryEventSink(), clock=clock, secret=secret, max_pages=4)
+    full = create_app(catalog, MemoryEventSink(), clock=clock, secret=secret, max_pages=0)
+    p, q = a_product(catalog, 2), a_product(catalog, 7)
+    coll = next(iter(catalog.collections))
+    paths = ["/", f"/products/{p.product_id}", f"/products/{q.product_id}",
+             f"/collections/{coll}?sort=price-asc", "/collections", "/search?q=a",
+             "/search?q=b", "/pages/about", f"/s/{SHOP}/products/{p.product_id}"]  # fmt: skip
+    for buyer, cart in (("alice", {p.product_id: 2}), ("bob", {}), ("carol", {q.product_id: 5})):
+        cookies = {"sp_buyer": buyer_cookie(buyer, secret)}
+        ours, theirs = TestClient(cached, cookies=cookies), TestClient(full, cookies=cookies)
+        for app in (cached, full):
+            app.state.storefront.shops[SHOP].carts[buyer] = dict(cart)
+        for path in paths + paths:  # the second round comes from the cache
+            a, b = ours.get(path), theirs.get(path)
+            assert a.status_code == b.status_code == 200
+            assert a.text == b.text, path
+            assert f'data-testid="cart-count">{sum(cart.values())}<' in a.text
+            assert "sp-hole-" not in a.text
+    store = cached.state.storefront
+    assert 0 < len(store._pages) <= 4  # bounded: least recently used pages go first
+    # a form error is never cached: it re-renders the product page with the message
+    dave = TestClient(cached, cookies={"sp_buyer": buyer_cookie("dave", secret)})
+    form = {"product_id": p.product_id, "quantity": "x", CSRF_FIELD: csrf_token("dave", secret)}
+    bad = dave.post("/cart/add", data=form)
+    assert bad.status_code == 422 and 'id="form-error"' in bad.text
+    assert 'id="form-error"' not in TestClient(cached).get(f"/products/{p.product_id}").text
