@@ -31,6 +31,29 @@ RAW_SUFFIXES = (".parquet", ".csv")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
+def _process_umask() -> int:
+    """The process umask, read without changing it (Linux: /proc), else by set-and-restore."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def shareable(path: str | os.PathLike[str]) -> None:
+    """Give a file (0o666) or folder (0o777) made by `mkstemp`/`mkdtemp` (which make them
+    private, 0o600/0o700) the mode a plain `open`/`mkdir` would: what the umask allows, so
+    reports and cards can be shared as any other file. Secrets (the buyer-hash key) are made
+    private on purpose elsewhere."""
+    base = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, base & ~_process_umask())
+
+
 @contextmanager
 def atomic_path(
     path: str | os.PathLike[str], *, suffix: str = ".tmp", fsync: bool = False
@@ -45,8 +68,11 @@ def atomic_path(
     marked = suffix if suffix.startswith(".tmp") else f".tmp{suffix}"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=marked, dir=path.parent)
     os.close(fd)
+    shareable(tmp)  # writers that replace the file keep this mode; the others get it back
     try:
         yield tmp
+        if Path(tmp).exists():
+            shareable(tmp)
         if fsync:
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())

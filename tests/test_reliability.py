@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -702,3 +703,33 @@ def test_every_guarantee_names_a_test_that_exists() -> None:
     for f in (repo / "tests").glob("test_*.py"):
         defined |= set(re.findall(r"^def (test_[a-z0-9_]+)", f.read_text(), re.M))
     assert named <= defined, named - defined
+
+
+def test_outputs_follow_the_umask_and_only_the_key_is_private(tmp_path, monkeypatch):
+    """Atomic writers used to leave every file 0600 (mkstemp's mode), so cards.html could
+    not be shared as is; outputs now get the umask's mode, and the hash key stays 0600."""
+    import stat
+
+    from simpersona.ingest.ingest import HASH_KEY_ENV, load_hash_key
+    from simpersona.lake import atomic_write_parquet, atomic_write_text, shareable
+
+    monkeypatch.delenv(HASH_KEY_ENV, raising=False)  # the key comes from its file here
+
+    def mode(p: Path) -> int:
+        return stat.S_IMODE(p.stat().st_mode)
+
+    old = os.umask(0o022)
+    try:
+        text = atomic_write_text("<html></html>", tmp_path / "cards.html")
+        table = atomic_write_parquet(pl.DataFrame({"a": [1]}), tmp_path / "t.parquet")
+        folder = Path(tempfile.mkdtemp(dir=tmp_path, suffix=".tmp"))
+        shareable(folder)
+        key_file = tmp_path / "keys" / "buyer_hash.key"
+        load_hash_key(None, key_file)
+        assert (mode(text), mode(table), mode(folder), mode(key_file)) == (
+            0o644, 0o644, 0o755, 0o600
+        )  # fmt: skip
+        os.umask(0o077)  # a team that wants everything private gets that too
+        assert mode(atomic_write_text("x", tmp_path / "private.txt")) == 0o600
+    finally:
+        os.umask(old)

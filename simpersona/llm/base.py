@@ -25,6 +25,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from simpersona.lake import shareable
+
 BUILD_FILE = "simpersona_base.json"
 
 
@@ -115,6 +117,7 @@ def build_base(name: str, models_dir: str | os.PathLike[str], log: Any = None) -
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    shareable(tmp)  # mkdtemp makes it private (0o700)
     try:
         t0 = time.perf_counter()
         model, tok = _convert(gguf, pm)

@@ -25,6 +25,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
+from simpersona.lake import shareable
 from simpersona.llm.pretrain import PretrainConfig, pretrain_base
 
 ENDOFTEXT = "<|endoftext|>"
@@ -216,6 +217,7 @@ def build_tiny_model(
         stats = pretrain_base(model, tokenizer, texts, pretrain)
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    shareable(tmp)  # mkdtemp makes it private (0o700)
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

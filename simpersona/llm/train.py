@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from simpersona.lake import shareable
+
 PersonaInit = Literal["mean", "random", "codebook"]
 DEEPSPEED_DIR = Path(__file__).with_name("deepspeed")
 
@@ -447,6 +449,7 @@ def _save(model, tok, out_dir: Path, result: TrainResult, state_dict=None) -> No
     """Write an ordinary HF model folder atomically (temporary folder, then renamed)."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    shareable(tmp)  # mkdtemp makes it private (0o700)
     try:
         model.save_pretrained(tmp, state_dict=state_dict)
         tok.save_pretrained(tmp)
