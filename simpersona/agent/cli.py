@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from simpersona.datadir import DataDirOption, lake_or_default
+
 
 def load_shop_events(shop: str, lake: Path, warehouse: Path | None):
     """The shop's events to fit on: the warehouse's validated `raw_events` when a warehouse
@@ -40,9 +42,14 @@ def load_shop_events(shop: str, lake: Path, warehouse: Path | None):
 def simulate_command(
     shop: Annotated[str, typer.Option(help="Shop to simulate (its catalog is served).")],
     sessions: Annotated[int, typer.Option("--sessions", "-n", help="Agent sessions.")] = 20,
+    data_dir: DataDirOption = Path("data"),
     lake: Annotated[
-        Path, typer.Option(help="Lake: the catalog (and events to fit on) unless --warehouse.")
-    ] = Path("data/lake"),
+        Path | None,
+        typer.Option(
+            help="Lake: the catalog (and events to fit on) unless --warehouse; default "
+            "<data-dir>/lake."
+        ),
+    ] = None,
     warehouse: Annotated[
         Path | None,
         typer.Option(help="Warehouse folder: read the validated catalog and events from it."),
@@ -65,7 +72,7 @@ def simulate_command(
     seed: Annotated[int, typer.Option(help="Seed of labels, personas and choices.")] = 0,
     out: Annotated[
         Path | None,
-        typer.Option(help="Output folder; default data/simulations/<shop>-<run>."),
+        typer.Option(help="Output folder; default <data-dir>/simulations/<shop>-<run>."),
     ] = None,
     events_lake: Annotated[
         Path | None,
@@ -77,6 +84,7 @@ def simulate_command(
 ) -> None:
     """Serve a shop's storefront on loopback and run Markov persona agents against it in
     headless Chromium; writes recordings (JSONL), the agents' events (lake) and a summary."""
+    lake = lake_or_default(lake, data_dir)
     import polars as pl
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -99,7 +107,7 @@ def simulate_command(
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from exc
     run_id = format(int(time.time() * 1000), "x")
-    out_dir = out or Path("data") / "simulations" / f"{shop}-{run_id}"
+    out_dir = out or data_dir / "simulations" / f"{shop}-{run_id}"
     if model is not None:
         policy_model = MarkovModel.load(model)
     else:

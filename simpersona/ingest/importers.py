@@ -41,6 +41,7 @@ from typing import Annotated, Any
 
 import polars as pl
 
+from simpersona.datadir import DataDirOption, lake_or_default
 from simpersona.ingest.validate import DEFAULT_BOUNDS, PlausibilityBounds
 from simpersona.lake import Lake, atomic_write_parquet
 from simpersona.schema import (
@@ -893,8 +894,12 @@ if typer is not None:
         ),
     ]
     _LakeOpt = Annotated[
-        Path, typer.Option("--lake", help="Raw lake folder to write into.", file_okay=False)
-    ]
+        Path | None,
+        typer.Option(
+            "--lake", help="Raw lake folder to write into; default <data-dir>/lake.",
+            file_okay=False,
+        ),
+    ]  # fmt: skip
     _ShopOpt = Annotated[
         str | None,
         typer.Option(
@@ -918,7 +923,7 @@ if typer is not None:
 else:  # pragma: no cover
     _PathsArg = list[str]  # type: ignore[misc]
     _FormatOpt = str  # type: ignore[misc]
-    _LakeOpt = Path  # type: ignore[misc]
+    _LakeOpt = Path | None  # type: ignore[misc]
     _ShopOpt = str | None  # type: ignore[misc]
     _MappingOpt = Path | None  # type: ignore[misc]
     _QuietOpt = bool  # type: ignore[misc]
@@ -927,12 +932,14 @@ else:  # pragma: no cover
 def import_command(
     paths: _PathsArg,
     fmt: _FormatOpt,
-    lake: _LakeOpt = DEFAULT_LAKE,
+    lake: _LakeOpt = None,
     shop: _ShopOpt = None,
     mapping: _MappingOpt = None,
     quiet: _QuietOpt = False,
+    data_dir: DataDirOption = Path("data"),
 ) -> None:
     """Import real event logs into the raw lake (events, catalog, importer quarantine)."""
+    lake = lake_or_default(lake, data_dir)
     from rich.console import Console
     from rich.markup import escape
 

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from simpersona.datadir import DataDirOption, lake_or_default
 from simpersona.store.state import MAX_BUYERS
 
 
@@ -22,13 +23,14 @@ def storefront_command(
             "served under /s/<shop>/. Default: every shop with a catalog.",
         ),
     ] = None,
+    data_dir: DataDirOption = Path("data"),
     lake: Annotated[
-        Path,
+        Path | None,
         typer.Option(
-            help="Lake folder: events are written here; the catalog is read from it unless "
-            "--warehouse is given."
+            help="Lake: events are written here, the catalog read from here unless "
+            "--warehouse; default <data-dir>/lake."
         ),
-    ] = Path("data/lake"),
+    ] = None,
     warehouse: Annotated[
         Path | None,
         typer.Option(help="Warehouse folder to read the validated catalog from (optional)."),
@@ -67,6 +69,7 @@ def storefront_command(
     ] = MAX_BUYERS,
 ) -> None:
     """Serve the storefront for one or more shops and log every visit into the lake."""
+    lake = lake_or_default(lake, data_dir)
     import uvicorn
     from rich.console import Console
 

@@ -14,6 +14,7 @@ from typing import Annotated
 import polars as pl
 import typer
 
+from simpersona.datadir import DataDirOption, lake_or_default
 from simpersona.synth.config import GeneratorConfig
 from simpersona.synth.generate import DEFAULT_GROUND_TRUTH, generate_lake
 from simpersona.synth.types import PROFILES
@@ -33,9 +34,11 @@ def read_lake_events(lake_root: Path) -> pl.DataFrame:
 
 
 def generate_command(
+    data_dir: DataDirOption = Path("data"),
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Lake folder to write events/products/collections.")
-    ] = Path("data/lake"),
+        Path | None,
+        typer.Option("--out", "-o", help="Lake folder to write into; default <data-dir>/lake."),
+    ] = None,
     shops: Annotated[int, typer.Option(help="Number of shops (ids shop-000, shop-001, ...).")] = 4,
     buyers: Annotated[int, typer.Option(help="Buyers in total across all shops.")] = 40_000,
     seed: Annotated[int, typer.Option(help="Random seed; same seed = identical files.")] = 0,
@@ -51,12 +54,12 @@ def generate_command(
         ),
     ] = "puffy",
     ground_truth: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             help="Parquet file for the planted types (shop_id, buyer_id, planted_type); "
-            "must lie outside the lake."
+            "must lie outside the lake. Default <data-dir>/ground_truth/planted_types.parquet."
         ),
-    ] = DEFAULT_GROUND_TRUTH,
+    ] = None,
     concentration: Annotated[
         float,
         typer.Option(
@@ -70,6 +73,8 @@ def generate_command(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Generate a synthetic multi-shop clickstream with planted buyer types into the lake."""
+    out = lake_or_default(out, data_dir)
+    ground_truth = ground_truth or data_dir / DEFAULT_GROUND_TRUTH.relative_to("data")
     from rich.console import Console
 
     if profile not in PROFILES:
