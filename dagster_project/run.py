@@ -22,6 +22,14 @@ from simpersona.errors import describe
 from simpersona.lake import Lake, sweep_temp_files
 from simpersona.processes import process_alive
 
+# The instance's settings when this project creates it: storage under its folder (Dagster's
+# defaults) and no usage statistics (nothing here may call out; edit the file to opt in).
+DAGSTER_YAML = """\
+# Created by simpersona: storage under this folder (Dagster's defaults).
+telemetry:
+  enabled: false
+"""
+
 
 def dagster_instance(home: str | os.PathLike[str] | None = None) -> dg.DagsterInstance:
     """The project's Dagster instance: $DAGSTER_HOME, else `data/dagster_home` (created).
@@ -34,6 +42,11 @@ def dagster_instance(home: str | os.PathLike[str] | None = None) -> dg.DagsterIn
             path = Path(home)
         path = path.resolve()
         path.mkdir(parents=True, exist_ok=True)
+        # an empty dagster.yaml: the defaults (storage under this folder), said once, here,
+        # instead of Dagster's notice on every command
+        config = path / "dagster.yaml"
+        if not config.exists():
+            config.write_text(DAGSTER_YAML)
         os.environ["DAGSTER_HOME"] = str(path)
         instance = dg.DagsterInstance.get()
     fail_interrupted_runs(instance)
@@ -85,6 +98,8 @@ class IngestRun:
     rows_valid: int = 0
     rows_rejected: int = 0
     rows_valid_by_shop: dict[str, int] = field(default_factory=dict)
+    rows_read_by_shop: dict[str, int] = field(default_factory=dict)
+    rows_rejected_by_shop: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     # (shop, date or None for the catalog, one-line error) of each partition that failed
     failures: list[tuple[str, str | None, str]] = field(default_factory=list)
@@ -116,8 +131,9 @@ class IngestionFailed(RuntimeError):
         super().__init__(f"{len(run.failures)} partition(s) failed: {lines}")
 
 
-# In-process runs log to the console at WARNING; full logs stay in the instance (UI).
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# In-process runs print nothing to the console: their callers report failures in one line
+# (simpersona.errors) and warnings themselves; full logs stay in the instance (UI).
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def _materialize(
@@ -195,9 +211,12 @@ def run_ingestion(
             out.rows_read += md["rows_read"].value
             out.rows_valid += md["rows_valid"].value
             out.rows_rejected += md["rows_rejected"].value
-            out.rows_valid_by_shop[shop] = (
-                out.rows_valid_by_shop.get(shop, 0) + md["rows_valid"].value
-            )
+            for by, key in (
+                (out.rows_valid_by_shop, "rows_valid"),
+                (out.rows_read_by_shop, "rows_read"),
+                (out.rows_rejected_by_shop, "rows_rejected"),
+            ):
+                by[shop] = by.get(shop, 0) + md[key].value
             if on_partition:
                 on_partition(shop, date)
     _materialize(["quarantine"], instance, None, resources)

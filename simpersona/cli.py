@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -118,6 +119,7 @@ def ingest_command(
     runs are recorded in the Dagster instance under <data-dir>/dagster_home). A failing
     partition does not stop the others: each failure is listed, and the exit code is 1."""
     _set_data_dir(data_dir)
+    from dagster_project.pipeline import ingest_by_shop
     from dagster_project.resources import IngestSettings, default_resources
     from dagster_project.run import IngestionFailed, dagster_instance, run_ingestion
 
@@ -131,6 +133,7 @@ def ingest_command(
         )  # fmt: skip
     except IngestionFailed as exc:
         console.print_json(json.dumps(exc.run.summary()))
+        _print_ingest_by_shop(ingest_by_shop(exc.run), data_dir)
         for shop_id, date, message in exc.run.failures:
             where = f"shop={shop_id} " + (f"date={date}" if date else "catalog")
             console.print(f"[red]failed[/] {escape(where)}: {escape(message)}", soft_wrap=True)
@@ -140,6 +143,7 @@ def ingest_command(
         )
         raise typer.Exit(1) from None
     console.print_json(json.dumps(res.summary()))
+    _print_ingest_by_shop(ingest_by_shop(res), data_dir)
 
 
 @app.command("backfill")
@@ -188,13 +192,8 @@ def backfill_command(
     console.print(f"instance: {instance.root_directory}; it runs when the daemon is up (make ui)")
 
 
-@app.command("quarantine")
-def quarantine_command(
-    data_dir: DataDir = Path("data"),
-    limit: Annotated[int, typer.Option(help="Rows of examples to show.")] = 10,
-) -> None:
-    """Show rejected rows by stage (import: the importer's quarantine in the lake; ingest:
-    the warehouse's), table, shop and reason, with examples."""
+def _rejects(data_dir: Path):
+    """Every rejected row: the importer's (lake) and ingestion's (warehouse), by stage."""
     import polars as pl
 
     from simpersona.schema import QUARANTINE_SCHEMA
@@ -204,11 +203,40 @@ def quarantine_command(
     parts = [wh.read_quarantine().with_columns(pl.lit("ingest").alias("stage"))]
     imported = sorted((data_dir / "lake" / "_quarantine" / "import").rglob("*.parquet"))
     if imported:
-        rows = pl.concat([pl.read_parquet(f) for f in imported], how="diagonal_relaxed").select(
-            list(QUARANTINE_SCHEMA)
-        )
+        rows = pl.concat([pl.read_parquet(f) for f in imported], how="diagonal_relaxed")
+        rows = rows.select(list(QUARANTINE_SCHEMA))
         parts.insert(0, rows.with_columns(pl.lit("import").alias("stage")))
-    q = pl.concat([p.cast(QUARANTINE_SCHEMA | {"stage": pl.String}) for p in parts])
+    return pl.concat([p.cast(QUARANTINE_SCHEMA | {"stage": pl.String}) for p in parts])
+
+
+def _print_ingest_by_shop(by_shop: dict[str, dict[str, int]], data_dir: Path) -> None:
+    """Rows read / valid / rejected per shop, and the rejects' reasons per shop and stage."""
+    import polars as pl
+
+    if not by_shop:
+        return
+    table = Table("shop", "rows read", "valid", "rejected", "rejected at import", "reasons",
+                  title="ingest by shop")  # fmt: skip
+    rejects = _rejects(data_dir)
+    for shop, n in by_shop.items():
+        mine = rejects.filter(pl.col("shop_id") == shop)
+        reasons = mine.group_by("reason").len().sort("len", descending=True)
+        table.add_row(
+            shop, f"{n['read']:,}", f"{n['valid']:,}", f"{n['rejected']:,}",
+            f"{mine.filter(pl.col('stage') == 'import').height:,}",
+            ", ".join(f"{r} {c:,}" for r, c in reasons.iter_rows()) or "-",
+        )  # fmt: skip
+    console.print(table)
+
+
+@app.command("quarantine")
+def quarantine_command(
+    data_dir: DataDir = Path("data"),
+    limit: Annotated[int, typer.Option(help="Rows of examples to show.")] = 10,
+) -> None:
+    """Show rejected rows by stage (import: the importer's quarantine in the lake; ingest:
+    the warehouse's), table, shop and reason, with examples."""
+    q = _rejects(data_dir)
     if q.is_empty():
         console.print(f"[green]quarantine is empty[/] ({data_dir})")
         return
@@ -228,6 +256,109 @@ def quarantine_command(
             (r["raw"] or "")[:100],
         )  # fmt: skip
     console.print(ex)
+
+
+def _shop_list(values: list[str] | None) -> list[str] | None:
+    """Repeatable and comma-separated: --train-shops a,b --train-shops c."""
+    out = [s.strip() for v in values or [] for s in v.split(",") if s.strip()]
+    return out or None
+
+
+@app.command("run")
+def run_command(
+    data_dir: DataDir = Path("data"),
+    shop: Annotated[
+        list[str] | None, typer.Option("--shop", help="Only these shops of the lake.")
+    ] = None,
+    train_shops: Annotated[
+        list[str] | None,
+        typer.Option("--train-shops", help="Training shops (comma-separated or repeated)."),
+    ] = None,
+    eval_shops: Annotated[
+        list[str] | None,
+        typer.Option("--eval-shops", help="Evaluation shops, held out of every fit."),
+    ] = None,
+    codes: Annotated[
+        int,
+        typer.Option(
+            "--codes",
+            help="Persona tokens K; 0: from the data (about ten training buyers a code, the "
+            "paper's 256 from 2,560 training buyers).",
+        ),
+    ] = 0,
+    max_reject_share: Annotated[
+        float, typer.Option(help="Fail a partition above this share of rejected rows.")
+    ] = 0.05,
+    fail_fast: Annotated[
+        bool, typer.Option("--fail-fast", help="Stop at the first failing partition.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rerun every stage, changed or not.")
+    ] = False,
+) -> None:
+    """From the lake to persona cards: ingest, features, personas (codebook, report,
+    assignments, p̂_s, recovery, cards), with the split, K and the warnings a data team
+    needs. Stages whose inputs did not change since their last success are skipped."""
+    _set_data_dir(data_dir)
+    from dagster_project.pipeline import ingest_by_shop, run_pipeline
+    from simpersona.reports import new_report_dir, update_summary
+
+    console.print(f"[bold]simpersona run[/] — data dir {data_dir}")
+    res = run_pipeline(
+        data_dir, shops=shop, train_shops=_shop_list(train_shops),
+        eval_shops=_shop_list(eval_shops), codebook_size=codes,
+        max_reject_share=max_reject_share, fail_fast=fail_fast, force=force,
+        say=lambda m: console.print(escape(m), soft_wrap=True),
+        after_ingest=lambda ing: _print_ingest_by_shop(ingest_by_shop(ing), data_dir),
+    )  # fmt: skip
+    report_dir = new_report_dir(data_dir / "reports")
+    update_summary(report_dir, res.summary())
+    f = res.figures
+    table = Table("figure", "value", title="simpersona run")
+
+    def fmt(v) -> str:
+        if v is None:
+            return "undefined"
+        return f"{v:,}" if isinstance(v, int) else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+    rows = [
+        ("shops", ", ".join(res.shops)),
+        ("training shops", ", ".join(res.train_shops)),
+        ("evaluation shops", ", ".join(res.eval_shops) or "-"),
+        ("held-out buyers (one shop)", res.holdout_buyers if res.one_shop else "-"),
+        ("buyers", f.get("features_buyers")),
+        ("rows read / valid / rejected",
+         f"{f.get('ingest_rows_read', 0):,} / {f.get('ingest_rows_valid', 0):,} / "
+         f"{f.get('ingest_rows_rejected', 0):,}"),
+        ("persona tokens K", f.get("codebook_size")),
+        ("how K was chosen", f.get("codebook_size_rule")),
+        ("stratum purity (VQ-VAE / k-means, %)",
+         f"{fmt(f.get('vqvae_purity'))} / {fmt(f.get('kmeans_purity'))}"),
+        ("JS mean, held-out shops", f.get("js_mean_heldout")),
+        ("JS mean, in-sample", f.get("js_mean_insample")),
+        ("persona cards", f.get("persona_cards")),
+        ("skipped (unchanged)", ", ".join(res.skipped) or "-"),
+        ("seconds", round(res.seconds, 1)),
+    ]  # fmt: skip
+    for k, v in rows:
+        table.add_row(k, escape(fmt(v)))
+    console.print(table)
+    if res.warnings:
+        console.print(f"[yellow]{len(res.warnings)} warning(s):[/]")
+        for w in res.warnings:
+            console.print(f"[yellow]![/] {escape(w)}", soft_wrap=True)
+    console.print("outputs:")
+    for k, v in {
+        **res.outputs,
+        "summary": str(report_dir.parent / "latest" / "summary.json"),
+    }.items():
+        console.print(f"  {k}: [bold]{escape(str(v))}[/]", soft_wrap=True)
+    if res.ingest_failures:
+        console.print(
+            f"[red]{len(res.ingest_failures)} partition(s) failed at ingest[/] (listed above); "
+            "the other shops ran"
+        )
+        raise typer.Exit(1)
 
 
 @app.command("demo", help="Run every stage that exists end to end on generated data.")
@@ -281,6 +412,10 @@ def main(argv: list[str] | None = None) -> None:
     raised, not the orchestrator's wrapper chain) and exits 1. With $SIMPERSONA_TRACEBACK=1
     the full traceback follows, printed by Python's cycle-safe printer (Dagster's step
     errors can link back to themselves, which rich's printer follows without end)."""
+    # Dagster's notices about its own beta/preview APIs are for this project's developers,
+    # not for the people running commands.
+    warnings.filterwarnings("ignore", message=r".*(is currently in beta|is currently in preview)")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # "Creating initial ... tables"
     try:
         app(args=argv, prog_name="simpersona")
     except SystemExit:

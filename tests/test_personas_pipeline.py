@@ -26,6 +26,7 @@ from dagster_project.run import (
 from simpersona.personas.assign import assign_tokens, iter_parquet_vectors
 from simpersona.personas.cards import cards_from_json
 from simpersona.personas.kmeans_baseline import KMeansBaseline
+from simpersona.personas.sizing import codebook_size_for
 from simpersona.personas.vqvae import VQVAE
 from simpersona.synth import GeneratorConfig
 from simpersona.tracking import Tracker
@@ -202,10 +203,13 @@ def test_demo_personas_on_generated_shops(tmp_path: Path) -> None:
         assert version == saved["codebook_version"]
         model = VQVAE.load(art / version / "vqvae")
         km = KMeansBaseline.load(art / version / "kmeans.npz")
-        assert model.config.epochs == 3 and model.config.codebook_size == 256
-        assert km.requested_k == 256 and km.params["max_iter"] == 5
-        assert pl.read_csv(art / version / "history.csv").height == 3
         meta = json.loads((art / version / "meta.json").read_text())
+        # K from the training split's size (about ten buyers a code, 256 at most)
+        k, rule = codebook_size_for(meta["train_rows"])
+        assert meta["codebook_size"] == k and meta["codebook_size_rule"] == rule
+        assert model.config.epochs == 3 and model.config.codebook_size == k
+        assert km.requested_k == k and km.params["max_iter"] == 5
+        assert pl.read_csv(art / version / "history.csv").height == 3
         assert meta["train_shops"] == json.loads((wh.root / "shop_split.json").read_text())["train"]
 
         # MLflow: one run per materialization; per-epoch losses and the model files

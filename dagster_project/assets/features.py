@@ -17,7 +17,12 @@ from dagster_project.resources import (
 )
 from simpersona.features.enrich import enrich_sessions
 from simpersona.features.labels import BIN_NAMES, HEADS, class_weights
-from simpersona.features.sample import SampleConfig, sample_training_pairs, split_shops
+from simpersona.features.sample import (
+    SampleConfig,
+    holdout_buyers,
+    sample_training_pairs,
+    split_shops,
+)
 from simpersona.features.scalars import CHANNELS, STRATA, buyer_features_from_sessions
 from simpersona.features.transform import VECTOR_DIM, FeatureTransform
 from simpersona.features.vectors import (
@@ -177,7 +182,9 @@ class TrainingSampleConfig(dg.Config):
     train_shops: list[str] | None = Field(default=None, description="Explicit training shops.")
     eval_shops: list[str] | None = Field(default=None, description="Explicit evaluation shops.")
     eval_fraction: float = Field(
-        default=0.5, description="Share of shops held out for evaluation in the seeded split."
+        default=0.5,
+        description="Share of shops held out for evaluation in the seeded split (with a "
+        "single shop: the share of its buyers held out of training).",
     )
     seed: int = Field(default=0, description="Seed of the shop split and the sample.")
 
@@ -210,7 +217,10 @@ def training_sample(
         eval_fraction=config.eval_fraction,
         seed=config.seed,
     )
-    split = split_shops(shops, cfg)
+    try:
+        split = split_shops(shops, cfg)
+    except ValueError as exc:
+        raise dg.Failure(f"{exc} (shops with buyer features: {shops})") from exc
     buyers = pl.concat(
         [
             pl.read_parquet(
@@ -219,19 +229,37 @@ def training_sample(
             for s in split.train
         ]
     )
+    held_out = None
+    if split.splits_buyers:
+        # One shop: hold out a share of its buyers instead of shops (figures on them are
+        # out of sample; cross-store recovery needs a held-out shop and is undefined).
+        mask = holdout_buyers(buyers, config.eval_fraction, cfg.seed)
+        held_out, buyers = buyers.filter(mask), buyers.filter(~mask)
+        context.log.warning(
+            f"one shop ({split.train[0]}): {held_out.height:,} of its buyers are held out of "
+            "training instead of a shop; cross-store recovery is undefined"
+        )
     sample = sample_training_pairs(buyers, split.train, cfg)
     if sample.is_empty():
         raise dg.Failure(f"the training shops {split.train} have no buyers in strata A–D")
+    if held_out is not None:
+        sample = pl.concat(
+            [sample, held_out.with_columns(pl.lit("holdout").alias("split"))],
+            how="diagonal_relaxed",
+        )
     path = atomic_write_parquet(sample, wh.table_path("training_sample"))
-    atomic_write_text(
-        json.dumps({"train": split.train, "eval": split.eval, "seed": cfg.seed}, indent=2),
-        wh.root / SHOP_SPLIT_FILE,
-    )
+    split_record = {"train": split.train, "eval": split.eval, "seed": cfg.seed}
+    if held_out is not None:
+        split_record["holdout_buyers"] = {
+            "shop": split.train[0], "fraction": config.eval_fraction, "buyers": held_out.height
+        }  # fmt: skip
+    atomic_write_text(json.dumps(split_record, indent=2), wh.root / SHOP_SPLIT_FILE)
     by = sample.group_by(["split", "stratum"]).len().sort(["split", "stratum"])
     figures = {
         "rows": sample.height,
         "train_rows": int((sample["split"] == "train").sum()),
         "val_rows": int((sample["split"] == "val").sum()),
+        "holdout_buyers": int((sample["split"] == "holdout").sum()),
         "train_shops": len(split.train),
         "eval_shops": len(split.eval),
     }

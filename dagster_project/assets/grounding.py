@@ -33,7 +33,9 @@ class PersonaModelConfig(dg.Config):
             "TrainConfig.cpu_base() (a small pretrained base); production: the paper's values."
         ),
     )
-    k: int = Field(default=256, description="Persona tokens (the codebook size).")
+    k: int = Field(
+        default=0, description="Persona tokens; 0: the current persona codebook's size K."
+    )
     single_stage: bool = Field(default=False, description="Ablation: skip stage 1 (App. F).")
     lora: bool = Field(default=False, description="Stage 2 with LoRA (merged on save).")
     persona_init: Literal["mean", "random", "codebook"] = Field(
@@ -144,11 +146,14 @@ def _train_persona_model(
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     codebook_path, codebook_version = None, None
-    if config.persona_init == "codebook":
+    k = config.k
+    if config.persona_init == "codebook" or not k:
         codebook_version, vqvae, _ = load_codebook(artifacts)
+        k = k or vqvae.config.codebook_size  # the personas the traces were labelled with
+    if config.persona_init == "codebook":
         codebook = vqvae.codebook.embed.detach().cpu().numpy()
-        if codebook.shape[0] != config.k:
-            raise dg.Failure(f"codebook has {codebook.shape[0]} codes, k is {config.k}")
+        if codebook.shape[0] != k:
+            raise dg.Failure(f"codebook has {codebook.shape[0]} codes, k is {k}")
         codebook_path = work / "codebook.npy"
         np.save(codebook_path, codebook)
     spec = {
@@ -157,7 +162,7 @@ def _train_persona_model(
         "stage1_dataset": str(s1),
         "stage2_dataset": str(s2),
         "out_dir": str(work / "out"),
-        "k": config.k,
+        "k": k,
         "single_stage": single_stage,
         "lora": config.lora,
         "persona_init": config.persona_init,
@@ -230,7 +235,7 @@ def _train_persona_model(
             "single_stage": single_stage,
             "lora": config.lora,
             "persona_init": config.persona_init,
-            "k": config.k,
+            "k": k,
             "mlflow_run_id": run.run_id,
         }
     )

@@ -35,6 +35,7 @@ from simpersona.features.scalars import SCALAR_NAMES, STRATA
 from simpersona.lake import atomic_write_parquet, atomic_write_parquet_chunks, atomic_write_text
 from simpersona.markdown import counts_to_markdown, frame_to_markdown
 from simpersona.personas.config import VQVAEConfig
+from simpersona.personas.sizing import codebook_size_for, sizing_warnings
 
 CODEBOOK = "persona_codebook"
 _DEFAULTS = VQVAEConfig()  # the "default" preset's values, shown as the config defaults
@@ -165,17 +166,36 @@ class PersonaCodebookConfig(dg.Config):
         description="JSON object of further VQVAEConfig fields (e.g. "
         '{"lambda_con": 0.3, "codebook_size": 128}); the preset values otherwise.',
     )
-    kmeans_k: int = Field(default=256, description="Clusters of the MiniBatch k-means baseline.")
+    codebook_size: int = Field(
+        default=0,
+        description="Persona tokens K. 0: from the training split's size, about ten buyers "
+        "per code and the paper's 256 from 2,560 training buyers (simpersona/personas/"
+        "sizing.py); a codebook_size in vqvae_overrides counts as given.",
+    )
+    kmeans_k: int = Field(
+        default=0, description="Clusters of the MiniBatch k-means baseline; 0: the same K."
+    )
     kmeans_n_init: int = Field(default=3, description="k-means++ initialisations (best kept).")
     kmeans_max_iter: int = Field(default=30, description="Passes over the data.")
     kmeans_batch_size: int = Field(default=2048, description="k-means mini-batch size.")
 
 
-def _vqvae_config(config: PersonaCodebookConfig, extra: dict[str, Any]) -> VQVAEConfig:
+def _overrides(config: PersonaCodebookConfig) -> dict[str, Any]:
     try:
         overrides = json.loads(config.vqvae_overrides or "{}")
     except json.JSONDecodeError as exc:
         raise dg.Failure(f"vqvae_overrides is not JSON: {exc}") from exc
+    if not isinstance(overrides, dict):
+        raise dg.Failure(f"vqvae_overrides must be a JSON object, not {overrides!r}")
+    return overrides
+
+
+def _vqvae_config(
+    config: PersonaCodebookConfig, extra: dict[str, Any], codebook_size: int | None = None
+) -> VQVAEConfig:
+    overrides = _overrides(config)
+    if codebook_size is not None:
+        overrides["codebook_size"] = codebook_size
     try:
         base = VQVAEConfig.preset(config.preset)
     except ValueError as exc:
@@ -212,8 +232,9 @@ def _content_version(model, centers: np.ndarray) -> str:
     deps=[training_sample, buyer_vectors],
     kinds={"pytorch", "scikit-learn", "mlflow"},
     description=(
-        "The behaviour-aware VQ-VAE (K = 256 persona tokens) trained on the training sample's "
-        "train split, and the MiniBatch k-means baseline on the same vectors; versioned."
+        "The behaviour-aware VQ-VAE (K persona tokens: the paper's 256 on paper-sized training "
+        "sets, fewer on small ones) trained on the training sample's train split, and the "
+        "MiniBatch k-means baseline on the same vectors; versioned."
     ),
 )
 def persona_codebook(
@@ -234,7 +255,10 @@ def persona_codebook(
     shops = sorted(train["shop_id"].unique().to_list())
     tf_pointer = artifacts.path("feature_transform", "current.json")
     tf_version = json.loads(tf_pointer.read_text())["version"] if tf_pointer.exists() else None
-    cfg = _vqvae_config(config, {"train_shops": shops, "transform_version": tf_version})
+    requested = config.codebook_size or _overrides(config).get("codebook_size")
+    k, k_rule = codebook_size_for(train.height, requested)
+    context.log.info(k_rule)
+    cfg = _vqvae_config(config, {"train_shops": shops, "transform_version": tf_version}, k)
     x, bins = vector_matrix(train["vector"]), bins_matrix(train)
     has_val = val.height > 0
     xv, bv = (vector_matrix(val["vector"]), bins_matrix(val)) if has_val else (None, None)
@@ -252,7 +276,7 @@ def persona_codebook(
     t0 = time.perf_counter()
     km = fit_kmeans(
         x,
-        k=config.kmeans_k,
+        k=config.kmeans_k or k,
         seed=config.seed,
         batch_size=config.kmeans_batch_size,
         n_init=config.kmeans_n_init,
@@ -270,12 +294,18 @@ def persona_codebook(
     history = result.history_frame()
     history.write_csv(tmp / "history.csv")
     last = result.history[-1] if result.history else {}
+    warnings = sizing_warnings(train.height, k, last.get("recon"), last.get("val_recon"))
+    for w in warnings:
+        context.log.warning(w)
     meta = {
         "version": version,
         "train_rows": train.height,
         "val_rows": val.height,
         "train_shops": shops,
         "transform_version": tf_version,
+        "codebook_size": k,
+        "codebook_size_rule": k_rule,
+        "warnings": warnings,
         "device": str(resolve_device(cfg.device)),
         "training_seconds": round(result.seconds, 2),
         "init_seconds": round(result.init_seconds, 2),
@@ -305,6 +335,7 @@ def persona_codebook(
         "val_perplexity": last.get("val_perplexity"),
         "kmeans_k": km.k,
         "kmeans_inertia": km.inertia,
+        "codebook_size": k,
     }
     figures = _finite({k: v for k, v in figures.items() if v is not None})
     with mlflow.run_for(context, {"codebook_version": version}) as run:
@@ -312,7 +343,7 @@ def persona_codebook(
             {
                 "version": version,
                 "vqvae": cfg.to_dict(),
-                "kmeans": {"k": config.kmeans_k, **km.params, "seed": config.seed},
+                "kmeans": {"k": config.kmeans_k or k, **km.params, "seed": config.seed},
                 "train_shops": shops,
                 "transform_version": tf_version,
                 "device": meta["device"],
@@ -339,6 +370,8 @@ def persona_codebook(
             "version": version,
             **figures,
             "device": meta["device"],
+            "codebook_size_rule": k_rule,
+            "warnings": dg.MetadataValue.json(warnings),
             "train_shops": dg.MetadataValue.json(shops),
             "dagster/row_count": train.height,
             "history": dg.MetadataValue.md(frame_to_markdown(history.select(cols).tail(10))),

@@ -28,6 +28,12 @@ class ShopSplit:
     train: list[str]
     eval: list[str] = field(default_factory=list)
 
+    @property
+    def splits_buyers(self) -> bool:
+        """One shop and nothing held out: its buyers are split instead (`holdout_buyers`),
+        and cross-store recovery is undefined."""
+        return len(self.train) == 1 and not self.eval
+
 
 def _rng(seed: int, *keys: str) -> np.random.Generator:
     return np.random.default_rng([seed, *(zlib.crc32(k.encode()) for k in keys)])
@@ -53,6 +59,19 @@ def split_shops(shops: Sequence[str], cfg: SampleConfig) -> ShopSplit:
     n_eval = min(max(1, round(len(shops) * cfg.eval_fraction)), len(shops) - 1)
     evals = sorted(shops[i] for i in order[:n_eval])
     return ShopSplit(sorted(s for s in shops if s not in evals), evals)
+
+
+def holdout_buyers(buyers: pl.DataFrame, fraction: float, seed: int) -> pl.Series:
+    """True for a seeded `fraction` of each shop's buyers: held out of training when a single
+    shop is both trained and evaluated on (`ShopSplit.splits_buyers`), so that figures on
+    them are out of sample. Depends only on the buyer ids and the seed, not on row order."""
+    held = np.zeros(buyers.height, dtype=bool)
+    for (shop,), part in buyers.with_row_index("_row").group_by(["shop_id"]):
+        part = part.sort("buyer_id")
+        n_hold = int(round(part.height * fraction))
+        pick = _rng(seed, str(shop), "holdout").permutation(part.height)[:n_hold]
+        held[part["_row"].to_numpy()[pick]] = True
+    return pl.Series("holdout", held)
 
 
 def sample_training_pairs(

@@ -333,23 +333,31 @@ def purity_ceilings(
     """Calinski–Harabasz on the vectors of the tightest k-code codebooks (`group_pure_codes`)
     that keep the strata apart (`ch_pure_strata`) and the strata × the three auxiliary bins
     apart (`ch_pure_strata_bins`). A behaviourally pure codebook can hardly score above
-    them; k-means, bound by neither, usually does."""
+    them; k-means, bound by neither, usually does. A ceiling whose groups outnumber the k
+    codes (a small codebook) is left out: no k-code codebook keeps them apart."""
     b = np.asarray(bins, dtype=np.int64).reshape(len(strata), -1)
     st = np.asarray(strata).astype(str)
     behaviour = np.char.add(st, np.array(["".join(map(str, row)) for row in b], dtype=str))
     return {
         f"ch_pure_{name}": calinski_harabasz(group_pure_codes(vectors, g, k, seed), vectors)
         for name, g in (("strata", st), ("strata_bins", behaviour))
+        if np.unique(g).size <= k
     }
 
 
 def purity_ceilings_line(ceilings: Mapping[str, float]) -> str:
     """`purity_ceilings`' figures as one sentence, for tables and console output."""
-    return (
-        "Calinski–Harabasz (403-d) of the tightest codebooks that keep strata apart: "
-        f"{ceilings['ch_pure_strata']:.1f}; strata and all three bins apart: "
-        f"{ceilings['ch_pure_strata_bins']:.1f}"
-    )
+    parts = [
+        f"{label}: {ceilings[key]:.1f}"
+        for key, label in (
+            ("ch_pure_strata", "keep strata apart"),
+            ("ch_pure_strata_bins", "keep strata and all three bins apart"),
+        )
+        if key in ceilings
+    ]
+    if not parts:
+        return "No strata-pure ceiling: the codebook has fewer codes than behaviour groups"
+    return "Calinski–Harabasz (403-d) of the tightest codebooks that " + "; that ".join(parts)
 
 
 # ---- usage -------------------------------------------------------------------------------
