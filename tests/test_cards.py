@@ -178,6 +178,12 @@ def test_exports_escape_text_and_round_trip(tmp_path: Path) -> None:
     assert "Red <Mug>" in text and "<script>alert(1)</script>" in text
     assert 'href="http' not in page and "src=" not in page  # self-contained
     assert page.count('class="card"') == 2
+    assert 'id="warnings"' not in page  # nothing to warn about: no box
+
+    # warnings head the page, escaped like everything else
+    warned = pc.cards_to_html(cards, warnings=["shop <b>: no checkout_started events"])
+    assert warned.index('id="warnings"') < warned.index('class="card"')
+    assert "shop &lt;b&gt;: no checkout_started events" in warned
 
     md = paths["md"].read_text()
     assert "<script>" not in md and "&lt;script&gt;" in md and "Red &lt;Mug&gt;" in md

@@ -30,6 +30,7 @@ from dagster_project.resources import (
     MLflowResource,
     WarehouseResource,
 )
+from simpersona.data_warnings import warehouse_warnings
 from simpersona.features.labels import HEADS
 from simpersona.features.scalars import SCALAR_NAMES, STRATA
 from simpersona.lake import atomic_write_parquet, atomic_write_parquet_chunks, atomic_write_text
@@ -810,7 +811,13 @@ def persona_cards(
     cards = pc.build_cards(pc.combine_aggregates(parts), top_n=config.top_n)
     folder = artifacts.path("persona_cards", version)
     meta = {"codebook_version": version, "shops": shops, "buyers": sum(c.buyers for c in cards)}
-    paths = pc.write_cards(cards, folder, meta)
+    # what to read first (docs/own-logs.md): the codebook's size warnings, the data's
+    codebook_meta = json.loads((artifacts.path(CODEBOOK, version) / "meta.json").read_text())
+    warnings = list(codebook_meta.get("warnings", []))
+    warnings += [str(w) for w in warehouse_warnings(wh, shops)]
+    for w in warnings:
+        context.log.warning(w)
+    paths = pc.write_cards(cards, folder, {**meta, "warnings": warnings}, warnings=warnings)
     _set_current(artifacts, "persona_cards", version)
     figures = {
         "cards": len(cards),
@@ -827,6 +834,7 @@ def persona_cards(
             **figures,
             "codebook_version": version,
             "dagster/row_count": len(cards),
+            "warnings": dg.MetadataValue.json(warnings),
             "preview": dg.MetadataValue.md(pc.cards_index_markdown(cards, max_rows=20)),
             "json": dg.MetadataValue.path(str(paths["json"])),
             "markdown": dg.MetadataValue.path(str(paths["md"])),

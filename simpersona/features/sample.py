@@ -56,7 +56,8 @@ def split_shops(shops: Sequence[str], cfg: SampleConfig) -> ShopSplit:
     if len(shops) < 2:
         return ShopSplit(list(shops), [])
     order = _rng(cfg.seed, "shops").permutation(len(shops))
-    n_eval = min(max(1, round(len(shops) * cfg.eval_fraction)), len(shops) - 1)
+    # rounded down: three shops train on two and hold one out, not the other way round
+    n_eval = min(max(1, int(len(shops) * cfg.eval_fraction)), len(shops) - 1)
     evals = sorted(shops[i] for i in order[:n_eval])
     return ShopSplit(sorted(s for s in shops if s not in evals), evals)
 

@@ -417,18 +417,30 @@ body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .5em}
 td.n{text-align:right;white-space:nowrap}.card{border:1px solid #bbb;border-radius:6px;padding:1em;margin:1em 0}
 .desc{font-style:italic}.grid{display:flex;flex-wrap:wrap;gap:1.5em}
+#warnings{background:#fff6e6;border:1px solid #e0b050;border-radius:6px;padding:.2em 1em}
 """
 
 
-def cards_to_html(cards: Sequence[PersonaCard], title: str = "Persona cards") -> str:
+def cards_to_html(
+    cards: Sequence[PersonaCard], title: str = "Persona cards", warnings: Sequence[str] = ()
+) -> str:
     """One self-contained HTML page (inline CSS, no scripts, no external resources); every
-    piece of text is HTML-escaped."""
+    piece of text is HTML-escaped. `warnings` (docs/own-logs.md) head the page."""
     e = html.escape
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{e(title)}</h1><p>{len(cards)} personas (used tokens), largest first.</p>",
+        f"<h1>{e(title)}</h1>",
+    ]
+    if warnings:
+        parts.append(
+            '<div id="warnings"><h2>Read before trusting these cards</h2><ul>'
+            + "".join(f"<li>{e(w)}</li>" for w in warnings)
+            + "</ul></div>"
+        )
+    parts += [
+        f"<p>{len(cards)} personas (used tokens), largest first.</p>",
         "<table><tr><th>token</th><th>buyers</th><th>share</th><th>stratum</th>"
         "<th>description</th></tr>",
     ]
@@ -481,8 +493,10 @@ def write_cards(
     out_dir: str | os.PathLike[str],
     meta: dict[str, Any] | None = None,
     title: str = "Persona cards",
+    warnings: Sequence[str] = (),
 ) -> dict[str, Path]:
-    """cards.json, cards.md and cards.html in `out_dir` (each written atomically)."""
+    """cards.json, cards.md and cards.html in `out_dir` (each written atomically);
+    `warnings` head the HTML page."""
     from simpersona.lake import atomic_write_text
 
     out = Path(out_dir)
@@ -490,5 +504,5 @@ def write_cards(
     return {
         "json": atomic_write_text(cards_to_json(cards, meta), out / "cards.json"),
         "md": atomic_write_text(cards_to_markdown(cards, title), out / "cards.md"),
-        "html": atomic_write_text(cards_to_html(cards, title), out / "cards.html"),
+        "html": atomic_write_text(cards_to_html(cards, title, warnings), out / "cards.html"),
     }
