@@ -265,3 +265,20 @@ def test_kmeans_fewer_buyers_than_k():
         warnings.simplefilter("ignore")
         dup = fit_kmeans(np.zeros((4, 3)), k=8)
     assert dup.k == 1
+
+
+def test_purity_ceilings_with_fewer_codes_than_groups():
+    """A small K (chosen from a small training set) used to crash the codebook report
+    ("34 groups do not fit in 16 codes"); a ceiling that cannot exist is now left out."""
+    from simpersona.personas.quality import purity_ceilings, purity_ceilings_line
+
+    rng = np.random.default_rng(0)
+    strata = np.array(list("ABCD") * 50)
+    bins = rng.integers(0, 3, size=(200, 3))  # strata x bins: up to 108 groups
+    x = rng.normal(size=(200, 8))
+    small = purity_ceilings(x, strata, bins, k=8)
+    assert set(small) == {"ch_pure_strata"} and small["ch_pure_strata"] > 0
+    assert "keep strata apart" in purity_ceilings_line(small)
+    assert purity_ceilings(x, strata, bins, k=2) == {}
+    assert "fewer codes than behaviour groups" in purity_ceilings_line({})
+    assert set(purity_ceilings(x, strata, bins, k=200)) == {"ch_pure_strata", "ch_pure_strata_bins"}
