@@ -31,6 +31,7 @@ from dagster_project.jobs import (
     vectors_job,
 )
 from dagster_project.resources import default_resources
+from dagster_project.run_job import simpersona_run_job
 from dagster_project.schedules import nightly_ingest_schedule
 from dagster_project.sensors import lake_sensor, shop_refresh_sensor
 
@@ -56,6 +57,7 @@ defs = dg.Definitions(
         shop_refresh_job,
         simulation_shop_job,
         evaluation_job,
+        simpersona_run_job,
     ],
     schedules=[nightly_ingest_schedule],
     sensors=[lake_sensor, shop_refresh_sensor],

@@ -140,6 +140,7 @@ def run_pipeline(
     force: bool = False,
     resources: dict | None = None,
     persona_config: dict | None = None,
+    instance=None,
     say: Callable[[str], None] = print,
     after_ingest: Callable[[IngestRun], None] | None = None,
     progress: bool = True,
@@ -171,7 +172,7 @@ def run_pipeline(
     resources = dict(resources or default_resources())
     if max_reject_share is not None:
         resources["ingest_settings"] = IngestSettings(max_reject_share=max_reject_share)
-    instance = dagster_instance(data_dir / "dagster_home")
+    instance = instance or dagster_instance(data_dir / "dagster_home")
     state = RunState(data_dir / STATE_FILE)
     wh = Warehouse.at(data_dir / "warehouse", data_dir / "warehouse.duckdb")
     days = sum(len(lake.dates(s)) for s in lake_shops)

@@ -141,6 +141,26 @@ def test_run_on_one_small_shop(tmp_path):
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert again.stdout.count("skipped") >= 3 and time.monotonic() - t0 < 30
 
+    # the same run as a Dagster job (the UI's way in), against the data dir's instance
+    script = (
+        "import os, json; from pathlib import Path\n"
+        "from dagster_project.definitions import defs\n"
+        "from dagster_project.run import dagster_instance\n"
+        "inst = dagster_instance(Path(os.environ['SIMPERSONA_DATA_DIR']) / 'dagster_home')\n"
+        "res = defs.get_job_def('simpersona_run_job').execute_in_process(instance=inst)\n"
+        "out = [e for e in res.all_events if e.event_type_value == 'STEP_OUTPUT'][0]\n"
+        "md = out.step_output_data.metadata\n"
+        "print(json.dumps({k: getattr(v, 'value', v) for k, v in md.items()}, default=str))\n"
+    )
+    job = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO,
+        env={**os.environ, "SIMPERSONA_DATA_DIR": str(data)},
+    )  # fmt: skip
+    assert job.returncode == 0, job.stderr[-3000:]
+    md = json.loads(job.stdout.strip().splitlines()[-1])
+    assert md["skipped"] == "ingest, features, personas" and md["train_shops"] == ["shop-000"]
+    assert md["codebook_size"] == meta["codebook_size"] and md["cards"] == summary["cards_html"]
+
 
 def test_a_failing_asset_ends_the_run_in_seconds_with_one_message(tmp_path):
     data = tmp_path / "team"
