@@ -5,69 +5,85 @@ from __future__ import annotations
 
 import dagster as dg
 
+# Each stage's assets, defined once: the jobs below, the CLI's in-process runs
+# (dagster_project/run.py) and the demo all select them from here.
+CATALOG = ("catalog",)
+EVENTS = ("raw_events",)
+QUARANTINE = ("quarantine",)
+FEATURES_SHOP = ("enriched_sessions", "product_embeddings", "buyer_features")
+FEATURES_FIT = ("training_sample", "feature_transform")
+VECTORS = ("buyer_vectors",)
+PERSONAS_FIT = ("persona_codebook", "codebook_report")
+PERSONAS_SHOP = ("persona_assignments", "store_token_distribution")
+PERSONAS_REPORT = ("distribution_recovery", "persona_cards")
+TRACES_SHOP = ("replayed_traces",)
+SFT = ("sft_stage1", "sft_stage2")
+SIMULATION_SHOP = ("population_simulation", "instruction_following")
+EVALUATION = ("evaluation_report",)
+
 catalog_job = dg.define_asset_job(
     "catalog_job",
-    selection=dg.AssetSelection.assets("catalog"),
+    selection=dg.AssetSelection.assets(*CATALOG),
     description="Validate one shop's products and collections.",
 )
 
 events_job = dg.define_asset_job(
     "events_job",
-    selection=dg.AssetSelection.assets("raw_events"),
+    selection=dg.AssetSelection.assets(*EVENTS),
     description="Validate, sessionize and de-identify one shop-day of events.",
 )
 
 quarantine_job = dg.define_asset_job(
     "quarantine_job",
-    selection=dg.AssetSelection.assets("quarantine"),
+    selection=dg.AssetSelection.assets(*QUARANTINE),
     description="Roll up the quarantine and refresh the DuckDB views.",
 )
 
 features_shop_job = dg.define_asset_job(
     "features_shop_job",
-    selection=dg.AssetSelection.assets("enriched_sessions", "product_embeddings", "buyer_features"),
+    selection=dg.AssetSelection.assets(*FEATURES_SHOP),
     description="Per shop: enriched sessions, product embeddings, raw buyer features.",
 )
 
 features_fit_job = dg.define_asset_job(
     "features_fit_job",
-    selection=dg.AssetSelection.assets("training_sample", "feature_transform"),
+    selection=dg.AssetSelection.assets(*FEATURES_FIT),
     description="Sample the training shops and fit the feature transform.",
 )
 
 vectors_job = dg.define_asset_job(
     "vectors_job",
-    selection=dg.AssetSelection.assets("buyer_vectors"),
+    selection=dg.AssetSelection.assets(*VECTORS),
     description="Per shop: 403-d buyer vectors with the current feature transform.",
 )
 
 personas_fit_job = dg.define_asset_job(
     "personas_fit_job",
-    selection=dg.AssetSelection.assets("persona_codebook", "codebook_report"),
+    selection=dg.AssetSelection.assets(*PERSONAS_FIT),
     description="Train the VQ-VAE and the k-means baseline; the Table-1 codebook report.",
 )
 
 personas_shop_job = dg.define_asset_job(
     "personas_shop_job",
-    selection=dg.AssetSelection.assets("persona_assignments", "store_token_distribution"),
+    selection=dg.AssetSelection.assets(*PERSONAS_SHOP),
     description="Per shop: persona token of every buyer and the shop's token distribution.",
 )
 
 personas_report_job = dg.define_asset_job(
     "personas_report_job",
-    selection=dg.AssetSelection.assets("distribution_recovery", "persona_cards"),
+    selection=dg.AssetSelection.assets(*PERSONAS_REPORT),
     description="Across shops: stratum/feature recovery (JS, R²) and the persona cards.",
 )
 
 traces_shop_job = dg.define_asset_job(
     "traces_shop_job",
-    selection=dg.AssetSelection.assets("replayed_traces"),
+    selection=dg.AssetSelection.assets(*TRACES_SHOP),
     description="Per shop: goals, replay on the storefront in the browser, judge.",
 )
 
 sft_job = dg.define_asset_job(
     "sft_job",
-    selection=dg.AssetSelection.assets("sft_stage1", "sft_stage2"),
+    selection=dg.AssetSelection.assets(*SFT),
     description="The stage-1 and stage-2 SFT datasets from the training shops' traces.",
 )
 
@@ -96,12 +112,12 @@ shop_refresh_job = dg.define_asset_job(
 
 simulation_shop_job = dg.define_asset_job(
     "simulation_shop_job",
-    selection=dg.AssetSelection.assets("population_simulation", "instruction_following"),
+    selection=dg.AssetSelection.assets(*SIMULATION_SHOP),
     description="Per evaluation shop: the population simulation and the instruction tasks.",
 )
 
 evaluation_job = dg.define_asset_job(
     "evaluation_job",
-    selection=dg.AssetSelection.assets("evaluation_report"),
+    selection=dg.AssetSelection.assets(*EVALUATION),
     description="The evaluation report over every simulated evaluation shop.",
 )

@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from dagster_project import jobs
 from dagster_project.assets.simulation import LLM_POLICIES, SimulationConfig
 from dagster_project.definitions import all_assets
 from dagster_project.partitions import day_partitions, shop_day_key, shop_partitions
@@ -182,10 +183,10 @@ def run_ingestion(
     bar = _progress_bar(sum(len(d) + 1 for d in plan.values()) + 1, "ingest", progress)
     out = IngestRun()
 
-    def attempt(selection: str, shop: str, date: str | None):
+    def attempt(selection: tuple[str, ...], shop: str, date: str | None):
         key = shop if date is None else shop_day_key(shop, date)
         try:
-            return _materialize([selection], instance, key, resources)
+            return _materialize(list(selection), instance, key, resources)
         except Exception as exc:
             if fail_fast:
                 bar.close()
@@ -196,14 +197,14 @@ def run_ingestion(
             bar.update(1)
 
     for shop, dates in plan.items():
-        if attempt("catalog", shop, None) is None:
+        if attempt(jobs.CATALOG, shop, None) is None:
             bar.update(len(dates))
             continue
         out.catalogs += 1
         if on_partition:
             on_partition(shop, None)
         for date in dates:
-            res = attempt("raw_events", shop, date)
+            res = attempt(jobs.EVENTS, shop, date)
             if res is None:
                 continue
             md = res.asset_materializations_for_node("raw_events")[0].metadata
@@ -219,7 +220,7 @@ def run_ingestion(
                 by[shop] = by.get(shop, 0) + md[key].value
             if on_partition:
                 on_partition(shop, date)
-    _materialize(["quarantine"], instance, None, resources)
+    _materialize(list(jobs.QUARANTINE), instance, None, resources)
     bar.update(1)
     bar.close()
     out.seconds = time.perf_counter() - t0
@@ -470,13 +471,9 @@ def run_features(
     bar = _progress_bar(2 * len(shops) + 1, "features", progress)
     out = FeaturesRun(shops=len(shops))
     for shop in shops:
-        _materialize(
-            ["enriched_sessions", "product_embeddings", "buyer_features"], instance, shop, resources
-        )
+        _materialize(list(jobs.FEATURES_SHOP), instance, shop, resources)
         bar.update(1)
-    res = _materialize(
-        ["training_sample", "feature_transform"], instance, None, resources, run_config
-    )
+    res = _materialize(list(jobs.FEATURES_FIT), instance, None, resources, run_config)
     bar.update(1)
     md = res.asset_materializations_for_node("training_sample")[0].metadata
     out.sample_rows = md["rows"].value
@@ -485,7 +482,7 @@ def run_features(
         k: tmd[k].value for k in tmd if k.startswith("explained_variance_")
     }
     for shop in shops:
-        r = _materialize(["buyer_vectors"], instance, shop, resources)
+        r = _materialize(list(jobs.VECTORS), instance, shop, resources)
         vmd = r.asset_materializations_for_node("buyer_vectors")[0].metadata
         n = vmd["buyers"].value
         out.buyers += n
@@ -635,7 +632,7 @@ def run_personas(
         return {"ops": {n: ops[n] for n in names if n in ops}}
 
     out = PersonasRun()
-    fit = ["persona_codebook", "codebook_report"]
+    fit = list(jobs.PERSONAS_FIT)
     res = _materialize(fit, instance, None, resources, cfg(*fit))
     cmd = _metadata_values(res.asset_materializations_for_node("persona_codebook")[0].metadata)
     rmd = _metadata_values(res.asset_materializations_for_node("codebook_report")[0].metadata)
@@ -645,14 +642,14 @@ def run_personas(
     out.report_table = rmd["table"]
     out.reports = json.loads(Path(rmd["path"]).with_name("report.json").read_text())
     bar.update(1)
-    per_shop = ["persona_assignments", "store_token_distribution"]
+    per_shop = list(jobs.PERSONAS_SHOP)
     for shop in shops:
         r = _materialize(per_shop, instance, shop, resources, cfg(*per_shop))
         out.buyers += (
             r.asset_materializations_for_node("persona_assignments")[0].metadata["buyers"].value
         )
         bar.update(1)
-    across = ["distribution_recovery", "persona_cards"]
+    across = list(jobs.PERSONAS_REPORT)
     res = _materialize(across, instance, None, resources, cfg(*across))
     dmd = _metadata_values(res.asset_materializations_for_node("distribution_recovery")[0].metadata)
     pmd = _metadata_values(res.asset_materializations_for_node("persona_cards")[0].metadata)
@@ -779,7 +776,7 @@ def run_traces(
     bar = _progress_bar(len(shops) + 1, "traces", progress)
     for shop in shops:
         r = _materialize(
-            ["replayed_traces"],
+            list(jobs.TRACES_SHOP),
             instance,
             shop,
             resources,
@@ -791,7 +788,7 @@ def run_traces(
         out.detours += md["detours"]
         bar.update(1)
     sft_cfg = {k: v for k, v in ops.items() if k in ("sft_stage1", "sft_stage2")}
-    res = _materialize(["sft_stage1", "sft_stage2"], instance, None, resources, {"ops": sft_cfg})
+    res = _materialize(list(jobs.SFT), instance, None, resources, {"ops": sft_cfg})
     s1 = _metadata_values(res.asset_materializations_for_node("sft_stage1")[0].metadata)
     s2 = _metadata_values(res.asset_materializations_for_node("sft_stage2")[0].metadata)
     out.stage1_examples, out.stage2_examples = s1["examples"], s2["examples"]
@@ -962,7 +959,7 @@ def run_simulation(
     bar.update(1)
     rep = ops.get("evaluation_report") or {"config": {"shops": shops}}
     rep_cfg = {"ops": {"evaluation_report": rep}}
-    r = _materialize(["evaluation_report"], instance, None, resources, rep_cfg)
+    r = _materialize(list(jobs.EVALUATION), instance, None, resources, rep_cfg)
     md = _metadata_values(r.asset_materializations_for_node("evaluation_report")[0].metadata)
     out.headline = dict(md["headline"])
     out.report_html = str(md["report_html"])

@@ -74,6 +74,13 @@ app.command("train-llm", short_help="Two-stage persona grounding of a local mode
 DataDir = DataDirOption
 
 
+# options of every command that ingests
+MaxRejectShare = Annotated[
+    float, typer.Option(help="Fail a partition above this share of rejected rows.")
+]
+FailFast = Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing partition.")]
+
+
 def _set_data_dir(data_dir: Path) -> None:
     use_data_dir(data_dir)
 
@@ -108,12 +115,8 @@ def ingest_command(
     shop: Annotated[
         list[str] | None, typer.Option("--shop", help="Only these shops (repeatable).")
     ] = None,
-    max_reject_share: Annotated[
-        float, typer.Option(help="Fail a partition above this share of rejected rows.")
-    ] = 0.05,
-    fail_fast: Annotated[
-        bool, typer.Option("--fail-fast", help="Stop at the first failing partition.")
-    ] = False,
+    max_reject_share: MaxRejectShare = 0.05,
+    fail_fast: FailFast = False,
 ) -> None:
     """Validate and load the lake into the warehouse through the Dagster assets (in-process;
     runs are recorded in the Dagster instance under <data-dir>/dagster_home). A failing
@@ -286,12 +289,8 @@ def run_command(
             "paper's 256 from 2,560 training buyers).",
         ),
     ] = 0,
-    max_reject_share: Annotated[
-        float, typer.Option(help="Fail a partition above this share of rejected rows.")
-    ] = 0.05,
-    fail_fast: Annotated[
-        bool, typer.Option("--fail-fast", help="Stop at the first failing partition.")
-    ] = False,
+    max_reject_share: MaxRejectShare = 0.05,
+    fail_fast: FailFast = False,
     force: Annotated[
         bool, typer.Option("--force", help="Rerun every stage, changed or not.")
     ] = False,
