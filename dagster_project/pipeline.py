@@ -100,12 +100,19 @@ class RunState:
         except (OSError, ValueError, KeyError):
             self.stages = {}
 
-    def unchanged(self, stage: str, fingerprint: str) -> dict | None:
+    def unchanged(self, stage: str, fingerprint: str, outputs: str) -> dict | None:
+        """The stage's figures when its inputs and settings (`fingerprint`) and its outputs
+        (`outputs`, a digest of the files it wrote: deleted or rebuilt ones count) are as
+        at its last success; else None."""
         done = self.stages.get(stage)
-        return done["figures"] if done and done.get("fingerprint") == fingerprint else None
+        if done and done.get("fingerprint") == fingerprint and done.get("outputs") == outputs:
+            return done["figures"]
+        return None
 
-    def record(self, stage: str, fingerprint: str, figures: dict) -> None:
-        self.stages[stage] = {"fingerprint": fingerprint, "figures": figures, "at": time.time()}
+    def record(self, stage: str, fingerprint: str, outputs: str, figures: dict) -> None:
+        self.stages[stage] = {
+            "fingerprint": fingerprint, "outputs": outputs, "figures": figures, "at": time.time()
+        }  # fmt: skip
         # a stage rerun invalidates the ones after it
         for later in STAGES[STAGES.index(stage) + 1 :]:
             self.stages.pop(later, None)
@@ -184,7 +191,12 @@ def run_pipeline(
                                     "collections/**/*"]),
         lake_shops, max_reject_share,
     )  # fmt: skip
-    cached = None if force else state.unchanged("ingest", fp)
+
+    # what ingestion writes: a deleted or rebuilt warehouse is not "unchanged"
+    def ingest_outputs() -> str:
+        return _files_digest([wh.root], ["raw_events/**/data.parquet", "products/**/data.parquet"])
+
+    cached = None if force else state.unchanged("ingest", fp, ingest_outputs())
     if cached is not None:
         say("[1/4] ingest: the lake is unchanged since the last run, skipped")
         out.skipped.append("ingest")
@@ -205,8 +217,9 @@ def run_pipeline(
         out.figures |= ing.summary()
         if not out.ingest_failures:  # a failed partition is retried next time
             state.record(
-                "ingest", fp, {"figures": ing.summary(), "shops": ingested, "failures": []}
-            )
+                "ingest", fp, ingest_outputs(),
+                {"figures": ing.summary(), "shops": ingested, "failures": []},
+            )  # fmt: skip
     if after_ingest is not None and "ingest" not in out.skipped:
         after_ingest(out.ingest)
     for shop, date, message in out.ingest_failures:
@@ -236,16 +249,18 @@ def run_pipeline(
             f"split: training shops {', '.join(out.train_shops)}; evaluation shops "
             f"{', '.join(out.eval_shops) or '(none: every figure is in-sample)'}"
         )
-    sample_cfg = {
-        k: v for k, v in (("train_shops", out.train_shops), ("eval_shops", out.eval_shops)) if v
-    }
+    # both lists, always: shops of earlier runs still in the warehouse stay out
+    sample_cfg = {"train_shops": out.train_shops, "eval_shops": out.eval_shops}
 
     # 2. features
-    fp = _fingerprint(
-        _files_digest([wh.root], ["raw_events/**/data.parquet", "products/**/data.parquet"]),
-        ingested, sample_cfg,
-    )  # fmt: skip
-    cached = None if force else state.unchanged("features", fp)
+    fp = _fingerprint(ingest_outputs(), ingested, sample_cfg)
+
+    def features_outputs() -> str:
+        return _files_digest(
+            [wh.root], ["buyer_vectors/**/data.parquet", "training_sample/data.parquet"]
+        )
+
+    cached = None if force else state.unchanged("features", fp, features_outputs())
     if cached is not None:
         say("[2/4] features: validated events unchanged, skipped")
         out.skipped.append("features")
@@ -254,11 +269,11 @@ def run_pipeline(
         say("[2/4] features: sessions, product embeddings, buyer features, transform, vectors")
         feats = run_features(
             instance, shops=ingested, resources=resources,
-            run_config={"ops": {"training_sample": {"config": sample_cfg}}} if sample_cfg else None,
+            run_config={"ops": {"training_sample": {"config": sample_cfg}}},
             progress=progress,
         )  # fmt: skip
         out.figures |= feats.summary()
-        state.record("features", fp, feats.summary())
+        state.record("features", fp, features_outputs(), feats.summary())
     split_file = wh.root / "shop_split.json"
     if split_file.exists():
         out.holdout_buyers = (
@@ -267,15 +282,26 @@ def run_pipeline(
 
     # 3. personas
     ops: dict[str, dict] = {k: {"config": dict(v)} for k, v in (persona_config or {}).items()}
+
+    def op_config(op: str) -> dict:
+        return ops.setdefault(op, {"config": {}})["config"]
+
     if codebook_size:
-        ops.setdefault("persona_codebook", {"config": {}})["config"]["codebook_size"] = (
-            codebook_size
-        )
-    fp = _fingerprint(
-        _files_digest([wh.root], ["buyer_vectors/**/data.parquet", "training_sample/data.parquet"]),
-        ops,
-    )  # fmt: skip
-    cached = None if force else state.unchanged("personas", fp)
+        op_config("persona_codebook")["codebook_size"] = codebook_size
+    for op in ("distribution_recovery", "persona_cards"):  # this run's shops only
+        op_config(op).setdefault("shops", ingested)
+    if out.one_shop:  # Table 1 on the held-out buyers: out of sample
+        op_config("codebook_report").setdefault("splits", ["holdout"])
+    fp = _fingerprint(features_outputs(), ops)
+
+    def personas_outputs() -> str:
+        return _files_digest(
+            [wh.root, data_dir / "artifacts"],
+            ["persona_assignments/**/data.parquet", "persona_cards/current.json",
+             "persona_codebook/current.json"],
+        )  # fmt: skip
+
+    cached = None if force else state.unchanged("personas", fp, personas_outputs())
     cards_html = ""
     if cached is not None:
         say("[3/4] personas: buyer vectors unchanged, skipped")
@@ -292,7 +318,7 @@ def run_pipeline(
         cards_html = pers.cards_html
         figures = {**pers.summary(), "cards_html": cards_html}
         out.figures |= figures
-        state.record("personas", fp, figures)
+        state.record("personas", fp, personas_outputs(), figures)
 
     # 4. what to read before trusting it
     say("[4/4] checks and report")
@@ -303,8 +329,9 @@ def run_pipeline(
     out.warnings += [str(w) for w in warehouse_warnings(wh, ingested)]
     if out.one_shop:
         out.warnings.append(
-            f"one shop: cross-store recovery (JS, R² of held-out shops) is undefined; figures on "
-            f"its {out.holdout_buyers:,} held-out buyers are out of sample, the rest in-sample"
+            "one shop: cross-store recovery (JS, R² of held-out shops) is undefined; the "
+            "codebook report (Table 1) is on buyers held out of training (out of sample; "
+            f"{out.holdout_buyers:,} held out); the in-sample JS is labelled so"
         )
     elif not out.eval_shops:
         out.warnings.append("no evaluation shop: every recovery figure is in-sample")

@@ -11,6 +11,7 @@ from pydantic import Field
 
 
 class SimpersonaRunConfig(dg.Config):
+    shops: list[str] = Field(default=[], description="Only these shops of the lake; [] = all.")
     train_shops: list[str] = Field(default=[], description="Training shops; [] = the seeded split.")
     eval_shops: list[str] = Field(default=[], description="Evaluation shops held out of fits.")
     codes: int = Field(default=0, description="Persona tokens K; 0 = from the data.")
@@ -30,6 +31,7 @@ def simpersona_run(context: dg.OpExecutionContext, config: SimpersonaRunConfig) 
     data_dir = Path(os.environ.get("SIMPERSONA_DATA_DIR") or "data")
     res = run_pipeline(
         data_dir,
+        shops=config.shops or None,
         train_shops=config.train_shops or None,
         eval_shops=config.eval_shops or None,
         codebook_size=config.codes,

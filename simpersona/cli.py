@@ -285,8 +285,8 @@ def run_command(
         int,
         typer.Option(
             "--codes",
-            help="Persona tokens K; 0: from the data (about ten training buyers a code, the "
-            "paper's 256 from 2,560 training buyers).",
+            help="Persona tokens K; 0: from the data (about ten training-sample buyers a code, "
+            "the paper's 256 from 2,560; the sample takes at most 1,500 buyers a shop).",
         ),
     ] = 0,
     max_reject_share: MaxRejectShare = 0.05,

@@ -65,6 +65,7 @@ def test_data_warnings_each_say_what_to_do():
     )
     (w,) = unreadable_titles(products)
     assert w.shop == "ids" and "3 of 4 product titles" in w.message and "item_name" in w.message
+    assert "'4756105'" in w.message  # an example of a bad title, not of a good one
 
     counts = pl.DataFrame(
         {
@@ -89,6 +90,10 @@ def test_data_warnings_each_say_what_to_do():
     assert "98% of buyers" in w.message
     shared = apart.with_columns(pl.lit(7).alias("token"))
     assert shop_specific_tokens(shared) == [] and shop_specific_tokens(apart.head(98)) == []
+    # a small shop beside a big one with the same catalogue: the big one fills every token
+    big = pl.DataFrame({"shop_id": ["big"] * 1000, "token": [i % 50 for i in range(1000)]})
+    small = pl.DataFrame({"shop_id": ["small"] * 20, "token": [i % 10 for i in range(20)]})
+    assert shop_specific_tokens(pl.concat([big, small])) == []
 
 
 def test_one_shop_splits_its_buyers_not_its_shops():
@@ -104,14 +109,19 @@ def test_one_shop_splits_its_buyers_not_its_shops():
 # ---- the command -----------------------------------------------------------------------------
 @pytest.mark.slow
 def test_run_on_one_small_shop(tmp_path):
+    """One shop of a data dir whose warehouse still holds another shop from an earlier run:
+    the other shop stays out of the split, the recovery and the cards."""
     data = tmp_path / "team"
     generate_lake(
         data / "lake",
-        GeneratorConfig(n_shops=1, n_buyers=1_200, n_days=7, seed=5),
+        GeneratorConfig(n_shops=2, n_buyers=2_000, n_days=7, seed=5),
         ground_truth_path=tmp_path / "truth.parquet",
         progress=False,
     )
-    res = simpersona("run", "--data-dir", str(data))
+    both = simpersona("run", "--data-dir", str(data))
+    assert both.returncode == 0, both.stdout[-3000:] + both.stderr[-3000:]
+    assert "split: training shops shop-00" in both.stdout
+    res = simpersona("run", "--data-dir", str(data), "--shop", "shop-000")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = res.stdout
     assert "split: one shop (shop-000)" in out and "cross-store recovery is undefined" in out
@@ -134,10 +144,13 @@ def test_run_on_one_small_shop(tmp_path):
     assert any("one shop" in w for w in summary["run_warnings"])
     cards = Path(summary["cards_html"])
     assert cards.is_file() and oct(cards.stat().st_mode & 0o777) != oct(0o600)
+    assert json.loads(cards.with_name("cards.json").read_text())["meta"]["shops"] == ["shop-000"]
+    report = json.loads((data / "reports" / "latest" / "summary.json").read_text())
+    assert report["n_stores_heldout"] in (None, 0)  # shop-001 of the first run is not used
 
     # nothing changed: every stage is skipped, in seconds
     t0 = time.monotonic()
-    again = simpersona("run", "--data-dir", str(data))
+    again = simpersona("run", "--data-dir", str(data), "--shop", "shop-000")
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert again.stdout.count("skipped") >= 3 and time.monotonic() - t0 < 30
 
@@ -147,7 +160,9 @@ def test_run_on_one_small_shop(tmp_path):
         "from dagster_project.definitions import defs\n"
         "from dagster_project.run import dagster_instance\n"
         "inst = dagster_instance(Path(os.environ['SIMPERSONA_DATA_DIR']) / 'dagster_home')\n"
-        "res = defs.get_job_def('simpersona_run_job').execute_in_process(instance=inst)\n"
+        "cfg = {'ops': {'simpersona_run': {'config': {'shops': ['shop-000']}}}}\n"
+        "job = defs.get_job_def('simpersona_run_job')\n"
+        "res = job.execute_in_process(instance=inst, run_config=cfg)\n"
         "out = [e for e in res.all_events if e.event_type_value == 'STEP_OUTPUT'][0]\n"
         "md = out.step_output_data.metadata\n"
         "print(json.dumps({k: getattr(v, 'value', v) for k, v in md.items()}, default=str))\n"
@@ -227,3 +242,17 @@ def test_run_on_real_public_logs_and_a_generated_shop(tmp_path, public_data):
     assert Path(summary["cards_html"]).is_file()
     assert summary["persona_cards"] > 0 and summary["js_mean_heldout"] is not None
     assert (data / "warehouse.duckdb").is_file()
+
+
+def test_a_stage_whose_outputs_changed_is_not_skipped(tmp_path):
+    from dagster_project.pipeline import RunState
+
+    state = RunState(tmp_path / "run_state.json")
+    state.record("ingest", "in-1", "out-1", {"figures": {}, "shops": ["a"]})
+    state.record("features", "in-2", "out-2", {"features_buyers": 3})
+    again = RunState(tmp_path / "run_state.json")  # read back from the file
+    assert again.unchanged("features", "in-2", "out-2") == {"features_buyers": 3}
+    assert again.unchanged("features", "in-2", "out-DELETED") is None  # e.g. vectors removed
+    assert again.unchanged("features", "in-CHANGED", "out-2") is None
+    again.record("ingest", "in-1b", "out-1", {"figures": {}, "shops": ["a"]})
+    assert again.unchanged("features", "in-2", "out-2") is None  # a rerun stage resets later ones

@@ -242,9 +242,10 @@ def training_sample(
     sample = sample_training_pairs(buyers, split.train, cfg)
     if sample.is_empty():
         raise dg.Failure(f"the training shops {split.train} have no buyers in strata A–D")
-    if held_out is not None:
+    if held_out is not None:  # kept (strata the sample keeps) for out-of-sample reports
+        held_rows = held_out.filter(~pl.col("stratum").is_in(list(cfg.drop_strata)))
         sample = pl.concat(
-            [sample, held_out.with_columns(pl.lit("holdout").alias("split"))],
+            [sample, held_rows.with_columns(pl.lit("holdout").alias("split"))],
             how="diagonal_relaxed",
         )
     path = atomic_write_parquet(sample, wh.table_path("training_sample"))

@@ -56,6 +56,18 @@ def _model_version(folder: Path) -> str:
     return h.hexdigest()[:12]
 
 
+def _max_token(paths: list[Path]) -> int | None:
+    """The largest persona token in SFT chat datasets (a "token" field per example)."""
+    top = None
+    for path in paths:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                t = json.loads(line).get("token")
+                if t is not None and (top is None or int(t) > top):
+                    top = int(t)
+    return top
+
+
 def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -149,7 +161,16 @@ def _train_persona_model(
     k = config.k
     if config.persona_init == "codebook" or not k:
         codebook_version, vqvae, _ = load_codebook(artifacts)
-        k = k or vqvae.config.codebook_size  # the personas the traces were labelled with
+        k = k or vqvae.config.codebook_size
+    # K now depends on the data: SFT examples labelled by an earlier codebook may carry
+    # tokens this one does not have
+    top = _max_token([s1, s2])
+    if top is not None and top >= k:
+        raise dg.Failure(
+            f"the SFT datasets use persona token {top}, but the persona model gets {k} "
+            "tokens (the current codebook's K): re-materialize replayed_traces, sft_stage1 "
+            "and sft_stage2 with the current codebook"
+        )
     if config.persona_init == "codebook":
         codebook = vqvae.codebook.embed.detach().cpu().numpy()
         if codebook.shape[0] != k:

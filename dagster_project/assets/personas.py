@@ -614,6 +614,11 @@ def store_token_distribution(
 
 # ---- distribution_recovery -----------------------------------------------------------------
 class DistributionRecoveryConfig(dg.Config):
+    shops: list[str] = Field(
+        default=[],
+        description="Shops to include; [] = every shop with persona assignments (simpersona "
+        "run passes its own, so shops of earlier runs are left out).",
+    )
     resamples: int = Field(
         default=2000, description="Bootstrap resamples of the held-out stores (intervals)."
     )
@@ -637,6 +642,17 @@ def _check_assignments(wh, shops: list[str], version: str) -> None:
             f"persona_assignments of shops {stale} were made with another codebook than the "
             f"current {version}: re-materialize them"
         )
+
+
+def _assigned_shops(wh, wanted: list[str]) -> list[str]:
+    """`wanted` (each must have persona assignments), else every shop that has them."""
+    have = wh.shops_with("persona_assignments")
+    if not wanted:
+        return have
+    missing = sorted(set(wanted) - set(have))
+    if missing:
+        raise dg.Failure(f"shops without persona_assignments: {missing}; materialize them first")
+    return sorted(wanted)
 
 
 def _read_shops(wh, table: str, shops: list[str], columns: list[str]) -> pl.DataFrame:
@@ -667,7 +683,7 @@ def distribution_recovery(
     from simpersona.personas.quality import planted_agreement
 
     wh = warehouse.warehouse()
-    shops = wh.shops_with("persona_assignments")
+    shops = _assigned_shops(wh, config.shops)
     if not shops:
         raise dg.Failure("no persona_assignments partition is materialized")
     version, folder = _current(artifacts, CODEBOOK)
@@ -766,6 +782,11 @@ def distribution_recovery(
 
 # ---- persona_cards -------------------------------------------------------------------------
 class PersonaCardsConfig(dg.Config):
+    shops: list[str] = Field(
+        default=[],
+        description="Shops to include; [] = every shop with persona assignments (simpersona "
+        "run passes its own, so shops of earlier runs are left out).",
+    )
     top_n: int = Field(default=5, description="Categories and product titles per card.")
 
 
@@ -788,7 +809,7 @@ def persona_cards(
     from simpersona.personas import cards as pc
 
     wh = warehouse.warehouse()
-    shops = wh.shops_with("persona_assignments")
+    shops = _assigned_shops(wh, config.shops)
     if not shops:
         raise dg.Failure("no persona_assignments partition is materialized")
     version, _ = _current(artifacts, CODEBOOK)

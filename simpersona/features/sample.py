@@ -40,12 +40,20 @@ def _rng(seed: int, *keys: str) -> np.random.Generator:
 
 
 def split_shops(shops: Sequence[str], cfg: SampleConfig) -> ShopSplit:
-    """Disjoint training and evaluation shops: the configured lists, else a seeded split
-    (at least one shop on each side when there are two or more)."""
+    """Disjoint training and evaluation shops: the configured lists (a list given, even
+    empty, is kept; a missing one is the other shops), else a seeded split (at least one shop
+    on each side when there are two or more)."""
     shops = sorted(set(shops))
     if cfg.train_shops is not None or cfg.eval_shops is not None:
-        train = sorted(cfg.train_shops or [s for s in shops if s not in (cfg.eval_shops or [])])
-        evals = sorted(cfg.eval_shops or [s for s in shops if s not in train])
+        # a list given (even empty) is kept; a missing one is the other shops
+        if cfg.train_shops is not None:
+            train = sorted(cfg.train_shops)
+        else:
+            train = sorted(s for s in shops if s not in (cfg.eval_shops or []))
+        if cfg.eval_shops is not None:
+            evals = sorted(cfg.eval_shops)
+        else:
+            evals = sorted(s for s in shops if s not in train)
         overlap = set(train) & set(evals)
         if overlap:
             raise ValueError(f"training and evaluation shops overlap: {sorted(overlap)}")
