@@ -211,3 +211,23 @@ def test_persona_model_asset_trains_registers_and_logs(data, tmp_path):
         for f in MlflowClient(tracking_uri=uri).list_artifacts(run.info.run_id, "persona_model")
     }
     assert "persona_model/model.safetensors" in files
+
+
+def test_a_killed_builders_lock_does_not_hang_later_launches(tmp_path):
+    """A launch killed while DeepSpeed compiled its shm op left `<op>/lock` behind, and every
+    later launch waited for it for ever (torch's FileBaton never expires it)."""
+    import os
+    import time
+
+    from simpersona.llm.launch import STALE_BUILD_LOCK_S, launch_env
+
+    ext = tmp_path / "ext"
+    stale, fresh = ext / "deepspeed_shm_comm" / "lock", ext / "other_op" / "lock"
+    for lock in (stale, fresh):
+        lock.parent.mkdir(parents=True)
+        lock.touch()
+    old = time.time() - STALE_BUILD_LOCK_S - 60
+    os.utime(stale, (old, old))
+    env = launch_env(LaunchConfig(mode="local", env={"TORCH_EXTENSIONS_DIR": str(ext)}))
+    assert env["TORCH_EXTENSIONS_DIR"] == str(ext)
+    assert not stale.exists() and fresh.exists()  # a build may still hold the fresh one

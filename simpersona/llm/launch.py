@@ -114,7 +114,30 @@ def launch_env(cfg: LaunchConfig) -> dict[str, str]:
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.update(cfg.env)
     Path(env["TORCH_EXTENSIONS_DIR"]).mkdir(parents=True, exist_ok=True)
+    clear_stale_build_locks(env["TORCH_EXTENSIONS_DIR"])
     return env
+
+
+# A build of the shm op takes ~1 minute here; a `lock` older than this was left by a builder
+# that was killed (torch's FileBaton never expires it: every later launch waits forever).
+STALE_BUILD_LOCK_S = 600.0
+
+
+def clear_stale_build_locks(
+    extensions_dir: str | os.PathLike[str], max_age_s: float = STALE_BUILD_LOCK_S
+) -> list[Path]:
+    """Remove `<extensions_dir>/<op>/lock` files older than `max_age_s`; returns them."""
+    import time
+
+    removed = []
+    for lock in Path(extensions_dir).glob("*/lock"):
+        try:
+            if time.time() - lock.stat().st_mtime > max_age_s:
+                lock.unlink()
+                removed.append(lock)
+        except FileNotFoundError:  # its builder finished meanwhile
+            continue
+    return removed
 
 
 class LaunchError(RuntimeError):
