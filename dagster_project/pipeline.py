@@ -25,7 +25,6 @@ from dagster_project.run import (
     run_ingestion,
     run_personas,
 )
-from simpersona.data_warnings import warehouse_warnings
 from simpersona.features.sample import SampleConfig, split_shops
 from simpersona.lake import Lake, atomic_write_text
 from simpersona.warehouse import Warehouse
@@ -325,8 +324,10 @@ def run_pipeline(
     codebook_meta = _current_codebook_meta(data_dir)
     out.figures["codebook_size"] = codebook_meta.get("codebook_size")
     out.figures["codebook_size_rule"] = codebook_meta.get("codebook_size_rule")
-    out.warnings = list(codebook_meta.get("warnings", []))
-    out.warnings += [str(w) for w in warehouse_warnings(wh, ingested)]
+    # the codebook's and the data's warnings, as the persona_cards asset wrote them
+    cards_json = Path(cards_html).with_name("cards.json") if cards_html else None
+    if cards_json is not None and cards_json.exists():
+        out.warnings = list(json.loads(cards_json.read_text())["meta"].get("warnings", []))
     if out.one_shop:
         out.warnings.append(
             "one shop: cross-store recovery (JS, R² of held-out shops) is undefined; the "
@@ -338,7 +339,13 @@ def run_pipeline(
     out.seconds = time.perf_counter() - t0
     out.outputs = {
         "persona cards": cards_html,
-        "codebook report": str(_latest(data_dir / "artifacts" / "codebook_report", "report.md")),
+        "codebook report": str(
+            data_dir
+            / "artifacts"
+            / "codebook_report"
+            / codebook_meta.get("version", "")
+            / "report.md"
+        ),
         "warehouse (DuckDB)": str(wh.duckdb_path),
         "split": str(split_file),
         "quarantine": f"simpersona quarantine --data-dir {data_dir}",
@@ -354,11 +361,6 @@ def _current_codebook_meta(data_dir: Path) -> dict:
     version = json.loads(pointer.read_text())["version"]
     meta = pointer.parent / version / "meta.json"
     return json.loads(meta.read_text()) if meta.exists() else {}
-
-
-def _latest(root: Path, name: str) -> Path | str:
-    files = sorted(root.glob(f"*/{name}"), key=lambda p: p.stat().st_mtime)
-    return files[-1] if files else ""
 
 
 def ingest_by_shop(run: IngestRun) -> dict[str, dict[str, int]]:
