@@ -147,9 +147,11 @@ def test_scripted_purchase_end_to_end_through_ingestion_and_features(
             pool,
             spec(base_url, buyer, Goal("buy it", target="purchase")),
             ScriptedPolicy(actions),
+            RuntimeConfig().own_store(base_url),  # our storefront: a declared test store
         ),
     )
     assert res.outcome == "goal_reached", res.message
+    assert res.guard is None
     assert res.steps == len(actions)
     assert "confirmation" in res.message or "thank-you" in res.final_url
     assert res.session_id and res.session_id.startswith(buyer)
@@ -451,7 +453,7 @@ def test_non_local_store_stops_at_the_payment_step(loop, pool, store, catalog):
         {"action": "type", "id": "card-number", "text": "4242 4242 4242 4242"},
         {"action": "click", "id": "place-order-button"},
     ]
-    cfg = RuntimeConfig(payment_hosts=())  # treat the loopback store as a remote one
+    cfg = RuntimeConfig()  # the store is not declared a test store: orders are guarded
     res = run(
         loop,
         run_session(
@@ -467,6 +469,7 @@ def test_non_local_store_stops_at_the_payment_step(loop, pool, store, catalog):
         ),
     )
     assert res.outcome == "goal_reached" and "payment step" in res.message, res.message
+    assert res.guard == "order_guard" and "not declared a test store" in res.message
     assert res.final_url.endswith("/payment")
     assert not any(r.action and r.action.get("id") == "card-number" for r in res.records)
     sink.flush()
@@ -628,7 +631,7 @@ def test_markov_agents_shop_and_buy_through_the_forms(loop, pool, store):
         )
         for i in range(2)
     ]
-    results = run(loop, run_sessions(pool, specs, policy))
+    results = run(loop, run_sessions(pool, specs, policy, RuntimeConfig().own_store(base_url)))
     for res in results:
         assert res.outcome == "goal_reached", (res.message, [r.action for r in res.records])
         kinds = [r.observation["kind"] for r in res.records]

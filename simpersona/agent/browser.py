@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from simpersona.agent.safety import HostRateLimiter, order_request
 from simpersona.store.identity import buyer_cookie
 
 CHROMIUM_PATH = "/usr/bin/chromium"
@@ -92,6 +93,19 @@ class BrowserConfig:
     reuse_contexts: bool = True
     # Intercept requests on loopback-only sessions too (the remote-store path; ~15 % slower).
     intercept_local: bool = False
+    # Requests a second to one host, over all sessions of the pool, where requests are
+    # intercepted (any store but a loopback one that allows orders: see `page`).
+    max_requests_per_s: float = 20.0
+
+
+@dataclass
+class RequestStats:
+    """What one session's browser asked for (counted where requests are intercepted)."""
+
+    sent: int = 0  # requests let through
+    blocked_off_allowlist: int = 0  # aborted: host outside the allowlist
+    blocked_orders: int = 0  # aborted: an order placement on a store that allows none
+    blocked_urls: list[str] = field(default_factory=list)  # the first few aborted
 
 
 def host_of(url: str) -> str:
@@ -130,6 +144,7 @@ class BrowserPool:
         self._idle: list[_Slot] = []
         self._dead_end: socket.socket | None = None
         self.launches = 0
+        self.rate_limiter = HostRateLimiter(self.config.max_requests_per_s)
 
     async def __aenter__(self) -> BrowserPool:
         await self.start()
@@ -204,7 +219,7 @@ class BrowserPool:
         ctx = await browser.new_context(**kwargs)
         ctx.set_default_timeout(self.config.action_timeout_ms)
         ctx.set_default_navigation_timeout(self.config.navigation_timeout_ms)
-        routing = _Routing()
+        routing = _Routing(self.rate_limiter)
         if loopback is None:
             await ctx.route("**/*", routing.handle)
         page = await ctx.new_page()
@@ -226,10 +241,10 @@ class BrowserPool:
         return None
 
     def _loopback_only(
-        self, headers_for: str | None, allowlist: Iterable[str] | None
+        self, headers_for: str | None, allowlist: Iterable[str] | None, guard_orders: bool = False
     ) -> tuple[str, ...] | None:
         """The allowlist when the session needs no request interception, else None."""
-        if self.config.intercept_local or allowlist is None:
+        if self.config.intercept_local or allowlist is None or guard_orders:
             return None
         hosts = tuple(sorted({h.lower() for h in allowlist}))
         if not hosts or not all(h in LOCAL_HOSTS for h in hosts):
@@ -244,6 +259,8 @@ class BrowserPool:
         buyer_id: str | None = None,
         headers_for: str | None = None,
         allowlist: Iterable[str] | None = None,
+        guard_orders: bool = False,
+        stats: RequestStats | None = None,
     ) -> AsyncIterator[Any]:
         """A page in a browser context of its own (waits for a free slot). `buyer_id` goes
         out as the storefront's signed buyer cookie, for the origin of `headers_for` only;
@@ -255,13 +272,18 @@ class BrowserPool:
         the next session after its cookies and the store's web storage are cleared (a new
         context and tab cost about three page loads of CPU); call `forget_history(page)`
         after the first navigation so `go_back` cannot reach the previous session's pages.
+
+        With `guard_orders` (a store where this run may not order) every request is
+        intercepted, and write requests that place an order are aborted
+        (`simpersona.agent.safety.order_request`); `stats` counts what was sent and aborted.
+        Intercepted requests keep to the pool's per-host rate.
         """
-        loopback = self._loopback_only(headers_for, allowlist)
+        loopback = self._loopback_only(headers_for, allowlist, guard_orders)
         async with self._sem:
             slot = await self._take_idle(loopback) if self.config.reuse_contexts else None
             if slot is None:
                 slot = await self._new_slot(loopback)
-            slot.routing.set(buyer_id, headers_for, allowlist)
+            slot.routing.set(buyer_id, headers_for, allowlist, guard_orders, stats)
             reusable = False
             try:
                 if buyer_id and headers_for:
@@ -330,27 +352,54 @@ async def _reset(slot: _Slot) -> bool:
 
 
 class _Routing:
-    """The per-context request filter: the allowlist. Mutable, so a reused context serves
-    the next buyer."""
+    """The per-context request filter: the allowlist, the order guard and the per-host rate.
+    Mutable, so a reused context serves the next buyer."""
 
-    def __init__(self) -> None:
+    def __init__(self, limiter: HostRateLimiter | None = None) -> None:
+        self.limiter = limiter
         self.set(None, None, None)
 
     def set(
-        self, buyer_id: str | None, headers_for: str | None, allowlist: Iterable[str] | None
+        self,
+        buyer_id: str | None,
+        headers_for: str | None,
+        allowlist: Iterable[str] | None,
+        guard_orders: bool = False,
+        stats: RequestStats | None = None,
     ) -> None:
         self.buyer_id = buyer_id
         self.allowed = tuple(allowlist) if allowlist is not None else None
         parts = urlsplit(headers_for) if headers_for else None
         self.origin = (parts.scheme, parts.hostname, parts.port) if parts else None
+        self.guard_orders = guard_orders
+        self.stats = stats if stats is not None else RequestStats()
+
+    def _blocked(self, url: str) -> None:
+        if len(self.stats.blocked_urls) < 20:
+            self.stats.blocked_urls.append(url[:200])
 
     async def handle(self, route: Any) -> None:
-        url = route.request.url
+        request = route.request
+        url = request.url
         parts = urlsplit(url)
         if parts.scheme in ("data", "blob", "about"):
             await route.continue_()
             return
         if self.allowed is not None and not host_allowed(parts.hostname or "", self.allowed):
+            self.stats.blocked_off_allowlist += 1
+            self._blocked(url)
             await route.abort("blockedbyclient")
             return
+        if self.guard_orders:
+            body = None
+            with contextlib.suppress(Exception):  # a binary body is no order form
+                body = request.post_data
+            if order_request(request.method, url, body):
+                self.stats.blocked_orders += 1
+                self._blocked(url)
+                await route.abort("blockedbyclient")
+                return
+        if self.limiter is not None:
+            await self.limiter.wait((parts.hostname or "").lower())
+        self.stats.sent += 1
         await route.continue_()

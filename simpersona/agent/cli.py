@@ -40,8 +40,65 @@ def load_shop_events(shop: str, lake: Path, warehouse: Path | None):
 
 
 def simulate_command(
-    shop: Annotated[str, typer.Option(help="Shop to simulate (its catalog is served).")],
+    shop: Annotated[
+        str | None,
+        typer.Option(
+            help="Shop to simulate (its catalog is served). With --url: the shop whose persona "
+            "token shares (p̂_s, from the warehouse) the agents are drawn in."
+        ),
+    ] = None,
     sessions: Annotated[int, typer.Option("--sessions", "-n", help="Agent sessions.")] = 20,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the agents on this store URL (any store: a staging copy of yours) "
+            "instead of serving a shop's storefront. See docs/agents.md, 'Your store'."
+        ),
+    ] = None,
+    policy: Annotated[
+        str, typer.Option(help="With --url: markov (fitted chains) or llm (the persona model).")
+    ] = "markov",
+    tokens: Annotated[
+        str | None,
+        typer.Option(help="With --url: persona tokens to draw from, e.g. '12,40' (equal shares)."),
+    ] = None,
+    goal: Annotated[str, typer.Option(help="With --url: buy, cart, view or browse.")] = "buy",
+    allow_orders: Annotated[
+        bool,
+        typer.Option(
+            help="With --url: let agents place orders, on the hosts named by --order-host only "
+            "(a test store). Without it sessions stop before the order submission."
+        ),
+    ] = False,
+    order_host: Annotated[
+        list[str] | None,
+        typer.Option(help="Host or host:port where --allow-orders applies (repeat for more)."),
+    ] = None,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(help="With --url: another host the browser may load (its CDN); repeat."),
+    ] = None,
+    site_profile: Annotated[
+        list[Path] | None,
+        typer.Option(help="With --url: a YAML site profile (selectors, URL patterns); repeat."),
+    ] = None,
+    robots: Annotated[
+        str, typer.Option(help="robots.txt: auto (non-loopback hosts), always or never.")
+    ] = "auto",
+    max_rps: Annotated[
+        float, typer.Option(help="With --url: requests a second to one host, at most.")
+    ] = 20.0,
+    llm_model: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --policy llm: a persona model folder to serve on loopback; default the "
+            "data dir's current persona_model."
+        ),
+    ] = None,
+    llm_url: Annotated[
+        str | None,
+        typer.Option(help="With --policy llm: an OpenAI-compatible endpoint serving the model."),
+    ] = None,
     data_dir: DataDirOption = Path("data"),
     lake: Annotated[
         Path | None,
@@ -83,7 +140,39 @@ def simulate_command(
     ] = None,
 ) -> None:
     """Serve a shop's storefront on loopback and run Markov persona agents against it in
-    headless Chromium; writes recordings (JSONL), the agents' events (lake) and a summary."""
+    headless Chromium, or (--url) run persona agents on any store; writes recordings (JSONL),
+    the agents' events (lake) and a summary."""
+    if url is not None:
+        from simpersona.agent.live_cli import simulate_url
+
+        simulate_url(
+            url=url,
+            shop=shop,
+            sessions=sessions,
+            data_dir=data_dir,
+            warehouse=warehouse,
+            model=model,
+            policy=policy,
+            tokens=tokens,
+            goal=goal,
+            allow_orders=allow_orders,
+            order_hosts=tuple(order_host or ()),
+            allow_hosts=tuple(allow_host or ()),
+            site_profiles=tuple(site_profile or ()),
+            robots=robots,
+            max_rps=max_rps,
+            llm_model=llm_model,
+            llm_url=llm_url,
+            concurrency=concurrency,
+            max_steps=max_steps,
+            timeout_s=timeout_s,
+            seed=seed,
+            out=out,
+            events_lake=events_lake,
+        )
+        return
+    if shop is None:
+        raise typer.BadParameter("give --shop (serve its storefront) or --url (any store)")
     lake = lake_or_default(lake, data_dir)
     import polars as pl
     from rich.console import Console

@@ -10,6 +10,8 @@ is refused before it runs, so the browser never asks that host for anything.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -30,12 +32,42 @@ from simpersona.agent.actions import (
 from simpersona.agent.browser import host_allowed
 from simpersona.agent.observation import AGENT_ID_ATTR, Observation
 
-SEARCH_INPUTS = "#search-input, input[type=search], input[name=q]"
+SEARCH_INPUTS = (
+    "#search-input, input[type=search], input[name=q], input[name=s], input[name=query], "
+    "input[name=search], input[name=keyword], input[name=keywords], [role=search] input[type=text]"
+)
 QUANTITY_INPUTS = "#quantity-input, form[action*='/cart/add'] input[name=quantity]"
 ADD_BUTTONS = (
     "#add-to-cart-button, form[action*='/cart/add'] button[type=submit], "
     "form[action*='/cart/add'] input[type=submit], form[action*='/cart/add'] button:not([type])"
 )
+# Before an add-to-cart click on a store read by the conventions: the quantity goes into the
+# button's form, and a variant the form requires (a size select, a colour radio) gets its
+# first available option, as a buyer who does not mind would pick.
+PREPARE_ADD_JS = """([sel, qty]) => {
+  const b = document.querySelector(sel);
+  const f = b && b.form;
+  if (!f) return {quantity: false};
+  let q = null;
+  for (const el of f.querySelectorAll('input, select')) {
+    const n = ((el.name || '') + ' ' + (el.id || '')).toLowerCase();
+    if (/quantity|qty/.test(n) && el.type !== 'hidden') { q = el; break; }
+  }
+  if (q) { q.value = String(qty); q.dispatchEvent(new Event('input', {bubbles: true}));
+           q.dispatchEvent(new Event('change', {bubbles: true})); }
+  for (const s of f.querySelectorAll('select')) {
+    if (s === q || s.value) continue;
+    const o = Array.from(s.options).find(o => o.value && !o.disabled);
+    if (o) { s.value = o.value; s.dispatchEvent(new Event('change', {bubbles: true})); }
+  }
+  const groups = new Set(Array.from(f.querySelectorAll('input[type=radio][required]')).map(r => r.name));
+  for (const g of groups) {
+    const rs = Array.from(f.querySelectorAll(`input[type=radio][name="${CSS.escape(g)}"]`));
+    if (!rs.some(r => r.checked)) { const r = rs.find(r => !r.disabled); if (r) r.click(); }
+  }
+  return {quantity: !!q};
+}"""
+SETTLE_MS = 1500  # how long a click may take to start a navigation before it counts as a script's
 TEXT_TYPES = frozenset(
     {"", "text", "search", "email", "tel", "url", "number", "password", "textarea"}
 )
@@ -52,9 +84,11 @@ def element_selector(element_id: str) -> str:
 DESCRIBE_JS = """sel => {
   const el = document.querySelector(sel);
   if (!el) return null;
+  // The form's action attribute: a field named "action" shadows form.action.
+  const formTarget = (f) => new URL(f.getAttribute('action') || location.href, location.href).href;
   const target = el.tagName === 'A' ? el.href
     : el.getAttribute && el.getAttribute('formaction') ? el.formAction
-    : el.form ? el.form.action : null;
+    : el.form ? formTarget(el.form) : null;
   return {tag: el.tagName.toLowerCase(), type: (el.getAttribute('type') || '').toLowerCase(),
           href: el.getAttribute('href'), form: !!el.form, disabled: !!el.disabled, target};
 }"""
@@ -95,6 +129,53 @@ def _check_target(url: str | None, allowed: Iterable[str] | None) -> None:
         raise ActionError(blocked_navigation(url))
 
 
+async def _click_and_settle(page: Any, sel: str, nav_timeout_ms: float) -> bool:
+    return await _settle_after(page, lambda: page.evaluate(CLICK_JS, sel), nav_timeout_ms)
+
+
+async def _settle_after(page: Any, trigger: Any, nav_timeout_ms: float) -> bool:
+    """Click `sel` where it is unknown whether the click loads a page (a form a script may
+    handle, a button a script may listen to): wait for a main-frame navigation to start and
+    its document to be parsed, or, when none starts within `SETTLE_MS`, for the page's own
+    requests to settle (a cart updated with fetch). True when a new document loaded."""
+    loop = asyncio.get_running_loop()
+    started: asyncio.Future[Any] = loop.create_future()
+    committed: asyncio.Future[Any] = loop.create_future()
+
+    def on_request(req: Any) -> None:
+        if not started.done() and req.is_navigation_request() and req.frame == page.main_frame:
+            started.set_result(req)
+
+    def on_navigated(frame: Any) -> None:
+        if not committed.done() and frame == page.main_frame:
+            committed.set_result(frame)
+
+    def on_failed(req: Any) -> None:
+        if started.done() and req is started.result() and not committed.done():
+            committed.set_exception(
+                RuntimeError(f"net::{req.failure or 'ERR_FAILED'} at {req.url}")
+            )
+
+    page.on("request", on_request)
+    page.on("framenavigated", on_navigated)
+    page.on("requestfailed", on_failed)
+    try:
+        await trigger()
+        try:
+            await asyncio.wait_for(asyncio.shield(started), SETTLE_MS / 1000)
+        except TimeoutError:
+            with contextlib.suppress(Exception):
+                await page.wait_for_load_state("networkidle", timeout=SETTLE_MS * 2)
+            return False
+        await asyncio.wait_for(committed, nav_timeout_ms / 1000)
+        await page.wait_for_load_state("domcontentloaded", timeout=nav_timeout_ms)
+        return True
+    finally:
+        page.remove_listener("request", on_request)
+        page.remove_listener("framenavigated", on_navigated)
+        page.remove_listener("requestfailed", on_failed)
+
+
 async def _navigating(page: Any, timeout_ms: float, action: Any) -> None:
     """Run `action()` (a coroutine factory) expecting a navigation, and wait for the new
     document to be parsed."""
@@ -114,18 +195,19 @@ async def execute(
     and searches that would load a page of another host raise `ActionError`."""
     if isinstance(action, Search):
         box = await page.evaluate(
-            "sel => { const el = document.querySelector(sel);"
-            " return el ? {action: el.form ? el.form.action : null} : null; }",
+            "sel => { const el = document.querySelector(sel); if (!el) return null;"
+            " const a = el.form && el.form.getAttribute('action');"
+            " return {action: el.form ? new URL(a || location.href, location.href).href : null}; }",
             SEARCH_INPUTS,
         )
         if not box:
             raise ActionError("this page has no search box")
         _check_target(box["action"], allowed)
-        await _navigating(
-            page,
-            nav_timeout_ms,
-            lambda: page.evaluate(SUBMIT_SEARCH_JS, [SEARCH_INPUTS, action.query]),
-        )
+        submit = lambda: page.evaluate(SUBMIT_SEARCH_JS, [SEARCH_INPUTS, action.query])  # noqa: E731
+        if obs.profile:
+            await _navigating(page, nav_timeout_ms, submit)
+        else:
+            await _settle_after(page, submit, nav_timeout_ms)
         return f"searched {action.query!r}"
     if isinstance(action, Click):
         sel, info = await _describe(page, action.id)
@@ -144,9 +226,14 @@ async def execute(
         )
         if navigates:
             _check_target(info["target"], allowed)
+        if navigates and (obs.profile or info["tag"] == "a"):
             await _navigating(page, nav_timeout_ms, lambda: page.evaluate(CLICK_JS, sel))
-        else:
+        elif obs.profile:
             await page.evaluate(CLICK_JS, sel)
+        else:
+            # A store read by the conventions: its scripts may handle the form or the
+            # button; wait for whichever happens.
+            await _click_and_settle(page, sel, nav_timeout_ms)
         return f"clicked {action.id}"
     if isinstance(action, Type):
         sel, info = await _describe(page, action.id)
@@ -172,6 +259,18 @@ async def execute(
                 return f"selected {value!r} in {action.id}"
         shown = ", ".join(v for v, _ in options[:20])
         raise ActionError(f"select {action.id!r} has no option {action.value!r} (options: {shown})")
+    if isinstance(action, AddToCart) and not obs.profile:
+        buttons = [e for e in obs.by_role("add_to_cart") if e.region != "header"]
+        if not buttons:
+            raise ActionError(f"no add-to-cart button on this page (a {obs.kind} page)")
+        sel = element_selector(buttons[0].id)
+        _, info = await _describe(page, buttons[0].id)
+        _check_target(info["target"], allowed)
+        prepared = await page.evaluate(PREPARE_ADD_JS, [sel, action.quantity])
+        if not prepared["quantity"] and action.quantity != 1:
+            raise ActionError("this page has no quantity field; add one at a time")
+        await _click_and_settle(page, sel, nav_timeout_ms)
+        return f"added {action.quantity} to cart"
     if isinstance(action, AddToCart):
         found = await page.evaluate(
             """([b, q]) => [!!document.querySelector(b), !!document.querySelector(q)]""",

@@ -520,9 +520,13 @@ class MarkovPolicy:
 
     max_tries = 6  # actions spent on one target state before giving it up
 
-    def __init__(self, model: MarkovModel, seed: int = 0) -> None:
+    def __init__(self, model: MarkovModel, seed: int = 0, follow_goal: bool = False) -> None:
         self.model = model
         self.seed = seed
+        # With a goal to buy or cart, the chain is walked as the persona walks it, but the
+        # session does not end before the goal: an `end` drawn early becomes the next step
+        # of the funnel toward it (product, add to cart, checkout, purchase).
+        self.follow_goal = follow_goal
 
     # Session state lives in `memory.state`, so one policy object serves many sessions.
     def _rng(self, memory: Memory) -> random.Random:
@@ -549,7 +553,9 @@ class MarkovPolicy:
                 if target != here or target in ("product", "search", "collection"):
                     break
                 current = st["state"] = target
-            st["target"], st["tries"] = target, 0
+            if target == "end" and self.follow_goal:
+                target = _toward_goal(goal, current, observation, st)
+            st["target"], st["tries"], st["last_role"] = target, 0, None
             st["start_cart"] = observation.cart_count
         st["tries"] = st.get("tries", 0) + 1
         # Checking out takes a dozen form steps; anything else should take a few.
@@ -557,10 +563,27 @@ class MarkovPolicy:
         if st["tries"] > limit:  # cannot get there from here: end like a real buyer
             return {"action": "end_session", "reason": f"could not reach {target}"}
         action = self._toward(target, observation, memory, persona, rng)
+        for _ in range(3):
+            if action is not None:
+                break
+            # A state this store has no page for (no information pages, no visible home
+            # link): pass through it, as a buyer who would have looked there moves on.
+            current = st["state"] = target
+            target = _sample(rng, chain.get(current, {"end": 1.0}))
+            if target == "end" and self.follow_goal:
+                target = _toward_goal(goal, current, observation, st)
+            st["target"], st["last_role"] = target, None
+            st["tries"], st["start_cart"] = 1, observation.cart_count
+            action = self._toward(target, observation, memory, persona, rng)
+        if action is None:
+            action = {"action": "end_session", "reason": f"no way to {target} on this store"}
         action.setdefault("reasoning", f"{persona.label}: {current} -> {target}")
         return action
 
     def _reached(self, target: str, obs: Observation, st: dict[str, Any]) -> bool:
+        if target == "home" and obs.profile is None and st.get("tries", 0) > 0:
+            # A store whose home page is a listing: following its home link gets there.
+            return st.get("last_role") == "home_link" or KIND_STATE.get(obs.kind) == "home"
         if target == "add_to_cart":
             return obs.cart_count > st.get("start_cart", 0)
         if target == "remove_from_cart":
@@ -570,19 +593,31 @@ class MarkovPolicy:
     # ---- one step toward a target state --------------------------------------------------
     def _toward(
         self, target: str, obs: Observation, memory: Memory, persona: Persona, rng: random.Random
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | None:
         cart = obs.cart_count
         if target == "end":
             return {"action": "end_session", "reason": "done browsing"}
         if target == "search":
+            if obs.profile is None and not obs.by_role("search_box"):
+                # No search box here (a checkout page): back to where there is one.
+                return _click_or(obs, [], "go_back", "home_link")
             return {"action": "search", "query": self._query(persona, rng)}
         if target == "home":
-            return _click_or(obs, ["home-link", "breadcrumb-home", "error-home-link"], "go_back")
+            if obs.profile is None and not obs.by_role("home_link"):
+                return None
+            memory.state["last_role"] = "home_link"
+            return _click_or(
+                obs, ["home-link", "breadcrumb-home", "error-home-link"], "go_back", "home_link"
+            )
         if target == "info":
             links = [e for e in obs.links() if e.region == "footer"]
-            return _click(rng.choice(links)) if links else _click_or(obs, ["home-link"], "go_back")
+            if links:
+                return _click(rng.choice(links))
+            if obs.profile is None:
+                return None
+            return _click_or(obs, ["home-link"], "go_back", "home_link")
         if target == "cart":
-            return _click_or(obs, ["cart-link"], "end_session")
+            return _click_or(obs, ["cart-link"], "end_session", "cart_link")
         if target == "collection":
             links = [e for e in obs.links("collection")]
             if not links:
@@ -591,17 +626,23 @@ class MarkovPolicy:
         if target == "product":
             return self._to_product(obs, persona, rng)
         if target == "add_to_cart":
-            if obs.kind == "product":
+            if obs.kind == "product" and (obs.profile or obs.by_role("add_to_cart")):
                 qty = int(_sample(rng, self.model.label_model(persona.label).quantities) or 1)
                 return {"action": "add_to_cart", "quantity": max(1, min(qty, 99))}
             return self._to_product(obs, persona, rng)
         if target == "remove_from_cart":
-            removes = [e for e in obs.elements if e.id.startswith("cart-remove-")]
+            removes = [
+                e
+                for e in obs.elements
+                if e.id.startswith("cart-remove-") or e.role == "remove_from_cart"
+            ]
             if obs.kind == "cart" and removes:
                 return _click(rng.choice(removes))
+            if obs.profile is None and obs.kind == "cart":
+                return None  # nothing this store lets a buyer remove here
             if cart == 0:
                 return {"action": "end_session", "reason": "nothing in the cart to remove"}
-            return _click_or(obs, ["cart-link"], "end_session")
+            return _click_or(obs, ["cart-link"], "end_session", "cart_link")
         if target in ("checkout", "purchase"):
             if obs.kind == "checkout":
                 return self._fill_checkout(obs, memory)
@@ -612,9 +653,11 @@ class MarkovPolicy:
                 return self._to_product(obs, persona, rng)
             if obs.kind == "cart" and obs.element("checkout-button"):
                 return {"action": "click", "id": "checkout-button"}
+            if obs.kind == "cart" and obs.by_role("checkout"):
+                return _click(obs.by_role("checkout")[0])
             if obs.kind == "cart":
                 return {"action": "end_session", "reason": "cart is empty"}
-            return _click_or(obs, ["cart-link"], "end_session")
+            return _click_or(obs, ["cart-link"], "end_session", "cart_link")
         return {"action": "end_session", "reason": f"no way to {target}"}
 
     def _query(self, persona: Persona, rng: random.Random) -> str:
@@ -649,13 +692,115 @@ def fill_checkout(obs: Observation, buyer_id: str = "buyer") -> dict[str, Any]:
                 return {"action": "type", "id": e.id, "text": text}
         if e.kind == "select" and e.id == "country" and not e.value:
             return {"action": "select", "id": "country", "value": "US"}
+    if obs.profile is None:
+        generic = _fill_generic(obs, buyer_id)
+        if generic is not None:
+            return generic
     for bid in CONTINUE_BUTTONS:
         if obs.element(bid):
             return {"action": "click", "id": bid}
+    for role in ("place_order", "continue"):
+        found = [e for e in obs.by_role(role) if e.region != "header"]
+        if found:
+            return _click(found[0])
     buttons = [e for e in obs.elements if e.kind == "button" and e.region == "form"]
     if buttons:
         return _click(buttons[-1])
     return {"action": "end_session", "reason": "could not find the checkout button"}
+
+
+# Checkout fields of any store, by what their id, name, autocomplete or label says: the first
+# rule that matches gives the test value. Fields that match SKIP_FIELD are left alone.
+FIELD_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(p, re.I), v)
+    for p, v in (
+        (r"e-?mail", "{buyer}@example.com"),
+        (r"first[-_ ]?name|given[-_ ]?name|\bfname|forename", "Sam"),
+        (r"last[-_ ]?name|family[-_ ]?name|surname|\blname", "Buyer"),
+        (r"card[-_ ]?number|cc-number", "4242 4242 4242 4242"),
+        (r"expir|cc-exp", "12 / 34"),
+        (r"cvc|cvv|security code|cc-csc", "123"),
+        (r"name on card|card[-_ ]?name|cc-name", "Sam Buyer"),
+        (r"full[-_ ]?name|^name$|\bname\b", "Sam Buyer"),
+        (r"line[-_ ]?1|address[-_ ]?1|street|address-line1|^address$|\baddress\b", "1 Test Street"),
+        (r"city|town|locality|address-level2", "Springfield"),
+        (r"post[-_ ]?code|postal|zip", "12345"),
+        (r"phone|\btel\b|mobile", "+1 202 555 0100"),
+        (r"state|province|region|county|address-level1", "CA"),
+    )
+)
+SKIP_FIELD = re.compile(
+    r"search|quantity|qty|coupon|voucher|discount|promo|gift|password|company|note|comment"
+    r"|line[-_ ]?2|address[-_ ]?2|apartment|suite|line[-_ ]?3",
+    re.I,
+)
+_COUNTRY = re.compile(r"country", re.I)
+_AGREE = re.compile(r"terms|agree|accept|conditions|privacy", re.I)
+
+
+def _field_text(e: Element) -> str:
+    return f"{e.id} {e.name or ''} {e.label}"
+
+
+def _fill_generic(obs: Observation, buyer_id: str) -> dict[str, Any] | None:
+    """The next field of a store's checkout form, read by what the field says it is: an
+    empty text field gets its test value, a select without a choice its first option (the
+    United States for a country), a radio group without a choice its first option, a terms
+    checkbox its tick. None when every field is done."""
+    buyer = re.sub(r"[^a-z0-9]", "", buyer_id.lower()) or "buyer"
+    for e in obs.elements:
+        text = _field_text(e)
+        if e.kind == "input" and not e.value and not SKIP_FIELD.search(text):
+            for pattern, value in FIELD_RULES:
+                if pattern.search(text):
+                    if value.startswith("+") and not e.required:
+                        break  # an optional phone: stores check numbers; leave it empty
+                    return {"action": "type", "id": e.id, "text": value.format(buyer=buyer)}
+        if e.kind == "select" and e.options and not SKIP_FIELD.search(text):
+            values = [o.split("=", 1)[0] for o in e.options]
+            if e.value and e.value in values and e.value.strip():
+                continue
+            if _COUNTRY.search(text):
+                for want in ("US", "us", "United States"):
+                    for o in e.options:
+                        v, _, shown = o.partition("=")
+                        if want in (v, shown) or shown.startswith("United States"):
+                            if v != e.value:
+                                return {"action": "select", "id": e.id, "value": v}
+                            break
+            first = next((v for v in values if v.strip()), None)
+            if first is not None and first != e.value:
+                return {"action": "select", "id": e.id, "value": first}
+    groups: dict[str, list[Element]] = {}
+    for e in obs.elements:
+        if e.kind == "radio":
+            groups.setdefault(e.group or e.id, []).append(e)
+    for radios in groups.values():
+        if not any(r.checked for r in radios):
+            return _click(radios[0])
+    for e in obs.elements:
+        if e.kind == "checkbox" and not e.checked and _AGREE.search(e.label):
+            return _click(e)
+    return None
+
+
+_FUNNEL_NEXT = {"product": "add_to_cart", "add_to_cart": "checkout", "cart": "checkout",
+                "checkout": "purchase"}  # fmt: skip
+
+
+def _toward_goal(goal: Goal, current: str, obs: Observation, st: dict[str, Any]) -> str:
+    """The next funnel state toward a buy or cart goal not yet met, else `end`."""
+    if goal.target not in ("purchase", "add_to_cart"):
+        return "end"
+    added = st.setdefault("added", False) or current == "add_to_cart"
+    st["added"] = added
+    if goal.target == "add_to_cart" and added:
+        return "end"
+    if obs.kind == "confirmation":
+        return "end"
+    if not added:
+        return "add_to_cart" if obs.kind == "product" else "product"
+    return _FUNNEL_NEXT.get(current, "checkout")
 
 
 def _sample(rng: random.Random, probs: Mapping[str, float]) -> str:
@@ -669,10 +814,16 @@ def _click(e: Element) -> dict[str, Any]:
     return {"action": "click", "id": e.id}
 
 
-def _click_or(obs: Observation, ids: list[str], fallback: str) -> dict[str, Any]:
+def _click_or(
+    obs: Observation, ids: list[str], fallback: str, role: str | None = None
+) -> dict[str, Any]:
     for i in ids:
         if obs.element(i):
             return {"action": "click", "id": i}
+    if role is not None:
+        found = obs.by_role(role)
+        if found:  # a link before a button (a mini-cart toggle only shows the link)
+            return _click(sorted(found, key=lambda e: e.kind != "link")[0])
     if fallback == "go_back":
         return {"action": "go_back"}
     return {"action": "end_session", "reason": "no way forward from this page"}

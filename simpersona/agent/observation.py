@@ -20,19 +20,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-PAGE_KINDS: tuple[str, ...] = (
-    "home",
-    "collection",
-    "search",
-    "product",
-    "cart",
-    "checkout",
-    "confirmation",
-    "info",
-    "error",
-    "index",
-    "other",
+from simpersona.agent.page_reading import (
+    EXTRACT_JS,
+    PAGE_KINDS,
+    cart_count_of,
+    element_role,
+    infer_kind,
+    order_number_of,
+    product_id_from_url,
+    structured_product,
 )
+from simpersona.agent.site_profile import BUILTIN_PROFILES, SiteProfile
+
 AGENT_ID_ATTR = "data-sp-agent-id"
 CHARS_PER_TOKEN = 4  # rough size of a token in English page text; enough for a budget
 DEFAULT_TOKEN_BUDGET = 1500
@@ -49,91 +48,7 @@ _EDGES = {"header": "header", "nav": "header", "footer": "footer"}
 _MENU_PAGES = frozenset({"home", "collection", "search", "info", "other", "error"})
 _FOOTER_PAGES = frozenset({"home", "info", "other"})
 # Facts the page text or an element already shows to the model.
-_UNSHOWN = frozenset({"product_id"})
-
-# Runs in the page. Collects the visible interactive elements in document order, gives the
-# ones without an id a stable agent id, and reads the storefront's data attributes when present.
-EXTRACT_JS = r"""
-(maxText) => {
-  const body = document.body;
-  if (!body) return {empty: true, url: location.href, title: document.title};
-  const vh = window.innerHeight, sy = window.scrollY;
-  const visible = (el) => {
-    if (el.type === 'hidden' || el.hidden || el.disabled && el.tagName !== 'OPTION') return false;
-    const r = el.getBoundingClientRect();
-    if (r.width === 0 && r.height === 0 && el.type !== 'radio' && el.type !== 'checkbox') return false;
-    const s = getComputedStyle(el);
-    return s.visibility !== 'hidden' && s.display !== 'none';
-  };
-  const clean = (t) => (t || '').replace(/\s+/g, ' ').trim();
-  const labelOf = (el) => {
-    let t = '';
-    if (el.id) { const l = document.querySelector(`label[for="${CSS.escape(el.id)}"]`); if (l) t = l.innerText; }
-    if (!t) t = el.getAttribute('aria-label') || '';
-    if (!t && (el.tagName === 'A' || el.tagName === 'BUTTON')) t = el.innerText;
-    if (!t) t = el.getAttribute('placeholder') || el.getAttribute('name') || el.getAttribute('title') || el.value || '';
-    return clean(t);
-  };
-  const els = [];
-  let n = 0;
-  const seen = new Set();
-  for (const el of document.querySelectorAll('a[href], button, input, select, textarea, [role=button]')) {
-    if (!visible(el)) continue;
-    let id = el.id;
-    if (!id || seen.has(id)) {
-      id = el.getAttribute('data-sp-agent-id');
-      if (!id) { id = 'sp-' + (n++); el.setAttribute('data-sp-agent-id', id); }
-    }
-    seen.add(id);
-    const tag = el.tagName.toLowerCase();
-    const type = (el.getAttribute('type') || '').toLowerCase();
-    let kind = tag === 'a' ? 'link' : tag === 'select' ? 'select' : tag === 'textarea' ? 'input'
-      : tag === 'input' ? (['submit', 'button', 'image', 'reset'].includes(type) ? 'button'
-        : ['radio', 'checkbox'].includes(type) ? type : 'input') : 'button';
-    const r = el.getBoundingClientRect();
-    const e = {id, kind, label: labelOf(el).slice(0, 120), top: r.top + sy,
-               in_view: r.bottom > 0 && r.top < vh};
-    if (kind === 'input') { e.value = (el.value || '').slice(0, 60); e.input_type = type || 'text'; }
-    if (kind === 'radio' || kind === 'checkbox') e.checked = el.checked;
-    if (kind === 'select') {
-      e.value = el.value;
-      e.options = Array.from(el.options).slice(0, 40).map(o => o.value === clean(o.text) ? o.value : `${o.value}=${clean(o.text)}`);
-    }
-    const pid = el.getAttribute('data-product-id') || (el.closest('[data-product-id]:not(body)') || {getAttribute: () => null}).getAttribute('data-product-id');
-    if (pid && (kind === 'link' || kind === 'button')) e.product_id = pid;
-    const cid = el.getAttribute('data-collection-id');
-    if (cid) e.collection_id = cid;
-    // The outermost landmark decides: footer links sit in a <nav> inside <footer>.
-    e.region = el.closest('footer') ? 'footer' : el.closest('header') ? 'header'
-      : el.closest('form') ? 'form' : el.closest('nav') ? 'nav' : 'main';
-    els.push(e);
-  }
-  const main = document.querySelector('main') || body;
-  const q = (sel) => document.querySelector(sel);
-  const txt = (sel) => { const x = q(sel); return x ? clean(x.innerText) : null; };
-  const price = q('#product-price');
-  const payFields = !!q('input[autocomplete^="cc-"], input[name*="card" i], #card-number');
-  return {
-    url: location.href,
-    title: document.title,
-    page: body.getAttribute('data-page') || (q('meta[name="sp:page"]') || {content: null}).content,
-    checkout_step: body.getAttribute('data-checkout-step'),
-    product_id: body.getAttribute('data-product-id'),
-    order_number: body.getAttribute('data-order-number'),
-    error_status: (q('#error-page') || {getAttribute: () => null}).getAttribute('data-status'),
-    heading: txt('h1'),
-    form_error: txt('#form-error') || txt('[role=alert]'),
-    notice: txt('#cart-notice'),
-    cart_count: txt('#cart-count'),
-    price: price ? clean(price.innerText) : null,
-    subtotal: txt('#cart-subtotal'),
-    payment_fields: payFields,
-    text: clean(main.innerText).slice(0, maxText),
-    scroll_y: sy, viewport_h: vh, page_h: document.documentElement.scrollHeight,
-    elements: els,
-  };
-}
-"""
+_UNSHOWN = frozenset({"product_id", "cart_count_source"})
 
 
 @dataclass(frozen=True)
@@ -150,6 +65,12 @@ class Element:
     product_id: str | None = None
     collection_id: str | None = None
     in_view: bool = True
+    # What the control is for (page_reading.ROLES), when the page reading can tell.
+    role: str | None = None
+    name: str | None = None  # the form field's name
+    group: str | None = None  # a radio's group (its name)
+    href: str | None = None  # a link's target
+    required: bool | None = None  # a form field the form requires
 
     def render(self) -> str:
         """`[id] label` for a link; `[id] kind label` for a control, with its value, state or
@@ -180,6 +101,7 @@ class Observation:
     facts: dict[str, str] = field(default_factory=dict)
     form_error: str | None = None
     truncated: int = 0  # elements left out by the token budget
+    profile: str | None = None  # the site profile the page was read with, if any
 
     @property
     def host(self) -> str:
@@ -202,6 +124,10 @@ class Observation:
         except ValueError:
             return 0
 
+    def by_role(self, role: str) -> list[Element]:
+        """The elements the page reading gave `role` (page_reading.ROLES), in page order."""
+        return [e for e in self.elements if e.role == role]
+
     def element(self, element_id: str) -> Element | None:
         for e in self.elements:
             if e.id == element_id:
@@ -220,7 +146,11 @@ class Observation:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["elements"] = [
-            {k: v for k, v in asdict(e).items() if v not in (None, "") and k != "in_view"}
+            {
+                k: v
+                for k, v in asdict(e).items()
+                if v not in (None, "") and k not in ("in_view", "href")
+            }
             for e in self.elements
         ]
         return d
@@ -303,13 +233,9 @@ def _priority(e: Element) -> tuple[int, float]:
     return (0 if e.in_view and region < 2 else 1 + region, 0.0)
 
 
-def build_observation(raw: dict[str, Any], token_budget: int = DEFAULT_TOKEN_BUDGET) -> Observation:
-    """An Observation from the extraction script's output, capped to `token_budget` tokens
-    (roughly `CHARS_PER_TOKEN` characters each): the text summary gets at most a third of
-    the budget; elements are kept by priority (see `_priority`), in document order."""
-    if raw.get("empty"):
-        return Observation(raw.get("url", ""), "other", raw.get("title", ""), "", ())
-    url = raw.get("url", "")
+def _facts(raw: dict[str, Any]) -> tuple[dict[str, str], dict[str, str] | None]:
+    """The page's facts: what a site profile read, else what the conventions say (the
+    structured product, the header's cart count, the confirmation's order number)."""
     facts: dict[str, str] = {}
     for key in ("checkout_step", "product_id", "order_number", "price", "cart_count", "subtotal"):
         if raw.get(key):
@@ -320,27 +246,102 @@ def build_observation(raw: dict[str, Any], token_budget: int = DEFAULT_TOKEN_BUD
         facts["status"] = str(raw["error_status"])
     if raw.get("payment_fields"):
         facts["payment"] = "yes"
-    kind = page_kind(raw.get("page"), url, bool(raw.get("payment_fields")))
-    budget = max(200, token_budget) * CHARS_PER_TOKEN
+    product = structured_product(raw)
+    if product:
+        if product.get("id"):
+            facts.setdefault("product_id", product["id"])
+        if product.get("price"):
+            facts.setdefault("price", product["price"])
+        if product.get("currency"):
+            facts.setdefault("currency", product["currency"])
+    count = cart_count_of(list(raw.get("cart_texts") or []))
+    if count is not None:
+        facts.setdefault("cart_count", count)
+    return facts, product
+
+
+_VAGUE = frozenset(
+    {"select", "select option", "choose", "choose this", "add", "remove", "buy", "view", "more",
+     "details", "ok", "go", "use this", "ship here", "deliver here", "edit", "update"}
+)  # fmt: skip
+
+
+def _with_context(label: str, context: str, duplicated: bool) -> str:
+    """A control's label with the row or card it belongs to, where the label alone does not
+    say which thing it acts on (two "Select option" buttons: which shipping method?)."""
+    if not context or not (duplicated or not label or label.lower() in _VAGUE):
+        return label
+    extra = context.replace(label, "", 1).strip(" -–·:|") if label else context
+    return f"{label} ({extra})" if label and extra else (label or extra)
+
+
+def build_observation(raw: dict[str, Any], token_budget: int = DEFAULT_TOKEN_BUDGET) -> Observation:
+    """An Observation from the extraction script's output, capped to `token_budget` tokens
+    (roughly `CHARS_PER_TOKEN` characters each): the text summary gets at most a third of
+    the budget; elements are kept by priority (see `_priority`), in document order.
+
+    A page read with a site profile takes its kind and facts from the profile; any other
+    page is read by the conventions of `simpersona.agent.page_reading`."""
+    if raw.get("empty"):
+        return Observation(raw.get("url", ""), "other", raw.get("title", ""), "", ())
+    url = raw.get("url", "")
+    # Read through a site profile (ours sets the page kind); the conventions fill the rest.
+    profiled = bool(raw.get("profile")) or bool(raw.get("page"))
+    facts, product = _facts(raw)
+    raw_elements = list(raw.get("elements", []))
+    if raw.get("page") in PAGE_KINDS:
+        kind = raw["page"]
+    else:
+        n_add = sum(element_role(e, "product", url) == "add_to_cart" for e in raw_elements)
+        kind = infer_kind(raw, product, n_add, raw.get("profile_urls"))
+    if kind == "product" and "product_id" not in facts:
+        pid = product_id_from_url(url)
+        if pid:
+            facts["product_id"] = pid
+    if kind == "confirmation" and "order_number" not in facts:
+        number = order_number_of(str(raw.get("text") or ""))
+        if number:
+            facts["order_number"] = number
+    generic = not profiled
+    labels: dict[str, int] = {}
+    for e in raw_elements:
+        labels[e.get("label", "")] = labels.get(e.get("label", ""), 0) + 1
+    elements = []
+    for e in raw_elements:
+        role = element_role(e, kind, url)
+        label = e.get("label", "")
+        product_id, collection_id = e.get("product_id"), e.get("collection_id")
+        if generic:
+            if e.get("kind") in ("button", "radio", "checkbox") and e.get("context"):
+                label = _with_context(label, e["context"], labels.get(label, 0) > 1)
+            if role == "product_link" and not product_id:
+                product_id = product_id_from_url(e.get("href") or "")
+            if role == "collection_link" and not collection_id:
+                collection_id = product_id_from_url(e.get("href") or "")
+        elements.append(
+            Element(
+                id=e["id"],
+                kind=e["kind"],
+                label=label[:MAX_LABEL],
+                region=e.get("region", "main"),
+                value=e.get("value"),
+                options=tuple(e["options"]) if e.get("options") else None,
+                checked=e.get("checked"),
+                product_id=product_id,
+                collection_id=collection_id,
+                in_view=bool(e.get("in_view", True)),
+                role=role,
+                name=e.get("name"),
+                group=e.get("group"),
+                href=e.get("href"),
+                required=e.get("required"),
+            )
+        )
     text = raw.get("text") or ""
+    budget = max(200, token_budget) * CHARS_PER_TOKEN
     text_cap = budget // 3
     if len(text) > text_cap:
         text = text[: text_cap - 1].rsplit(" ", 1)[0] + "…"
-    elements = [
-        Element(
-            id=e["id"],
-            kind=e["kind"],
-            label=e.get("label", "")[:MAX_LABEL],
-            region=e.get("region", "main"),
-            value=e.get("value"),
-            options=tuple(e["options"]) if e.get("options") else None,
-            checked=e.get("checked"),
-            product_id=e.get("product_id"),
-            collection_id=e.get("collection_id"),
-            in_view=bool(e.get("in_view", True)),
-        )
-        for e in raw.get("elements", [])
-    ]
     header = (
         len(url) + len(raw.get("title", "")) + sum(len(k) + len(v) + 4 for k, v in facts.items())
     )
@@ -354,15 +355,18 @@ def build_observation(raw: dict[str, Any], token_budget: int = DEFAULT_TOKEN_BUD
         room -= cost
         keep.add(i)
     kept = tuple(e for i, e in enumerate(elements) if i in keep)
+    title = raw.get("heading") or (product or {}).get("name") or raw.get("title") or ""
     return Observation(
         url=url,
         kind=kind,
-        title=raw.get("heading") or raw.get("title") or "",
+        title=title,
         text=text,
         elements=kept,
         facts=facts,
         form_error=raw.get("form_error") or None,
         truncated=len(elements) - len(kept),
+        # A page that declares its kind (data-page) was read as its profile says.
+        profile=raw.get("profile") or ("declared" if raw.get("page") in PAGE_KINDS else None),
     )
 
 
@@ -371,11 +375,31 @@ def estimate_tokens(text: str) -> int:
     return (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
 
 
-async def observe(page: Any, token_budget: int = DEFAULT_TOKEN_BUDGET) -> Observation:
-    """Read the Playwright `page` into an Observation (one evaluate call)."""
+async def observe(
+    page: Any,
+    token_budget: int = DEFAULT_TOKEN_BUDGET,
+    profiles: Sequence[SiteProfile] = (),
+    status: int | None = None,
+) -> Observation:
+    """Read the Playwright `page` into an Observation (one evaluate call). `profiles` are
+    tried before the built-in ones (the first that matches the page is used); `status` is
+    the HTTP status of the page's document, when the caller knows it."""
+    chosen = [*profiles, *BUILTIN_PROFILES]
+    arg = {
+        "maxText": token_budget * CHARS_PER_TOKEN,
+        "profiles": [
+            p.to_js()
+            | {
+                "name": p.name,
+                "hosts": [h.lower() for h in p.match.hosts],
+                "generator": p.match.generator,
+            }
+            for p in chosen
+        ],  # fmt: skip
+    }
     for attempt in range(3):
         try:
-            raw = await page.evaluate(EXTRACT_JS, token_budget * CHARS_PER_TOKEN)
+            raw = await page.evaluate(EXTRACT_JS, arg)
             break
         except Exception as exc:
             # A navigation the page started on its own (a redirect, a script) replaced the
@@ -383,4 +407,9 @@ async def observe(page: Any, token_budget: int = DEFAULT_TOKEN_BUDGET) -> Observ
             if "context was destroyed" not in str(exc) or attempt == 2:
                 raise
             await page.wait_for_load_state("domcontentloaded")
+    if status is not None:
+        raw["status"] = status
+    used = next((p for p in chosen if p.name == raw.get("profile")), None)
+    if used is not None and used.page_kind.urls and not raw.get("page"):
+        raw["profile_urls"] = used.page_kind.urls
     return build_observation(raw, token_budget)

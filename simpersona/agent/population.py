@@ -125,6 +125,9 @@ class PopulationConfig:
         default_factory=lambda: RuntimeConfig(max_steps=30, session_timeout_s=300.0)
     )
     browser: BrowserConfig = field(default_factory=BrowserConfig)
+    # The store at base_url is one this run serves (orders allowed on it); False for a store
+    # the project does not run (RuntimeConfig.allow_orders / order_hosts decide there).
+    own_store: bool = True
     progress: bool = True
 
 
@@ -485,11 +488,13 @@ async def _run_all(
     finish: Callable[[AgentPlan, SessionResult], None],
     persona_for: Callable[[AgentPlan], Persona] | None = None,
 ) -> None:
+    # The storefront this run serves is a test store; any other store is guarded.
+    runtime = cfg.runtime.own_store(base_url) if cfg.own_store else cfg.runtime
     async with BrowserPool(cfg.browser, size=cfg.concurrency) as pool:
 
         async def one(plan: AgentPlan) -> None:
             spec = spec_for(plan, base_url, persona_for)
-            res = await run_session(pool, spec, policy, cfg.runtime)
+            res = await run_session(pool, spec, policy, runtime)
             finish(plan, res)
 
         try:

@@ -7,34 +7,43 @@ Outcomes (exactly one per session, with a message):
 | `goal_reached` | the goal's condition holds (see `Goal`), or the agent ends a `browse` session |
 | `steps_limit` | `max_steps` actions ran without an end |
 | `time_limit` | the session's wall-clock budget ran out (policy time included) |
-| `other` | a malformed or impossible action, a blocked domain, ending before the goal, or stopping at the payment step of a non-local store |
+| `other` | a malformed or impossible action, a blocked domain, ending before the goal, or a safety guard's stop (below) |
 | `crash` | the store answered 5xx, the page or browser closed, or the browser failed |
 
-Payment is submitted only on local stores (loopback hosts): elsewhere the session stops as
-soon as a page asks for card details.
+Orders are placed only where the run allows them (`RuntimeConfig.allow_orders` and the
+store's host in `order_hosts`; a simulation declares the storefront it serves). Anywhere
+else the session stops before the final order submission, or as soon as a page asks for
+card details; a purchase goal that got that far counts as reached, and the session's `guard`
+says which guard stopped it (`simpersona.agent.safety`). The same goes for robots.txt and
+the allowlist.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from simpersona.agent.actions import ActionError, EndSession, _Action, parse_action
 from simpersona.agent.browser import (
-    LOCAL_HOSTS,
     BrowserPool,
+    RequestStats,
     host_allowed,
     host_of,
     is_blocked_failure,
 )
+from simpersona.agent.capture import SessionCapture
 from simpersona.agent.execute import blocked_navigation, execute
 from simpersona.agent.observation import DEFAULT_TOKEN_BUDGET, Observation, observe
 from simpersona.agent.policy import Goal, Memory, Persona, Policy
+from simpersona.agent.safety import RobotsGuard, order_submission, orders_allowed
+from simpersona.agent.site_profile import SiteProfile
 
 OUTCOMES: tuple[str, ...] = ("goal_reached", "steps_limit", "time_limit", "other", "crash")
 
@@ -51,9 +60,24 @@ class RuntimeConfig:
     # Invalid actions tolerated (each reported back in the progress log) before the session
     # ends with `other`; 0 ends it at the first.
     max_invalid_actions: int = 0
-    # Hosts where the agent may submit (test) payments; anywhere else the session stops at
-    # the payment step. Loopback only: the local storefront takes test cards only.
-    payment_hosts: tuple[str, ...] = tuple(sorted(LOCAL_HOSTS))
+    # Orders (and payments) only with allow_orders and the store's host (or host:port) in
+    # order_hosts: declared test stores. Elsewhere a session stops before submitting one.
+    allow_orders: bool = False
+    order_hosts: tuple[str, ...] = ()
+    # Site profiles tried before the built-in ones (simpersona.agent.site_profile).
+    profiles: tuple[SiteProfile, ...] = ()
+    # robots.txt: "auto" honours it on hosts that are not loopback; "always"; "never".
+    robots: str = "auto"
+    # Where the sessions' clickstream goes when the store logs nothing for us (any store
+    # but ours): canonical events derived in the browser (simpersona.agent.capture).
+    capture_sink: Any = None
+    capture_shop_id: str = ""
+
+    def own_store(self, base_url: str) -> RuntimeConfig:
+        """This config for a storefront the run serves itself (a test store): orders allowed
+        on its host and port."""
+        netloc = urlsplit(base_url).netloc.lower()
+        return replace(self, allow_orders=True, order_hosts=(*self.order_hosts, netloc))
 
 
 @dataclass
@@ -103,6 +127,15 @@ class SessionResult:
     goal: str = ""
     records: list[StepRecord] = field(default_factory=list)
     action_ms: list[float] = field(default_factory=list)
+    guard: str | None = None  # the safety guard that ended the session (safety.GUARDS)
+    pages: list[str] = field(default_factory=list)  # page kinds seen, in order
+    requests: RequestStats = field(default_factory=RequestStats)
+    off_allowlist_completed: int = 0  # requests to other hosts that got an answer (must be 0)
+    events: int = 0  # events captured in the browser (stores the project does not run)
+
+    def reached(self, kind: str) -> bool:
+        """Whether the session saw a page of `kind` (product, cart, checkout, …)."""
+        return kind in self.pages
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -118,14 +151,15 @@ class SessionResult:
                 "steps",
                 "duration_s",
                 "final_url",
+                "guard",
             )
         }
 
 
 class _Ended(Exception):
-    def __init__(self, outcome: str, message: str) -> None:
+    def __init__(self, outcome: str, message: str, guard: str | None = None) -> None:
         super().__init__(message)
-        self.outcome, self.message = outcome, message
+        self.outcome, self.message, self.guard = outcome, message, guard
 
 
 def goal_met(goal: Goal, obs: Observation, start_cart: int) -> bool:
@@ -164,11 +198,21 @@ class _PageWatch:
         self.status_url = ""
         self.session_id: str | None = None
         self.blocked: str | None = None
+        self.writes_ok = 0  # write requests to the store answered below 400
+        self.off_allowlist_completed = 0
         page.on("response", self._on_response)
         page.on("requestfailed", self._on_failed)
+        page.on("requestfinished", self._on_finished)
+
+    def _on_finished(self, request: Any) -> None:
+        off = self.allow and not host_allowed(host_of(request.url), self.allow)
+        if off and request.url.startswith(("http://", "https://")):
+            self.off_allowlist_completed += 1
 
     def _on_response(self, response: Any) -> None:
         req = response.request
+        if req.method not in ("GET", "HEAD", "OPTIONS") and response.status < 400:
+            self.writes_ok += 1
         if req.resource_type != "document" or req.frame != self.page.main_frame:
             return
         self.status, self.status_url = response.status, response.url
@@ -180,6 +224,7 @@ class _PageWatch:
         # A reused tab serves other sessions next: stop listening.
         self.page.remove_listener("response", self._on_response)
         self.page.remove_listener("requestfailed", self._on_failed)
+        self.page.remove_listener("requestfinished", self._on_finished)
 
     async def settle(self, timeout_s: float = 1.0) -> None:
         """Wait briefly for a blocked request's report (it may trail the navigation error)."""
@@ -213,6 +258,12 @@ async def _back_from_error_page(page: Any) -> None:
 
 async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
+
+
+@functools.lru_cache(maxsize=4)
+def _robots_guard(mode: str) -> RobotsGuard:
+    # One per mode and process: each host's robots.txt is fetched once.
+    return RobotsGuard(mode)
 
 
 StepHook = Callable[[Any, int, Observation], Awaitable[None]]
@@ -252,20 +303,56 @@ async def run_session(
         if records:
             records[-1].outcome = out
 
+    may_order = orders_allowed(spec.start_url, cfg.allow_orders, cfg.order_hosts)
+    robots = _robots_guard(cfg.robots) if cfg.robots != "never" else None
+    stats = RequestStats()
+    pages: list[str] = []
+    guard: str | None = None
+    capture: SessionCapture | None = None
+    if cfg.capture_sink is not None:
+        capture = SessionCapture(
+            cfg.capture_sink,
+            cfg.capture_shop_id or host_of(spec.start_url),
+            spec.buyer_id,
+            f"{spec.buyer_id}-s{spec.seed}",
+        )
+    refusal = None
     if not host_allowed(host_of(spec.start_url), allow):
+        refusal = (
+            "allowlist",
+            f"the start URL's host {host_of(spec.start_url)!r} is not in the allowlist",
+        )
+    elif robots is not None and not await robots.allowed_async(spec.start_url):
+        refusal = ("robots", f"robots.txt of {host_of(spec.start_url)} disallows {spec.start_url}")
+    if refusal is not None:
         return SessionResult(
             key=key,
             buyer_id=spec.buyer_id,
             outcome="other",
-            message=f"the start URL's host {host_of(spec.start_url)!r} is not in the allowlist",
+            message=refusal[1],
             steps=0,
             duration_s=0.0,
             final_url=spec.start_url,
             persona=spec.persona.label,
             goal=spec.goal.text,
+            guard=refusal[0],
         )
+
+    async def look(page: Any) -> Observation:
+        o = await observe(
+            page, cfg.token_budget, cfg.profiles, status=watch.status if watch else None
+        )
+        pages.append(o.kind)
+        return o
+
     try:
-        async with pool.page(spec.buyer_id, headers_for=spec.start_url, allowlist=allow) as page:
+        async with pool.page(
+            spec.buyer_id,
+            headers_for=spec.start_url,
+            allowlist=allow,
+            guard_orders=not may_order,
+            stats=stats,
+        ) as page:
             t0 = time.monotonic()
             deadline = t0 + cfg.session_timeout_s
             watch = _PageWatch(page, allow)
@@ -275,7 +362,10 @@ async def run_session(
                 )
                 await pool.forget_history(page)
                 watch.check()
-                obs = await observe(page, cfg.token_budget)
+                obs = await look(page)
+                if capture is not None:
+                    capture.page(obs)
+                    capture.fill_cart_count(obs)
                 start_cart = obs.cart_count
                 invalid = 0
                 step = 0
@@ -283,11 +373,12 @@ async def run_session(
                     final_url = obs.url
                     if goal_met(spec.goal, obs, start_cart):
                         raise _Ended("goal_reached", f"{spec.goal.target} reached at {obs.url}")
-                    if obs.is_payment_step and obs.host not in cfg.payment_hosts:
+                    if obs.is_payment_step and not may_order:
                         raise _Ended(
                             "goal_reached" if spec.goal.target == "purchase" else "other",
-                            "stopped at the payment step: payment is never submitted on a "
-                            "non-local store",
+                            "order guard: stopped at the payment step; this store is not "
+                            "declared a test store (--allow-orders --order-host)",
+                            "order_guard",
                         )
                     if step >= cfg.max_steps:
                         raise _Ended("steps_limit", f"{cfg.max_steps} steps without an end")
@@ -322,6 +413,27 @@ async def run_session(
                                 f"agent ended the session before the {spec.goal.target} goal: "
                                 f"{action.reason}",
                             )
+                        why = order_submission(action, obs)
+                        if why and not may_order:
+                            rec.result = "stopped by the order guard"
+                            raise _Ended(
+                                "goal_reached" if spec.goal.target == "purchase" else "other",
+                                f"order guard: stopped before the order submission ({why}); "
+                                "this store is not declared a test store "
+                                "(--allow-orders --order-host)",
+                                "order_guard",
+                            )
+                        el = obs.element(getattr(action, "id", "") or "")
+                        if (
+                            robots is not None
+                            and el is not None
+                            and el.href
+                            and not await robots.allowed_async(el.href)
+                        ):
+                            raise ActionError(
+                                f"robots.txt of {host_of(el.href)} disallows {el.href}"
+                            )
+                        writes_before = watch.writes_ok
                         note = await asyncio.wait_for(
                             execute(page, action, obs, pool.config.navigation_timeout_ms, allow),
                             remaining(),
@@ -334,7 +446,11 @@ async def run_session(
                             with contextlib.suppress(Exception):
                                 await page.go_back(wait_until="domcontentloaded")
                             raise ActionError(blocked_navigation(away))
-                        obs = await observe(page, cfg.token_budget)
+                        before = obs
+                        obs = await look(page)
+                        if capture is not None:
+                            capture.action(action, before, obs, watch.writes_ok - writes_before)
+                            capture.fill_cart_count(obs)
                     except ActionError as exc:
                         invalid += 1
                         rec.error = str(exc)
@@ -371,7 +487,7 @@ async def run_session(
                         memory.note(f"{step}. invalid action: {error}")
                         if invalid > cfg.max_invalid_actions:
                             raise _Ended("other", error) from None
-                        obs = await observe(page, cfg.token_budget)
+                        obs = await look(page)
                         continue
                     rec.ms = (time.monotonic() - t_act) * 1000
                     action_ms.append(rec.ms)
@@ -380,7 +496,7 @@ async def run_session(
                     if step_hook is not None:
                         await step_hook(page, step, obs)
             except _Ended as end:
-                outcome, message = end.outcome, end.message
+                outcome, message, guard = end.outcome, end.message, end.guard
             except TimeoutError:
                 outcome = "time_limit"
                 message = f"the session's {cfg.session_timeout_s:g} s budget ran out"
@@ -407,6 +523,11 @@ async def run_session(
         goal=spec.goal.text,
         records=records,
         action_ms=action_ms,
+        guard=guard,
+        pages=pages,
+        requests=stats,
+        off_allowlist_completed=watch.off_allowlist_completed if watch else 0,
+        events=capture.events if capture is not None else 0,
     )
 
 

@@ -130,8 +130,11 @@ def run_simulation(
     cfg: SimulationConfig,
     recorder: SessionRecorder | None = None,
     on_done: Callable[[SessionResult], None] | None = None,
+    own_store: bool = True,
 ) -> tuple[list[SessionResult], float]:
-    """Run `specs` against a running store in a fresh browser pool; (results, wall seconds)."""
+    """Run `specs` against a running store in a fresh browser pool; (results, wall seconds).
+    `own_store`: the store is one this run serves (a test store: orders allowed on it)."""
+    runtime = cfg.runtime.own_store(base_url) if own_store else cfg.runtime
 
     def done(res: SessionResult) -> None:
         if recorder is not None:
@@ -142,7 +145,7 @@ def run_simulation(
     async def main() -> tuple[list[SessionResult], float]:
         async with BrowserPool(cfg.browser, size=cfg.concurrency) as pool:
             t0 = time.monotonic()
-            results = await run_sessions(pool, specs, policy, cfg.runtime, on_done=done)
+            results = await run_sessions(pool, specs, policy, runtime, on_done=done)
             return results, time.monotonic() - t0
 
     return asyncio.run(main())

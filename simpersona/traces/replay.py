@@ -146,7 +146,7 @@ def replay_sessions(
         session_timeout_s=cfg.session_timeout_s,
         token_budget=cfg.token_budget,
         max_invalid_actions=cfg.max_invalid_actions,
-    )
+    ).own_store(base_url)  # replays complete the buyers' real orders on our storefront
     out: list[Trajectory] = []
 
     def done(res: SessionResult) -> None:

@@ -1,0 +1,1 @@
+"""Minimal Django project wrapping django-oscar for loopback benchmarking."""

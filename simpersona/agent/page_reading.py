@@ -1,0 +1,549 @@
+"""Reading any store's page: page kind, product facts, cart count and the roles of controls.
+
+Stores do not share markup, but they share conventions, and this module reads those:
+
+- **structured data**: JSON-LD and microdata `Product`/`Offer` (name, sku, price, currency),
+  Open Graph (`og:type=product`, `product:price:amount`), `<meta name="generator">`;
+- **URL patterns**: `/products/…`, `/product/…`, `/catalogue/<slug>_<id>/`, `/collections/…`,
+  `/category/…`, `/cart`, `/basket`, `/checkout…`, `…/thank-you`, `?q=` and the like;
+- **forms and labels**: add-to-cart forms (Shopify `/cart/add`, WooCommerce `add-to-cart`,
+  Oscar and other basket forms), "Add to basket" buttons, "Proceed to checkout", "Place
+  order", quantity fields, search boxes;
+- **nearby text**: a control whose label says nothing on its own ("Select option") gets the
+  text of the row or card it sits in, so two shipping options read as two different things.
+
+One in-page script (`EXTRACT_JS`) collects the raw facts in a single DOM round trip; the
+functions below turn them into a page kind, facts and element roles. A site profile
+(`simpersona.agent.site_profile`) adds selectors and URL patterns where the conventions are
+not enough; its values win over the guesses.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+PAGE_KINDS: tuple[str, ...] = (
+    "home",
+    "collection",
+    "search",
+    "product",
+    "cart",
+    "checkout",
+    "confirmation",
+    "info",
+    "error",
+    "index",
+    "other",
+)
+# Facts an observation may carry (and a profile may point at).
+FACT_KEYS: tuple[str, ...] = (
+    "checkout_step",
+    "product_id",
+    "order_number",
+    "status",
+    "price",
+    "currency",
+    "cart_count",
+    "subtotal",
+    "notice",
+)
+# What a control is for, when the reading can tell. Policies look controls up by role.
+ROLES: tuple[str, ...] = (
+    "product_link",
+    "collection_link",
+    "home_link",
+    "cart_link",
+    "search_box",
+    "add_to_cart",
+    "quantity",
+    "remove_from_cart",
+    "checkout",
+    "continue",
+    "place_order",
+)
+
+# Runs in the page: every visible interactive element in document order (ids stable across
+# reads: the element's id, else a `data-sp-agent-id` given here), the structured data, the
+# header's cart texts, and what the first matching site profile points at.
+EXTRACT_JS = r"""
+({maxText, profiles}) => {
+  const body = document.body;
+  if (!body) return {empty: true, url: location.href, title: document.title};
+  const vh = window.innerHeight, sy = window.scrollY;
+  const clean = (t) => (t || '').replace(/\s+/g, ' ').trim();
+  const meta = (n) => { const m = document.querySelector(`meta[name="${n}"], meta[property="${n}"]`);
+                        return m ? m.getAttribute('content') : null; };
+  const generator = meta('generator');
+  const host = location.hostname.toLowerCase();
+  let prof = null;
+  for (const p of profiles || []) {
+    if ((p.hosts || []).some(h => host === h || host.endsWith('.' + h))
+        || (p.generator && p.generator === generator)) { prof = p; break; }
+  }
+  const visible = (el) => {
+    if (el.type === 'hidden' || el.hidden || el.disabled && el.tagName !== 'OPTION') return false;
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 && r.height === 0 && el.type !== 'radio' && el.type !== 'checkbox') return false;
+    const s = getComputedStyle(el);
+    return s.visibility !== 'hidden' && s.display !== 'none';
+  };
+  const labelOf = (el) => {
+    let t = '';
+    if (el.id) { const l = document.querySelector(`label[for="${CSS.escape(el.id)}"]`); if (l) t = l.innerText; }
+    if (!t && el.closest('label') && el.tagName === 'INPUT') t = el.closest('label').innerText;
+    if (!t) t = el.getAttribute('aria-label') || '';
+    if (!t && (el.tagName === 'A' || el.tagName === 'BUTTON')) t = el.innerText;
+    if (!t && el.tagName === 'A') { const img = el.querySelector('img[alt]'); if (img) t = img.alt; }
+    if (!t) t = el.getAttribute('placeholder') || el.getAttribute('title') || el.value || el.getAttribute('name') || '';
+    return clean(t);
+  };
+  // The row, card or list item a control sits in: the smallest ancestor with more text than
+  // the control itself (at most 6 levels up, at most 160 characters).
+  const contextOf = (el, label) => {
+    let a = el.parentElement;
+    for (let i = 0; a && a !== body && i < 6; i++, a = a.parentElement) {
+      const t = clean(a.innerText);
+      if (t.length > label.length + 2) return t.length <= 160 ? t : t.slice(0, 160);
+    }
+    return '';
+  };
+  const CARD = /(^|[\s_-])(product|item|card|pod|tile)([\s_-]|$)|product[-_]?(card|item|pod|tile|box)/i;
+  const cardOf = (el) => {
+    let a = el.parentElement;
+    for (let i = 0; a && a !== body && i < 6; i++, a = a.parentElement) {
+      const it = a.getAttribute('itemtype') || '';
+      if (/Product/i.test(it)) return a;
+      const cls = typeof a.className === 'string' ? a.className : '';
+      if (CARD.test(cls) && a.tagName !== 'FORM') return a;
+    }
+    return null;
+  };
+  const attrOf = (el, name) => {
+    if (!name) return null;
+    const x = el.getAttribute(name) ? el : el.closest(`[${name}]:not(body)`);
+    return x ? x.getAttribute(name) : null;
+  };
+  const els = [];
+  let n = 0;
+  const seen = new Set();
+  for (const el of document.querySelectorAll('a[href], button, input, select, textarea, [role=button]')) {
+    if (!visible(el)) continue;
+    let id = el.id;
+    if (!id || seen.has(id)) {
+      id = el.getAttribute('data-sp-agent-id');
+      if (!id) { id = 'sp-' + (n++); el.setAttribute('data-sp-agent-id', id); }
+    }
+    seen.add(id);
+    const tag = el.tagName.toLowerCase();
+    const type = (el.getAttribute('type') || '').toLowerCase();
+    let kind = tag === 'a' ? 'link' : tag === 'select' ? 'select' : tag === 'textarea' ? 'input'
+      : tag === 'input' ? (['submit', 'button', 'image', 'reset'].includes(type) ? 'button'
+        : ['radio', 'checkbox'].includes(type) ? type : 'input') : 'button';
+    const r = el.getBoundingClientRect();
+    const label = labelOf(el).slice(0, 120);
+    const e = {id, kind, label, top: r.top + sy, in_view: r.bottom > 0 && r.top < vh};
+    if (kind === 'input') { e.value = (el.value || '').slice(0, 60); e.input_type = type || 'text'; }
+    if (kind === 'radio' || kind === 'checkbox') { e.checked = el.checked; e.group = el.name || null; }
+    if (kind === 'select') {
+      e.value = el.value;
+      e.options = Array.from(el.options).slice(0, 40).map(o => o.value === clean(o.text) ? o.value : `${o.value}=${clean(o.text)}`);
+    }
+    if (tag === 'a') e.href = el.href.slice(0, 300);
+    const name = el.getAttribute('name'); if (name) e.name = name.slice(0, 60);
+    const ac = el.getAttribute('autocomplete'); if (ac) e.autocomplete = ac;
+    if (el.required) e.required = true;
+    if (el.form) {
+      // getAttribute, not el.form.action: a field named "action" (or "id") shadows those.
+      const f = el.form, act = f.getAttribute('action');
+      try { e.form_action = new URL(act || location.href, location.href).href.slice(0, 300); } catch (err) {}
+      e.form_method = (f.getAttribute('method') || 'get').toLowerCase();
+      e.form_hint = clean([f.getAttribute('id'), f.getAttribute('class'), f.getAttribute('name')].join(' ')).slice(0, 120);
+    }
+    const own = typeof el.className === 'string' ? el.className : '';
+    e.hint = clean([el.id, own, name, el.getAttribute('data-action'), el.getAttribute('value') && kind === 'button' ? el.value : ''].join(' ')).slice(0, 120);
+    if (kind !== 'link' && kind !== 'input' && kind !== 'select') e.context = contextOf(el, label);
+    const card = cardOf(el);
+    if (card) e.in_card = true;
+    if (prof) {
+      const pid = attrOf(el, prof.product_attr);
+      if (pid && (kind === 'link' || kind === 'button')) e.product_id = pid;
+      const cid = prof.collection_attr && el.getAttribute(prof.collection_attr);
+      if (cid) e.collection_id = cid;
+    }
+    // The outermost landmark decides: footer links sit in a <nav> inside <footer>.
+    e.region = el.closest('footer') ? 'footer' : el.closest('header') ? 'header'
+      : el.closest('form') ? 'form' : el.closest('nav') ? 'nav' : 'main';
+    els.push(e);
+  }
+  const main = document.querySelector('main') || body;
+  const q = (sel) => { try { return document.querySelector(sel); } catch (e) { return null; } };
+  const txt = (sel) => { const x = q(sel); return x ? clean(x.innerText) : null; };
+  const read = (spec) => { const x = q(spec.selector); if (!x) return null;
+                           return spec.attribute ? x.getAttribute(spec.attribute) : clean(x.innerText); };
+  const ld = [];
+  for (const s of document.querySelectorAll('script[type="application/ld+json"]')) {
+    try { ld.push(JSON.parse(s.textContent)); } catch (err) {}
+  }
+  const og = {};
+  for (const m of document.querySelectorAll('meta[property^="og:"], meta[property^="product:"]')) {
+    og[m.getAttribute('property')] = m.getAttribute('content');
+  }
+  const micro = [];
+  for (const it of document.querySelectorAll('[itemscope][itemtype*="Product" i]')) {
+    const prop = (p) => { const x = it.querySelector(`[itemprop="${p}"]`); if (!x) return null;
+      return x.getAttribute('content') || (x.tagName === 'A' || x.tagName === 'LINK' ? x.getAttribute('href') : null) || clean(x.innerText) || null; };
+    micro.push({name: prop('name'), sku: prop('sku') || prop('productID') || prop('mpn'),
+                price: prop('price'), currency: prop('priceCurrency'),
+                has_form: !!it.querySelector('form button, form input[type=submit]'), in_link: !!it.closest('a')});
+    if (micro.length >= 60) break;
+  }
+  // Short texts of the header's cart/basket/bag elements: where stores show the item count.
+  const cartTexts = [];
+  for (const x of document.querySelectorAll('[class*="cart" i], [id*="cart" i], [class*="basket" i], [id*="basket" i], [class*="bag" i], [aria-label*="cart" i], [aria-label*="basket" i], [data-cart-count]')) {
+    if (!x.closest('header, nav, [role=banner]') && !/count|qty|quantity|badge/i.test(x.className + ' ' + x.id)) continue;
+    const t = clean(x.getAttribute('data-cart-count') || x.innerText || x.getAttribute('aria-label'));
+    if (t && t.length <= 60) cartTexts.push(t);
+    if (cartTexts.length >= 12) break;
+  }
+  const errorBox = (prof && prof.form_error && txt(prof.form_error))
+    || txt('[role=alert]') || txt('.errorlist') || txt('.alert-danger') || txt('.alert-error')
+    || txt('.woocommerce-error') || txt('.field-error') || txt('.error-message');
+  const notice = txt('.alert-success') || txt('.woocommerce-message') || txt('[role=status]');
+  const out = {
+    url: location.href,
+    title: document.title,
+    generator,
+    profile: prof ? prof.name : null,
+    heading: txt('h1'),
+    form_error: errorBox,
+    text: clean(main.innerText).slice(0, maxText),
+    scroll_y: sy, viewport_h: vh, page_h: document.documentElement.scrollHeight,
+    payment_fields: !!q('input[autocomplete^="cc-"], input[name*="card" i], #card-number'),
+    ld, og, micro, cart_texts: cartTexts, notice,
+    elements: els,
+  };
+  if (prof) {
+    const ka = prof.kind_attr && q(prof.kind_attr.selector);
+    out.page = (ka && ka.getAttribute(prof.kind_attr.name)) || (prof.kind_meta ? meta(prof.kind_meta) : null);
+    for (const [k, spec] of Object.entries(prof.facts || {})) { const v = read(spec); if (v) out[k === 'status' ? 'error_status' : k] = v; }
+  }
+  return out;
+}
+"""
+
+# ---- URL conventions ---------------------------------------------------------------------
+_PRODUCT_PATH = re.compile(
+    r"/(products?|item|items|p|dp)/[^/]+/?$|/catalogue/(?!category/)[^/]+_\d+/?$"
+    r"|/product-page/[^/]+/?$|-p-\d+(\.html?)?$",
+    re.I,
+)
+_COLLECTION_PATH = re.compile(
+    r"/(collections?|categor(y|ies)|c|catalogue/category|product-category|department|shop/category"
+    r"|catalog/category|browse)(/|$)|^/(catalogue|catalog|shop|store|products|all-products)/?$",
+    re.I,
+)
+_CART_PATH = re.compile(r"/(cart|basket|bag|shopping-cart|shopping-bag)/?$", re.I)
+_CHECKOUT_PATH = re.compile(r"/(checkouts?|onepage|order-pay)(/|$)", re.I)
+_CONFIRM_PATH = re.compile(
+    r"thank[-_]?you|thankyou|order[-_]?(received|confirmation|complete|success)"
+    r"|/checkout/(success|complete|done)|/orders?/[^/]+/?$",
+    re.I,
+)
+_INFO_PATH = re.compile(
+    r"/(pages?|blogs?|about|contact|faq|help|shipping|returns|policies|policy|terms|privacy"
+    r"|info|legal)(/|$|[-_.])",
+    re.I,
+)
+_SEARCH_PARAMS = ("q", "s", "query", "search", "keyword", "keywords", "term", "search_query", "k")
+_HOME_PATHS = re.compile(r"^/?(index\.\w+|home)?/?$", re.I)
+
+# ---- labels ------------------------------------------------------------------------------
+_ADD_LABEL = re.compile(
+    r"\badd (it )?to (the )?(cart|basket|bag|trolley)\b|\bin den warenkorb\b|^add$|^buy$",
+    re.I,
+)
+_ADD_FORM = re.compile(r"cart/add|add[-_]?to[-_]?(cart|basket)|basket/add|/cart/?$", re.I)
+_CHECKOUT_LABEL = re.compile(r"\b(proceed to |go to |continue to )?check ?out\b", re.I)
+_PLACE_ORDER_LABEL = re.compile(
+    r"\bplace (my |your )?order\b|\bcomplete (my |your )?(order|purchase)\b"
+    r"|\bconfirm (and pay|order|purchase|payment)\b|\bpay now\b|\bsubmit (my )?order\b"
+    r"|\border now\b|\bfinish (order|checkout)\b|\bbuy now\b|\bpay (\$|€|£)?\d",
+    re.I,
+)
+_CONTINUE_LABEL = re.compile(
+    r"\b(continue|next|proceed|save|use this|ship to this|deliver to this|select|choose"
+    r"|go to payment|review|confirm)\b",
+    re.I,
+)
+_REMOVE_LABEL = re.compile(r"\b(remove|delete)\b|^×$|^x$", re.I)
+_CART_LABEL = re.compile(r"\b(cart|basket|bag|trolley)\b", re.I)
+_HOME_LABEL = re.compile(r"^(home|start|shop|store)$", re.I)
+_CONFIRM_TEXT = re.compile(
+    r"thank you for your (order|purchase)|your order (has been|was) (placed|received|confirmed)"
+    r"|order (is )?confirmed|order (number|no\.?|#)\s*[:#]?\s*[A-Z0-9-]{3,}"
+    r"|we('ve| have) received your order",
+    re.I,
+)
+_ORDER_NUMBER = re.compile(
+    r"order\s*(?:number|no\.?|#|id|reference)?(?:\s+(?:is|was))?\s*[:#]?\s*#?"
+    r"([A-Z0-9][A-Z0-9-]{2,})",
+    re.I,
+)
+_NOT_FOUND = re.compile(
+    r"\b(404|not found|page (does not|doesn't) exist|no longer available)\b", re.I
+)
+_COUNT_TEXT = re.compile(
+    r"^\(?(\d{1,3})\)?$|(\d{1,3})\s*(items?|products?|articles?)\b|\((\d{1,3})\)"
+)
+_PRICE = re.compile(r"(?:[$€£¥]|USD|EUR|GBP)\s?\d[\d,.]*|\d[\d,.]*\s?(?:[$€£¥]|USD|EUR|GBP)")
+
+
+def _path(url: str) -> str:
+    return urlsplit(url).path or "/"
+
+
+def search_query(url: str) -> str | None:
+    """The search phrase in a URL's query string (`?q=`, `?s=`, `?query=` …), if any."""
+    params = parse_qs(urlsplit(url).query)
+    for key in _SEARCH_PARAMS:
+        if params.get(key) and params[key][0].strip():
+            return params[key][0].strip()
+    return None
+
+
+def _ld_items(ld: Any) -> list[dict[str, Any]]:
+    """Every JSON-LD object in the page's blocks (lists and @graph flattened)."""
+    out: list[dict[str, Any]] = []
+    stack = [ld]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, list):
+            stack.extend(x)
+        elif isinstance(x, dict):
+            out.append(x)
+            if "@graph" in x:
+                stack.append(x["@graph"])
+    return out
+
+
+def _is_type(item: Mapping[str, Any], name: str) -> bool:
+    t = item.get("@type")
+    types = t if isinstance(t, list) else [t]
+    return any(isinstance(x, str) and x.lower() == name.lower() for x in types)
+
+
+def structured_product(raw: Mapping[str, Any]) -> dict[str, str] | None:
+    """The page's main product from JSON-LD, else microdata, else Open Graph: name, id
+    (sku / productID / @id), price, currency. None when the page declares no single product."""
+    products = [x for x in _ld_items(raw.get("ld") or []) if _is_type(x, "Product")]
+    if len(products) == 1:
+        p = products[0]
+        offer = p.get("offers") or {}
+        if isinstance(offer, list):
+            offer = offer[0] if offer else {}
+        if isinstance(offer, dict) and _is_type(offer, "AggregateOffer"):
+            price = offer.get("lowPrice") or offer.get("price")
+        else:
+            price = offer.get("price") if isinstance(offer, dict) else None
+        pid = p.get("sku") or p.get("productID") or p.get("mpn") or p.get("@id")
+        return _strip(
+            {
+                "name": p.get("name"),
+                "id": pid,
+                "price": price,
+                "currency": offer.get("priceCurrency") if isinstance(offer, dict) else None,
+            }
+        )
+    main = [m for m in raw.get("micro") or [] if m.get("has_form") and not m.get("in_link")]
+    if len(main) == 1:
+        m = main[0]
+        return _strip({"name": m.get("name"), "id": m.get("sku"), "price": m.get("price"),
+                       "currency": m.get("currency")})  # fmt: skip
+    og = raw.get("og") or {}
+    if str(og.get("og:type", "")).lower() in ("product", "og:product", "product.item"):
+        return _strip(
+            {
+                "name": og.get("og:title"),
+                "id": og.get("product:retailer_item_id") or og.get("product:sku"),
+                "price": og.get("product:price:amount") or og.get("og:price:amount"),
+                "currency": og.get("product:price:currency") or og.get("og:price:currency"),
+            }
+        )
+    return None
+
+
+def _strip(d: Mapping[str, Any]) -> dict[str, str]:
+    return {k: str(v).strip() for k, v in d.items() if v not in (None, "") and str(v).strip()}
+
+
+def product_id_from_url(url: str) -> str | None:
+    """A product's identity from its URL: the last path segment (`…/trail-shoe_12/` → `12` for
+    `<slug>_<number>` paths, else the slug)."""
+    segs = [s for s in _path(url).split("/") if s]
+    if not segs:
+        return None
+    last = segs[-1]
+    if m := re.fullmatch(r".+_(\d+)", last):
+        return m.group(1)
+    return re.sub(r"\.html?$", "", last, flags=re.I) or None
+
+
+def cart_count_of(texts: list[str]) -> str | None:
+    """The item count among the header's cart texts ("Cart (2)", "3 items", "2"); prices
+    and totals are not counts."""
+    for t in texts:
+        if _PRICE.search(t) or re.search(r"\d[.,]\d\d\b", t):
+            continue
+        m = _COUNT_TEXT.search(t.strip())
+        if m:
+            return next(g for g in m.groups() if g and g.isdigit())
+    return None
+
+
+def element_role(e: Mapping[str, Any], page_kind: str, page_url: str) -> str | None:
+    """What an element is for (one of ROLES), from its kind, label, link target, form and
+    hints (id, class, name); None when nothing says."""
+    kind, label = e.get("kind"), str(e.get("label") or "")
+    hint = f"{e.get('hint') or ''} {e.get('form_hint') or ''}"
+    here = urlsplit(page_url)
+    if kind == "link":
+        href = str(e.get("href") or "")
+        parts = urlsplit(href)
+        if parts.scheme not in ("http", "https") or parts.netloc != here.netloc:
+            return None
+        if page_kind == "cart" and _REMOVE_LABEL.search(label):
+            return "remove_from_cart"  # often a scripted link ("#") that edits the cart form
+        if page_kind == "checkout" and _PLACE_ORDER_LABEL.search(label):
+            return "place_order"
+        if (
+            page_kind == "checkout"
+            and _CONTINUE_LABEL.search(label)
+            and e.get("region") != "header"
+        ):
+            return "continue"
+        if parts.fragment and (parts.path, parts.query) == (here.path, here.query):
+            return None  # a menu toggle or an anchor on this page
+        path = parts.path or "/"
+        if _HOME_LABEL.search(label):
+            return "home_link"
+        if _CART_PATH.search(path) or (
+            _CART_LABEL.search(label)
+            and "add" not in label.lower()
+            and e.get("region") in ("header", "nav")
+        ):
+            return "cart_link"
+        if _CHECKOUT_PATH.search(path) and page_kind == "cart":
+            return "checkout"
+        if e.get("product_id"):
+            return "product_link"
+        if e.get("collection_id") or _COLLECTION_PATH.search(path):
+            return "collection_link"
+        if (
+            _HOME_PATHS.fullmatch(path)
+            and not parts.query
+            and (_HOME_LABEL.search(label) or "logo" in hint.lower() or e.get("region") == "header")
+        ):
+            return "home_link"
+        if (
+            _PRODUCT_PATH.search(path)
+            and not _INFO_PATH.search(path)
+            and not _CART_PATH.search(path)
+        ):
+            return "product_link"
+        listing = page_kind in ("collection", "search", "home", "other")
+        if e.get("in_card") and listing and e.get("region") == "main" and label:
+            return "product_link"
+        return None
+    if kind == "input":
+        name = f"{e.get('name') or ''} {e.get('hint') or ''}".lower()
+        if e.get("input_type") == "search" or str(e.get("name") or "").lower() in _SEARCH_PARAMS:
+            return "search_box"
+        if re.search(r"\b(quantity|qty)\b|quantity", name):
+            return "quantity"
+        return None
+    if kind != "button":
+        return None
+    if (
+        e.get("region") in ("header", "nav")
+        and _CART_LABEL.search(label)
+        and not _ADD_LABEL.search(label)
+    ):
+        return "cart_link"  # a mini-cart toggle: it shows the cart's link
+    action = str(e.get("form_action") or "")
+    if (
+        _ADD_LABEL.search(label)
+        or re.search(r"add[-_]?to[-_]?(cart|basket)", hint, re.I)
+        or (_ADD_FORM.search(action) and e.get("form_method") == "post" and page_kind == "product")
+    ):
+        return "add_to_cart"
+    if page_kind == "cart" and (
+        _REMOVE_LABEL.search(label) or re.search(r"remove|delete", hint, re.I)
+    ):
+        return "remove_from_cart"
+    if page_kind == "cart" and _CHECKOUT_LABEL.search(label):
+        return "checkout"
+    if page_kind == "checkout":
+        if _PLACE_ORDER_LABEL.search(label) or re.search(r"place[-_]?order", hint, re.I):
+            return "place_order"
+        if _CONTINUE_LABEL.search(label):
+            return "continue"
+    return None
+
+
+def infer_kind(raw: Mapping[str, Any], product: Mapping[str, str] | None, n_add: int,
+               profile_urls: Mapping[str, list[str]] | None = None) -> str:  # fmt: skip
+    """The page kind from the URL, the structured data, the headings and the controls
+    (`n_add`: add-to-cart buttons on the page; more than one makes a listing)."""
+    url = str(raw.get("url") or "")
+    path = _path(url)
+    for kind, patterns in (profile_urls or {}).items():
+        if any(re.search(p, path) for p in patterns):
+            return kind
+    status = raw.get("status")
+    heading = str(raw.get("heading") or "")
+    title = str(raw.get("title") or "")
+    if (
+        (isinstance(status, int) and status >= 400)
+        or _NOT_FOUND.search(heading)
+        or (not heading and _NOT_FOUND.search(title))
+    ):
+        return "error"
+    text = str(raw.get("text") or "")[:1500]
+    if (
+        _CONFIRM_PATH.search(path)
+        or _CONFIRM_TEXT.search(heading)
+        or (_CHECKOUT_PATH.search(path) and _CONFIRM_TEXT.search(text))
+    ):
+        return "confirmation"
+    if _CHECKOUT_PATH.search(path) or raw.get("payment_fields"):
+        return "checkout"
+    if _CART_PATH.search(path) or re.match(
+        r"^(your |my )?(shopping )?(cart|basket|bag)\b", heading, re.I
+    ):
+        return "cart"
+    # Several add-to-cart buttons make a listing, unless the URL names one product (its
+    # page may list related or recently viewed products with buttons of their own).
+    listing = n_add > 1 and not _PRODUCT_PATH.search(path)
+    if not listing and (product is not None or _PRODUCT_PATH.search(path)):
+        return "product"
+    if search_query(url) is not None or re.search(r"/search(/|$)", path, re.I):
+        return "search"
+    if _COLLECTION_PATH.search(path) or listing:
+        return "collection"
+    if _HOME_PATHS.fullmatch(path):
+        return "home"
+    if _INFO_PATH.search(path):
+        return "info"
+    if n_add == 1:
+        return "product"
+    return "other"
+
+
+def order_number_of(text: str) -> str | None:
+    for m in _ORDER_NUMBER.finditer(text):
+        if any(c.isdigit() for c in m.group(1)):
+            return m.group(1)
+    return None
