@@ -1,0 +1,1 @@
+"""Helper scripts: third-party shops for the live-store tests (scripts/shops)."""

@@ -1,0 +1,148 @@
+"""Persona agents on real stores the project did not write: django-oscar (Python) and
+EverShop (Node.js), installed from PyPI and npm by `make shops`, served on loopback with a
+seeded catalogue (scripts/shops). The agents read them generically, are stopped before the
+order submission unless the store is declared a test store, send nothing off the allowlist,
+and their clickstream ingests like any shop's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from scripts.shops import load_shop
+from simpersona.agent.live import LiveConfig, draw_labels, simulate_live
+from simpersona.agent.markov import MarkovModel, MarkovPolicy
+from simpersona.agent.simulate import fit_shop_markov
+from simpersona.ingest.ingest import ingest_catalog, ingest_events
+from simpersona.lake import Lake
+from simpersona.synth import GeneratorConfig, generate_lake
+from simpersona.warehouse import Warehouse
+from tests.conftest import require_chromium
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[1]
+SHOPS = ("oscar", "evershop")
+N_SESSIONS = 10
+
+
+@pytest.fixture(scope="module")
+def markov(tmp_path_factory) -> tuple[MarkovModel, Path]:
+    """Chains fitted on a generated shop (never on the stores they are run on)."""
+    from simpersona.agent.cli import load_shop_events
+
+    lake = tmp_path_factory.mktemp("gen") / "lake"
+    generate_lake(lake, GeneratorConfig(n_shops=1, n_buyers=300), progress=False)
+    shop = Lake.at(lake).shops()[0]
+    model = fit_shop_markov(load_shop_events(shop, lake, None))
+    path = lake.parent / "markov.json"
+    model.save(path)
+    return model, path
+
+
+@pytest.fixture(scope="module", params=SHOPS)
+def store(request):
+    require_chromium()
+    shop = load_shop(request.param)
+    if not shop.installed():
+        shop.install()  # `make shops` has done it; a fresh checkout installs here
+    url = shop.start()
+    yield request.param, shop, url
+    shop.stop()
+
+
+def _run(model, url, tmp: Path, n: int, allow: bool):
+    netloc = urlsplit(url).netloc
+    cfg = LiveConfig(
+        url=url + "/",
+        n_sessions=n,
+        concurrency=2,
+        goal="buy",
+        allow_orders=allow,
+        order_hosts=(netloc,) if allow else (),
+        seed=7,
+    )
+    labels = draw_labels(model.label_shares, n, seed=7)
+    personas = [model.persona(lab, seed=i) for i, lab in enumerate(labels)]
+    policy = MarkovPolicy(model, seed=7, follow_goal=True)
+    return simulate_live(cfg, policy, personas, tmp)
+
+
+def test_markov_agents_shop_the_store_stop_before_ordering_and_ingest(store, markov, tmp_path):
+    name, shop, url = store
+    model, _ = markov
+    report = _run(model, url, tmp_path, N_SESSIONS, allow=False)
+    s = report.summary()
+    detail = json.dumps(s, indent=1)
+    assert s["product_rate"] >= 0.8, detail
+    assert s["cart_add_rate"] >= 0.5, detail
+    assert s["checkout_rate"] >= 0.3, detail
+    # Safety: no order reached the store, nothing left the allowlist.
+    assert shop.orders() == 0 and s["orders_placed"] == 0
+    assert s["requests_off_allowlist_completed"] == 0
+    assert s["guards"].get("order_guard", 0) >= 1, detail
+    stopped = [r for r in report.results if r.guard == "order_guard"]
+    assert all("not declared a test store" in r.message for r in stopped)
+    # The clickstream recorded in the browser ingests with no rejects.
+    lake, wh = Lake.at(tmp_path / "lake"), Warehouse.at(tmp_path / "warehouse")
+    (shop_id,) = lake.shops()
+    assert ingest_catalog(lake, wh, shop_id).rejects_by_reason == {}
+    types: set[str] = set()
+    for date in lake.dates(shop_id):
+        res = ingest_events(lake, wh, shop_id, date, b"k" * 32)
+        assert res.rows_rejected == 0, res.rejects_by_reason
+        types |= set(res.events_by_type)
+    assert {"product_view", "add_to_cart", "checkout_started"} <= types, (name, types)
+
+
+def test_orders_are_placed_only_on_a_declared_test_store(store, markov, tmp_path):
+    _, shop, url = store
+    model, _ = markov
+    before = shop.orders()
+    report = _run(model, url, tmp_path, 4, allow=True)
+    s = report.summary()
+    assert s["orders_placed"] >= 1, json.dumps(s, indent=1)
+    assert shop.orders() - before == s["orders_placed"]
+    assert not any(r.guard == "order_guard" for r in report.results)
+
+
+def test_simulate_url_command(store, markov, tmp_path):
+    name, shop, url = store
+    _, model_path = markov
+    env = {**os.environ, "SIMPERSONA_DATA_DIR": str(tmp_path / "data")}
+    cmd = [sys.executable, "-m", "simpersona.cli", "simulate", "--url", url + "/",
+           "--model", str(model_path), "--tokens", "1,2", "-n", "2", "--concurrency", "2",
+           "--out", str(tmp_path / "out")]  # fmt: skip
+    # The model's labels are strata here, not tokens: --tokens draws labels it may not
+    # know, which fall back to the all-buyers chain.
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "NOT allowed (guarded)" in done.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["sessions"] == 2 and summary["orders_placed"] == 0
+    assert summary["requests_off_allowlist_completed"] == 0
+    assert shop.orders() == 0 or name == "oscar"  # the other test may have ordered first
+
+
+def test_bad_live_options_fail_fast_with_a_message(tmp_path):
+    base = [sys.executable, "-m", "simpersona.cli", "simulate", "--url"]
+    env = {**os.environ, "SIMPERSONA_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [*base, "http://127.0.0.1:9/", "--allow-orders"], capture_output=True, text=True,
+        env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and "--order-host" in " ".join(done.stderr.split())
+    bad = tmp_path / "p.yaml"
+    bad.write_text("name: x\nfacts: {prize: {selector: '.p'}}\n")
+    done = subprocess.run(
+        [*base, "http://127.0.0.1:9/", "--site-profile", str(bad)], capture_output=True,
+        text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and "p.yaml: field facts" in " ".join(done.stderr.split())
+    done = subprocess.run([*base, "ftp://x/"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2 and "http(s) URL" in " ".join(done.stderr.split())
