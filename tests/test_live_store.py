@@ -146,3 +146,46 @@ def test_bad_live_options_fail_fast_with_a_message(tmp_path):
     assert done.returncode == 2 and "p.yaml: field facts" in " ".join(done.stderr.split())
     done = subprocess.run([*base, "ftp://x/"], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 2 and "http(s) URL" in " ".join(done.stderr.split())
+
+
+def test_population_simulation_runs_on_a_store_url(store, markov, tmp_path):
+    """The population path (what the population_simulation asset runs) on a store the
+    project does not serve: events come from the browser, orders stay guarded."""
+    from types import SimpleNamespace
+
+    from simpersona.agent.population import AgentPlan, PopulationConfig, run_population
+    from simpersona.agent.runtime import RuntimeConfig
+
+    name, shop, url = store
+    model, _ = markov
+    before = shop.orders()
+    plans = [
+        AgentPlan(
+            agent_id=f"pop-{i}", shop_id="live", policy="markov", token=None, stratum="A",
+            intent="buy", goal="Find something you like and buy it.",
+            start_path="/products/from-our-storefront", goal_target="purchase", seed=i,
+        )
+        for i in range(2)
+    ]  # fmt: skip
+    cfg = PopulationConfig(
+        concurrency=2,
+        runtime=RuntimeConfig(max_steps=40, session_timeout_s=240, max_invalid_actions=3),
+        store_url=url,
+        progress=False,
+    )
+    label = model.sample_labels(1, seed=0)[0]
+    run = run_population(
+        SimpleNamespace(shop_id=f"live-{name}"),
+        plans,
+        MarkovPolicy(model, seed=1, follow_goal=True),
+        cfg,
+        tmp_path,
+        persona_for=lambda plan: model.persona(label, seed=plan.seed),
+    )
+    table = run.table
+    assert table.height == 2
+    assert table["purchase"].sum() == 0 and shop.orders() == before
+    # The agents started at the store's URL (not our storefront's landing path) and their
+    # events were recorded in the browser.
+    assert (table["n_events"] > 0).all() and (table["n_product_views"] > 0).any()
+    assert table["outcome"].is_in(["goal_reached", "other", "steps_limit"]).all()

@@ -25,7 +25,12 @@ from dagster_project.assets.personas import (
 from dagster_project.assets.probe import probe_figures
 from dagster_project.assets.traces import require_partitions, shop_session_inputs
 from dagster_project.partitions import shop_partitions
-from dagster_project.resources import ArtifactsResource, MLflowResource, WarehouseResource
+from dagster_project.resources import (
+    ArtifactsResource,
+    MLflowResource,
+    StorefrontResource,
+    WarehouseResource,
+)
 from simpersona.markdown import counts_to_markdown, frame_to_markdown
 
 PERSONA_MODEL = "persona_model"
@@ -210,20 +215,24 @@ class _Policies:
         ).hexdigest()[:8]
         return self.wh.root / kind / f"shop={self.shop}" / f"{key}-{digest}"
 
-    def population_config(self):
-        """Browser concurrency and the per-agent limits of the asset's config."""
+    def population_config(self, storefront=None):
+        """Browser concurrency and the per-agent limits of the asset's config; with a
+        storefront resource that names a URL, the agents shop there."""
         from simpersona.agent.population import PopulationConfig
         from simpersona.agent.runtime import RuntimeConfig
 
         c = self.cfg
+        url = storefront.base_url if storefront is not None else ""
         return PopulationConfig(
             concurrency=c.concurrency,
             runtime=RuntimeConfig(
                 max_steps=c.max_steps,
                 session_timeout_s=c.session_timeout_s,
                 max_invalid_actions=c.max_invalid_actions,
+                **(storefront.runtime_overrides() if storefront is not None else {}),
             ),
             progress=False,
+            store_url=url or None,
         )
 
     def policy(self, name: str):
@@ -461,6 +470,7 @@ def population_simulation(
     warehouse: WarehouseResource,
     artifacts: ArtifactsResource,
     mlflow: MLflowResource,
+    storefront: StorefrontResource,
 ) -> dg.MaterializeResult:
     from simpersona.agent.population import plan_agents, run_population
     from simpersona.lake import atomic_write_parquet
@@ -473,7 +483,9 @@ def population_simulation(
     cps = _counterparts(wh, shop)
     catalog = StoreCatalog.from_warehouse(wh, shop)
     policies = _Policies(artifacts, wh, shop, config)
-    pop_cfg = policies.population_config()
+    pop_cfg = policies.population_config(storefront)
+    if storefront.base_url:
+        context.log.info(f"agents shop at {storefront.base_url}, not the served storefront")
     tables, summaries = [], {}
     t0 = time.perf_counter()
     try:

@@ -218,6 +218,46 @@ class LLMResource(dg.ConfigurableResource):
         )
 
 
+class StorefrontResource(dg.ConfigurableResource):
+    """Where the simulations' agents shop. Empty `base_url`: the project's storefront, served
+    on loopback from each shop's warehouse catalogue (a test store). A URL: any store (a
+    staging copy of yours), read generically, its clickstream recorded in the browser, and
+    orders only where `allow_orders` and `order_hosts` say (docs/agents.md, "Your store")."""
+
+    base_url: str = Field(
+        default=os.environ.get("SIMPERSONA_STORE_URL", ""),
+        description="Store URL the agents start at; empty: the project's own storefront.",
+    )
+    allow_orders: bool = Field(
+        default=False,
+        description="Let agents place orders on `order_hosts` (declared test stores only).",
+    )
+    order_hosts: list[str] = Field(
+        default_factory=list, description="Hosts (or host:port) where orders are allowed."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Hosts besides the store's the browser may load."
+    )
+    site_profiles: list[str] = Field(
+        default_factory=list, description="YAML site profiles (selectors, URL patterns)."
+    )
+
+    def runtime_overrides(self) -> dict:
+        """RuntimeConfig fields for a run against `base_url` (empty when it is ours)."""
+        if not self.base_url:
+            return {}
+        from urllib.parse import urlsplit
+
+        from simpersona.agent.site_profile import load_profile
+
+        return {
+            "allow_orders": self.allow_orders,
+            "order_hosts": tuple(self.order_hosts),
+            "allowed_domains": (urlsplit(self.base_url).hostname or "", *self.allowed_hosts),
+            "profiles": tuple(load_profile(p) for p in self.site_profiles),
+        }
+
+
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     return {
         "lake": LakeResource(),
@@ -229,6 +269,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "embeddings": EmbeddingResource(),
         "llm": LLMResource(),
         "training": _training_resource(),
+        "storefront": StorefrontResource(),
     }
 
 
@@ -266,6 +307,7 @@ def resources_under(
             base_model=base_model or os.environ.get("SIMPERSONA_BASE_MODEL") or "tiny",
             tiny_pretrain_steps=tiny_pretrain_steps,
         ),
+        "storefront": StorefrontResource(),
     }
 
 

@@ -88,15 +88,26 @@ class SessionCapture:
         )
         self.events += 1
 
+    def _saw(self, table: str, row: dict[str, Any]) -> None:
+        # The store's catalogue as the agents saw it (a sink that keeps one: live runs).
+        note = getattr(self.sink, "saw", None)
+        if note is not None:
+            note(self.shop_id, table, row)
+
     def page(self, obs: Observation) -> None:
         """A page loaded: its view event."""
+        for link in obs.links("product"):
+            self._saw("products", {"product_id": link.product_id, "title": link.label})
         if obs.kind == "product":
             pid = obs.product_id or product_id_from_url(obs.url)
             price = parse_price(obs.facts.get("price"))
             self._product = {"product_id": pid, "price": price}
+            self._saw("products", {"product_id": pid, "title": obs.title, "price": price})
             self._emit("product_view", obs, product_id=pid, price=price)
         elif obs.kind == "collection":
-            self._emit("collection_view", obs, collection_id=product_id_from_url(obs.url))
+            cid = product_id_from_url(obs.url)
+            self._saw("collections", {"collection_id": cid, "title": obs.title})
+            self._emit("collection_view", obs, collection_id=cid)
         elif obs.kind == "search":
             query = search_query(obs.url) or self._last_query
             self._emit("search", obs, search_query=query)

@@ -183,15 +183,50 @@ class LiveReport:
 
 
 class _BySession:
-    """An event sink that also keeps each session's events (for the funnel)."""
+    """An event sink that also keeps each session's events (for the funnel) and the
+    catalogue the agents saw (products with titles and prices, collections), which
+    ingestion needs beside the events."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.by_buyer: dict[str, list[dict[str, Any]]] = {}
+        self.catalog: dict[str, dict[str, dict[str, Any]]] = {"products": {}, "collections": {}}
 
     def emit(self, event: dict[str, Any]) -> None:
         self.by_buyer.setdefault(event["buyer_id"], []).append(event)
         self.inner.emit(event)
+
+    def saw(self, shop_id: str, table: str, row: dict[str, Any]) -> None:
+        key = row.get("product_id") if table == "products" else row.get("collection_id")
+        if not key:
+            return
+        known = self.catalog[table].setdefault(str(key), {"shop_id": shop_id})
+        for k, v in row.items():  # a product page's title and price beat a link's label
+            if v not in (None, "") and (k not in known or table == "products" and "price" in row):
+                known[k] = v
+
+    def write_catalog(self, lake_root: Path, part: str) -> list[Path]:
+        """The seen catalogue as the lake's products and collections of the shop."""
+        import polars as pl
+
+        from simpersona.lake import Lake
+        from simpersona.schema import COLLECTIONS_SCHEMA, PRODUCTS_SCHEMA
+
+        lake = Lake.at(lake_root)
+        files: list[Path] = []
+        for table, schema in (("products", PRODUCTS_SCHEMA), ("collections", COLLECTIONS_SCHEMA)):
+            rows = [
+                {**{c: r.get(c) for c in schema}, "product_id": k} if table == "products"
+                else {**{c: r.get(c) for c in schema}, "collection_id": k}
+                for k, r in sorted(self.catalog[table].items())
+            ]  # fmt: skip
+            if table == "products":
+                for r in rows:
+                    r["collection_ids"] = []
+                    r["title"] = r["title"] or r["product_id"]
+            if rows:
+                files += lake.write_catalog(table, pl.DataFrame(rows, schema=schema), part=part)
+        return files
 
 
 def simulate_live(
@@ -234,6 +269,7 @@ def simulate_live(
     finally:
         files = sink.flush()
         sink.close()
+        files += tee.write_catalog(lake, part=f"sim-{run_id}")
     funnels = [funnel_of(r, tee.by_buyer.get(r.buyer_id, [])) for r in results]
     return LiveReport(
         url=cfg.url,

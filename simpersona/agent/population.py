@@ -26,7 +26,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -125,9 +125,10 @@ class PopulationConfig:
         default_factory=lambda: RuntimeConfig(max_steps=30, session_timeout_s=300.0)
     )
     browser: BrowserConfig = field(default_factory=BrowserConfig)
-    # The store at base_url is one this run serves (orders allowed on it); False for a store
-    # the project does not run (RuntimeConfig.allow_orders / order_hosts decide there).
-    own_store: bool = True
+    # A store the project does not run (a staging copy of the user's): agents start at this
+    # URL instead of a storefront served here, their events are recorded in the browser, and
+    # orders follow runtime.allow_orders / order_hosts (docs/agents.md, "Your store").
+    store_url: str | None = None
     progress: bool = True
 
 
@@ -434,7 +435,10 @@ def run_population(
     bar = _progress(len(plans), len(done), cfg.progress, catalog.shop_id)
     t0 = time.monotonic()
     if todo:
-        base_url, stop = run_in_thread(create_app(catalog, sink))
+        if cfg.store_url:
+            base_url, stop = cfg.store_url.rstrip("/"), (lambda: None)
+        else:
+            base_url, stop = run_in_thread(create_app(catalog, sink))
         try:
             with log_path.open("a", encoding="utf-8") as log:
 
@@ -449,7 +453,11 @@ def run_population(
                     if on_done is not None:
                         on_done(row)
 
-                asyncio.run(_run_all(base_url, todo, policy, cfg, finish, persona_for))
+                asyncio.run(
+                    _run_all(
+                        base_url, todo, policy, cfg, finish, persona_for, sink, catalog.shop_id
+                    )
+                )
         finally:
             stop()
             sink.close()
@@ -468,10 +476,16 @@ def default_persona(plan: AgentPlan) -> Persona:
 
 
 def spec_for(
-    plan: AgentPlan, base_url: str, persona_for: Callable[[AgentPlan], Persona] | None = None
+    plan: AgentPlan,
+    base_url: str,
+    persona_for: Callable[[AgentPlan], Persona] | None = None,
+    landing: bool = True,
 ) -> SessionSpec:
+    """The plan's session; `landing`: start at its counterpart's landing page (paths of the
+    storefront served here), else at the store's URL."""
+    path = plan.start_path if landing and plan.start_path else "/"
     return SessionSpec(
-        start_url=base_url.rstrip("/") + (plan.start_path if plan.start_path else "/"),
+        start_url=base_url.rstrip("/") + path,
         buyer_id=plan.buyer_id,
         persona=(persona_for or default_persona)(plan),
         goal=Goal(plan.goal, target=plan.goal_target, product_id=plan.product_id),
@@ -487,13 +501,18 @@ async def _run_all(
     cfg: PopulationConfig,
     finish: Callable[[AgentPlan, SessionResult], None],
     persona_for: Callable[[AgentPlan], Persona] | None = None,
+    sink: EventSink | None = None,
+    shop_id: str = "",
 ) -> None:
-    # The storefront this run serves is a test store; any other store is guarded.
-    runtime = cfg.runtime.own_store(base_url) if cfg.own_store else cfg.runtime
+    if cfg.store_url:
+        # Another store: it logs nothing for us, so the browser records the clickstream.
+        runtime = replace(cfg.runtime, capture_sink=sink, capture_shop_id=shop_id)
+    else:
+        runtime = cfg.runtime.own_store(base_url)  # the storefront served here: a test store
     async with BrowserPool(cfg.browser, size=cfg.concurrency) as pool:
 
         async def one(plan: AgentPlan) -> None:
-            spec = spec_for(plan, base_url, persona_for)
+            spec = spec_for(plan, base_url, persona_for, landing=not cfg.store_url)
             res = await run_session(pool, spec, policy, runtime)
             finish(plan, res)
 
