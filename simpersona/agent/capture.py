@@ -104,13 +104,16 @@ class SessionCapture:
             self._product = {"product_id": pid, "price": price}
             self._saw("products", {"product_id": pid, "title": obs.title, "price": price})
             self._emit("product_view", obs, product_id=pid, price=price)
-        elif obs.kind == "collection":
+        elif obs.kind == "collection" and product_id_from_url(obs.url):
             cid = product_id_from_url(obs.url)
             self._saw("collections", {"collection_id": cid, "title": obs.title})
             self._emit("collection_view", obs, collection_id=cid)
         elif obs.kind == "search":
             query = search_query(obs.url) or self._last_query
-            self._emit("search", obs, search_query=query)
+            if query:
+                self._emit("search", obs, search_query=query)
+            else:  # an empty search box submitted: a page view, as a store would log it
+                self._emit("page_view", obs)
         elif obs.kind == "checkout":
             if not self._checkout_started:
                 self._checkout_started = True
@@ -154,14 +157,13 @@ class SessionCapture:
                 )
             else:
                 ok = writes_ok > 0 and not after.form_error and after.kind != "error"
+            pid = before.product_id if before.kind == "product" else None
+            pid = pid or (el.product_id if el else None)
             if ok:
                 qty = action.quantity if isinstance(action, AddToCart) else 1
                 self.cart_items = max(0, self.cart_items + (qty if adding else -qty))
-                pid = (
-                    before.product_id
-                    if before.kind == "product"
-                    else (el.product_id if el else None)
-                )
+            # An add the page does not tie to a product is counted, not logged.
+            if ok and (pid or removing):
                 price = parse_price(before.facts.get("price")) if before.kind == "product" else None
                 self._emit(
                     "add_to_cart" if adding else "remove_from_cart",

@@ -67,6 +67,7 @@ PREPARE_ADD_JS = """([sel, qty]) => {
   }
   return {quantity: !!q};
 }"""
+POINTER_ROLES = frozenset({"option", "combobox", "menuitem", "listbox"})
 SETTLE_MS = 1500  # how long a click may take to start a navigation before it counts as a script's
 TEXT_TYPES = frozenset(
     {"", "text", "search", "email", "tel", "url", "number", "password", "textarea"}
@@ -90,6 +91,7 @@ DESCRIBE_JS = """sel => {
     : el.getAttribute && el.getAttribute('formaction') ? el.formAction
     : el.form ? formTarget(el.form) : null;
   return {tag: el.tagName.toLowerCase(), type: (el.getAttribute('type') || '').toLowerCase(),
+          role: (el.getAttribute('role') || '').toLowerCase(),
           href: el.getAttribute('href'), form: !!el.form, disabled: !!el.disabled, target};
 }"""
 # A DOM click: the same click event a mouse gives the page's handlers and forms, without
@@ -176,6 +178,43 @@ async def _settle_after(page: Any, trigger: Any, nav_timeout_ms: float) -> bool:
         page.remove_listener("requestfailed", on_failed)
 
 
+# A visible search field of any store, and the control that opens a hidden one.
+FIND_SEARCH_JS = """(inputs) => {
+  const shown = (el) => { const r = el.getBoundingClientRect(); const st = getComputedStyle(el);
+    return r.width > 0 && r.height > 0 && st.visibility !== 'hidden' && st.display !== 'none'; };
+  const box = Array.from(document.querySelectorAll(inputs)).find(shown);
+  if (box) { box.setAttribute('data-sp-search', '1');
+    const a = box.form && box.form.getAttribute('action');
+    return {box: true, action: box.form ? new URL(a || location.href, location.href).href : null}; }
+  const toggle = Array.from(document.querySelectorAll('a, button, [role=button]')).find(el =>
+    shown(el) && /search/i.test([el.getAttribute('aria-label'), el.innerText, el.className,
+                                 el.getAttribute('title')].join(' ')));
+  if (toggle) { toggle.setAttribute('data-sp-search-toggle', '1'); return {box: false, toggle: true}; }
+  return {box: false, toggle: false};
+}"""
+
+
+async def _search_generic(
+    page: Any, query: str, nav_timeout_ms: float, allowed: Iterable[str] | None
+) -> str:
+    """Search on a store read by the conventions: the visible search field (opening it first
+    when a header icon hides it), typed and submitted with Enter, as a buyer does."""
+    found = await page.evaluate(FIND_SEARCH_JS, SEARCH_INPUTS + ", input[placeholder*=search i]")
+    if not found["box"] and found.get("toggle"):
+        await page.evaluate("() => document.querySelector('[data-sp-search-toggle]').click()")
+        await page.wait_for_timeout(300)
+        found = await page.evaluate(
+            FIND_SEARCH_JS, SEARCH_INPUTS + ", input[placeholder*=search i]"
+        )
+    if not found["box"]:
+        raise ActionError("this page has no search box")
+    _check_target(found.get("action"), allowed)
+    box = page.locator("[data-sp-search]").first
+    await box.fill(query)
+    await _settle_after(page, lambda: box.press("Enter"), nav_timeout_ms)
+    return f"searched {query!r}"
+
+
 async def _navigating(page: Any, timeout_ms: float, action: Any) -> None:
     """Run `action()` (a coroutine factory) expecting a navigation, and wait for the new
     document to be parsed."""
@@ -193,6 +232,8 @@ async def execute(
     """Run `action` on `page`; returns a short note of what happened (for the progress log).
     `end_session` is the runtime's business and is not handled here. With `allowed`, clicks
     and searches that would load a page of another host raise `ActionError`."""
+    if isinstance(action, Search) and not obs.profile:
+        return await _search_generic(page, action.query, nav_timeout_ms, allowed)
     if isinstance(action, Search):
         box = await page.evaluate(
             "sel => { const el = document.querySelector(sel); if (!el) return null;"
@@ -230,6 +271,11 @@ async def execute(
             await _navigating(page, nav_timeout_ms, lambda: page.evaluate(CLICK_JS, sel))
         elif obs.profile:
             await page.evaluate(CLICK_JS, sel)
+        elif info["role"] in POINTER_ROLES:
+            # Scripted widgets (a drop-down's options) listen to the pointer, not to a
+            # bare click event: a real mouse click, then let the page settle.
+            loc = page.locator(sel).first
+            await _settle_after(page, lambda: loc.click(), nav_timeout_ms)
         else:
             # A store read by the conventions: its scripts may handle the form or the
             # button; wait for whichever happens.

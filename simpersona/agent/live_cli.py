@@ -79,7 +79,8 @@ def _llm_policy(data_dir: Path, llm_model: Path | None, llm_url: str | None, con
                 concurrency=conc,
             )  # fmt: skip
         )
-        yield LLMPolicy(client)
+        # Guided decoding with each page's action schema, as population_simulation runs it.
+        yield LLMPolicy(client, constrained=True)
 
 
 def simulate_url(

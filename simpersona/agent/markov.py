@@ -598,7 +598,7 @@ class MarkovPolicy:
         if target == "end":
             return {"action": "end_session", "reason": "done browsing"}
         if target == "search":
-            if obs.profile is None and not obs.by_role("search_box"):
+            if not _can_search(obs):
                 # No search box here (a checkout page): back to where there is one.
                 return _click_or(obs, [], "go_back", "home_link")
             return {"action": "search", "query": self._query(persona, rng)}
@@ -634,7 +634,8 @@ class MarkovPolicy:
             removes = [
                 e
                 for e in obs.elements
-                if e.id.startswith("cart-remove-") or e.role == "remove_from_cart"
+                if e.id.startswith("cart-remove-")
+                or (obs.profile is None and e.role == "remove_from_cart")
             ]
             if obs.kind == "cart" and removes:
                 return _click(rng.choice(removes))
@@ -653,7 +654,7 @@ class MarkovPolicy:
                 return self._to_product(obs, persona, rng)
             if obs.kind == "cart" and obs.element("checkout-button"):
                 return {"action": "click", "id": "checkout-button"}
-            if obs.kind == "cart" and obs.by_role("checkout"):
+            if obs.kind == "cart" and obs.profile is None and obs.by_role("checkout"):
                 return _click(obs.by_role("checkout")[0])
             if obs.kind == "cart":
                 return {"action": "end_session", "reason": "cart is empty"}
@@ -674,8 +675,10 @@ class MarkovPolicy:
         if links:
             return _click(_pick(rng, links, persona))
         colls = obs.links("collection")
-        if colls and rng.random() < 0.5:
+        if colls and (rng.random() < 0.5 or not _can_search(obs)):
             return _click(_pick(rng, colls, persona))
+        if not _can_search(obs):
+            return _click_or(obs, [], "go_back", "home_link")
         return {"action": "search", "query": self._query(persona, rng)}
 
     def _fill_checkout(self, obs: Observation, memory: Memory) -> dict[str, Any]:
@@ -699,7 +702,7 @@ def fill_checkout(obs: Observation, buyer_id: str = "buyer") -> dict[str, Any]:
     for bid in CONTINUE_BUTTONS:
         if obs.element(bid):
             return {"action": "click", "id": bid}
-    for role in ("place_order", "continue"):
+    for role in ("place_order", "continue") if obs.profile is None else ():
         found = [e for e in obs.by_role(role) if e.region != "header"]
         if found:
             return _click(found[0])
@@ -735,7 +738,17 @@ SKIP_FIELD = re.compile(
     re.I,
 )
 _COUNTRY = re.compile(r"country", re.I)
+_PLACEHOLDER = re.compile(r"^\W*$|\b(select|choose|please|pick)\b|^-+", re.I)
 _AGREE = re.compile(r"terms|agree|accept|conditions|privacy", re.I)
+
+
+def _can_search(obs: Observation) -> bool:
+    """Whether the page has a search box, or (a store read by the conventions) a control
+    that opens one."""
+    if obs.profile is not None or obs.by_role("search_box"):
+        return True
+    return any(e.kind in ("link", "button") and re.match(r"\s*search\b", e.label, re.I)
+               for e in obs.elements)  # fmt: skip
 
 
 def _field_text(e: Element) -> str:
@@ -753,7 +766,8 @@ def _fill_generic(obs: Observation, buyer_id: str) -> dict[str, Any] | None:
         if e.kind == "input" and not e.value and not SKIP_FIELD.search(text):
             for pattern, value in FIELD_RULES:
                 if pattern.search(text):
-                    if value.startswith("+") and not e.required:
+                    required = e.required or e.label.rstrip().endswith("*")
+                    if value.startswith("+") and not required:
                         break  # an optional phone: stores check numbers; leave it empty
                     return {"action": "type", "id": e.id, "text": value.format(buyer=buyer)}
         if e.kind == "select" and e.options and not SKIP_FIELD.search(text):
@@ -771,6 +785,22 @@ def _fill_generic(obs: Observation, buyer_id: str) -> dict[str, Any] | None:
             first = next((v for v in values if v.strip()), None)
             if first is not None and first != e.value:
                 return {"action": "select", "id": e.id, "value": first}
+    # Scripted drop-downs (ARIA comboboxes): an open list gets its choice, a closed one
+    # without a choice is opened.
+    options = [e for e in obs.elements if e.aria_role == "option" and e.label.strip()]
+    if options:
+        for e in options:
+            if re.search(r"\bUnited States\b|^(US|USA)$", e.label.strip()):
+                return _click(e)
+        real = [e for e in options if not _PLACEHOLDER.search(e.label)]
+        return _click((real or options)[0])
+    for e in obs.elements:
+        shown = (e.value or "").strip().lower()
+        unset = (
+            not shown or bool(_PLACEHOLDER.search(shown)) or shown == e.label.strip(" *").lower()
+        )
+        if e.aria_role == "combobox" and unset and not SKIP_FIELD.search(_field_text(e)):
+            return _click(e)
     groups: dict[str, list[Element]] = {}
     for e in obs.elements:
         if e.kind == "radio":
@@ -820,10 +850,12 @@ def _click_or(
     for i in ids:
         if obs.element(i):
             return {"action": "click", "id": i}
-    if role is not None:
+    if role is not None and obs.profile is None:  # a store read by the conventions
         found = obs.by_role(role)
-        if found:  # a link before a button (a mini-cart toggle only shows the link)
-            return _click(sorted(found, key=lambda e: e.kind != "link")[0])
+        if found:  # a link, then a page's own button, before a header toggle
+            return _click(
+                sorted(found, key=lambda e: (e.kind != "link", e.region in ("header", "nav")))[0]
+            )
     if fallback == "go_back":
         return {"action": "go_back"}
     return {"action": "end_session", "reason": "no way forward from this page"}

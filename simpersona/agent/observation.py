@@ -71,6 +71,7 @@ class Element:
     group: str | None = None  # a radio's group (its name)
     href: str | None = None  # a link's target
     required: bool | None = None  # a form field the form requires
+    aria_role: str | None = None  # an ARIA widget's role (combobox, option, radio, …)
 
     def render(self) -> str:
         """`[id] label` for a link; `[id] kind label` for a control, with its value, state or
@@ -233,7 +234,7 @@ def _priority(e: Element) -> tuple[int, float]:
     return (0 if e.in_view and region < 2 else 1 + region, 0.0)
 
 
-def _facts(raw: dict[str, Any]) -> tuple[dict[str, str], dict[str, str] | None]:
+def _facts(raw: dict[str, Any], guess: bool = True) -> tuple[dict[str, str], dict[str, str] | None]:
     """The page's facts: what a site profile read, else what the conventions say (the
     structured product, the header's cart count, the confirmation's order number)."""
     facts: dict[str, str] = {}
@@ -246,6 +247,8 @@ def _facts(raw: dict[str, Any]) -> tuple[dict[str, str], dict[str, str] | None]:
         facts["status"] = str(raw["error_status"])
     if raw.get("payment_fields"):
         facts["payment"] = "yes"
+    if not guess:
+        return facts, None
     product = structured_product(raw)
     if product:
         if product.get("id"):
@@ -287,18 +290,29 @@ def build_observation(raw: dict[str, Any], token_budget: int = DEFAULT_TOKEN_BUD
     url = raw.get("url", "")
     # Read through a site profile (ours sets the page kind); the conventions fill the rest.
     profiled = bool(raw.get("profile")) or bool(raw.get("page"))
-    facts, product = _facts(raw)
+    # Conventions fill in what a profile does not say, unless it says everything (ours; a
+    # page that declares its kind without naming a profile is read the same way).
+    guess = bool(raw.get("guess", True)) and not (raw.get("page") and not raw.get("profile"))
+    facts, product = _facts(raw, guess)
     raw_elements = list(raw.get("elements", []))
     if raw.get("page") in PAGE_KINDS:
         kind = raw["page"]
     else:
         n_add = sum(element_role(e, "product", url) == "add_to_cart" for e in raw_elements)
-        kind = infer_kind(raw, product, n_add, raw.get("profile_urls"))
-    if kind == "product" and "product_id" not in facts:
+        n_products = len(
+            {
+                e.get("href")
+                for e in raw_elements
+                if e.get("region") == "main"
+                and element_role(e, "collection", url) == "product_link"
+            }
+        )
+        kind = infer_kind(raw, product, n_add, raw.get("profile_urls"), n_products)
+    if guess and kind == "product" and "product_id" not in facts:
         pid = product_id_from_url(url)
         if pid:
             facts["product_id"] = pid
-    if kind == "confirmation" and "order_number" not in facts:
+    if guess and kind == "confirmation" and "order_number" not in facts:
         number = order_number_of(str(raw.get("text") or ""))
         if number:
             facts["order_number"] = number
@@ -316,6 +330,8 @@ def build_observation(raw: dict[str, Any], token_budget: int = DEFAULT_TOKEN_BUD
                 label = _with_context(label, e["context"], labels.get(label, 0) > 1)
             if role == "product_link" and not product_id:
                 product_id = product_id_from_url(e.get("href") or "")
+            if role == "add_to_cart" and not product_id and e.get("card_href"):
+                product_id = product_id_from_url(e["card_href"])
             if role == "collection_link" and not collection_id:
                 collection_id = product_id_from_url(e.get("href") or "")
         elements.append(
@@ -324,7 +340,7 @@ def build_observation(raw: dict[str, Any], token_budget: int = DEFAULT_TOKEN_BUD
                 kind=e["kind"],
                 label=label[:MAX_LABEL],
                 region=e.get("region", "main"),
-                value=e.get("value"),
+                value=e.get("value") if e.get("aria_role") != "combobox" else e.get("text"),
                 options=tuple(e["options"]) if e.get("options") else None,
                 checked=e.get("checked"),
                 product_id=product_id,
@@ -335,6 +351,7 @@ def build_observation(raw: dict[str, Any], token_budget: int = DEFAULT_TOKEN_BUD
                 group=e.get("group"),
                 href=e.get("href"),
                 required=e.get("required"),
+                aria_role=e.get("aria_role"),
             )
         )
     text = raw.get("text") or ""

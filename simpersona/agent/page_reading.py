@@ -85,19 +85,25 @@ EXTRACT_JS = r"""
   }
   const visible = (el) => {
     if (el.type === 'hidden' || el.hidden || el.disabled && el.tagName !== 'OPTION') return false;
+    if (el.getAttribute('aria-disabled') === 'true' && el.getAttribute('role')) return false;
     const r = el.getBoundingClientRect();
     if (r.width === 0 && r.height === 0 && el.type !== 'radio' && el.type !== 'checkbox') return false;
     const s = getComputedStyle(el);
     return s.visibility !== 'hidden' && s.display !== 'none';
   };
+  // A profile that says everything (guess: false, our storefront) reads labels as it always
+  // has; other pages also try the label around a control, aria-labelledby and an image's alt.
+  const guess = !prof || prof.guess !== false;
   const labelOf = (el) => {
     let t = '';
     if (el.id) { const l = document.querySelector(`label[for="${CSS.escape(el.id)}"]`); if (l) t = l.innerText; }
-    if (!t && el.closest('label') && el.tagName === 'INPUT') t = el.closest('label').innerText;
+    if (guess && !t && el.closest('label') && (el.tagName === 'INPUT' || el.getAttribute('role'))) t = el.closest('label').innerText;
+    if (guess && !t && el.getAttribute('aria-labelledby')) { const l = document.getElementById(el.getAttribute('aria-labelledby')); if (l) t = l.innerText; }
     if (!t) t = el.getAttribute('aria-label') || '';
     if (!t && (el.tagName === 'A' || el.tagName === 'BUTTON')) t = el.innerText;
-    if (!t && el.tagName === 'A') { const img = el.querySelector('img[alt]'); if (img) t = img.alt; }
-    if (!t) t = el.getAttribute('placeholder') || el.getAttribute('title') || el.value || el.getAttribute('name') || '';
+    if (guess && !t && el.tagName === 'A') { const img = el.querySelector('img[alt]'); if (img) t = img.alt; }
+    if (!t) t = guess ? (el.getAttribute('placeholder') || el.getAttribute('title') || el.value || el.getAttribute('name') || '')
+                      : (el.getAttribute('placeholder') || el.getAttribute('name') || el.getAttribute('title') || el.value || '');
     return clean(t);
   };
   // The row, card or list item a control sits in: the smallest ancestor with more text than
@@ -127,10 +133,15 @@ EXTRACT_JS = r"""
     return x ? x.getAttribute(name) : null;
   };
   const els = [];
-  let n = 0;
+  // Agent ids continue where the last read of this document stopped: an element that
+  // appeared since (a cart drawer) must not take an id an earlier element holds.
+  let n = window.__spAgentNext || 0;
   const seen = new Set();
-  for (const el of document.querySelectorAll('a[href], button, input, select, textarea, [role=button]')) {
+  const WIDGETS = 'a[href], button, input, select, textarea, [role=button], [role=option], [role=radio], [role=checkbox], [role=combobox], [role=menuitem]';
+  for (const el of document.querySelectorAll(WIDGETS)) {
     if (!visible(el)) continue;
+    // An ARIA widget inside a native control (a span[role=radio] in a button) is that control.
+    if (el.getAttribute('role') && el.parentElement && el.parentElement.closest('button, a[href]') && !['option'].includes(el.getAttribute('role'))) continue;
     let id = el.id;
     if (!id || seen.has(id)) {
       id = el.getAttribute('data-sp-agent-id');
@@ -139,14 +150,23 @@ EXTRACT_JS = r"""
     seen.add(id);
     const tag = el.tagName.toLowerCase();
     const type = (el.getAttribute('type') || '').toLowerCase();
+    const aria = (el.getAttribute('role') || '').toLowerCase();
     let kind = tag === 'a' ? 'link' : tag === 'select' ? 'select' : tag === 'textarea' ? 'input'
       : tag === 'input' ? (['submit', 'button', 'image', 'reset'].includes(type) ? 'button'
-        : ['radio', 'checkbox'].includes(type) ? type : 'input') : 'button';
+        : ['radio', 'checkbox'].includes(type) ? type : 'input')
+      : ['radio', 'checkbox'].includes(aria) ? aria : 'button';
     const r = el.getBoundingClientRect();
     const label = labelOf(el).slice(0, 120);
     const e = {id, kind, label, top: r.top + sy, in_view: r.bottom > 0 && r.top < vh};
     if (kind === 'input') { e.value = (el.value || '').slice(0, 60); e.input_type = type || 'text'; }
-    if (kind === 'radio' || kind === 'checkbox') { e.checked = el.checked; e.group = el.name || null; }
+    if (kind === 'radio' || kind === 'checkbox') {
+      const rg = el.closest('[role=radiogroup], fieldset');
+      e.checked = tag === 'input' ? el.checked : el.getAttribute('aria-checked') === 'true';
+      e.group = el.getAttribute('name') || (rg && (rg.id || rg.getAttribute('aria-label'))) || null;
+      if (!e.group && rg) { if (!rg.dataset.spGroup) rg.dataset.spGroup = 'rg-' + (n++); e.group = rg.dataset.spGroup; }
+    }
+    if (aria) e.aria_role = aria;
+    if (aria === 'combobox') e.text = clean(el.innerText).slice(0, 60);
     if (kind === 'select') {
       e.value = el.value;
       e.options = Array.from(el.options).slice(0, 40).map(o => o.value === clean(o.text) ? o.value : `${o.value}=${clean(o.text)}`);
@@ -164,9 +184,14 @@ EXTRACT_JS = r"""
     }
     const own = typeof el.className === 'string' ? el.className : '';
     e.hint = clean([el.id, own, name, el.getAttribute('data-action'), el.getAttribute('value') && kind === 'button' ? el.value : ''].join(' ')).slice(0, 120);
-    if (kind !== 'link' && kind !== 'input' && kind !== 'select') e.context = contextOf(el, label);
-    const card = cardOf(el);
-    if (card) e.in_card = true;
+    if (guess && kind !== 'link' && kind !== 'input' && kind !== 'select') e.context = contextOf(el, label);
+    const card = guess ? cardOf(el) : null;
+    if (card) {
+      e.in_card = true;
+      // The card's product: its first link (a listing's add-to-cart button acts on it).
+      const a = card.querySelector('a[href]');
+      if (a && kind !== 'link') e.card_href = a.href.slice(0, 300);
+    }
     if (prof) {
       const pid = attrOf(el, prof.product_attr);
       if (pid && (kind === 'link' || kind === 'button')) e.product_id = pid;
@@ -178,20 +203,21 @@ EXTRACT_JS = r"""
       : el.closest('form') ? 'form' : el.closest('nav') ? 'nav' : 'main';
     els.push(e);
   }
+  window.__spAgentNext = n;
   const main = document.querySelector('main') || body;
   const q = (sel) => { try { return document.querySelector(sel); } catch (e) { return null; } };
   const txt = (sel) => { const x = q(sel); return x ? clean(x.innerText) : null; };
   const read = (spec) => { const x = q(spec.selector); if (!x) return null;
                            return spec.attribute ? x.getAttribute(spec.attribute) : clean(x.innerText); };
-  const ld = [];
+  const ld = [], og = {}, micro = [], cartTexts = [];
+  // What the conventions read (a profile that says everything skips it).
+  if (guess) {
   for (const s of document.querySelectorAll('script[type="application/ld+json"]')) {
     try { ld.push(JSON.parse(s.textContent)); } catch (err) {}
   }
-  const og = {};
   for (const m of document.querySelectorAll('meta[property^="og:"], meta[property^="product:"]')) {
     og[m.getAttribute('property')] = m.getAttribute('content');
   }
-  const micro = [];
   for (const it of document.querySelectorAll('[itemscope][itemtype*="Product" i]')) {
     const prop = (p) => { const x = it.querySelector(`[itemprop="${p}"]`); if (!x) return null;
       return x.getAttribute('content') || (x.tagName === 'A' || x.tagName === 'LINK' ? x.getAttribute('href') : null) || clean(x.innerText) || null; };
@@ -201,22 +227,23 @@ EXTRACT_JS = r"""
     if (micro.length >= 60) break;
   }
   // Short texts of the header's cart/basket/bag elements: where stores show the item count.
-  const cartTexts = [];
   for (const x of document.querySelectorAll('[class*="cart" i], [id*="cart" i], [class*="basket" i], [id*="basket" i], [class*="bag" i], [aria-label*="cart" i], [aria-label*="basket" i], [data-cart-count]')) {
     if (!x.closest('header, nav, [role=banner]') && !/count|qty|quantity|badge/i.test(x.className + ' ' + x.id)) continue;
     const t = clean(x.getAttribute('data-cart-count') || x.innerText || x.getAttribute('aria-label'));
     if (t && t.length <= 60) cartTexts.push(t);
     if (cartTexts.length >= 12) break;
   }
-  const errorBox = (prof && prof.form_error && txt(prof.form_error))
-    || txt('[role=alert]') || txt('.errorlist') || txt('.alert-danger') || txt('.alert-error')
-    || txt('.woocommerce-error') || txt('.field-error') || txt('.error-message');
-  const notice = txt('.alert-success') || txt('.woocommerce-message') || txt('[role=status]');
+  }
+  const errorBox = (prof && prof.form_error && txt(prof.form_error)) || txt('[role=alert]')
+    || (guess ? (txt('.errorlist') || txt('.alert-danger') || txt('.alert-error')
+                 || txt('.woocommerce-error') || txt('.field-error') || txt('.error-message')) : null);
+  const notice = guess ? (txt('.alert-success') || txt('.woocommerce-message') || txt('[role=status]')) : null;
   const out = {
     url: location.href,
     title: document.title,
     generator,
     profile: prof ? prof.name : null,
+    guess,
     heading: txt('h1'),
     form_error: errorBox,
     text: clean(main.innerText).slice(0, maxText),
@@ -281,6 +308,13 @@ _CONTINUE_LABEL = re.compile(
 _REMOVE_LABEL = re.compile(r"\b(remove|delete)\b|^×$|^x$", re.I)
 _CART_LABEL = re.compile(r"\b(cart|basket|bag|trolley)\b", re.I)
 _HOME_LABEL = re.compile(r"^(home|start|shop|store)$", re.I)
+_VIEW_CART_LABEL = re.compile(r"\b(view|go to|open|see) (my |your |the )?(cart|basket|bag)\b", re.I)
+_MENU_PATH = re.compile(r"/[^/]+/?")
+_NOT_A_CATEGORY = re.compile(
+    r"account|login|log-in|sign[-_ ]?in|sign[-_ ]?up|register|logout|wishlist|compare|contact"
+    r"|about|blog|help|faq|search|cart|basket|checkout|offers|pages?\b|policy|terms|privacy",
+    re.I,
+)
 _CONFIRM_TEXT = re.compile(
     r"thank you for your (order|purchase)|your order (has been|was) (placed|received|confirmed)"
     r"|order (is )?confirmed|order (number|no\.?|#)\s*[:#]?\s*[A-Z0-9-]{3,}"
@@ -424,7 +458,7 @@ def element_role(e: Mapping[str, Any], page_kind: str, page_url: str) -> str | N
             and e.get("region") != "header"
         ):
             return "continue"
-        if parts.fragment and (parts.path, parts.query) == (here.path, here.query):
+        if "#" in href and (parts.path, parts.query) == (here.path, here.query):
             return None  # a menu toggle or an anchor on this page
         path = parts.path or "/"
         if _HOME_LABEL.search(label):
@@ -456,6 +490,13 @@ def element_role(e: Mapping[str, Any], page_kind: str, page_url: str) -> str | N
         listing = page_kind in ("collection", "search", "home", "other")
         if e.get("in_card") and listing and e.get("region") == "main" and label:
             return "product_link"
+        if (
+            e.get("region") in ("header", "nav")
+            and label
+            and _MENU_PATH.fullmatch(path)
+            and not (_NOT_A_CATEGORY.search(path) or _NOT_A_CATEGORY.search(label))
+        ):
+            return "collection_link"  # a menu's one-segment link: the store's categories
         return None
     if kind == "input":
         name = f"{e.get('name') or ''} {e.get('hint') or ''}".lower()
@@ -466,12 +507,12 @@ def element_role(e: Mapping[str, Any], page_kind: str, page_url: str) -> str | N
         return None
     if kind != "button":
         return None
-    if (
+    if _VIEW_CART_LABEL.search(label) or (
         e.get("region") in ("header", "nav")
         and _CART_LABEL.search(label)
         and not _ADD_LABEL.search(label)
     ):
-        return "cart_link"  # a mini-cart toggle: it shows the cart's link
+        return "cart_link"  # "View cart", or a mini-cart toggle that shows the cart's link
     action = str(e.get("form_action") or "")
     if (
         _ADD_LABEL.search(label)
@@ -494,9 +535,11 @@ def element_role(e: Mapping[str, Any], page_kind: str, page_url: str) -> str | N
 
 
 def infer_kind(raw: Mapping[str, Any], product: Mapping[str, str] | None, n_add: int,
-               profile_urls: Mapping[str, list[str]] | None = None) -> str:  # fmt: skip
+               profile_urls: Mapping[str, list[str]] | None = None,
+               n_products: int = 0) -> str:  # fmt: skip
     """The page kind from the URL, the structured data, the headings and the controls
-    (`n_add`: add-to-cart buttons on the page; more than one makes a listing)."""
+    (`n_add`: add-to-cart buttons on the page, `n_products`: distinct product links in the
+    page's main part; more than one button or three products make a listing)."""
     url = str(raw.get("url") or "")
     path = _path(url)
     for kind, patterns in (profile_urls or {}).items():
@@ -526,15 +569,15 @@ def infer_kind(raw: Mapping[str, Any], product: Mapping[str, str] | None, n_add:
         return "cart"
     # Several add-to-cart buttons make a listing, unless the URL names one product (its
     # page may list related or recently viewed products with buttons of their own).
-    listing = n_add > 1 and not _PRODUCT_PATH.search(path)
+    listing = (n_add > 1 or n_products >= 3) and not _PRODUCT_PATH.search(path)
     if not listing and (product is not None or _PRODUCT_PATH.search(path)):
         return "product"
     if search_query(url) is not None or re.search(r"/search(/|$)", path, re.I):
         return "search"
+    if _HOME_PATHS.fullmatch(path):
+        return "home"  # a home page may list products too
     if _COLLECTION_PATH.search(path) or listing:
         return "collection"
-    if _HOME_PATHS.fullmatch(path):
-        return "home"
     if _INFO_PATH.search(path):
         return "info"
     if n_add == 1:

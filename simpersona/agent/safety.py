@@ -35,7 +35,7 @@ USER_AGENT = "SimPersonaAgent"
 ORDER_REQUEST = re.compile(
     r"place[-_]?order|placeorder|complete[-_]?(order|checkout)|checkout[-_/]?complete"
     r"|submit[-_]?order|create[-_]?order|order/create|confirm[-_]?order|checkoutcomplete"
-    r"|/orders?/?(\?|$)|/payment/(process|submit)",
+    r"|/orders?/?(\?|$)|/payment/(process|submit)|/carts?/[^/]+/(checkout|complete|order)\b",
     re.I,
 )
 

@@ -111,6 +111,8 @@ class SiteProfile(_Strict):
     controls: Controls = Field(default_factory=Controls)
     elements: ElementIds = Field(default_factory=ElementIds)
     form_error: str | None = None  # selector of a form's error message
+    # False: the profile says everything there is to read; the conventions add no facts.
+    guess: bool = True
 
     @field_validator("facts")
     @classmethod
@@ -137,6 +139,7 @@ class SiteProfile(_Strict):
             "product_attr": self.elements.product_id_attribute,
             "collection_attr": self.elements.collection_id_attribute,
             "form_error": self.form_error,
+            "guess": self.guess,
         }
 
 
@@ -189,6 +192,7 @@ STOREFRONT_PROFILE = SiteProfile(
         product_id_attribute="data-product-id", collection_id_attribute="data-collection-id"
     ),
     form_error="#form-error",
+    guess=False,
 )
 BUILTIN_PROFILES: tuple[SiteProfile, ...] = (STOREFRONT_PROFILE,)
 

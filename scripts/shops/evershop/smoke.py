@@ -50,7 +50,9 @@ def main() -> int:
         print(f"orders before: {before}; products seeded: {len(shop.products())}")
         hosts: set[str] = set()
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"])
+            browser = p.chromium.launch(
+                executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"]
+            )
             page = browser.new_page()
             page.set_default_timeout(20000)
             page.on("request", lambda r: hosts.add(r.url.split("/")[2]))
@@ -78,10 +80,14 @@ def main() -> int:
             expect(page.locator("h1")).to_contain_text("Blue", ignore_case=True)
             page.fill("input[name=qty]", "2")
             shot("03-product")
-            with page.expect_response(lambda r: "/api/cart/mine/items" in r.url and r.request.method == "POST") as r:
+            with page.expect_response(
+                lambda r: "/api/cart/mine/items" in r.url and r.request.method == "POST"
+            ) as r:
                 page.click("#productForm button:has-text('Add to cart')")
             assert r.value.ok, r.value.text()
-            expect(page.locator(".mini-cart-icon")).to_have_attribute("aria-label", "Shopping cart with 2 items")
+            expect(page.locator(".mini-cart-icon")).to_have_attribute(
+                "aria-label", "Shopping cart with 2 items"
+            )
             page.goto(base + "/cart")
             page.wait_for_load_state("networkidle")
             expect(page.locator("h1")).to_have_text("Your cart")
@@ -107,7 +113,7 @@ def main() -> int:
             page.click("label:has-text('Cash on Delivery')")
             page.wait_for_load_state("networkidle")
             shot("06-checkout-filled")
-            page.click("button[type=submit]:has-text('Place order')")
+            page.click("button:has-text('Place Order')")
             page.wait_for_url("**/checkout/success/**", timeout=30000)
             page.wait_for_load_state("networkidle")
             shot("07-success")
@@ -116,7 +122,9 @@ def main() -> int:
             browser.close()
         after = shop.orders()
         print(f"orders after: {after}")
-        print(f"server RSS (node processes): {rss_mb(shop.server_pids()):.0f} MB over {len(shop.server_pids())} processes")
+        print(
+            f"server RSS (node processes): {rss_mb(shop.server_pids()):.0f} MB over {len(shop.server_pids())} processes"
+        )
         print("hosts requested:", sorted(hosts))
         assert (before, after) == (0, 1), (before, after)
         print("SMOKE OK")
