@@ -85,6 +85,8 @@ def test_markov_agents_shop_the_store_stop_before_ordering_and_ingest(store, mar
     # Safety: no order reached the store, nothing left the allowlist.
     assert shop.orders() == 0 and s["orders_placed"] == 0
     assert s["requests_off_allowlist_completed"] == 0
+    if name == "evershop":  # its checkout loads Stripe's script: a third party, aborted
+        assert s["requests_blocked_off_allowlist"] >= 1, detail
     assert s["guards"].get("order_guard", 0) >= 1, detail
     stopped = [r for r in report.results if r.guard == "order_guard"]
     assert all("not declared a test store" in r.message for r in stopped)

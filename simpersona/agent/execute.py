@@ -30,7 +30,7 @@ from simpersona.agent.actions import (
     _Action,
 )
 from simpersona.agent.browser import host_allowed
-from simpersona.agent.observation import AGENT_ID_ATTR, Observation
+from simpersona.agent.observation import AGENT_ID_ATTR, ALIAS_ATTR, Observation
 
 SEARCH_INPUTS = (
     "#search-input, input[type=search], input[name=q], input[name=s], input[name=query], "
@@ -77,7 +77,7 @@ TEXT_TYPES = frozenset(
 def element_selector(element_id: str) -> str:
     """CSS for the element an observation named `element_id`."""
     v = json.dumps(element_id)  # a double-quoted CSS string for ordinary ids
-    return f"[id={v}], [{AGENT_ID_ATTR}={v}]"
+    return f"[id={v}], [{AGENT_ID_ATTR}={v}], [{ALIAS_ATTR}={v}]"
 
 
 # One round trip: the element's facts, or null when no element has the id. `target` is the

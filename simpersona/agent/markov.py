@@ -616,7 +616,10 @@ class MarkovPolicy:
             if obs.profile is None:
                 return None
             return _click_or(obs, ["home-link"], "go_back", "home_link")
+        tries = memory.state.get("tries", 0)
         if target == "cart":
+            if obs.profile is None and obs.cart_count == 0 and tries > 2:
+                return None  # an empty mini-cart leads nowhere on this store: move on
             return _click_or(obs, ["cart-link"], "end_session", "cart_link")
         if target == "collection":
             links = [e for e in obs.links("collection")]
@@ -626,6 +629,9 @@ class MarkovPolicy:
         if target == "product":
             return self._to_product(obs, persona, rng)
         if target == "add_to_cart":
+            if obs.profile is None and obs.kind == "product" and tries > 3:
+                # The store keeps refusing this one (a variant to pick): another product.
+                return self._to_product(obs, persona, rng)
             if obs.kind == "product" and (obs.profile or obs.by_role("add_to_cart")):
                 qty = int(_sample(rng, self.model.label_model(persona.label).quantities) or 1)
                 return {"action": "add_to_cart", "quantity": max(1, min(qty, 99))}
@@ -656,6 +662,8 @@ class MarkovPolicy:
                 return {"action": "click", "id": "checkout-button"}
             if obs.kind == "cart" and obs.profile is None and obs.by_role("checkout"):
                 return _click(obs.by_role("checkout")[0])
+            if obs.kind == "cart" and self.follow_goal:
+                return self._to_product(obs, persona, rng)  # emptied: find something again
             if obs.kind == "cart":
                 return {"action": "end_session", "reason": "cart is empty"}
             return _click_or(obs, ["cart-link"], "end_session", "cart_link")

@@ -15,8 +15,9 @@ LLM policy reuses it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,6 +34,28 @@ from simpersona.agent.page_reading import (
 from simpersona.agent.site_profile import BUILTIN_PROFILES, SiteProfile
 
 AGENT_ID_ATTR = "data-sp-agent-id"
+# On a store read by the conventions, controls with a role get an id that says what they are
+# (`product-link-12`, `add-to-cart-button`, `cart-link`), written into this attribute: the
+# names an agent model learnt on our storefront, instead of opaque `sp-<n>`.
+ALIAS_ATTR = "data-sp-alias"
+_ROLE_IDS = {
+    "cart_link": "cart-link",
+    "home_link": "home-link",
+    "add_to_cart": "add-to-cart-button",
+    "checkout": "checkout-button",
+    "place_order": "place-order-button",
+    "continue": "continue-button",
+    "search_box": "search-input",
+    "quantity": "quantity-input",
+}
+ALIAS_JS = """(pairs) => {
+  for (const el of document.querySelectorAll('[data-sp-alias]')) el.removeAttribute('data-sp-alias');
+  for (const [id, alias] of pairs) {
+    const v = JSON.stringify(id);
+    const el = document.querySelector(`[id=${v}], [data-sp-agent-id=${v}]`);
+    if (el) el.setAttribute('data-sp-alias', alias);
+  }
+}"""
 CHARS_PER_TOKEN = 4  # rough size of a token in English page text; enough for a budget
 DEFAULT_TOKEN_BUDGET = 1500
 MAX_LABEL = 80
@@ -387,6 +410,43 @@ def build_observation(raw: dict[str, Any], token_budget: int = DEFAULT_TOKEN_BUD
     )
 
 
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "x"
+
+
+def role_ids(obs: Observation) -> dict[str, str]:
+    """element id → a readable id for the controls of a page read by the conventions
+    (`product-link-<id>`, `collection-link-<slug>`, `cart-remove-<n>`, `add-to-cart-button`,
+    …); unique on the page, never one of the page's own ids."""
+    taken = {e.id for e in obs.elements}
+    out: dict[str, str] = {}
+    removes = 0
+    # The plain name goes to the likeliest control: a link, then the page's own, then the
+    # header's (a "View cart" button in a drawer before the header's mini-cart toggle).
+    ranked = sorted(obs.elements, key=lambda e: (e.kind != "link", e.region in ("header", "nav")))
+    for e in ranked:
+        if e.role is None or not e.id.startswith("sp-"):
+            continue  # the page's own ids stay
+        if e.role == "product_link" and e.product_id:
+            base = f"product-link-{_slug(e.product_id)}"
+        elif e.role == "collection_link":
+            base = f"collection-link-{_slug(e.collection_id or e.label)}"
+        elif e.role == "remove_from_cart":
+            removes += 1
+            base = f"cart-remove-{removes}"
+        elif e.role in _ROLE_IDS:
+            base = _ROLE_IDS[e.role]
+        else:
+            continue
+        alias, k = base, 1
+        while alias in taken:
+            k += 1
+            alias = f"{base}-{k}"
+        taken.add(alias)
+        out[e.id] = alias
+    return out
+
+
 def estimate_tokens(text: str) -> int:
     """Rough token count of `text` (what the budget is measured in)."""
     return (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
@@ -429,4 +489,15 @@ async def observe(
     used = next((p for p in chosen if p.name == raw.get("profile")), None)
     if used is not None and used.page_kind.urls and not raw.get("page"):
         raw["profile_urls"] = used.page_kind.urls
-    return build_observation(raw, token_budget)
+    obs = build_observation(raw, token_budget)
+    if obs.profile is None:
+        aliases = role_ids(obs)
+        if aliases:
+            await page.evaluate(ALIAS_JS, list(aliases.items()))
+            obs = replace(
+                obs,
+                elements=tuple(
+                    replace(e, id=aliases[e.id]) if e.id in aliases else e for e in obs.elements
+                ),
+            )
+    return obs
