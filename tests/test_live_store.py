@@ -28,7 +28,7 @@ from tests.conftest import require_chromium
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 SHOPS = ("oscar", "evershop")
-N_SESSIONS = 10
+N_SESSIONS = 8
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +45,32 @@ def markov(tmp_path_factory) -> tuple[MarkovModel, Path]:
     return model, path
 
 
-@pytest.fixture(scope="module", params=SHOPS)
-def store(request):
+def _serve(name: str):
     require_chromium()
-    shop = load_shop(request.param)
+    shop = load_shop(name)
     if not shop.installed():
         shop.install()  # `make shops` has done it; a fresh checkout installs here
     url = shop.start()
-    yield request.param, shop, url
-    shop.stop()
+    try:
+        yield name, shop, url
+    finally:
+        shop.stop()
+
+
+@pytest.fixture(scope="module", params=SHOPS)
+def store(request):
+    yield from _serve(request.param)
+
+
+# The command and the population path do not depend on the store: one each (CI time).
+@pytest.fixture(scope="module")
+def oscar():
+    yield from _serve("oscar")
+
+
+@pytest.fixture(scope="module")
+def evershop():
+    yield from _serve("evershop")
 
 
 def _run(model, url, tmp: Path, n: int, allow: bool):
@@ -106,15 +123,15 @@ def test_orders_are_placed_only_on_a_declared_test_store(store, markov, tmp_path
     _, shop, url = store
     model, _ = markov
     before = shop.orders()
-    report = _run(model, url, tmp_path, 4, allow=True)
+    report = _run(model, url, tmp_path, 3, allow=True)
     s = report.summary()
     assert s["orders_placed"] >= 1, json.dumps(s, indent=1)
     assert shop.orders() - before == s["orders_placed"]
     assert not any(r.guard == "order_guard" for r in report.results)
 
 
-def test_simulate_url_command(store, markov, tmp_path):
-    name, shop, url = store
+def test_simulate_url_command(oscar, markov, tmp_path):
+    name, shop, url = oscar
     _, model_path = markov
     env = {**os.environ, "SIMPERSONA_DATA_DIR": str(tmp_path / "data")}
     before = shop.orders()
@@ -151,7 +168,7 @@ def test_bad_live_options_fail_fast_with_a_message(tmp_path):
     assert done.returncode == 2 and "http(s) URL" in " ".join(done.stderr.split())
 
 
-def test_population_simulation_runs_on_a_store_url(store, markov, tmp_path):
+def test_population_simulation_runs_on_a_store_url(evershop, markov, tmp_path):
     """The population path (what the population_simulation asset runs) on a store the
     project does not serve: events come from the browser, orders stay guarded."""
     from types import SimpleNamespace
@@ -159,7 +176,7 @@ def test_population_simulation_runs_on_a_store_url(store, markov, tmp_path):
     from simpersona.agent.population import AgentPlan, PopulationConfig, run_population
     from simpersona.agent.runtime import RuntimeConfig
 
-    name, shop, url = store
+    name, shop, url = evershop
     model, _ = markov
     before = shop.orders()
     plans = [

@@ -25,6 +25,7 @@ controls:
 elements:
   product_id_attribute: data-sku        # links carrying it are product links
   collection_id_attribute: data-aisle
+guess: true                             # false: this profile says everything; no guessing
 ```
 
 Everything is optional. `load_profile` validates a file with pydantic and raises
