@@ -121,9 +121,9 @@ EXTRACT_JS = r"""
     let a = el.parentElement;
     for (let i = 0; a && a !== body && i < 6; i++, a = a.parentElement) {
       const it = a.getAttribute('itemtype') || '';
-      if (/Product/i.test(it)) return a;
       const cls = typeof a.className === 'string' ? a.className : '';
-      if (CARD.test(cls) && a.tagName !== 'FORM') return a;
+      // The card is the container that also holds the product's link (not its price box).
+      if ((/Product/i.test(it) || CARD.test(cls)) && a.tagName !== 'FORM' && a.querySelector('a[href]')) return a;
     }
     return null;
   };
