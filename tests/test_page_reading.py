@@ -130,7 +130,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def log_message(self, *args: object) -> None:
-        pass
+        """No access log in the test output."""
 
 
 @pytest.fixture(scope="module")
