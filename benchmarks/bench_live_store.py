@@ -103,11 +103,11 @@ def main() -> None:
                     report = simulate_live(cfg, MarkovPolicy(model, args.seed, follow_goal=True),
                                            personas, out)  # fmt: skip
                 else:
-                    from simpersona.agent.live_cli import _llm_policy
+                    from simpersona.agent.live_cli import llm_policy
 
                     tokens = draw_labels({str(t): 1.0 for t in range(16)}, n, seed=args.seed)
                     personas = [Persona(t, attributes={"token": t}) for t in tokens]
-                    with _llm_policy(Path("."), llm_folder, None, args.concurrency) as agent:
+                    with llm_policy(Path("."), llm_folder, None, args.concurrency) as agent:
                         report = simulate_live(cfg, agent, personas, out)
                 s = report.summary()
                 rejects = ingest_rejects(out)

@@ -70,7 +70,6 @@ class SessionCapture:
     _seq: itertools.count = field(default_factory=itertools.count)
     _checkout_started: bool = False
     _last_query: str | None = None
-    _product: dict[str, Any] = field(default_factory=dict)
 
     def _emit(self, event_type: str, obs: Observation, **fields: Any) -> None:
         self.sink.emit(
@@ -101,7 +100,6 @@ class SessionCapture:
         if obs.kind == "product":
             pid = obs.product_id or product_id_from_url(obs.url)
             price = parse_price(obs.facts.get("price"))
-            self._product = {"product_id": pid, "price": price}
             self._saw("products", {"product_id": pid, "title": obs.title, "price": price})
             self._emit("product_view", obs, product_id=pid, price=price)
         elif obs.kind == "collection" and product_id_from_url(obs.url):

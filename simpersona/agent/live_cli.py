@@ -53,7 +53,9 @@ def token_shares(
 
 
 @contextlib.contextmanager
-def _llm_policy(data_dir: Path, llm_model: Path | None, llm_url: str | None, conc: int) -> Iterator[Any]:  # fmt: skip
+def llm_policy(data_dir: Path, llm_model: Path | None, llm_url: str | None, conc: int) -> Iterator[Any]:  # fmt: skip
+    """The persona LLM policy: `llm_url`'s endpoint, else the `llm_model` folder (default
+    the data dir's current persona_model) served on loopback while the block runs."""
     from simpersona.agent.llm_policy import LLMPolicy
     from simpersona.llm.client import LLMClient, LLMConfig
 
@@ -181,7 +183,7 @@ def simulate_url(
             with contextlib.ExitStack() as stack:
                 if policy == "llm":
                     agent = stack.enter_context(
-                        _llm_policy(data_dir, llm_model, llm_url, concurrency)
+                        llm_policy(data_dir, llm_model, llm_url, concurrency)
                     )
                 else:
                     agent = MarkovPolicy(markov, seed=seed, follow_goal=True)

@@ -464,15 +464,7 @@ async def observe(
     chosen = [*profiles, *BUILTIN_PROFILES]
     arg = {
         "maxText": token_budget * CHARS_PER_TOKEN,
-        "profiles": [
-            p.to_js()
-            | {
-                "name": p.name,
-                "hosts": [h.lower() for h in p.match.hosts],
-                "generator": p.match.generator,
-            }
-            for p in chosen
-        ],  # fmt: skip
+        "profiles": [p.js for p in chosen],
     }
     for attempt in range(3):
         try:

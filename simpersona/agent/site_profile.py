@@ -37,6 +37,7 @@ private knowledge of it.
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -129,9 +130,14 @@ class SiteProfile(_Strict):
             return True
         return bool(self.match.generator and generator == self.match.generator)
 
-    def to_js(self) -> dict[str, Any]:
-        """What the in-page extraction script needs of the profile."""
+    @cached_property
+    def js(self) -> dict[str, Any]:
+        """What the in-page extraction script needs of the profile: how it matches a page
+        and what it reads there (built once; the script runs at every step)."""
         return {
+            "name": self.name,
+            "hosts": [h.lower() for h in self.match.hosts],
+            "generator": self.match.generator,
             "kind_attr": self.page_kind.attribute.model_dump()
             if self.page_kind.attribute
             else None,
