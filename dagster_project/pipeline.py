@@ -355,12 +355,11 @@ def run_pipeline(
 
 
 def _current_codebook_meta(data_dir: Path) -> dict:
-    pointer = data_dir / "artifacts" / "persona_codebook" / "current.json"
-    if not pointer.exists():
-        return {}
-    version = json.loads(pointer.read_text())["version"]
-    meta = pointer.parent / version / "meta.json"
-    return json.loads(meta.read_text()) if meta.exists() else {}
+    from simpersona.artifacts import current_folder
+
+    folder = current_folder(data_dir / "artifacts", "persona_codebook")
+    meta = folder / "meta.json" if folder is not None else None
+    return json.loads(meta.read_text()) if meta is not None and meta.exists() else {}
 
 
 def ingest_by_shop(run: IngestRun) -> dict[str, dict[str, int]]:

@@ -288,19 +288,12 @@ def _infer_dim(path: Path) -> int | None:
 
 
 def _resolve_device(device: str) -> str:
-    dev = device.lower()
-    if dev == "cpu":
+    """The device's name (`simpersona.devices.resolve_device`); the CPU without importing torch."""
+    if device.strip().lower() == "cpu":
         return "cpu"
-    import torch
+    from simpersona.devices import resolve_device
 
-    if dev == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if dev.startswith("cuda") and not torch.cuda.is_available():
-        warnings.warn(
-            f"device {device!r} requested but CUDA is not available; using CPU", stacklevel=3
-        )
-        return "cpu"
-    return device
+    return str(resolve_device(device))
 
 
 @contextlib.contextmanager

@@ -24,11 +24,18 @@ def require_chromium() -> None:
         pytest.fail(f"Debian chromium not found at {CHROMIUM_PATH}: run `make chromium`")
 
 
+def require_public_data(path: Path | None = None) -> Path:
+    """Fail (never skip) when the real public data is missing: it sits beside the repo in
+    ../shared on every machine the suite runs on, so its absence is a broken set-up."""
+    path = path or PUBLIC_DATA
+    if not path.exists():
+        pytest.fail(f"real public data not found at {path} (the tests read ../shared in place)")
+    return path
+
+
 @pytest.fixture
 def public_data() -> Path:
-    if not PUBLIC_DATA.is_dir():
-        pytest.skip(f"real public data not found at {PUBLIC_DATA}")
-    return PUBLIC_DATA
+    return require_public_data()
 
 
 @pytest.fixture(autouse=True)

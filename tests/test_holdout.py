@@ -20,7 +20,7 @@ from simpersona.synth import GeneratorConfig
 from tests.test_dagster import resources_for
 from tests.test_personas_pipeline import FAST
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 TINY_SIM = {"agents_per_shop": 2, "max_steps": 3, "concurrency": 2}
 
 

@@ -23,6 +23,7 @@ from simpersona.ingest.rees46 import read_rees46
 from simpersona.ingest.shopify_pixels import match_item_name, read_shopify_pixels
 from simpersona.ingest.urls import classify_page, clean_handle
 from simpersona.schema import EVENT_TYPES, QUARANTINE_SCHEMA
+from tests.conftest import require_public_data
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLIC = Path(__file__).resolve().parents[2] / "shared" / "data" / "public"
@@ -31,12 +32,10 @@ REES = PUBLIC / "rees46-multicategory-store-sample"
 REES_MAPPING = REPO / "examples" / "mappings" / "rees46.yaml"
 TEMPLATE_MAPPING = REPO / "examples" / "mappings" / "user-item-event.yaml"
 
-_no_data = pytest.mark.skipif(not PUBLIC.is_dir(), reason="../shared/data/public is absent")
-
 
 def realdata(fn):
-    """Reads ../shared/data/public in place (marker `realdata`); skipped when absent."""
-    return pytest.mark.realdata(_no_data(fn))
+    """Reads ../shared/data/public in place (marker `realdata`)."""
+    return pytest.mark.realdata(fn)
 
 
 # Per file: rows, page_viewed, cart, checkout_started, checkout_completed, email, empty client.
@@ -61,22 +60,19 @@ PAGE_TYPES = ("product_view", "collection_view", "page_view", "search")
 
 @pytest.fixture(scope="module")
 def puffy():
-    if not PUBLIC.is_dir():
-        pytest.skip("../shared/data/public is absent")
+    require_public_data(PUBLIC)
     return read_shopify_pixels([PUFFY])
 
 
 @pytest.fixture(scope="module")
 def rees_oct():
-    if not PUBLIC.is_dir():
-        pytest.skip("../shared/data/public is absent")
+    require_public_data(PUBLIC)
     return read_rees46([REES / "2019-Oct_head.csv"])
 
 
 @pytest.fixture(scope="module")
 def rees_nov():
-    if not PUBLIC.is_dir():
-        pytest.skip("../shared/data/public is absent")
+    require_public_data(PUBLIC)
     return read_rees46([REES / "2019-Nov_head_noheader.csv"])
 
 
@@ -555,7 +551,7 @@ def test_mapping_column_missing_in_file(tmp_path):
 
 
 def test_cli_errors_and_summary(tmp_path):
-    typer = pytest.importorskip("typer")
+    import typer
     from typer.testing import CliRunner
 
     app = typer.Typer()

@@ -17,8 +17,8 @@ from simpersona.ingest.ingest import (
     ingest_events,
     sessionize_across_days,
 )
-from simpersona.ingest.validate import parse_timestamp
 from simpersona.lake import Lake
+from simpersona.timestamps import parse_timestamp
 from simpersona.warehouse import Warehouse
 
 KEY = b"k"
@@ -208,6 +208,35 @@ def test_timestamp_parsing() -> None:
     assert s[1] == dt.datetime(2019, 10, 1, 0, 0, 4, tzinfo=dt.UTC)
     assert s[2] == dt.datetime(2025, 1, 1, 8, tzinfo=dt.UTC)
     assert s[3] is None and s[4] is None
+
+
+def test_one_timestamp_parser_for_importers_and_validation() -> None:
+    """What the importers and the warehouse used to read differently now reads the same."""
+    from simpersona.ingest import generic, rees46, shopify_pixels, validate
+
+    for reader in (generic, rees46, shopify_pixels, validate):
+        assert reader.parse_timestamp is parse_timestamp
+    utc = dt.UTC
+    cases = {
+        "2024-01-02 03:04": dt.datetime(2024, 1, 2, 3, 4, tzinfo=utc),
+        "2024-01-02T03:04:05.5z": dt.datetime(2024, 1, 2, 3, 4, 5, 500000, tzinfo=utc),
+        "2024-01-02 03:04:05 utc": dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=utc),
+        "2024-01-02T03:04:05+0200": dt.datetime(2024, 1, 2, 1, 4, 5, tzinfo=utc),
+        " 2024-01-02 ": dt.datetime(2024, 1, 2, tzinfo=utc),
+        "1704164645": None,  # epochs only with an explicit epoch format
+    }
+    got = pl.DataFrame({"x": list(cases)}).select(parse_timestamp(pl.col("x")))["x"]
+    assert got.to_list() == list(cases.values())
+    # Naive times in the mapping's zone; an explicit offset or Z wins over it.
+    paris = pl.DataFrame({"x": ["2024-07-01 12:00:00", "2024-07-01T12:00:00Z"]}).select(
+        parse_timestamp(pl.col("x"), timezone="Europe/Paris")
+    )["x"]
+    assert paris.to_list() == [dt.datetime(2024, 7, 1, 10, tzinfo=utc),
+                               dt.datetime(2024, 7, 1, 12, tzinfo=utc)]  # fmt: skip
+    epoch = pl.DataFrame({"x": ["1704164645"]}).select(parse_timestamp(pl.col("x"), fmt="epoch_s"))[
+        "x"
+    ]
+    assert epoch[0] == dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=utc)
 
 
 def test_deidentify_is_keyed_and_stable() -> None:

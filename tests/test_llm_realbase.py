@@ -29,6 +29,8 @@ from simpersona.llm.train import TrainConfig, train_stage1, train_stage2
 from tests.test_llm_server import action_schema, json_format
 from tests.test_llm_train import USED, _examples
 
+pytestmark = pytest.mark.slow  # converts the real base and trains two stages
+
 NAME = "smollm2-135m-instruct"
 K = 8
 

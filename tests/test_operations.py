@@ -332,7 +332,7 @@ def ops(tmp_path_factory) -> Iterator[Operations]:
     3. `simpersona backfill --shop <first shop> --ingest-only` for the first day."""
     from typer.testing import CliRunner
 
-    from simpersona.cli import app
+    from dagster_project.cli import app
 
     root = tmp_path_factory.mktemp("ops")
     home = root / "dagster_home"
@@ -404,6 +404,7 @@ mutation Start($sel: ScheduleSelector!) {
 """
 
 
+@pytest.mark.slow
 def test_nightly_schedule_ticks_with_the_daemon_and_refreshes_shops(ops: Operations) -> None:
     dev, shops, day = ops.dev, ops.shops, ops.day
     # the daemon ticks at the next minute: one events_job run per shop for yesterday
@@ -475,6 +476,7 @@ query Checks($key: AssetKeyInput!) {
 """
 
 
+@pytest.mark.slow
 def test_lake_sensor_registers_a_new_shop_folder(ops: Operations) -> None:
     dev, root, day = ops.dev, ops.root, ops.first_day
 
@@ -514,6 +516,7 @@ def test_lake_sensor_registers_a_new_shop_folder(ops: Operations) -> None:
     print(f"new shop dropped to refreshed: {time.perf_counter() - ops.started_at:.1f} s")
 
 
+@pytest.mark.slow
 def test_backfill_command_runs_on_the_daemon(ops: Operations) -> None:
     """`simpersona backfill` stored an asset backfill on the served instance; the daemon
     runs it: the shop's catalog, then its events of the day."""
@@ -653,7 +656,7 @@ def test_checks_fail_visibly_on_rejects_and_a_collapsed_codebook(tmp_path: Path)
 def test_backfill_command_stores_an_asset_backfill_of_the_shops(tmp_path: Path, monkeypatch):
     from typer.testing import CliRunner
 
-    from simpersona.cli import app
+    from dagster_project.cli import app
 
     lake = tmp_path / "lake"
     for shop, day in (("alpha", "2025-03-01"), ("alpha", "2025-03-02"), ("beta", "2025-03-01")):

@@ -100,6 +100,8 @@ def _latest_metadata(instance, asset: str, partition: str | None = None) -> dict
     return ev.asset_materialization.metadata
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_demo_personas_on_generated_shops(tmp_path: Path) -> None:
     res = resources_for(tmp_path)
     # raw buyer ids carry a marker no keyed hash (lowercase hex) can contain, to grep for

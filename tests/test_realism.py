@@ -22,6 +22,7 @@ from simpersona.realism import (
 )
 from simpersona.schema import EVENTS_SCHEMA, conform
 from simpersona.synth import DEFAULT_TYPES, GeneratorConfig, generate_lake
+from tests.conftest import require_public_data
 
 PUFFY = Path(__file__).resolve().parents[2] / "shared" / "data" / "public"
 PUFFY = PUFFY / "puffy-dtc-web-events-2025"
@@ -219,8 +220,7 @@ def _minimal_puffy_reader(files: list[Path]) -> pl.DataFrame:
 
 @pytest.mark.realdata
 def test_default_generator_is_calibrated_to_puffy(default_run):
-    if not PUFFY.is_dir():
-        pytest.skip(f"Puffy data not found at {PUFFY}")
+    require_public_data(PUFFY)
     real = read_puffy(PUFFY)
     assert dict(real.select(list(EVENTS_SCHEMA)).schema) == dict(EVENTS_SCHEMA)
     rows = realism_report(default_run[0], real)

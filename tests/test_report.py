@@ -124,6 +124,7 @@ def test_report_files_are_self_contained(report):
     assert fmt_value(5.5e-22) == "5.5e-22" and fmt_value(42083.0) == "42,083"
 
 
+@pytest.mark.browser
 def test_report_renders_in_headless_chromium(report):
     require_chromium()
     from playwright.sync_api import sync_playwright

@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from markupsafe import escape
 
+from simpersona.agent.browser import CHROMIUM_ARGS, CHROMIUM_PATH
 from simpersona.ingest.validate import validate_events
 from simpersona.lake import Lake
 from simpersona.schema import EVENT_TYPES, EVENTS_SCHEMA
@@ -31,20 +32,10 @@ from simpersona.store.identity import buyer_cookie, csrf_token, read_buyer_cooki
 from simpersona.store.search import SearchIndex, tokenize
 from simpersona.synth import GeneratorConfig, generate_lake
 from simpersona.warehouse import Warehouse
+from tests.conftest import require_chromium
 
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOTS = REPO / "tests" / "artifacts" / "screenshots"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SHOP = "shop-000"
 INFO = {
     "email": "ann@example.com",
@@ -573,9 +564,8 @@ def test_storefront_command_is_typer_ready():
 # ---- a real browser -------------------------------------------------------------------------
 @pytest.mark.browser
 def test_screenshots_in_headless_chromium(catalog, sink):
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium not installed")
-    playwright = pytest.importorskip("playwright.sync_api")
+    require_chromium()
+    import playwright.sync_api as playwright
     from PIL import Image, ImageStat
 
     if SCREENSHOTS.exists():
@@ -585,7 +575,7 @@ def test_screenshots_in_headless_chromium(catalog, sink):
     coll = max(catalog.collections.values(), key=lambda c: len(c.product_ids))
     shots: dict[str, Path] = {}
     with serve(create_app(catalog, sink)) as base, playwright.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM_PATH, args=list(CHROMIUM_ARGS))
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
 

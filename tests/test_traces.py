@@ -104,6 +104,7 @@ def test_intent_words_are_caught():
 
 
 # ---- replay -------------------------------------------------------------------------------
+@pytest.mark.browser
 def test_replay_reproduces_original_event_order(replayed):
     """The store's own log of each replayed session equals what the teacher planned, and the
     planned steps replay every original event, in the original order."""
@@ -131,6 +132,7 @@ def test_replay_reproduces_original_event_order(replayed):
     assert exact >= 18, f"only {exact}/20 sessions replayed every original event: {missed}"
 
 
+@pytest.mark.browser
 def test_judge_keeps_complete_replays(replayed):
     trajs, _ = replayed
     kept = [t for t in trajs if t.verdict.keep]
@@ -152,6 +154,7 @@ def test_judge_keeps_complete_replays(replayed):
 
 
 # ---- datasets -----------------------------------------------------------------------------
+@pytest.mark.browser
 def test_sft_datasets_validate(replayed, tmp_path):
     trajs, _ = replayed
     records = [trajectory_record(t) for t in trajs]

@@ -15,6 +15,7 @@ from dagster_project.resources import (
     MLflowResource,
     WarehouseResource,
 )
+from simpersona.artifacts import current_folder, set_current
 from simpersona.features.enrich import enrich_sessions
 from simpersona.features.labels import BIN_NAMES, HEADS, class_weights
 from simpersona.features.sample import (
@@ -288,11 +289,10 @@ def _embeddings_of(wh, shop: str) -> ProductEmbeddings:
 
 
 def load_current_transform(artifacts: ArtifactsResource) -> FeatureTransform:
-    pointer = artifacts.path("feature_transform", "current.json")
-    if not pointer.exists():
+    folder = current_folder(artifacts.root, "feature_transform")
+    if folder is None:
         raise dg.Failure("no fitted feature transform: materialize feature_transform first")
-    version = json.loads(pointer.read_text())["version"]
-    return FeatureTransform.load(artifacts.path("feature_transform", version))
+    return FeatureTransform.load(folder)
 
 
 class FeatureTransformConfig(dg.Config):
@@ -334,9 +334,7 @@ def feature_transform(
     weights = {h: class_weights(bins[f"{h}_bin"].to_numpy()).round(4).tolist() for h in HEADS}
     tf.fitted_on["class_weights"] = weights
     folder = tf.save(artifacts.path("feature_transform", tf.version))
-    atomic_write_text(
-        json.dumps({"version": tf.version}), artifacts.path("feature_transform", "current.json")
-    )
+    set_current(artifacts.root, "feature_transform", tf.version)
     explained = {c: round(tf.channels[c].explained_variance_ratio, 4) for c in CHANNELS}
     figures = {f"explained_variance_{c}": v for c, v in explained.items()} | {
         "fit_buyers": feats.height

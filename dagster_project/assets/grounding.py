@@ -125,7 +125,7 @@ def _profile(profile: str, training: TrainingLauncherResource):
     if profile == "auto":
         gpu = torch.cuda.is_available() or training.mode in ("deepspeed", "torchrun")
         profile = "production" if gpu else ("cpu" if training.uses_tiny() else "cpu_base")
-    return {"cpu": TrainConfig.cpu, "cpu_base": TrainConfig.cpu_base}.get(profile, TrainConfig)()
+    return TrainConfig.for_profile(profile)
 
 
 def _train_persona_model(

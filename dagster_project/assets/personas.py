@@ -30,6 +30,7 @@ from dagster_project.resources import (
     MLflowResource,
     WarehouseResource,
 )
+from simpersona.artifacts import NoCurrentArtifact, current_version, require_current, set_current
 from simpersona.data_warnings import warehouse_warnings
 from simpersona.features.labels import HEADS
 from simpersona.features.scalars import SCALAR_NAMES, STRATA
@@ -74,15 +75,14 @@ def _finite(d: dict[str, Any]) -> dict[str, float | int]:
 
 
 def _set_current(artifacts: ArtifactsResource, name: str, version: str) -> None:
-    atomic_write_text(json.dumps({"version": version}), artifacts.path(name, "current.json"))
+    set_current(artifacts.root, name, version)
 
 
 def _current(artifacts: ArtifactsResource, name: str) -> tuple[str, Path]:
-    pointer = artifacts.path(name, "current.json")
-    if not pointer.exists():
-        raise dg.Failure(f"no current {name}: materialize {name} first")
-    version = json.loads(pointer.read_text())["version"]
-    return version, artifacts.path(name, version)
+    try:
+        return require_current(artifacts.root, name)
+    except NoCurrentArtifact as exc:
+        raise dg.Failure(str(exc)) from None
 
 
 def load_codebook(artifacts: ArtifactsResource):
@@ -245,17 +245,17 @@ def persona_codebook(
     artifacts: ArtifactsResource,
     mlflow: MLflowResource,
 ) -> dg.MaterializeResult:
+    from simpersona.devices import resolve_device
     from simpersona.personas.contrastive import gate1_signatures
     from simpersona.personas.kmeans_baseline import fit_kmeans
     from simpersona.personas.quality import bins_matrix, vector_matrix
-    from simpersona.personas.train import resolve_device, train_vqvae
+    from simpersona.personas.train import train_vqvae
 
     wh = warehouse.warehouse()
     data = _sample_vectors(wh, ("train", "val"))
     train, val = data.filter(pl.col("split") == "train"), data.filter(pl.col("split") == "val")
     shops = sorted(train["shop_id"].unique().to_list())
-    tf_pointer = artifacts.path("feature_transform", "current.json")
-    tf_version = json.loads(tf_pointer.read_text())["version"] if tf_pointer.exists() else None
+    tf_version = current_version(artifacts.root, "feature_transform")
     requested = config.codebook_size or _overrides(config).get("codebook_size")
     k, k_rule = codebook_size_for(train.height, requested)
     context.log.info(k_rule)
@@ -511,9 +511,9 @@ def persona_assignments(
     artifacts: ArtifactsResource,
     mlflow: MLflowResource,
 ) -> dg.MaterializeResult:
+    from simpersona.devices import resolve_device
     from simpersona.personas.assign import iter_assignment_frames
     from simpersona.personas.quality import codebook_usage
-    from simpersona.personas.train import resolve_device
 
     shop = context.partition_key
     wh = warehouse.warehouse()

@@ -42,7 +42,6 @@ from simpersona.ingest.importers import (
     event_ids,
     events_frame,
     normalize_column,
-    parse_timestamp,
     products_frame,
     read_csv_rows,
     reject_rows,
@@ -59,6 +58,7 @@ from simpersona.schema import (
     TS_DTYPE,
     sanitize_shop_id,
 )
+from simpersona.timestamps import parse_timestamp
 
 FORMAT = "generic"
 MISSING_SHOP_ID = "missing_shop_id"

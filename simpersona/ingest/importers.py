@@ -50,7 +50,6 @@ from simpersona.schema import (
     PRODUCTS_SCHEMA,
     PROVENANCE_SCHEMA,
     QUARANTINE_SCHEMA,
-    TS_DTYPE,
     conform,
     sanitize_shop_id,
 )
@@ -454,52 +453,6 @@ def read_csv_rows(
 
 
 # ---- parsing values ------------------------------------------------------------------------
-_AUTO_NAIVE_FORMATS = (
-    "%Y-%m-%dT%H:%M:%S%.fZ",
-    "%Y-%m-%d %H:%M:%S%.fZ",
-    "%Y-%m-%d %H:%M:%S%.f UTC",
-    "%Y-%m-%dT%H:%M:%S%.f UTC",
-    "%Y-%m-%dT%H:%M:%S%.f",
-    "%Y-%m-%d %H:%M:%S%.f",
-    "%Y-%m-%dT%H:%M",
-    "%Y-%m-%d %H:%M",
-)
-_AUTO_TZ_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z")
-EPOCH_FORMATS = {"epoch_s": "s", "epoch_ms": "ms", "epoch_us": "us"}
-
-
-def parse_timestamp(expr: pl.Expr, fmt: str | None = None, timezone: str = "UTC") -> pl.Expr:
-    """Parse a string column into UTC timestamps (null where it does not parse).
-
-    `fmt`: a strftime/chrono format (`%Y-%m-%d %H:%M:%S UTC`), `epoch_s|epoch_ms|epoch_us`,
-    or None to try ISO-8601 variants (`...T...Z`, `... UTC`, with or without offset).
-    Times without an offset are read in `timezone`.
-    """
-    s = expr.cast(pl.String).str.strip_chars()
-    if fmt in EPOCH_FORMATS:
-        num = s.cast(pl.Int64, strict=False)
-        return pl.from_epoch(num, time_unit=EPOCH_FORMATS[fmt]).dt.replace_time_zone("UTC")
-
-    def naive(f: str) -> pl.Expr:
-        out = s.str.to_datetime(f, strict=False, time_unit="us")
-        if timezone == "UTC" or "Z" in f.replace("%Z", "") or "UTC" in f:
-            return out.dt.replace_time_zone("UTC")
-        return out.dt.replace_time_zone(
-            timezone, ambiguous="earliest", non_existent="null"
-        ).dt.convert_time_zone("UTC")
-
-    def aware(f: str) -> pl.Expr:
-        return s.str.to_datetime(f, strict=False, time_unit="us").dt.convert_time_zone("UTC")
-
-    if fmt:
-        if "%z" in fmt or "%:z" in fmt or "%#z" in fmt:
-            return aware(fmt).cast(TS_DTYPE)
-        return naive(fmt).cast(TS_DTYPE)
-    parts = [naive(f) for f in _AUTO_NAIVE_FORMATS] + [aware(f) for f in _AUTO_TZ_FORMATS]
-    parts.append(naive("%Y-%m-%d").cast(TS_DTYPE))
-    return pl.coalesce([p.cast(TS_DTYPE) for p in parts])
-
-
 def blank_to_null(expr: pl.Expr) -> pl.Expr:
     """Empty or whitespace-only strings as null."""
     s = expr.cast(pl.String)

@@ -35,7 +35,6 @@ from simpersona.ingest.importers import (
     empty_events,
     event_ids,
     events_frame,
-    parse_timestamp,
     products_frame,
     read_csv_rows,
     reject_rows,
@@ -45,6 +44,7 @@ from simpersona.ingest.importers import (
 )
 from simpersona.ingest.urls import path_prefixes, readable, readable_path
 from simpersona.schema import QUARANTINE_SCHEMA, sanitize_shop_id
+from simpersona.timestamps import parse_timestamp
 
 FORMAT = "rees46"
 COLUMNS: tuple[str, ...] = (

@@ -43,7 +43,6 @@ from simpersona.ingest.importers import (
     empty_events,
     event_ids,
     events_frame,
-    parse_timestamp,
     products_frame,
     read_csv_rows,
     reject_rows,
@@ -54,6 +53,7 @@ from simpersona.ingest.importers import (
 from simpersona.ingest.urls import classify_page, readable, slugify
 from simpersona.ingest.validate import DEFAULT_BOUNDS
 from simpersona.schema import QUARANTINE_SCHEMA, sanitize_shop_id
+from simpersona.timestamps import parse_timestamp
 
 FORMAT = "shopify-pixels"
 COLUMNS: tuple[str, ...] = (

@@ -30,12 +30,10 @@ from simpersona.schema import (
     SCHEMAS,
     TS_DTYPE,
 )
+from simpersona.timestamps import parse_timestamp
 
 FILE_COL = "__file"
 ROW_COL = "__row"
-
-_TZ_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%:z")
-_NAIVE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d")
 
 
 class ValidationError(ValueError):
@@ -83,23 +81,6 @@ def amount_rules(field: str, bounds: PlausibilityBounds) -> list[Rule]:
         Rule("negative_price", field, c < 0),
         Rule("implausible_value", field, c > bounds.max_amount),
     ]
-
-
-def parse_timestamp(col: pl.Expr) -> pl.Expr:
-    """Parse ISO-8601-like strings to UTC datetimes; null where nothing parses.
-
-    Accepts 'T' or space separators, fractional seconds, offsets, a trailing 'Z' or ' UTC';
-    naive timestamps are taken as UTC.
-    """
-    s = col.str.strip_chars().str.replace(r"(?i)\s*(UTC|Z)$", "+00:00")
-    parsed = [
-        s.str.to_datetime(f, strict=False, time_unit="us").dt.convert_time_zone("UTC")
-        for f in _TZ_FORMATS
-    ] + [
-        s.str.to_datetime(f, strict=False, time_unit="us").dt.replace_time_zone("UTC")
-        for f in _NAIVE_FORMATS
-    ]
-    return pl.coalesce(parsed)
 
 
 def _blank(name: str) -> pl.Expr:

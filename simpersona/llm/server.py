@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
+from simpersona.devices import resolve_device
 from simpersona.llm.constrained import (
     JsonConstraint,
     ResponseFormatError,
@@ -88,12 +89,6 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" | "length"
-
-
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _sample(
@@ -153,7 +148,7 @@ class LocalModel:
         # while another process held the cores (2-core machine).
         self.threads = threads
         self.name = name or self.path.name
-        self.device = _device(device)
+        self.device = resolve_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
         self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch_dtype)

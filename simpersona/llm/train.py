@@ -112,6 +112,21 @@ class TrainConfig:
         )
         return replace(base, **overrides)
 
+    @classmethod
+    def for_profile(
+        cls, profile: str, model_dir: str | os.PathLike[str] | None = None, gpu: bool = False
+    ) -> TrainConfig:
+        """The config of a profile name: `cpu` (the tiny model), `cpu_base` (a small
+        pretrained base on a CPU), `production` (the paper's) or `auto`: production on a
+        GPU, else cpu for a tiny model (its folder has tiny_config.json), else cpu_base."""
+        if profile == "auto":
+            tiny = model_dir is not None and (Path(model_dir) / "tiny_config.json").exists()
+            profile = "production" if gpu else ("cpu" if tiny else "cpu_base")
+        makers = {"cpu": cls.cpu, "cpu_base": cls.cpu_base, "production": cls}
+        if profile not in makers:
+            raise ValueError(f"profile must be auto or one of {', '.join(makers)}, got {profile!r}")
+        return makers[profile]()
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -165,13 +180,9 @@ def resolve_deepspeed(name: str | None) -> str | None:
 
 
 def _on_gpu(cfg: TrainConfig) -> bool:
-    import torch
+    from simpersona.devices import resolve_device
 
-    if cfg.device == "cpu":
-        return False
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("TrainConfig.device='cuda' but no CUDA device is available")
-    return torch.cuda.is_available()
+    return resolve_device(cfg.device, strict=True).type == "cuda"
 
 
 def cpu_has_bf16() -> bool:

@@ -26,6 +26,7 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
+from simpersona.devices import resolve_device
 from simpersona.features.labels import HEADS, class_weights
 from simpersona.personas.config import VQVAEConfig
 from simpersona.personas.contrastive import funnel_signature
@@ -46,15 +47,6 @@ class TrainResult:
 
     def history_frame(self) -> pl.DataFrame:
         return pl.DataFrame(self.history)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        warnings.warn("CUDA requested but not available; training on CPU", stacklevel=3)
-        return torch.device("cpu")
-    return torch.device(name)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,84 @@
+"""The library is the library: every `simpersona` module imports without Dagster (the code
+location, `dagster_project/`, imports the library, never the other way round)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+IMPORT_ALL = """
+import importlib, json, pkgutil, sys
+import simpersona
+names = sorted(m.name for m in pkgutil.walk_packages(simpersona.__path__, "simpersona."))
+pulled = {}
+for name in names:
+    before = {"dagster", "dagster_project"} & set(sys.modules)
+    importlib.import_module(name)
+    after = {"dagster", "dagster_project"} & set(sys.modules)
+    if after - before:
+        pulled[name] = sorted(after - before)
+print(json.dumps({"modules": len(names), "pulled": pulled}))
+"""
+
+
+def test_importing_every_simpersona_module_leaves_dagster_out():
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_ALL], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["modules"] > 100  # the walk found the package, not an empty path
+    assert report["pulled"] == {}, f"modules that import Dagster: {report['pulled']}"
+
+
+def test_the_program_is_the_library_commands_plus_the_pipelines():
+    from dagster_project.cli import app as program
+    from simpersona.cli import app as library
+
+    lib = {c.name for c in library.registered_commands}
+    prog = {c.name for c in program.registered_commands}
+    assert {"generate", "import", "simulate", "train-llm", "quarantine"} <= lib
+    assert not {"ingest", "backfill", "run", "demo"} & lib
+    assert prog == lib | {"ingest", "backfill", "run", "demo"}
+
+
+def test_versioned_artifacts_and_their_pointer(tmp_path):
+    import pytest
+
+    from simpersona.artifacts import (
+        NoCurrentArtifact,
+        current_folder,
+        current_version,
+        require_current,
+        set_current,
+    )
+
+    assert current_version(tmp_path, "markov_policy") is None
+    assert current_folder(tmp_path, "markov_policy") is None
+    with pytest.raises(NoCurrentArtifact, match="materialize markov_policy first"):
+        require_current(tmp_path, "markov_policy")
+    set_current(tmp_path, "markov_policy", "abc123")
+    set_current(tmp_path, "markov_policy", "def456")  # replaces, never appends
+    assert current_version(tmp_path, "markov_policy") == "def456"
+    assert require_current(tmp_path, "markov_policy") == (
+        "def456",
+        tmp_path / "markov_policy" / "def456",
+    )
+    assert sorted(p.name for p in (tmp_path / "markov_policy").iterdir()) == ["current.json"]
+
+
+def test_one_device_resolver(recwarn):
+    import pytest
+    import torch
+
+    from simpersona.devices import resolve_device
+
+    assert resolve_device("CPU") == torch.device("cpu")
+    auto = resolve_device("auto")
+    assert auto.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        assert resolve_device("cuda:1") == torch.device("cpu")
+        assert "CUDA is not available" in str(recwarn.pop(UserWarning).message)
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            resolve_device("cuda", strict=True)
