@@ -20,7 +20,6 @@ stores. Without a persona model the LLM rows say so and are left out. The last l
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from simpersona.agent.live import LiveConfig, draw_labels, simulate_live  # noqa
 from simpersona.agent.markov import MarkovPolicy  # noqa: E402
 from simpersona.agent.policy import Persona  # noqa: E402
 from simpersona.agent.simulate import fit_shop_markov  # noqa: E402
+from simpersona.artifacts import current_folder  # noqa: E402
 from simpersona.datadir import default_data_dir  # noqa: E402
 from simpersona.ingest.ingest import ingest_catalog, ingest_events  # noqa: E402
 from simpersona.lake import Lake  # noqa: E402
@@ -54,6 +54,34 @@ def ingest_rejects(folder: Path) -> int:
     return rejected
 
 
+def paired_differences(
+    store: str, new: list[dict[str, bool]], base: list[dict[str, bool]], seed: int
+) -> dict[str, object]:
+    """Per funnel step, the share reached by `llm` minus `llm_base` over the same personas and
+    session seeds, with a paired percentile bootstrap 95 % interval (sessions resampled)."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    out: dict[str, object] = {}
+    for step in ("product", "cart_add", "checkout"):
+        a = np.array([f[step] for f in new], dtype=float)
+        b = np.array([f[step] for f in base], dtype=float)
+        diff = float(a.mean() - b.mean())
+        if np.all(a - b == (a - b)[0]):  # no spread: the interval is the point
+            lo = hi = diff
+        else:
+            ci = bootstrap((a, b), lambda x, y, axis=-1: x.mean(axis) - y.mean(axis),
+                           paired=True, vectorized=True, method="percentile",
+                           n_resamples=10_000, random_state=seed).confidence_interval  # fmt: skip
+            lo, hi = float(ci.low), float(ci.high)
+        verdict = "better" if lo > 0 else ("worse" if hi < 0 else "undecided")
+        print(f"{store}: {step} llm - llm_base = {diff:+.2f} [{lo:+.2f}, {hi:+.2f}] "
+              f"(paired, n={len(a)}): {verdict}", flush=True)  # fmt: skip
+        out[f"{store}_llm_minus_base_{step}"] = round(diff, 3)
+        out[f"{store}_llm_minus_base_{step}_ci"] = f"[{lo:.3f},{hi:.3f}]"
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -65,11 +93,20 @@ def main() -> None:
     ap.add_argument("--stores", default=",".join(LAUNCHERS))
     ap.add_argument("--policies", default="markov,llm")
     ap.add_argument("--llm-model", type=Path, default=None)
+    ap.add_argument(
+        "--baseline-llm-model",
+        type=Path,
+        default=None,
+        help="a second persona model run on the same personas and seeds (policy llm_base); "
+        "the paired difference llm - llm_base per funnel step is printed with its interval",
+    )
     ap.add_argument("--data-dir", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     n_markov = 4 if args.quick else args.sessions
     policies = ["markov"] if args.quick else args.policies.split(",")
+    if args.baseline_llm_model is not None and "llm" in policies:
+        policies.append("llm_base")
     work = Path(tempfile.mkdtemp(prefix="bench-live-"))
     gen = work / "gen"
     generate_lake(gen, GeneratorConfig(n_shops=1, n_buyers=300, seed=args.seed), progress=False)
@@ -77,10 +114,9 @@ def main() -> None:
     llm_folder = args.llm_model
     if "llm" in policies and llm_folder is None:
         data = args.data_dir or default_data_dir()
-        pointer = data / "artifacts" / "persona_model" / "current.json"
-        if pointer.exists():
-            llm_folder = pointer.parent / json.loads(pointer.read_text())["version"]
+        llm_folder = current_folder(data / "artifacts", "persona_model")
     figures: dict[str, object] = {}
+    funnels: dict[str, list[dict[str, bool]]] = {}
     for store in args.stores.split(","):
         shop = load_shop(store)
         if not shop.installed():
@@ -89,7 +125,8 @@ def main() -> None:
         try:
             for policy in policies:
                 key = f"{store}_{policy}"
-                if policy == "llm" and (llm_folder is None or not Path(llm_folder).exists()):
+                folder = args.baseline_llm_model if policy == "llm_base" else llm_folder
+                if policy != "markov" and (folder is None or not Path(folder).exists()):
                     print(f"{key}: no persona model (give --llm-model); not measured")
                     continue
                 n = n_markov if policy == "markov" else args.llm_sessions
@@ -107,8 +144,9 @@ def main() -> None:
 
                     tokens = draw_labels({str(t): 1.0 for t in range(16)}, n, seed=args.seed)
                     personas = [Persona(t, attributes={"token": t}) for t in tokens]
-                    with llm_policy(Path("."), llm_folder, None, args.concurrency) as agent:
+                    with llm_policy(Path("."), folder, None, args.concurrency) as agent:
                         report = simulate_live(cfg, agent, personas, out)
+                funnels[key] = report.funnels
                 s = report.summary()
                 rejects = ingest_rejects(out)
                 print(
@@ -131,6 +169,10 @@ def main() -> None:
                     f"{key}_ingest_rejects": rejects,
                     f"{key}_sessions_per_min": s["sessions_per_min"],
                 }
+            if f"{store}_llm" in funnels and f"{store}_llm_base" in funnels:
+                figures |= paired_differences(
+                    store, funnels[f"{store}_llm"], funnels[f"{store}_llm_base"], args.seed
+                )
         finally:
             shop.stop()
     print(" ".join(f"{k}={v}" for k, v in figures.items()))

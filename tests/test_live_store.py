@@ -22,6 +22,7 @@ from simpersona.agent.simulate import fit_shop_markov
 from simpersona.ingest.ingest import ingest_catalog, ingest_events
 from simpersona.lake import Lake
 from simpersona.synth import GeneratorConfig, generate_lake
+from simpersona.traces.store import TRAINING_GOALS
 from simpersona.warehouse import Warehouse
 from tests.conftest import require_chromium
 
@@ -137,7 +138,7 @@ def test_simulate_url_command(oscar, markov, tmp_path):
     before = shop.orders()
     cmd = [sys.executable, "-m", "simpersona.cli", "simulate", "--url", url + "/",
            "--model", str(model_path), "--tokens", "1,2", "-n", "2", "--concurrency", "2",
-           "--out", str(tmp_path / "out")]  # fmt: skip
+           "--out", str(tmp_path / "out"), "--traces-out", str(tmp_path / "traces")]  # fmt: skip
     # The model's labels are strata here, not tokens: --tokens draws labels it may not
     # know, which fall back to the all-buyers chain.
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
@@ -147,6 +148,18 @@ def test_simulate_url_command(oscar, markov, tmp_path):
     assert summary["sessions"] == 2 and summary["orders_placed"] == 0
     assert summary["requests_off_allowlist_completed"] == 0
     assert shop.orders() == before
+    # The same sessions as training traces: paraphrased goals, teacher-style reasoning.
+    records = [json.loads(x) for x in (tmp_path / "traces" / "records.jsonl").open()]
+    assert len(records) == 2 and all(r["steps"] for r in records)
+    assert {r["goal_stage2"] for r in records} <= set(TRAINING_GOALS["buy"])
+    kept = [r for r in records if r["keep"]]
+    examples = [json.loads(x) for x in (tmp_path / "traces" / "stage2.jsonl").open()]
+    assert len(examples) == sum(
+        1 for r in kept for s in r["steps"] if s["action"] and not s["error"]
+    )
+    for ex in examples:
+        reply = json.loads(ex["messages"][-1]["content"])
+        assert reply["reasoning"].startswith("I am here to buy. I ")
 
 
 def test_bad_live_options_fail_fast_with_a_message(tmp_path):

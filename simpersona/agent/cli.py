@@ -138,6 +138,17 @@ def simulate_command(
             "shop's events)."
         ),
     ] = None,
+    traces_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --url: write the sessions as SFT training traces to this folder "
+            "(records.jsonl, stage1.jsonl, stage2.jsonl); goals are paraphrases the "
+            'evaluation never uses (docs/llm.md, "Traces on your store").'
+        ),
+    ] = None,
+    trace_steps: Annotated[
+        int, typer.Option(help="With --traces-out: steps kept per session (training cost).")
+    ] = 16,
 ) -> None:
     """Serve a shop's storefront on loopback and run Markov persona agents against it in
     headless Chromium, or (--url) run persona agents on any store; writes recordings (JSONL),
@@ -169,6 +180,8 @@ def simulate_command(
             seed=seed,
             out=out,
             events_lake=events_lake,
+            traces_out=traces_out,
+            trace_steps=trace_steps,
         )
         return
     if shop is None:

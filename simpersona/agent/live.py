@@ -47,6 +47,9 @@ class LiveConfig:
     concurrency: int = 4
     seed: int = 0
     goal: str = "buy"  # a key of GOALS
+    # Texts each session's goal is drawn from (seeded), in place of the goal's own text:
+    # training traces use paraphrases the evaluation never shows (traces/store.py).
+    goal_texts: tuple[str, ...] = ()
     run_id: str | None = None  # buyer ids are sim-<run_id>-<n>; default: from the clock
     shop_id: str | None = None  # the events' shop id; default live-<host>[-<port>]
     allowed_hosts: tuple[str, ...] = ()  # hosts besides the URL's the browser may load
@@ -106,12 +109,14 @@ def draw_labels(shares: Mapping[str, float], n: int, seed: int) -> list[str]:
 
 def live_specs(cfg: LiveConfig, personas: Sequence[Persona], run_id: str) -> list[SessionSpec]:
     text, target = GOALS[cfg.goal]
+    rng = random.Random(f"goals:{cfg.seed}")
+    texts = [rng.choice(cfg.goal_texts) if cfg.goal_texts else text for _ in personas]
     return [
         SessionSpec(
             start_url=cfg.url,
             buyer_id=f"sim-{run_id}-{i:05d}",
             persona=p,
-            goal=Goal(text, target=target),
+            goal=Goal(texts[i], target=target),
             seed=cfg.seed * 1_000_003 + i,
             key=f"sim-{run_id}-{i:05d}",
         )

@@ -16,10 +16,9 @@ from simpersona.agent.policy import Persona
 
 
 def _current_artifact(data_dir: Path, name: str) -> Path | None:
-    pointer = data_dir / "artifacts" / name / "current.json"
-    if not pointer.exists():
-        return None
-    return data_dir / "artifacts" / name / json.loads(pointer.read_text())["version"]
+    from simpersona.artifacts import current_folder
+
+    return current_folder(data_dir / "artifacts", name)
 
 
 def token_shares(
@@ -110,6 +109,8 @@ def simulate_url(
     seed: int,
     out: Path | None,
     events_lake: Path | None,
+    traces_out: Path | None = None,
+    trace_steps: int = 16,
 ) -> LiveReport:
     """Resolve the options, run the sessions with a progress bar, print and save the summary."""
     from rich.console import Console
@@ -123,6 +124,11 @@ def simulate_url(
     console = Console(stderr=True)
     if policy not in ("markov", "llm"):
         raise typer.BadParameter(f"--policy must be markov or llm, got {policy!r}")
+    goal_texts: tuple[str, ...] = ()
+    if traces_out is not None:
+        from simpersona.traces.store import TRAINING_GOALS
+
+        goal_texts = TRAINING_GOALS.get(goal, ())
     try:
         profiles = tuple(load_profile(p) for p in site_profiles)
         run_id = format(int(time.time() * 1000), "x")
@@ -132,6 +138,7 @@ def simulate_url(
             concurrency=concurrency,
             seed=seed,
             goal=goal,
+            goal_texts=goal_texts,
             run_id=run_id,
             allowed_hosts=allow_hosts,
             allow_orders=allow_orders,
@@ -206,8 +213,42 @@ def simulate_url(
     for r in report.results:
         if r.guard:
             console.print(f"guard: {r.key}: {r.message}")
+    if traces_out is not None:
+        write_traces(report, goal, traces_out, trace_steps, console)
     console.print(f"summary: {out_dir / 'summary.json'}")
     return report
+
+
+def write_traces(report: LiveReport, goal: str, folder: Path, max_steps: int, console: Any) -> dict[str, Any]:  # fmt: skip
+    """The report's sessions as training traces in `folder`: every session's record
+    (records.jsonl), the kept ones' stage-1 and stage-2 SFT examples, and a summary."""
+    from simpersona.traces.build import write_records
+    from simpersona.traces.dataset import build_dataset
+    from simpersona.traces.store import trace_records
+
+    records = trace_records(report, goal, max_steps)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_records(records, folder / "records.jsonl")
+    kept = sum(r["keep"] for r in records)
+    stats = {
+        stage: build_dataset(records, stage, folder / f"{stage}.jsonl", max_sessions=kept)
+        for stage in ("stage1", "stage2")
+    }
+    summary = {
+        "url": report.url,
+        "goal": goal,
+        "sessions": len(records),
+        "kept": kept,
+        "max_steps": max_steps,
+        **{f"{s}_examples": st.examples for s, st in stats.items()},
+        "tokens_in_use": len(stats["stage2"].sessions_by_token),
+    }
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    console.print(
+        f"traces: {kept} of {len(records)} sessions kept (reached the goal's step), "
+        f"{summary['stage2_examples']} stage-2 examples -> {folder}"
+    )
+    return summary
 
 
 __all__ = ["GOALS", "simulate_url", "token_shares"]

@@ -178,6 +178,16 @@ def build_tiny_llm_command(
         )
 
 
+def _joined(files: list[Path], path: Path) -> Path:
+    """One dataset file: the only one given, else their lines joined into `path`."""
+    if len(files) == 1:
+        return files[0]
+    from simpersona.lake import atomic_write_text
+
+    text = "".join(f.read_text(encoding="utf-8").rstrip("\n") + "\n" for f in files)
+    return atomic_write_text(text, path)
+
+
 def train_llm_command(
     model: Annotated[
         Path,
@@ -188,18 +198,31 @@ def train_llm_command(
         ),
     ],
     stage1: Annotated[
-        Path,
-        typer.Option(help="Stage-1 SFT JSONL (sft/stage1.jsonl).", exists=True, dir_okay=False),
+        list[Path],
+        typer.Option(
+            help="Stage-1 SFT JSONL (sft/stage1.jsonl); repeat to train on several "
+            "(e.g. traces from `simulate --url --traces-out`).",
+            exists=True,
+            dir_okay=False,
+        ),
     ],
     stage2: Annotated[
-        Path,
-        typer.Option(help="Stage-2 SFT JSONL (sft/stage2.jsonl).", exists=True, dir_okay=False),
+        list[Path],
+        typer.Option(
+            help="Stage-2 SFT JSONL (sft/stage2.jsonl); repeat to train on several.",
+            exists=True,
+            dir_okay=False,
+        ),
     ],
     out: Annotated[Path, typer.Option(help="Run folder: stage1/, stage2/ (the model), spec.json.")],
     k: Annotated[int, typer.Option(help="Persona tokens (the codebook size).")] = 256,
-    cpu: Annotated[
-        bool, typer.Option("--cpu/--production", help="TrainConfig.cpu() or the paper's config.")
-    ] = True,
+    profile: Annotated[
+        str,
+        typer.Option(
+            help="auto (production on a GPU, else cpu for the tiny model, cpu_base for a "
+            "pretrained base), cpu, cpu_base or production (the paper's values)."
+        ),
+    ] = "auto",
     single_stage: Annotated[
         bool, typer.Option("--single-stage", help="Ablation: skip stage 1.")
     ] = False,
@@ -228,10 +251,20 @@ def train_llm_command(
 ) -> None:
     """Two-stage persona grounding: stage 1 trains only the persona-token rows, stage 2 all
     parameters; the model is OUT/stage2. Prints the steps, losses and seconds of each stage."""
+    import torch
+
     from simpersona.llm.launch import LaunchConfig, launch
     from simpersona.llm.train import TrainConfig
 
-    cfg = (TrainConfig.cpu() if cpu else TrainConfig()).to_dict()
+    try:
+        gpu = torch.cuda.is_available() or mode in ("deepspeed", "torchrun")
+        cfg = TrainConfig.for_profile(profile, model, gpu=gpu).to_dict()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--profile") from exc
+    out.mkdir(parents=True, exist_ok=True)
+    stage1_path, stage2_path = (
+        _joined(files, out / f"{name}.jsonl") for name, files in (("stage1", stage1), ("stage2", stage2))
+    )  # fmt: skip
     for item in set_ or []:
         key, _, value = item.partition("=")
         if key not in cfg:
@@ -240,8 +273,8 @@ def train_llm_command(
     spec = {
         "stage": "two_stage",
         "model_dir": str(model),
-        "stage1_dataset": str(stage1),
-        "stage2_dataset": str(stage2),
+        "stage1_dataset": str(stage1_path),
+        "stage2_dataset": str(stage2_path),
         "out_dir": str(out),
         "k": k,
         "single_stage": single_stage,
