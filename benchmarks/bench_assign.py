@@ -1,4 +1,4 @@
-"""Benchmark of persona-token assignment (simpersona/personas/assign.py), SPEC §8.
+"""Benchmark of persona-token assignment (simpersona/personas/assign.py), paper App. B.
 
     python benchmarks/bench_assign.py --quick     # 500 K buyers, < 1 min
     python benchmarks/bench_assign.py             # 10 M buyers (paper: 8.37 M "in seconds")

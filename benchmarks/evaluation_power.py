@@ -12,7 +12,7 @@ evaluation report then gives:
 * the token effect: stratified ARA correct with the token minus without, paired (same agents,
   tokens and seeds), with its interval and its minimal detectable difference (MDD, 80 %
   power) — the default size is chosen so the MDD is at most 0.05;
-* ARA correct, all-mismatch and their difference (SPEC §11 / Table 2) with intervals;
+* ARA correct, all-mismatch and their difference (paper §3.2 / Table 2) with intervals;
 * population recovery on the held-out stores (App. B; strata A–D): JS mean and R² of
   intent strength and add-to-cart rate, with store-bootstrap intervals.
 

@@ -1,4 +1,4 @@
-"""Does the persona model read its goal's intent and its persona token? (issue 7 diagnosis)
+"""Does the persona model read its goal's intent and its persona token? (docs/llm.md)
 
     python benchmarks/intent_probe.py --root data               # the current persona model
     python benchmarks/intent_probe.py --model DIR --data stage2.jsonl

@@ -14,7 +14,7 @@ packaged base) and reads its figures, or reads those of a finished run:
   their paired gap and interval; stratified ARA correct vs all-mismatch;
 * stage-1, stage-2, simulation and probe times; LLM agents per minute.
 
-Every figure is printed whatever it is, beside its target (SPEC §9–11; docs/llm.md), as met,
+Every figure is printed whatever it is, beside its target (paper §2.1.2–§3.4; docs/llm.md), as met,
 missed or undecided (an interval that straddles the target).
 
     python benchmarks/persona_grounding.py                      # a demo run (about 35 min)

@@ -1,4 +1,4 @@
-"""How well do persona codes recover the generator's planted buyer types? (issue 4 acceptance)
+"""How well do persona codes recover the generator's planted buyer types? (docs/personas.md)
 
     python benchmarks/planted_recovery.py --quick   # 4 shops, 40 K buyers
     python benchmarks/planted_recovery.py           # 16 shops, 80 K buyers (~8 training shops)
@@ -6,7 +6,7 @@
     python benchmarks/planted_recovery.py --real ../shared/data/public --preset default paper
 
 Generates the default (Puffy-calibrated) population, computes buyer features and 403-d
-vectors with the pipeline's functions, draws the SPEC §5 training sample, trains the VQ-VAE
+vectors with the pipeline's functions, draws the paper §3.1 training sample, trains the VQ-VAE
 (`--preset`: "default", ours, or "paper", `VQVAEConfig.paper()`) and the k-means baseline on
 its train split, assigns every buyer (`simpersona.personas.planted.run_planted_recovery`).
 Prints Table 1 on the train split (purity, mixing, incoherence, Calinski–Harabasz on the

@@ -6,7 +6,7 @@ Markov policy on the training shops, then simulates every evaluation shop with i
 the same model without the token (`markov_notoken`, paired) in headless Chromium, and the
 evaluation report with intervals (benchmarks/evaluation_power.py is the powered version).
 
-`--policy llm` (issue #7's acceptance: >= 95 % valid JSON actions on held-out shops, purchase
+`--policy llm` (the persona model's targets, docs/llm.md: >= 95 % valid JSON actions on held-out shops, purchase
 Cohen's d >= 0.8): the same, plus `--traces` replayed sessions per training shop, the tiny
 base's pretraining (`--pretrain-steps`), stage 1 and stage 2 on CPU, then the persona LLM and
 the same model without its persona token (`nopersona`) on the evaluation shops, in free text
@@ -153,7 +153,7 @@ def probe_figures(root: Path, version: str, quick: bool) -> dict:
 
 
 def print_llm_figures(args, shops, buyers, traces, pretrain, prep, grounding, sim, probe) -> None:
-    """Issue #7's figures: valid JSON / executable actions, purchase-bin separation with and
+    """The persona model's figures: valid JSON / executable actions, purchase-bin separation with and
     without the persona token, the intent probe's gaps, and the training wall times."""
     f, g = sim.figures, grounding.figures
 

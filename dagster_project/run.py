@@ -494,7 +494,7 @@ def run_features(
     return out
 
 
-# Summary keys of the personas stage (issue 4), in the order the demo prints them.
+# Summary keys of the personas stage, in the order the demo prints them.
 PERSONA_SUMMARY_KEYS = (
     "vqvae_purity",
     "kmeans_purity",
@@ -886,7 +886,7 @@ class SimulationRun:
             out["llm_agents_per_min"] = round(self.llm_ran / self.llm_wall_s * 60, 2)
         if self.probe_seconds is not None:
             out["probe_seconds"] = self.probe_seconds
-        # Issue #7's name for the LLM policy's share of valid actions.
+        # The name docs/llm.md's targets use for the LLM policy's share of valid actions.
         if "valid_action_rate_llm" in self.figures:
             out["valid_action_rate"] = round(self.figures["valid_action_rate_llm"], 4)
         # ... and of its replies that were schema-valid JSON actions (executable or not).

@@ -1,4 +1,4 @@
-"""Product-title embeddings with a persistent, multi-process-safe cache (SPEC §2).
+"""Product-title embeddings with a persistent, multi-process-safe cache (paper App. A).
 
 A buyer's product preference is the mean of the title embeddings of the products they viewed,
 carted and purchased. This module turns a products frame (`schema.PRODUCTS_SCHEMA`) into one

@@ -1,4 +1,4 @@
-"""Per-store token distributions and population recovery (SPEC §8, paper App. B)."""
+"""Per-store token distributions and population recovery (paper App. B)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Evaluation functions (#8): ARA pairings, separation statistics against scipy and hand
+"""Evaluation functions (docs/evaluation.md): ARA pairings, separation statistics against scipy and hand
 computations, instruction tasks derived from sessions (generated shop included), ablation
 tables."""
 

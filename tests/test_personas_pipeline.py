@@ -152,7 +152,7 @@ def test_demo_personas_on_generated_shops(tmp_path: Path) -> None:
         for shop in split["train"]:
             assert (wh.root / "traces" / f"shop={shop}.jsonl").exists()
         assert not any((wh.root / "traces" / f"shop={s}.jsonl").exists() for s in split["eval"])
-        # grounding, simulation and the report: every summary key of issues #7 and #8
+        # grounding, simulation and the report: every summary key of those stages
         assert saved["stage1_seconds"] > 0 and saved["stage2_seconds"] > 0
         assert saved["single_stage_stage2_seconds"] > 0  # the App. F ablation trained too
         assert saved["simulation_agents"] == 4 * 3 * len(split["eval"])

@@ -1,4 +1,4 @@
-"""Issue 4 acceptance on generated data: trained on the default (Puffy-calibrated) generator's
+"""Planted-type recovery on generated data (docs/personas.md): trained on the default (Puffy-calibrated) generator's
 training sample with the paper's defaults, the VQ-VAE recovers the planted buyer types
 (majority-mapped ARI ≥ 0.8, above k-means) and beats MiniBatch k-means on stratum purity,
 on every incoherence figure and on Calinski–Harabasz over the behavioural scalars. Over the

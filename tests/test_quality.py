@@ -1,4 +1,4 @@
-"""Codebook quality metrics (SPEC §7) and the k-means baseline, on hand-checked fixtures."""
+"""Codebook quality metrics (paper Table 1) and the k-means baseline, on hand-checked fixtures."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The evaluation report (#8): built from the evaluation functions on a small synthetic
+"""The evaluation report (docs/evaluation.md): built from the evaluation functions on a small synthetic
 population, written as one self-contained HTML page and a Markdown twin, rendered in headless
 Debian Chromium (a screenshot is saved to tests/artifacts/report.png)."""
 

@@ -1,4 +1,4 @@
-"""Goals, replay, judge and SFT datasets (#6) on generated shops: a real storefront on
+"""Goals, replay, judge and SFT datasets on generated shops: a real storefront on
 loopback, a real headless Chromium, the replay teacher. One replay batch per module."""
 
 from __future__ import annotations

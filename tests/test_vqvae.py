@@ -240,7 +240,7 @@ def test_signature_from_counts_is_the_funnel_cascade():
     sig = signature_from_counts(frame)
     assert sig.tolist() == [3, 3, 2, 2, 1, 1, 1, 0]
     assert sig.dtype == np.int64
-    # the same cascade as the funnel stratum (SPEC §3), so the strata give the same levels
+    # the same cascade as the funnel stratum (paper §2.1.1), so the strata give the same levels
     strata = frame.select(stratum_expr().alias("stratum"))["stratum"].to_list()
     assert strata == ["A", "A", "B", "C", "D", "D", "D", "E"]
     assert signature_from_strata(strata).tolist() == sig.tolist()

@@ -1,4 +1,4 @@
-"""Grounding stage (SPEC §10): the persona-conditioned model, trained in two stages on the
+"""Grounding stage (paper §2.3): the persona-conditioned model, trained in two stages on the
 SFT datasets through the training launcher, versioned under <artifacts>/persona_model/.
 Thin wrapper: the logic lives in simpersona.llm.train / simpersona.llm.launch."""
 

@@ -1,4 +1,4 @@
-"""Personas stage (SPEC §6–8): the VQ-VAE codebook and its k-means baseline, the Table-1
+"""Personas stage (paper §2.2, App. B): the VQ-VAE codebook and its k-means baseline, the Table-1
 codebook report, per-shop persona assignments and token distributions, population recovery
 across shops and the persona cards. Thin wrappers: the logic lives in simpersona.personas."""
 
@@ -423,7 +423,7 @@ def _planted_for(frame: pl.DataFrame, path: str, key: bytes) -> np.ndarray | Non
     deps=[persona_codebook],
     kinds={"scikit-learn", "mlflow"},
     description=(
-        "SPEC §7 Table 1 for the VQ-VAE and k-means side by side on the training buyers: "
+        "paper Table 1 for the VQ-VAE and k-means side by side on the training buyers: "
         "purity, incompatible mixing, incoherence, pairwise cosine, Calinski–Harabasz (and its "
         "ceilings for strata-pure codebooks), usage; ARI/NMI against planted types on "
         "generated data."

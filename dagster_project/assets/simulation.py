@@ -1,4 +1,4 @@
-"""Simulation stage (SPEC §11): per evaluation shop, agents sampled from the shop's persona
+"""Simulation stage (paper §3.2): per evaluation shop, agents sampled from the shop's persona
 mix run on its storefront with each policy (persona Markov, the fine-tuned LLM, the LLM
 without a persona token), and the deterministic instruction-following tasks. Thin wrappers:
 the logic lives in simpersona.agent.population and simpersona.evaluation."""

@@ -1,4 +1,4 @@
-"""Traces stage (SPEC §9): per shop, sessions → navigation goals → replay on the shop's
+"""Traces stage (paper §2.1.2): per shop, sessions → navigation goals → replay on the shop's
 storefront in a real browser → judge; then the stage-1 and stage-2 SFT datasets from the
 training shops. Thin wrappers: the logic lives in simpersona.traces."""
 

@@ -1,4 +1,4 @@
-"""The LLM agent policy: the fine-tuned model plays the persona (SPEC §10-11).
+"""The LLM agent policy: the fine-tuned model plays the persona (paper §2.3, §3.2).
 
     policy = LLMPolicy(LLMClient(LLMConfig(base_url=url, model="persona-model")))
     results = await run_sessions(pool, specs, policy)

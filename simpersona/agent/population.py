@@ -1,4 +1,4 @@
-"""Population simulation (SPEC §11): agents sampled from a store's persona mix, run on its
+"""Population simulation (paper §3.2): agents sampled from a store's persona mix, run on its
 storefront, one results row per agent.
 
     plans = plan_agents(shop, distribution, counterparts, n=100, policy="llm", seed=0)

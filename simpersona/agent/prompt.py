@@ -1,5 +1,5 @@
 """The agent's prompt: one format for the SFT traces and for the LLM policy, so the model
-sees at run time exactly what it was trained on (SPEC §9).
+sees at run time exactly what it was trained on (paper §2.1.2).
 
     system    role, the JSON action schema, the rules
     user      goal, buyer profile (the persona token, and nothing else), progress log, page
@@ -95,5 +95,5 @@ def messages_for_step(
 
 
 def persona_token(k: int) -> str:
-    """The special token of persona `k` (SPEC §10): `<|persona_k|>`."""
+    """The special token of persona `k` (paper §2.3): `<|persona_k|>`."""
     return f"<|persona_{int(k)}|>"

@@ -80,7 +80,7 @@ class SimulationReport:
 
 
 def shop_labels_by_stratum(events: pl.DataFrame) -> pl.DataFrame:
-    """buyer_id → stratum (A–E, the funnel depth of SPEC §2): the label to use when no
+    """buyer_id → stratum (A–E, the funnel depth of paper App. A): the label to use when no
     persona tokens exist yet."""
     from simpersona.features.scalars import buyer_features
 

@@ -1,4 +1,4 @@
-"""Evaluation of simulated agents against real buyers (SPEC §8, §11; issue #8): Action Rate
+"""Evaluation of simulated agents against real buyers (paper §3.2, App. B; docs/evaluation.md): Action Rate
 Alignment, behavioural separation by auxiliary bin, instruction following, ablations, and
 the HTML/Markdown report. Pure functions over polars tables; see docs/evaluation.md."""
 

@@ -1,7 +1,7 @@
-"""Action Rate Alignment (SPEC §11, paper §3.2, Table 2).
+"""Action Rate Alignment (paper §3.2, Table 2).
 
 Per (shop, token) cell: ATC = share of buyers (agents) with an add-to-cart, PUR = share with
-a purchase (SPEC; the paper's text says "checkout fractions": `ARAConfig.pur="checkout"`);
+a purchase (our reading; the paper's text says "checkout fractions": `ARAConfig.pur="checkout"`);
 
     ATC align = 1 − |ATC_real − ATC_agent|,  PUR align = 1 − |PUR_real − PUR_agent|,
     ARA = 0.5·ATC align + 0.5·PUR align.

@@ -1,4 +1,4 @@
-"""Instruction following on deterministic tasks derived from real sessions (SPEC §11,
+"""Instruction following on deterministic tasks derived from real sessions (paper §3.2,
 paper §3.4, Table 4, App. J Table 10). docs/evaluation.md has the rules in prose.
 
 A session becomes one task of the kind its deepest funnel step gives:

@@ -1,4 +1,4 @@
-"""The paper's evaluation figures (SPEC §8, §11; paper Tables 2–4, 7–9, App. B), in the
+"""The paper's evaluation figures (paper Tables 2–4, 7–9, App. B), in the
 units of our figures: shares in 0–1, effect sizes and means raw, counts as numbers."""
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Behavioural separation by auxiliary bin (SPEC §11, paper §3.3, Table 3).
+"""Behavioural separation by auxiliary bin (paper §3.3, Table 3).
 
 Agents are grouped by their token's bin on each head (`token_bins`: the modal bin of the
 token's real buyers) and one score per agent is compared across the Low/Medium/High groups:
 
 | head | agent score |
 |---|---|
-| purchase | 8·checkout_reached + 3·add_to_cart (the s_pur weights of SPEC §4, per session) |
+| purchase | 8·checkout_reached + 3·add_to_cart (the s_pur weights of paper App. E, per session) |
 | engagement | `n_actions`, the actions of the session (the paper's proxy: no wall-clock) |
 | exploration | `n_product_views + n_searches + n_collection_views` when the agent table has them, else an `exploration` column; NaN with a reason otherwise |
 

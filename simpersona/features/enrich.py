@@ -1,4 +1,4 @@
-"""Enrichment: one pass from validated events to buyer–session records (SPEC §1).
+"""Enrichment: one pass from validated events to buyer–session records (paper §2.1.1).
 
 `session_table` is the lean numeric part (what buyer features need); `enrich_sessions` adds
 the semantic columns (ordered events with product titles, collection names, queries) that

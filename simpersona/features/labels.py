@@ -1,4 +1,4 @@
-"""Auxiliary Low/Medium/High labels (SPEC §4) and their class weights."""
+"""Auxiliary Low/Medium/High labels (paper App. E) and their class weights."""
 
 from __future__ import annotations
 

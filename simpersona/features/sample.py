@@ -1,4 +1,4 @@
-"""Training sample (SPEC §5): training and evaluation shops disjoint; per training shop up to
+"""Training sample (paper §3.1): training and evaluation shops disjoint; per training shop up to
 1,500 buyer–shop pairs, at most 300 per stratum, stratum E dropped; 85/15 train/validation."""
 
 from __future__ import annotations

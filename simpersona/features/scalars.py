@@ -1,4 +1,4 @@
-"""The 16 behavioural scalars of a buyer–shop pair (SPEC §2), raw (before transforms),
+"""The 16 behavioural scalars of a buyer–shop pair (paper App. A), raw (before transforms),
 plus the products of each embedding channel, the funnel stratum and the label inputs."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ SCALARS: Final[tuple[tuple[str, str], ...]] = (
 SCALAR_NAMES: Final[tuple[str, ...]] = tuple(n for n, _ in SCALARS)
 CHANNELS: Final[tuple[str, ...]] = ("viewed", "carted", "purchased")
 STRATA: Final[tuple[str, ...]] = ("A", "B", "C", "D", "E")
-RATE_ALPHA: Final[float] = 1.0  # Laplace prior of the funnel rates (SPEC §2: α = β = 1)
+RATE_ALPHA: Final[float] = 1.0  # Laplace prior of the funnel rates (paper App. A: α = β = 1)
 RATE_BETA: Final[float] = 1.0
 
 
@@ -115,7 +115,7 @@ def _derived(buyers: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def stratum_expr() -> pl.Expr:
-    """Funnel stratum by the priority cascade (SPEC §3): A purchaser → B checkout abandoner →
+    """Funnel stratum by the priority cascade (paper §2.1.1): A purchaser → B checkout abandoner →
     C cart builder → D window shopper → E bouncer."""
     viewed = (
         pl.col("product_view_sessions")

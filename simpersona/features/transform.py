@@ -1,4 +1,4 @@
-"""The feature transform model (SPEC §2): robust-z statistics of the 16 scalars, per-dimension
+"""The feature transform model (paper App. A): robust-z statistics of the 16 scalars, per-dimension
 z and PCA of each product channel, and the label edges — fitted once on the training shops,
 saved as a versioned artifact, reused unchanged at inference on any shop."""
 
@@ -44,7 +44,7 @@ def pre_transform(raw: np.ndarray) -> np.ndarray:
 
 
 def robust_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Median and scale per column: IQR; MAD·1.4826 when IQR = 0 (SPEC §2).
+    """Median and scale per column: IQR; MAD·1.4826 when IQR = 0 (paper App. A).
 
     Our addition: with interpolated percentiles IQR = 0 means over half the values equal the
     median, so MAD is then 0 as well; the cascade goes on to the standard deviation, and to 1

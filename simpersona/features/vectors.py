@@ -1,4 +1,4 @@
-"""403-d buyer vectors (SPEC §2): 16 robust-z scalars, three 128-d product channels
+"""403-d buyer vectors (paper App. A): 16 robust-z scalars, three 128-d product channels
 (viewed, carted, purchased), three observation masks — plus strata and auxiliary labels."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Persona tokens: K new special tokens <|persona_0|> … <|persona_{K-1}|>, one per codeword of
-the VQ-VAE, whose embedding rows stage 1 of the grounding trains (SPEC §10).
+the VQ-VAE, whose embedding rows stage 1 of the grounding trains (paper §2.3).
 
     ids = add_persona_tokens(model, tokenizer, 256, init="mean")
     init_from_codebook(model, ids, codebook)            # optional: the paper's open idea

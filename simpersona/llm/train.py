@@ -1,4 +1,4 @@
-"""Two-stage persona grounding (SPEC §10): stage 1 trains only the K persona-token embedding
+"""Two-stage persona grounding (paper §2.3): stage 1 trains only the K persona-token embedding
 rows of a frozen model, stage 2 fine-tunes all parameters (or LoRA), both with TRL's
 SFTTrainer on the SFT datasets (one chat example per step), loss on assistant turns only.
 

@@ -1,4 +1,4 @@
-"""Discrete buyer personas (SPEC §6–8): the behaviour-aware VQ-VAE, its training loop and
+"""Discrete buyer personas (paper §2.2, App. B): the behaviour-aware VQ-VAE, its training loop and
 token assignment. Names are imported lazily, so `import simpersona.personas.<module>` of a
 torch-free sibling does not pay for importing torch.
 

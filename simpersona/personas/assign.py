@@ -1,4 +1,4 @@
-"""Persona tokens for any number of buyers (SPEC §8): one streaming encoder pass.
+"""Persona tokens for any number of buyers (paper App. B): one streaming encoder pass.
 
     tokens = assign_tokens(model, vectors)                       # (n, 403) array → (n,) int64
     tokens = assign_tokens(model, iter_parquet_vectors(paths))   # chunks from Parquet files

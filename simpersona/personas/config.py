@@ -1,4 +1,4 @@
-"""VQ-VAE hyperparameters (SPEC §6; paper §2.2, App. C, D). Defaults are the paper's values
+"""VQ-VAE hyperparameters (paper §2.2, App. C, D). Defaults are the paper's values
 where it gives one; the rest (dropout, σ of the reset noise, optimiser, epochs and the step
 floor, batch size) are ours and say so.
 
@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from simpersona.features.scalars import SCALAR_NAMES
 
-# Behavioural features of contrastive gate 3 (SPEC §6: product views, search sessions,
+# Behavioural features of contrastive gate 3 (paper §2.2: product views, search sessions,
 # collection views, session duration), as indices into the 16 scalars.
 GATE3_FEATURES: tuple[str, ...] = (
     "total_product_views",
@@ -28,7 +28,7 @@ GATE3_FEATURES: tuple[str, ...] = (
 GATE3_INDICES: tuple[int, ...] = tuple(SCALAR_NAMES.index(n) for n in GATE3_FEATURES)
 
 # Named presets (`VQVAEConfig.preset`): "default" is ours, "paper" the fields below changed to
-# the paper's literal reading (SPEC §6); every other field is shared.
+# the paper's literal reading (§2.2); every other field is shared.
 PRESETS: tuple[str, ...] = ("default", "paper")
 PAPER_CHOICES: dict[str, Any] = {
     "signature_source": "counts",  # gate 1 from interaction counts (purchase > cart > view)
@@ -116,7 +116,7 @@ class VQVAEConfig:
 
     @classmethod
     def paper(cls, **overrides: Any) -> VQVAEConfig:
-        """The paper's literal reading of SPEC §6 (`PAPER_CHOICES`), other fields as ours."""
+        """The paper's literal reading of §2.2 (`PAPER_CHOICES`), other fields as ours."""
         return cls.preset("paper", **overrides)
 
     def to_dict(self) -> dict[str, Any]:

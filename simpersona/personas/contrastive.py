@@ -1,4 +1,4 @@
-"""Three-gate InfoNCE on the encoder outputs (SPEC §6; paper §2.2, App. D, Eq. 9).
+"""Three-gate InfoNCE on the encoder outputs (paper §2.2, App. D, Eq. 9).
 
 Positives of anchor i, within the batch, by progressively finer gates:
   1. funnel gate: same signature, the highest interaction level purchase (3) > cart (2) >
@@ -64,7 +64,7 @@ def signature_from_counts(counts: Mapping[str, Any]) -> np.ndarray:
     buyer-feature columns of `COUNT_COLUMNS`): 3 purchase > 2 cart (add-to-cart or checkout)
     > 1 view (product, collection or search) > 0 none.
 
-    The same cascade over the same counts as the funnel stratum (SPEC §3), so it equals
+    The same cascade over the same counts as the funnel stratum (paper §2.1.1), so it equals
     `signature_from_strata` of the buyer's stratum; the stratum is what the vector tables carry.
     The counts cannot be read back from the vector: its scalars are robust-z of log1p(count)
     with the training set's centre and scale (features/transform.py), so "count > 0" is a

@@ -1,4 +1,4 @@
-"""Per-store token distributions and population recovery (SPEC §8, paper App. B).
+"""Per-store token distributions and population recovery (paper App. B).
 
 Every buyer has a token (code). For store s, p̂_s(k) is the share of its buyers on token k
 (Eq. 4). Two tests ask whether the token mix of a store carries its population structure:

@@ -1,4 +1,4 @@
-"""MiniBatch k-means baseline for the codebook comparison (SPEC §7, paper Table 1).
+"""MiniBatch k-means baseline for the codebook comparison (paper Table 1).
 
 The paper compares the VQ-VAE codebook against MiniBatch k-means with K = 256 fitted on the
 same 403-d buyer vectors. `fit_kmeans` wraps scikit-learn's `MiniBatchKMeans` (k-means++

@@ -1,4 +1,4 @@
-"""The VQ-VAE objective (SPEC §6; paper Eq. 2):
+"""The VQ-VAE objective (paper Eq. 2):
 L = λr·L_recon + β·L_commit + λc·L_contrastive + λa·(L_engage + L_explore + L_purchase).
 
 Group-aware reconstruction: one number per semantic group, then the mean over groups, so the
@@ -9,7 +9,7 @@ three 128-d channels do not outweigh the 16 scalars by dimension count:
   purchased  nothing, and a group nobody in the batch observed is left out of the mean;
   masks      (ours, `mask_loss="bce"`) BCE-with-logits on the 3 mask dims, so a decoded
              code also says which channels its buyers have; `mask_loss="none"` drops it
-             (the paper's four groups, SPEC §6).
+             (the paper's four groups, §2.2).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Planted-type recovery on generated data (issue 4 acceptance): do VQ-VAE codes recover the
+"""Planted-type recovery on generated data (docs/personas.md): do VQ-VAE codes recover the
 generator's planted buyer types better than k-means, and is the codebook behaviourally more
-coherent (SPEC §7 Table 1)?
+coherent (paper Table 1)?
 
     result = run_planted_recovery(n_shops=16, n_buyers=80_000, seed=0)
     print(result.table())          # Table 1 on the train split, ARI on the non-E buyers
@@ -8,7 +8,7 @@ coherent (SPEC §7 Table 1)?
 
 One run: generate the default (Puffy-calibrated) population, compute buyer features and
 403-d vectors with the pipeline's functions (titles embedded with the packaged MiniLM), draw
-the SPEC §5 training sample, train the VQ-VAE (`VQVAEConfig()`, or the config given) and the
+the paper §3.1 training sample, train the VQ-VAE (`VQVAEConfig()`, or the config given) and the
 MiniBatch k-means baseline on its train split, assign every buyer. Two populations:
 
 * **Table 1** (`reports`): the train split, as the paper computes Table 1 on its training set
@@ -16,7 +16,7 @@ MiniBatch k-means baseline on its train split, assign every buyer. Two populatio
 * **Planted types** (`ari`): majority-mapped ARI (`quality.planted_agreement`) over the buyers
   of every shop outside stratum E. E buyers have no browsing at all (one landing page), so
   their vectors carry no product or funnel signal and are outside the codebook's training
-  domain (SPEC §5 drops E); `ari["*_all"]` includes them.
+  domain (paper §3.1 drops E); `ari["*_all"]` includes them.
 
 `benchmarks/planted_recovery.py` and `tests/test_planted_recovery.py` both call this.
 """

@@ -1,4 +1,4 @@
-"""Codebook quality report (SPEC §7, paper Table 1) for any assignment of buyers to codes:
+"""Codebook quality report (paper Table 1) for any assignment of buyers to codes:
 VQ-VAE tokens or k-means clusters.
 
 Inputs are parallel arrays over buyers: `codes` (int, one code per buyer), `strata` (funnel
@@ -594,7 +594,7 @@ def print_reports(
     from rich.table import Table
 
     header, rows = _rows(reports, paper)
-    table = Table(title="Codebook quality (SPEC §7, paper Table 1)")
+    table = Table(title="Codebook quality (paper Table 1)")
     for i, h in enumerate(header):
         style = "dim" if paper and i >= len(header) - 2 else None
         table.add_column(h, justify="left" if i == 0 else "right", style=style)

@@ -1,4 +1,4 @@
-"""Training loop of the VQ-VAE (SPEC §6): k-means++ codebook init over one full encoder pass,
+"""Training loop of the VQ-VAE (paper §2.2): k-means++ codebook init over one full encoder pass,
 Adam on the encoder / decoder / heads, EMA codebook updates after every step, dead-code
 checks every `dead_check_every` steps after `dead_warmup_steps`.
 

@@ -1,4 +1,4 @@
-"""Behaviour-aware VQ-VAE (SPEC §6; paper §2.2, App. C): an MLP encoder, an EMA codebook with
+"""Behaviour-aware VQ-VAE (paper §2.2, App. C): an MLP encoder, an EMA codebook with
 nearest-neighbour quantisation and straight-through gradients, a mirrored decoder and three
 auxiliary linear heads on z_q.
 

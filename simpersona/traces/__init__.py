@@ -1,4 +1,4 @@
-"""Navigation goals and replayed SFT traces (SPEC §9).
+"""Navigation goals and replayed SFT traces (paper §2.1.2).
 
 outline  → what a real session did (searches, views, carts, checkout), in order
 goals    → stage-1 (intent-neutral) and stage-2 (intent from the stratum) goals, by template or LLM

@@ -1,4 +1,4 @@
-"""Stage-1 and stage-2 SFT datasets from judged trajectories (SPEC §9).
+"""Stage-1 and stage-2 SFT datasets from judged trajectories (paper §2.1.2).
 
 One example per step: `{"messages": [system, user, assistant], …metadata}` in chat-messages
 JSONL. The user turn holds the stage's goal (stage 1: intent-neutral; stage 2: with intent),

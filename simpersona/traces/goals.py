@@ -1,4 +1,4 @@
-"""Navigation goals from real sessions (SPEC §9): a stage-1 goal without intent ("You are
+"""Navigation goals from real sessions (paper §2.1.2): a stage-1 goal without intent ("You are
 interested in skirts. …") and a stage-2 goal with the intent of the buyer's funnel stratum
 (A–C: "You are here to buy skirts", D and E: "You are here to browse skirts"), both keeping the
 session's structure — what was searched, looked at, compared, carted, and whether checkout

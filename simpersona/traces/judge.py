@@ -1,4 +1,4 @@
-"""The judge: keeps trajectories that reached the goal's required actions (SPEC §9).
+"""The judge: keeps trajectories that reached the goal's required actions (paper §2.1.2).
 
 Required actions come from the original session, not from the goal's wording: every search,
 every product viewed, every product carted, checkout started, the order placed. The
