@@ -49,3 +49,20 @@ def _no_dagster_state_storage_from_earlier_tests():
 
     with set_defs_state_storage(None):
         yield
+
+
+@pytest.fixture(scope="module")
+def pg():
+    """A real PostgreSQL server (Debian's binaries) for one test module, stopped after it."""
+    from tests.postgres_server import start_postgres
+
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
+def read_lake_table(root: Path, table: str):
+    """Every Parquet file of a lake table (all partitions) as one Polars frame."""
+    import polars as pl
+
+    return pl.read_parquet(str(root / table / "**" / "*.parquet"), hive_partitioning=False)

@@ -7,11 +7,9 @@ Under root the server runs as the `postgres` system user (initdb refuses root).
 
 from __future__ import annotations
 
-import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -19,31 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from scripts.local_services import free_port as _free_port
+from scripts.local_services import postgres_bin_dir
+
 INSTALL_HINT = (
     "PostgreSQL server binaries (initdb, pg_ctl) not found under /usr/lib/postgresql/*/bin or "
     "on PATH. Run `make postgres` (apt-get install postgresql; `make setup` does it too)."
 )
-
-
-def postgres_bin_dir() -> Path | None:
-    """The newest /usr/lib/postgresql/<v>/bin with initdb and pg_ctl, else the PATH's."""
-    dirs = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"),
-        key=lambda d: int(Path(d).parent.name) if Path(d).parent.name.isdigit() else 0,
-    )
-    for d in reversed(dirs):
-        if (Path(d) / "initdb").exists() and (Path(d) / "pg_ctl").exists():
-            return Path(d)
-    initdb = shutil.which("initdb")
-    if initdb and shutil.which("pg_ctl"):
-        return Path(initdb).parent
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

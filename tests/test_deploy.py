@@ -20,7 +20,7 @@ import click
 import pytest
 import yaml
 
-from tests.postgres_server import PostgresServer, start_postgres
+from tests.postgres_server import PostgresServer
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
@@ -165,13 +165,6 @@ def compose_env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def compose(compose_env) -> dict:
     return load_compose(compose_env)
-
-
-@pytest.fixture(scope="module")
-def pg():
-    server = start_postgres()
-    yield server
-    server.stop()
 
 
 # ---- compose -------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ import datetime as dt
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from dagster_project.resources import (
     MLflowResource,
     WarehouseResource,
 )
+from scripts.local_services import free_port
 from tests.test_dagster import _write_shop
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,10 +144,6 @@ def prepare_fitted(root: Path, instance: dg.DagsterInstance) -> list[str]:
 
 
 # ---- dagster dev on loopback ---------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -5,7 +5,6 @@ from the store's own event log, resumable runs; the LLM policy against a real lo
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -33,13 +32,10 @@ from simpersona.store.app import dom_id
 from simpersona.synth import GeneratorConfig, generate_lake
 from simpersona.traces.build import select_outlines
 from simpersona.traces.outline import CategoryIndex, SessionEvent, SessionOutline
+from tests.conftest import read_lake_table
 
 pytestmark = pytest.mark.browser
 SHOP = "shop-000"
-
-
-def _read(root: Path, table: str) -> pl.DataFrame:
-    return pl.read_parquet(str(root / table / "**" / "*.parquet"), hive_partitioning=False)
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +49,8 @@ def shop(tmp_path_factory):
         ground_truth_path=root.parent / "truth.parquet",
         progress=False,
     )
-    events = sessionize(_read(root, "events").drop("shop", "date", strict=False))
-    products, collections = _read(root, "products"), _read(root, "collections")
+    events = sessionize(read_lake_table(root, "events").drop("shop", "date", strict=False))
+    products, collections = read_lake_table(root, "products"), read_lake_table(root, "collections")
     sessions = enrich_sessions(events, products, collections)
     outlines = select_outlines(sessions, None, CategoryIndex.from_frames(products, collections))
     outlines = [

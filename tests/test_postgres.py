@@ -14,17 +14,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tests.postgres_server import PostgresServer, start_postgres
+from tests.postgres_server import PostgresServer
 from tests.test_dagster import resources_for
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def pg():
-    server = start_postgres()
-    yield server
-    server.stop()
 
 
 def deployment_instance(

@@ -15,6 +15,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from scripts.local_services import free_port as _free_port
+
 EVENT_HEADER = "event_id,shop_id,buyer_id,session_id,ts,event_type,product_id"
 
 
@@ -463,12 +465,6 @@ def _no_env(key_file: Path) -> bytes:
 
 
 # ---- the storefront killed mid-load --------------------------------------------------------
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_storefront_kill_9_loses_no_acknowledged_event(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -23,14 +22,10 @@ from simpersona.traces.goals import TemplateGoalWriter, intent_words, is_intent_
 from simpersona.traces.judge import Required, judge_rules
 from simpersona.traces.outline import CategoryIndex, SessionEvent, SessionOutline
 from simpersona.traces.replay import ReplayConfig
-from tests.conftest import require_chromium
+from tests.conftest import read_lake_table, require_chromium
 
 SHOP = "shop-000"
 PERSONA = re.compile(r"<\|persona_\d+\|>")
-
-
-def _read(root: Path, table: str) -> pl.DataFrame:
-    return pl.read_parquet(str(root / table / "**" / "*.parquet"), hive_partitioning=False)
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +37,8 @@ def shop(tmp_path_factory):
         ground_truth_path=root.parent / "truth.parquet",
         progress=False,
     )
-    events = sessionize(_read(root, "events").drop("shop", "date", strict=False))
-    products, collections = _read(root, "products"), _read(root, "collections")
+    events = sessionize(read_lake_table(root, "events").drop("shop", "date", strict=False))
+    products, collections = read_lake_table(root, "products"), read_lake_table(root, "collections")
     sessions = enrich_sessions(events, products, collections)
     return root, sessions, CategoryIndex.from_frames(products, collections)
 

@@ -16,13 +16,11 @@ Stdlib only at module level; psycopg2 is imported lazily (orders()/products() fa
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +28,19 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from scripts.local_services import free_port as _free_port
+from scripts.local_services import postgres_bin_dir
+
+
+def _pg_bin() -> Path:
+    found = postgres_bin_dir()
+    if found is None:
+        raise RuntimeError(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found; apt-get install postgresql"
+        )
+    return found
+
 
 HERE = Path(__file__).resolve().parent / "evershop"
 EVERSHOP_VERSION = "2.2.1"
@@ -44,28 +55,6 @@ APP_FILES = {
     "catalogue.json": "catalogue.json",
     "loopback.mjs": "loopback.mjs",
 }
-
-
-def _pg_bin() -> Path:
-    dirs = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"),
-        key=lambda d: int(Path(d).parent.name) if Path(d).parent.name.isdigit() else 0,
-    )
-    for d in reversed(dirs):
-        if (Path(d) / "initdb").exists() and (Path(d) / "pg_ctl").exists():
-            return Path(d)
-    initdb = shutil.which("initdb")
-    if initdb and shutil.which("pg_ctl"):
-        return Path(initdb).parent
-    raise RuntimeError(
-        "PostgreSQL server binaries (initdb, pg_ctl) not found; apt-get install postgresql"
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _tail(text: str | bytes | None, n: int = 3000) -> str:

@@ -45,6 +45,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from scripts.local_services import free_port as _free_port
+
 SOURCE_DIR = Path(__file__).resolve().parent / "oscar"
 
 # Exact pins (resolved together on CPython 3.11; Whoosh is used as the Haystack
@@ -103,12 +105,6 @@ def _port_is_free(port: int) -> bool:
         except OSError:
             return False
         return True
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _find_python() -> str:
