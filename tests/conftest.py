@@ -66,3 +66,25 @@ def read_lake_table(root: Path, table: str):
     import polars as pl
 
     return pl.read_parquet(str(root / table / "**" / "*.parquet"), hive_partitioning=False)
+
+
+def resources_for(root: Path, max_reject_share: float = 0.05) -> dict:
+    """The pipeline's resources under `root` (an isolated data dir), with a fixed buyer-hash
+    key and 3 pretraining steps of the tiny base: the path runs, the CI minutes stay few."""
+    from dagster_project.resources import resources_under
+
+    return resources_under(root, "test-key", max_reject_share, tiny_pretrain_steps=3)
+
+
+def write_small_shop(lake: Path, shop: str, date: str, n: int = 3) -> None:
+    """A shop with one product and `n` product views on `date`, as raw lake files."""
+    (lake / "products" / f"shop={shop}").mkdir(parents=True, exist_ok=True)
+    (lake / "products" / f"shop={shop}" / "p.csv").write_text(
+        f"shop_id,product_id,title,description,price,collection_ids\n{shop},p1,Shoe,,10,\n"
+    )
+    d = lake / "events" / f"shop={shop}" / f"date={date}"
+    d.mkdir(parents=True, exist_ok=True)
+    rows = [f"{shop}-{date}-{i},{shop},u{i},,{date}T10:0{i}:00Z,product_view,p1" for i in range(n)]
+    (d / "e.csv").write_text(
+        "event_id,shop_id,buyer_id,session_id,ts,event_type,product_id\n" + "\n".join(rows) + "\n"
+    )

@@ -15,19 +15,15 @@ import pytest
 
 from dagster_project.definitions import defs
 from dagster_project.partitions import day_partitions, shop_partitions
-from dagster_project.resources import LakeResource, resources_under
+from dagster_project.resources import LakeResource
 from dagster_project.run import run_ingestion
 from dagster_project.schedules import nightly_ingest_schedule
 from dagster_project.sensors import lake_sensor
 from simpersona.tracking import Tracker
 from simpersona.warehouse import Warehouse
+from tests.conftest import resources_for, write_small_shop
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def resources_for(root: Path, max_reject_share: float = 0.05) -> dict:
-    # 3 pretraining steps of the tiny base: the path runs, the CI minutes stay few
-    return resources_under(root, "test-key", max_reject_share, tiny_pretrain_steps=3)
 
 
 def test_definitions_validate_cli() -> None:
@@ -102,22 +98,9 @@ def _check_two_shops(tmp_path: Path, gen, instance: dg.DagsterInstance) -> None:
     assert n == res.rows_valid
 
 
-def _write_shop(lake: Path, shop: str, date: str, n: int = 3) -> None:
-    (lake / "products" / f"shop={shop}").mkdir(parents=True, exist_ok=True)
-    (lake / "products" / f"shop={shop}" / "p.csv").write_text(
-        f"shop_id,product_id,title,description,price,collection_ids\n{shop},p1,Shoe,,10,\n"
-    )
-    d = lake / "events" / f"shop={shop}" / f"date={date}"
-    d.mkdir(parents=True, exist_ok=True)
-    rows = [f"{shop}-{date}-{i},{shop},u{i},,{date}T10:0{i}:00Z,product_view,p1" for i in range(n)]
-    (d / "e.csv").write_text(
-        "event_id,shop_id,buyer_id,session_id,ts,event_type,product_id\n" + "\n".join(rows) + "\n"
-    )
-
-
 def test_lake_sensor_registers_new_shops_and_requests_changed_partitions(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
-    _write_shop(lake, "alpha", "2025-03-01")
+    write_small_shop(lake, "alpha", "2025-03-01")
     with dg.instance_for_test() as instance:
         _check_sensor(lake, instance)
 
@@ -141,7 +124,7 @@ def _check_sensor(lake: Path, instance: dg.DagsterInstance) -> None:
     )
     assert quiet.run_requests == [] and quiet.dynamic_partitions_requests == []
     # a new shop folder appears: it is registered and ingested
-    _write_shop(lake, "beta", "2025-03-02")
+    write_small_shop(lake, "beta", "2025-03-02")
     new = lake_sensor(
         dg.build_sensor_context(instance=instance, resources=res, cursor=quiet.cursor)
     )
@@ -152,9 +135,9 @@ def _check_sensor(lake: Path, instance: dg.DagsterInstance) -> None:
 
 def test_nightly_schedule_requests_yesterday_for_every_shop(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
-    _write_shop(lake, "alpha", "2025-03-01")
-    _write_shop(lake, "beta", "2025-03-01")
-    _write_shop(lake, "gamma", "2025-02-27")
+    write_small_shop(lake, "alpha", "2025-03-01")
+    write_small_shop(lake, "beta", "2025-03-01")
+    write_small_shop(lake, "gamma", "2025-02-27")
     with dg.instance_for_test() as instance:
         ctx = dg.build_schedule_context(
             instance=instance,
@@ -170,7 +153,7 @@ def test_nightly_schedule_requests_yesterday_for_every_shop(tmp_path: Path) -> N
 
 def test_failed_partition_reports_file_and_reason(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
-    _write_shop(lake, "alpha", "2025-03-01")
+    write_small_shop(lake, "alpha", "2025-03-01")
     bad = lake / "events" / "shop=alpha" / "date=2025-03-01" / "bad.csv"
     bad.write_text(
         "event_id,shop_id,buyer_id,session_id,ts,event_type,product_id\nx,alpha,,,2025-03-01T00:00:00Z,product_view,p1\n"

@@ -17,7 +17,7 @@ from simpersona.features.transform import FeatureTransform
 from simpersona.synth import GeneratorConfig, generate_lake
 from simpersona.tracking import Tracker
 from simpersona.warehouse import Warehouse
-from tests.test_dagster import resources_for
+from tests.conftest import resources_for
 
 
 def test_generated_shops_to_buyer_vectors(tmp_path: Path) -> None:

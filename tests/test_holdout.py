@@ -17,7 +17,7 @@ from dagster_project.assets.simulation import _fit_provenance
 from dagster_project.resources import ArtifactsResource
 from dagster_project.run import _materialize, run_demo
 from simpersona.synth import GeneratorConfig
-from tests.test_dagster import resources_for
+from tests.conftest import resources_for
 from tests.test_personas_pipeline import FAST
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

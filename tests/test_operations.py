@@ -33,7 +33,7 @@ from dagster_project.resources import (
     WarehouseResource,
 )
 from scripts.local_services import free_port
-from tests.test_dagster import _write_shop
+from tests.conftest import write_small_shop
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -347,7 +347,7 @@ def ops(tmp_path_factory) -> Iterator[Operations]:
         started = dev.gql(START_SCHEDULE, {"sel": schedule_selector()})["startSchedule"]
         assert started["scheduleState"]["status"] == "RUNNING", started
         started_at = time.perf_counter()
-        _write_shop(root / "lake", "newshop", first_day, n=5)
+        write_small_shop(root / "lake", "newshop", first_day, n=5)
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("DAGSTER_HOME", str(home))
             mp.setenv("SIMPERSONA_DATA_DIR", str(root))
@@ -608,10 +608,10 @@ query Partitions($key: AssetKeyInput!) {
 def test_checks_fail_visibly_on_rejects_and_a_collapsed_codebook(tmp_path: Path) -> None:
     from dagster_project.assets.ingest import raw_events
     from dagster_project.checks import CodebookUsageConfig, all_checks, codebook_usage
-    from tests.test_dagster import resources_for
+    from tests.conftest import resources_for
 
     lake = tmp_path / "lake"
-    _write_shop(lake, "alpha", "2025-03-01", n=3)
+    write_small_shop(lake, "alpha", "2025-03-01", n=3)
     (lake / "events/shop=alpha/date=2025-03-01/bad.csv").write_text(
         "event_id,shop_id,buyer_id,session_id,ts,event_type,product_id\n"
         "x,alpha,,,2025-03-01T00:00:00Z,product_view,p1\n"
@@ -656,7 +656,7 @@ def test_backfill_command_stores_an_asset_backfill_of_the_shops(tmp_path: Path, 
 
     lake = tmp_path / "lake"
     for shop, day in (("alpha", "2025-03-01"), ("alpha", "2025-03-02"), ("beta", "2025-03-01")):
-        _write_shop(lake, shop, day)
+        write_small_shop(lake, shop, day)
     home = tmp_path / "dagster_home"
     instance_at(home).dispose()
     monkeypatch.setenv("DAGSTER_HOME", str(home))

@@ -31,8 +31,8 @@ from simpersona.personas.vqvae import VQVAE
 from simpersona.synth import GeneratorConfig
 from simpersona.tracking import Tracker
 from simpersona.warehouse import Warehouse
+from tests.conftest import resources_for
 from tests.privacy import files_containing
-from tests.test_dagster import resources_for
 
 RAW_ID_MARKER = "RAWBUYER"
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from tests.conftest import resources_for
 from tests.postgres_server import PostgresServer
-from tests.test_dagster import resources_for
 
 REPO = Path(__file__).resolve().parents[1]
 

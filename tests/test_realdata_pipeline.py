@@ -10,7 +10,7 @@ import pytest
 from dagster_project.run import run_ingestion
 from simpersona.ingest.importers import run_import
 from simpersona.warehouse import Warehouse
-from tests.test_dagster import resources_for
+from tests.conftest import resources_for
 
 pytestmark = pytest.mark.realdata
 

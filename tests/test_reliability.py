@@ -288,7 +288,7 @@ def test_corrected_reimport_removes_the_vanished_day_from_the_warehouse(tmp_path
     import dagster as dg
 
     from dagster_project.run import run_ingestion
-    from tests.test_dagster import resources_for
+    from tests.conftest import resources_for
 
     mapping = tmp_path / "m.yaml"
     mapping.write_text(HOSTILE_MAPPING)
@@ -658,8 +658,8 @@ def test_no_raw_identity_leaves_ingestion_of_an_import(tmp_path: Path) -> None:
 
     from dagster_project.run import run_ingestion
     from simpersona.ingest.importers import run_import
+    from tests.conftest import resources_for
     from tests.privacy import files_containing
-    from tests.test_dagster import resources_for
 
     mapping = tmp_path / "m.yaml"
     mapping.write_text(
