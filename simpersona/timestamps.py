@@ -3,6 +3,8 @@ zone from the mapping) and the warehouse validation (ISO-8601 variants)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import polars as pl
 
 from simpersona.schema import TS_DTYPE
@@ -21,7 +23,11 @@ _NAIVE = (
     "%Y-%m-%d %H:%M",
     "%Y-%m-%d",
 )
-EPOCH_FORMATS = {"epoch_s": "s", "epoch_ms": "ms", "epoch_us": "us"}
+EPOCH_FORMATS: dict[str, Literal["s", "ms", "us"]] = {
+    "epoch_s": "s",
+    "epoch_ms": "ms",
+    "epoch_us": "us",
+}
 
 
 def parse_timestamp(expr: pl.Expr, fmt: str | None = None, timezone: str = "UTC") -> pl.Expr:
@@ -33,7 +39,7 @@ def parse_timestamp(expr: pl.Expr, fmt: str | None = None, timezone: str = "UTC"
     an offset are read in `timezone` (a DST gap gives null, an overlap the earlier time).
     """
     s = expr.cast(pl.String).str.strip_chars()
-    if fmt in EPOCH_FORMATS:
+    if fmt is not None and fmt in EPOCH_FORMATS:
         num = s.cast(pl.Int64, strict=False)
         return pl.from_epoch(num, time_unit=EPOCH_FORMATS[fmt]).dt.replace_time_zone("UTC")
 

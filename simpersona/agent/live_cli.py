@@ -60,7 +60,7 @@ def llm_policy(data_dir: Path, llm_model: Path | None, llm_url: str | None, conc
 
     if llm_url:
         base, name = llm_url.rstrip("/").removesuffix("/v1"), ""
-        server = contextlib.nullcontext(base)
+        server: contextlib.AbstractContextManager[str] = contextlib.nullcontext(base)
     else:
         folder = llm_model or _current_artifact(data_dir, "persona_model")
         if folder is None or not Path(folder).exists():
@@ -193,6 +193,7 @@ def simulate_url(
                         llm_policy(data_dir, llm_model, llm_url, concurrency)
                     )
                 else:
+                    assert markov is not None  # checked above: the markov policy needs one
                     agent = MarkovPolicy(markov, seed=seed, follow_goal=True)
                 report = simulate_live(
                     cfg, agent, personas, out_dir, events_lake,

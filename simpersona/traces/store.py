@@ -89,7 +89,9 @@ def step_reasoning(step: Mapping[str, Any]) -> str:
     action = step.get("action") or {}
     obs = step.get("observation") or {}
     kind = action.get("action")
-    element = next((e for e in obs.get("elements", []) if e.get("id") == action.get("id")), {})
+    element: Mapping[str, Any] = next(
+        (e for e in obs.get("elements", []) if e.get("id") == action.get("id")), {}
+    )
     label = _short(str(element.get("label") or action.get("id") or ""))
     title = _short(str(obs.get("title") or "this product"))
     if kind == "add_to_cart":
