@@ -381,6 +381,24 @@ def test_cart_changes_log_add_and_remove(client, catalog, sink):
     assert events_frame(sink.events).height == len(sink.events)
 
 
+def test_an_add_to_cart_can_lead_back_to_the_product(catalog, sink):
+    """after_add="product": the buyer lands on the product page again, with a notice, and
+    the header's cart count rose; the cart holds the item. The default leads to the cart."""
+    p = a_product(catalog, 1)
+    stay = ShopClient(create_app(catalog, sink, after_add="product"))
+    r = stay.post("/cart/add", data={"product_id": p.product_id, "quantity": "2"})
+    assert r.status_code == 200 and f"/products/{p.product_id}?added=" in str(r.url)
+    assert 'id="product-notice"' in r.text and esc(f"Added “{p.title}” to your cart.") in r.text
+    assert re.search(r'id="cart-count"[^>]*>\s*2\s*<', r.text)
+    assert 'id="product-notice"' not in stay.get(f"/products/{p.product_id}").text
+    assert esc(p.title) in stay.get("/cart").text
+    go = ShopClient(create_app(catalog, sink))
+    r = go.post("/cart/add", data={"product_id": p.product_id, "quantity": "1"})
+    assert "/cart?added=" in str(r.url) and 'id="cart-notice"' in r.text
+    with pytest.raises(ValueError, match="after_add must be"):
+        create_app(catalog, sink, after_add="drawer")
+
+
 def test_buyers_have_separate_carts_and_ids(catalog, sink):
     app = create_app(catalog, sink)
     alice, bob = ShopClient(app), ShopClient(app)

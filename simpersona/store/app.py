@@ -29,7 +29,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
 from fastapi import FastAPI, Request
@@ -133,6 +133,8 @@ _EXPIRY_RE = re.compile(r"^\s*(\d{1,2})\s*/\s*(\d{2}|\d{4})\s*$")
 _DOM_ID_RE = re.compile(r"[^A-Za-z0-9_-]+")
 
 CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "CAD": "CA$", "AUD": "A$", "JPY": "¥"}
+
+AfterAdd = Literal["cart", "product"]
 
 
 # ---- helpers usable from templates ---------------------------------------------------------
@@ -272,7 +274,11 @@ class Storefront:
         secret: bytes | None = None,
         max_buyers: int = MAX_BUYERS,
         max_pages: int = MAX_PAGES,
+        after_add: AfterAdd = "cart",
     ) -> None:
+        if after_add not in ("cart", "product"):
+            raise ValueError(f"after_add must be 'cart' or 'product', got {after_add!r}")
+        self.after_add = after_add
         self.max_pages = max_pages
         self.shops = {sid: ShopState(cat, max_buyers=max_buyers) for sid, cat in catalogs.items()}
         self.sink = sink
@@ -598,10 +604,18 @@ class Storefront:
         if p is None:
             raise HTTPException(404, "Product not found")
         self.emit(v, "product_view", self.page_url(request), product_id=p.product_id, price=p.price)
-        return self._product_page(v, p)
+        added = request.query_params.get("added") == p.product_id
+        return self._product_page(
+            v, p, notice=f"Added “{p.title}” to your cart." if added else None
+        )
 
     def _product_page(
-        self, v: Visit, p: Product, error: str | None = None, quantity: str = "1"
+        self,
+        v: Visit,
+        p: Product,
+        error: str | None = None,
+        quantity: str = "1",
+        notice: str | None = None,
     ) -> HTMLResponse:
         cat = v.catalog
         colls = [cat.collections[c] for c in p.collection_ids if c in cat.collections]
@@ -617,8 +631,9 @@ class Storefront:
             v,
             "product",
             status_code=422 if error else 200,
-            page_key=None if error else (p.product_id, quantity),
+            page_key=None if error or notice else (p.product_id, quantity),
             product=p,
+            notice=notice,
             product_collections=colls,
             related=cat.products_of(related_ids[:4]),
             error=error,
@@ -694,7 +709,10 @@ class Storefront:
             quantity=qty,
             price=p.price,
         )
-        return self.redirect(v, f"{v.links.cart()}?{urlencode({'added': p.product_id})}")
+        # Where the buyer lands: the cart (the default), or back on the product with a notice,
+        # as most themes do (the cart link in the header then leads on).
+        where = v.links.cart() if self.after_add == "cart" else v.links.product(p.product_id)
+        return self.redirect(v, f"{where}?{urlencode({'added': p.product_id})}")
 
     async def cart_update(self, request: Request) -> Response:
         v = self.visit(request)
@@ -1004,6 +1022,7 @@ def create_app(
     secret: bytes | None = None,
     max_buyers: int = MAX_BUYERS,
     max_pages: int = MAX_PAGES,
+    after_add: AfterAdd = "cart",
 ) -> FastAPI:
     """The storefront app for one shop (served at `/` and `/s/<shop_id>/`) or many (a dict
     shop_id -> catalog, served at `/s/<shop_id>/`, listed at `/`).
@@ -1015,7 +1034,8 @@ def create_app(
     tokens (default: `identity.store_secret()`). Each shop keeps the state of at most
     `max_buyers` buyers (the least recently seen go first; idle ones expire after
     `state.STATE_TTL`). Up to `max_pages` rendered pages are kept with holes for the
-    buyer's parts (`Storefront.render`; 0 renders every page in full).
+    buyer's parts (`Storefront.render`; 0 renders every page in full). `after_add` is where
+    an add to cart leads: the cart page, or back to the product page with a notice.
     """
     if isinstance(catalog, StoreCatalog):
         catalogs: dict[str, StoreCatalog] = {catalog.shop_id: catalog}
@@ -1039,6 +1059,7 @@ def create_app(
         secret=secret,
         max_buyers=max_buyers,
         max_pages=max_pages,
+        after_add=after_add,
     )
 
     @asynccontextmanager

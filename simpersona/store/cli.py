@@ -67,6 +67,13 @@ def storefront_command(
     max_buyers: Annotated[
         int, typer.Option(help="Buyers whose cart and session each shop keeps in memory.")
     ] = MAX_BUYERS,
+    after_add: Annotated[
+        str,
+        typer.Option(
+            help="Where an add to cart leads: cart (the cart page) or product (back to the "
+            "product page with a notice, as many themes do)."
+        ),
+    ] = "cart",
 ) -> None:
     """Serve the storefront for one or more shops and log every visit into the lake."""
     lake = lake_or_default(lake, data_dir)
@@ -80,6 +87,9 @@ def storefront_command(
     from simpersona.warehouse import Warehouse
 
     console = Console(stderr=True)
+    if after_add not in ("cart", "product"):
+        console.print(f"[red]error:[/] --after-add must be cart or product, got {after_add!r}")
+        raise typer.Exit(2)
     shops = list(shop or [])
     if not shops:
         if warehouse is not None:
@@ -112,6 +122,7 @@ def storefront_command(
         debug_routes=debug_routes,
         public_url=public_url,
         max_buyers=max_buyers,
+        after_add="product" if after_add == "product" else "cart",
     )
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
     for s, cat in catalogs.items():
