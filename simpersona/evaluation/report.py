@@ -334,19 +334,20 @@ def render_report(
 
 
 # ---- plots -----------------------------------------------------------------------------------
-def _pyplot() -> Any:
-    import matplotlib
+def _figure(width: float = 6.4, height: float = 3.6) -> tuple[Any, Any]:
+    """A figure and its axes on the Agg canvas: matplotlib's object API, no pyplot state
+    (as personas/distribution.py draws), so plots are safe from any thread."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
 
 
 def _save(fig: Any, path: str | Path) -> Path:
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
     return Path(path)
 
 
@@ -355,11 +356,10 @@ def plot_ara_by_stratum(table: pl.DataFrame, path: str | Path, title: str = "") 
     with the paper's correct and all-mismatch values as markers."""
     import numpy as np
 
-    plt = _pyplot()
     rows = table.filter(pl.col("stratum") != "Pooled")
     labels = rows["stratum"].to_list()
     x = np.arange(len(labels))
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig, ax = _figure()
     for i, (col, name) in enumerate(
         (("ara_correct", "correct"), ("ara_all", "all-mismatch"), ("ara_rand", "1-random"))
     ):
@@ -386,10 +386,9 @@ def plot_purchase_funnel(funnel: pl.DataFrame, path: str | Path, title: str = ""
     `purchase_funnel`), with the paper's ATC and checkout rates as markers."""
     import numpy as np
 
-    plt = _pyplot()
     labels = funnel["purchase_bin"].to_list()
     x = np.arange(len(labels))
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig, ax = _figure()
     cols = (("atc_rate", "add-to-cart"), ("checkout_rate", "checkout"),
             ("purchase_rate", "purchase"))  # fmt: skip
     for i, (col, name) in enumerate(cols):
@@ -416,13 +415,12 @@ def plot_shop_errors(
     shops sorted by the first variant's error."""
     import numpy as np
 
-    plt = _pyplot()
     names: Sequence[str] = list(per_shop)
     first = per_shop[names[0]].sort("error_rate")
     shops = first["shop_id"].to_list()
     x = np.arange(len(shops))
     w = 0.8 / max(len(names), 1)
-    fig, ax = plt.subplots(figsize=(max(6.4, 0.3 * len(shops)), 3.6))
+    fig, ax = _figure(max(6.4, 0.3 * len(shops)))
     for i, n in enumerate(names):
         m = dict(zip(per_shop[n]["shop_id"].to_list(), per_shop[n]["error_rate"].to_list(),
                      strict=True))  # fmt: skip
