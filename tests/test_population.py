@@ -406,6 +406,19 @@ def test_action_schema_names_only_the_pages_elements():
     assert "add_to_cart" not in {
         o["properties"]["action"]["const"] for o in action_schema(home)["anyOf"]
     }
+    # A product page with nothing that adds to the cart (a parent product whose variants are
+    # links) offers no add_to_cart; a foreign store's button read as one (its role) does.
+    parent = Observation(url="http://127.0.0.1/p/1", kind="product", title="P", text="",
+                         elements=(els[0], Element("product-link-2", "link", "Size 9")))  # fmt: skip
+    assert "add_to_cart" not in {
+        o["properties"]["action"]["const"] for o in action_schema(parent)["anyOf"]
+    }
+    basket = Element("sp-4", "button", "Add to basket", role="add_to_cart")
+    foreign = Observation(url="http://127.0.0.1/p/2", kind="product", title="P", text="",
+                          elements=(basket,))  # fmt: skip
+    assert "add_to_cart" in {
+        o["properties"]["action"]["const"] for o in action_schema(foreign)["anyOf"]
+    }
 
 
 def test_invalid_actions_within_the_tolerance_are_reported_and_the_session_goes_on(shop, tmp_path):

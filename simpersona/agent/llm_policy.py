@@ -68,7 +68,11 @@ def action_schema(observation: Observation) -> dict[str, Any]:
         _obj("scroll", direction={"enum": ["down", "up"]}),
         _obj("end_session", reason={"type": "string", "maxLength": 120}),
     ]
-    if observation.kind == "product":
+    # add_to_cart where the page has a control that does it: a parent product whose variant
+    # must be opened first (a variant list of links) offers none, so none is offered.
+    if observation.kind == "product" and any(
+        e.role == "add_to_cart" or e.id.startswith("add-to-cart") for e in els
+    ):
         options.append(_obj("add_to_cart", quantity={"type": "integer", "minimum": 1,
                                                       "maximum": 5}))  # fmt: skip
     if clicks := ids(CLICKABLE):
