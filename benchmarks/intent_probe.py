@@ -119,7 +119,8 @@ def train_then_probe(args: argparse.Namespace) -> None:
     """--train-from: stage 2 on the training sessions, then the probe on trained and on
     held-out prompts."""
     from simpersona.llm.probe import intent_probe, split_sessions
-    from simpersona.llm.train import TrainConfig, train_stage2
+    from simpersona.llm.train import train_stage2
+    from simpersona.llm.train_config import TrainConfig
     from simpersona.traces.dataset import read_dataset
 
     if args.data is None or args.out is None:

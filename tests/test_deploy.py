@@ -581,7 +581,7 @@ def test_deepspeed_launch_in_docs_matches_launcher_and_hostfile() -> None:
     from deepspeed.launcher.runner import fetch_hostfile, parse_args
 
     from simpersona.llm.launch import LaunchConfig, build_argv
-    from simpersona.llm.train import TrainConfig, resolve_deepspeed
+    from simpersona.llm.train_config import TrainConfig, resolve_deepspeed
 
     cmds = doc_commands("deepspeed")
     assert cmds, "docs/deploy.md shows no deepspeed command"

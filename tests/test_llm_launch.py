@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from simpersona.llm.launch import LaunchConfig, LaunchError, build_argv, launch, prepare_spec
 from simpersona.llm.persona_tokens import persona_token_ids
 from simpersona.llm.tiny import build_tiny_model
-from simpersona.llm.train import DEEPSPEED_DIR, resolve_deepspeed
+from simpersona.llm.train_config import DEEPSPEED_DIR, resolve_deepspeed
 from tests.test_llm_train import USED, K, _examples
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "llm.md"

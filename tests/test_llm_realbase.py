@@ -25,7 +25,8 @@ from simpersona.llm.chat_template import (
 )
 from simpersona.llm.persona_tokens import persona_token_ids
 from simpersona.llm.server import serve_in_background
-from simpersona.llm.train import TrainConfig, train_stage1, train_stage2
+from simpersona.llm.train import train_stage1, train_stage2
+from simpersona.llm.train_config import TrainConfig
 from tests.test_llm_server import action_schema, json_format
 from tests.test_llm_train import USED, _examples
 

@@ -14,16 +14,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from simpersona.agent.prompt import messages_for_step, persona_token
 from simpersona.llm.persona_tokens import add_persona_tokens, is_tied, persona_token_ids
+from simpersona.llm.row_delta import merge_rows, train_only_rows
 from simpersona.llm.tiny import IM_END, build_tiny_model
-from simpersona.llm.train import (
-    TrainConfig,
-    build_trainer,
-    merge_rows,
-    train_only_rows,
-    train_stage1,
-    train_stage2,
-    train_two_stage,
-)
+from simpersona.llm.train import build_trainer, train_stage1, train_stage2, train_two_stage
+from simpersona.llm.train_config import TrainConfig
 
 K = 8
 USED = (1, 3, 5)  # persona tokens that occur in the data; the others never do

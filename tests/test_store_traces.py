@@ -12,7 +12,7 @@ from simpersona.agent.live import GOALS, LiveConfig, LiveReport, live_specs
 from simpersona.agent.policy import Persona
 from simpersona.agent.runtime import SessionResult, StepRecord
 from simpersona.llm.cli import _joined
-from simpersona.llm.train import TrainConfig
+from simpersona.llm.train_config import TrainConfig
 from simpersona.traces.dataset import build_dataset, read_dataset
 from simpersona.traces.store import (
     TRAINING_GOALS,

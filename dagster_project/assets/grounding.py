@@ -120,7 +120,7 @@ def _profile(profile: str, training: TrainingLauncherResource):
     """The TrainConfig of a profile name ("auto": by the base and the device)."""
     import torch
 
-    from simpersona.llm.train import TrainConfig
+    from simpersona.llm.train_config import TrainConfig
 
     if profile == "auto":
         gpu = torch.cuda.is_available() or training.mode in ("deepspeed", "torchrun")
@@ -139,7 +139,7 @@ def _train_persona_model(
     single_stage: bool,
 ) -> dg.MaterializeResult:
     """Train, version and record one persona model under <artifacts>/<name>/."""
-    from simpersona.llm.train import TrainConfig
+    from simpersona.llm.train_config import TrainConfig
 
     wh = warehouse.warehouse()
     s1, s2 = wh.root / "sft" / "stage1.jsonl", wh.root / "sft" / "stage2.jsonl"

@@ -254,7 +254,7 @@ def train_llm_command(
     import torch
 
     from simpersona.llm.launch import LaunchConfig, launch
-    from simpersona.llm.train import TrainConfig
+    from simpersona.llm.train_config import TrainConfig
 
     try:
         gpu = torch.cuda.is_available() or mode in ("deepspeed", "torchrun")
