@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from simpersona.agent.browser import BrowserConfig, default_chromium  # noqa: E402
 from simpersona.agent.cli import load_shop_events  # noqa: E402
 from simpersona.agent.markov import MarkovModel  # noqa: E402
-from simpersona.agent.runtime import RuntimeConfig  # noqa: E402
+from simpersona.agent.session import RuntimeConfig  # noqa: E402
 from simpersona.agent.simulate import (  # noqa: E402
     SimulationConfig,
     fit_shop_markov,

@@ -26,7 +26,8 @@ from simpersona.agent.browser import host_allowed
 from simpersona.agent.markov import MarkovModel, MarkovPolicy, page_state
 from simpersona.agent.observation import build_observation, estimate_tokens, page_kind
 from simpersona.agent.policy import Policy
-from simpersona.agent.runtime import StepRecord, goal_met
+from simpersona.agent.runtime import goal_met
+from simpersona.agent.session import StepRecord
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from simpersona.agent.runtime import SessionResult, StepRecord
+from simpersona.agent.session import SessionResult, StepRecord
 from simpersona.evaluation.ablation import (
     error_distribution,
     error_distribution_stats,

@@ -187,7 +187,7 @@ def test_population_simulation_runs_on_a_store_url(evershop, markov, tmp_path):
     from types import SimpleNamespace
 
     from simpersona.agent.population import AgentPlan, PopulationConfig, run_population
-    from simpersona.agent.runtime import RuntimeConfig
+    from simpersona.agent.session import RuntimeConfig
 
     name, shop, url = evershop
     model, _ = markov

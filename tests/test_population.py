@@ -290,7 +290,7 @@ def test_llm_policy_prompts_as_in_training_and_runs_against_a_real_server(shop, 
 
 
 def test_agent_row_reads_flags_from_events():
-    from simpersona.agent.runtime import SessionResult
+    from simpersona.agent.session import SessionResult
 
     plan = AgentPlan("a", SHOP, "markov", 3, "A", "buy", "g")
     res = SessionResult("a", "sim-a", "goal_reached", "", 4, 1.5, "http://x/")
@@ -423,7 +423,7 @@ def test_action_schema_names_only_the_pages_elements():
 
 def test_invalid_actions_within_the_tolerance_are_reported_and_the_session_goes_on(shop, tmp_path):
     from dagster_project.assets.simulation import SimulationConfig, _Policies
-    from simpersona.agent.runtime import RuntimeConfig
+    from simpersona.agent.session import RuntimeConfig
 
     root, _, _, _ = shop
     catalog = StoreCatalog.from_lake(root, SHOP)

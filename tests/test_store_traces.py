@@ -10,7 +10,7 @@ import pytest
 
 from simpersona.agent.live import GOALS, LiveConfig, LiveReport, live_specs
 from simpersona.agent.policy import Persona
-from simpersona.agent.runtime import SessionResult, StepRecord
+from simpersona.agent.session import SessionResult, StepRecord
 from simpersona.llm.cli import _joined
 from simpersona.llm.train_config import TrainConfig
 from simpersona.traces.dataset import build_dataset, read_dataset

@@ -219,7 +219,7 @@ class _Policies:
         """Browser concurrency and the per-agent limits of the asset's config; with a
         storefront resource that names a URL, the agents shop there."""
         from simpersona.agent.population import PopulationConfig
-        from simpersona.agent.runtime import RuntimeConfig
+        from simpersona.agent.session import RuntimeConfig
 
         c = self.cfg
         url = storefront.base_url if storefront is not None else ""

@@ -8,14 +8,8 @@ from simpersona.agent.markov import MarkovConfig, MarkovModel, MarkovPolicy
 from simpersona.agent.observation import Element, Observation, observe
 from simpersona.agent.policy import Goal, Memory, Persona, Policy, ScriptedPolicy
 from simpersona.agent.recorder import SessionRecorder, read_recording
-from simpersona.agent.runtime import (
-    OUTCOMES,
-    RuntimeConfig,
-    SessionResult,
-    SessionSpec,
-    run_session,
-    run_sessions,
-)
+from simpersona.agent.runtime import run_session, run_sessions
+from simpersona.agent.session import OUTCOMES, RuntimeConfig, SessionResult, SessionSpec
 
 __all__ = [
     "OUTCOMES",

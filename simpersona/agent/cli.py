@@ -194,7 +194,7 @@ def simulate_command(
 
     from simpersona.agent.browser import BrowserUnavailable
     from simpersona.agent.markov import MarkovModel
-    from simpersona.agent.runtime import RuntimeConfig
+    from simpersona.agent.session import RuntimeConfig
     from simpersona.agent.simulate import SimulationConfig, fit_shop_markov, simulate_shop
     from simpersona.store.catalog import StoreCatalog
 

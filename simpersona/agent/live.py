@@ -26,7 +26,8 @@ from urllib.parse import urlsplit
 from simpersona.agent.browser import BrowserConfig, BrowserPool, host_of
 from simpersona.agent.policy import Goal, GoalTarget, Persona, Policy
 from simpersona.agent.recorder import SessionRecorder
-from simpersona.agent.runtime import RuntimeConfig, SessionResult, SessionSpec, run_sessions
+from simpersona.agent.runtime import run_sessions
+from simpersona.agent.session import RuntimeConfig, SessionResult, SessionSpec
 from simpersona.agent.site_profile import SiteProfile
 
 GOALS: dict[str, tuple[str, GoalTarget]] = {

@@ -35,7 +35,8 @@ import polars as pl
 from simpersona.agent.actions import EndSession
 from simpersona.agent.browser import BrowserConfig, BrowserPool
 from simpersona.agent.policy import Goal, GoalTarget, Persona, Policy
-from simpersona.agent.runtime import RuntimeConfig, SessionResult, SessionSpec, run_session
+from simpersona.agent.runtime import run_session
+from simpersona.agent.session import RuntimeConfig, SessionResult, SessionSpec
 from simpersona.lake import atomic_write_parquet
 from simpersona.store.events import EventSink
 from simpersona.traces.goals import GoalPair, TemplateGoalWriter

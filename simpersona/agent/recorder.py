@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from simpersona.agent.runtime import SessionResult
+from simpersona.agent.session import SessionResult
 from simpersona.lake import atomic_write_text
 
 _SAFE = re.compile(r"[^A-Za-z0-9._@:-]+")

@@ -26,7 +26,8 @@ from simpersona.agent.browser import BrowserConfig, BrowserPool
 from simpersona.agent.markov import MarkovModel, MarkovPolicy
 from simpersona.agent.policy import Goal, Policy
 from simpersona.agent.recorder import SessionRecorder
-from simpersona.agent.runtime import RuntimeConfig, SessionResult, SessionSpec, run_sessions
+from simpersona.agent.runtime import run_sessions
+from simpersona.agent.session import RuntimeConfig, SessionResult, SessionSpec
 
 DEFAULT_GOAL = "Shop the way you usually do; leave when you are done."
 

@@ -21,7 +21,8 @@ from simpersona.agent.browser import BrowserConfig, BrowserPool
 from simpersona.agent.observation import DEFAULT_TOKEN_BUDGET
 from simpersona.agent.policy import Goal, Persona
 from simpersona.agent.recorder import SessionRecorder
-from simpersona.agent.runtime import RuntimeConfig, SessionResult, SessionSpec, run_sessions
+from simpersona.agent.runtime import run_sessions
+from simpersona.agent.session import RuntimeConfig, SessionResult, SessionSpec
 from simpersona.store.app import INFO_PAGES, Links
 from simpersona.traces.goals import GoalPair
 from simpersona.traces.judge import Required, Verdict, judge_rules
