@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from simpersona.features.scalars import CHANNELS, SCALAR_NAMES
+from simpersona.personas import card_pages as pages
 from simpersona.personas import cards as pc
 
 # (shop, buyer, token, stratum, engagement, exploration, purchase bins,
@@ -161,10 +162,10 @@ class _Tags(HTMLParser):
 
 def test_exports_escape_text_and_round_trip(tmp_path: Path) -> None:
     cards = _cards()
-    paths = pc.write_cards(cards, tmp_path, meta={"codebook_version": "v1"})
+    paths = pages.write_cards(cards, tmp_path, meta={"codebook_version": "v1"})
     doc = json.loads(paths["json"].read_text())
     assert doc["meta"] == {"codebook_version": "v1"} and len(doc["cards"]) == 2
-    back = pc.cards_from_json(paths["json"].read_text())
+    back = pages.cards_from_json(paths["json"].read_text())
     assert [c.to_dict() for c in back] == [c.to_dict() for c in cards]
 
     page = paths["html"].read_text()
@@ -181,7 +182,7 @@ def test_exports_escape_text_and_round_trip(tmp_path: Path) -> None:
     assert 'id="warnings"' not in page  # nothing to warn about: no box
 
     # warnings head the page, escaped like everything else
-    warned = pc.cards_to_html(cards, warnings=["shop <b>: no checkout_started events"])
+    warned = pages.cards_to_html(cards, warnings=["shop <b>: no checkout_started events"])
     assert warned.index('id="warnings"') < warned.index('class="card"')
     assert "shop &lt;b&gt;: no checkout_started events" in warned
 

@@ -24,7 +24,7 @@ from dagster_project.run import (
     run_personas,
 )
 from simpersona.personas.assign import assign_tokens, iter_parquet_vectors
-from simpersona.personas.cards import cards_from_json
+from simpersona.personas.card_pages import cards_from_json
 from simpersona.personas.kmeans_baseline import KMeansBaseline
 from simpersona.personas.sizing import codebook_size_for
 from simpersona.personas.vqvae import VQVAE

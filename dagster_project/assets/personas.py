@@ -806,6 +806,7 @@ def persona_cards(
     artifacts: ArtifactsResource,
     mlflow: MLflowResource,
 ) -> dg.MaterializeResult:
+    from simpersona.personas import card_pages as pages
     from simpersona.personas import cards as pc
 
     wh = warehouse.warehouse()
@@ -838,7 +839,7 @@ def persona_cards(
     warnings += [str(w) for w in warehouse_warnings(wh, shops)]
     for w in warnings:
         context.log.warning(w)
-    paths = pc.write_cards(cards, folder, {**meta, "warnings": warnings}, warnings=warnings)
+    paths = pages.write_cards(cards, folder, {**meta, "warnings": warnings}, warnings=warnings)
     _set_current(artifacts, "persona_cards", version)
     figures = {
         "cards": len(cards),
@@ -856,7 +857,7 @@ def persona_cards(
             "codebook_version": version,
             "dagster/row_count": len(cards),
             "warnings": dg.MetadataValue.json(warnings),
-            "preview": dg.MetadataValue.md(pc.cards_index_markdown(cards, max_rows=20)),
+            "preview": dg.MetadataValue.md(pages.cards_index_markdown(cards, max_rows=20)),
             "json": dg.MetadataValue.path(str(paths["json"])),
             "markdown": dg.MetadataValue.path(str(paths["md"])),
             "html": dg.MetadataValue.path(str(paths["html"])),
