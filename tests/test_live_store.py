@@ -186,7 +186,8 @@ def test_population_simulation_runs_on_a_store_url(evershop, markov, tmp_path):
     project does not serve: events come from the browser, orders stay guarded."""
     from types import SimpleNamespace
 
-    from simpersona.agent.population import AgentPlan, PopulationConfig, run_population
+    from simpersona.agent.plans import AgentPlan
+    from simpersona.agent.population import PopulationConfig, run_population
     from simpersona.agent.session import RuntimeConfig
 
     name, shop, url = evershop

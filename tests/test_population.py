@@ -12,14 +12,12 @@ import pytest
 from simpersona.agent.actions import parse_action
 from simpersona.agent.llm_policy import LLMPolicy, action_schema, profile_of
 from simpersona.agent.markov import MarkovModel, MarkovPolicy
+from simpersona.agent.plans import AgentPlan, counterparts_by_token, plan_agents
 from simpersona.agent.policy import Persona, ScriptedPolicy
 from simpersona.agent.population import (
     RESULT_SCHEMA,
-    AgentPlan,
     PopulationConfig,
     agent_row,
-    counterparts_by_token,
-    plan_agents,
     results_frame,
     run_population,
 )

@@ -438,7 +438,7 @@ def _check_shop(context, wh, shop: str, eval_only: bool) -> None:
 
 
 def _counterparts(wh, shop: str):
-    from simpersona.agent.population import counterparts_by_token
+    from simpersona.agent.plans import counterparts_by_token
     from simpersona.traces.build import TraceSelection, select_outlines
 
     sessions, assignments, cats = shop_session_inputs(wh, shop)
@@ -472,7 +472,8 @@ def population_simulation(
     mlflow: MLflowResource,
     storefront: StorefrontResource,
 ) -> dg.MaterializeResult:
-    from simpersona.agent.population import plan_agents, run_population
+    from simpersona.agent.plans import plan_agents
+    from simpersona.agent.population import run_population
     from simpersona.lake import atomic_write_parquet
     from simpersona.store import StoreCatalog
 
@@ -606,11 +607,8 @@ def instruction_following(
     artifacts: ArtifactsResource,
     mlflow: MLflowResource,
 ) -> dg.MaterializeResult:
-    from simpersona.agent.population import (
-        AgentPlan,
-        results_frame,
-        run_population,
-    )
+    from simpersona.agent.plans import AgentPlan
+    from simpersona.agent.population import results_frame, run_population
     from simpersona.evaluation.instruction import InstructionConfig as TaskConfig
     from simpersona.evaluation.instruction import (
         instruction_table,

@@ -43,7 +43,7 @@ ARA_SMALLEST_EFFECT = 0.05
 
 def pair_key(agent_id: str, shop_id: str, policy: str) -> str:
     """The agent's identity across policies: its id without the policy
-    (`population.plan_agents` names agents `<shop>-<policy>-<seed>-<i>`; instruction runs
+    (`plans.plan_agents` names agents `<shop>-<policy>-<seed>-<i>`; instruction runs
     `<shop>-<policy>-task-<task>-<repetition>`), so agent i of two policies run with one seed
     gets one key."""
     prefix = f"{shop_id}-{policy}-"
