@@ -671,7 +671,8 @@ def print_personas(run: PersonasRun, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from simpersona.personas.quality import print_reports, purity_ceilings_line
+    from simpersona.personas.quality import purity_ceilings_line
+    from simpersona.personas.quality_table import print_reports
 
     console = console or Console()
     print_reports(run.reports, console=console)

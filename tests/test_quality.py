@@ -15,6 +15,7 @@ from sklearn.metrics import (
 )
 
 from simpersona.personas import quality as q
+from simpersona.personas import quality_table as qt
 from simpersona.personas.kmeans_baseline import KMeansBaseline, fit_kmeans
 
 # Twelve buyers on codes 0–3 of a K = 5 codebook (code 4 is dead).
@@ -153,7 +154,7 @@ def test_report_and_tables():
     assert "planted_majority_ari" in rep
     assert all(not isinstance(v, dict | list) for v in rep.values())  # flat
     other = q.codebook_report("other", np.zeros(12, dtype=int), STRATA, BINS, x, k=5)
-    md = q.side_by_side({"toy": rep, "other": other})
+    md = qt.side_by_side({"toy": rep, "other": other})
     assert md.splitlines()[0] == "| metric | toy | other | paper k-means | paper VQ-VAE |"
     assert "| mean stratum purity (over codes) | 71.2 % | 50.0 % | 78.9 % | 84.5 % |" in md
     assert "173.8" in md and "206.5" in md
@@ -161,7 +162,7 @@ def test_report_and_tables():
     from rich.console import Console
 
     buf = io.StringIO()
-    q.print_reports({"toy": rep}, console=Console(file=buf, width=160))
+    qt.print_reports({"toy": rep}, console=Console(file=buf, width=160))
     assert "Calinski" in buf.getvalue()
 
 
@@ -176,7 +177,7 @@ def test_calinski_harabasz_on_behavioural_scalars():
     )
     assert rep["calinski_harabasz"] == pytest.approx(calinski_harabasz_score(x, codes), rel=1e-5)
     assert rep["calinski_harabasz_behaviour"] > 10 * rep["calinski_harabasz"]
-    assert "16 behavioural scalars" in q.side_by_side({"b": rep})
+    assert "16 behavioural scalars" in qt.side_by_side({"b": rep})
     # only 403-d buyer vectors have the scalar block
     toy = q.codebook_report("toy", CODES, STRATA, BINS, _vectors(), k=5)
     assert "calinski_harabasz_behaviour" not in toy

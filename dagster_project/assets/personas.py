@@ -439,6 +439,7 @@ def codebook_report(
 ) -> dg.MaterializeResult:
     from simpersona.personas import quality as q
     from simpersona.personas.assign import assign_tokens
+    from simpersona.personas.quality_table import side_by_side
 
     wh = warehouse.warehouse()
     version, model, km = load_codebook(artifacts)
@@ -455,7 +456,7 @@ def codebook_report(
             "VQ-VAE", assign_tokens(model, x), strata, bins, x, planted, k=k
         ),
     }
-    table = q.side_by_side(reports)
+    table = side_by_side(reports)
     ceilings = q.purity_ceilings(x, strata, bins, k) if config.purity_ceilings else {}
     if ceilings:
         table += f"\n{q.purity_ceilings_line(ceilings)}.\n"

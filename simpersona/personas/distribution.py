@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from simpersona.features.scalars import SCALAR_NAMES, STRATA
+from simpersona.personas.codes import as_codes as _codes
 
 HEADLINE_FEATURES: tuple[str, ...] = (
     "intent_strength",
@@ -51,15 +52,6 @@ Reference = Any  # None | boolean mask over buyers | (codes, labels) of a separa
 
 
 # ---- token distributions -----------------------------------------------------------------
-def _codes(codes: Any) -> np.ndarray:
-    c = np.asarray(codes)
-    if c.ndim != 1:
-        raise ValueError(f"codes must be 1-D, got shape {c.shape}")
-    if c.size and (not np.issubdtype(c.dtype, np.integer) or c.min() < 0):
-        raise ValueError("codes must be non-negative integers")
-    return c.astype(np.int64)
-
-
 def _k(codes: np.ndarray, k: int | None, *more: np.ndarray) -> int:
     top = max([int(c.max()) + 1 for c in (codes, *more) if c.size] or [0])
     if k is None:

@@ -72,7 +72,8 @@ class PlantedRecovery:
 
     def table(self) -> str:
         """Table 1 side by side (Markdown, with the paper's columns) and the ARI figures."""
-        from simpersona.personas.quality import purity_ceilings_line, side_by_side
+        from simpersona.personas.quality import purity_ceilings_line
+        from simpersona.personas.quality_table import side_by_side
 
         top = ", ".join(f"{a} → {b} {n:,}" for a, b, n in self.confusions[:4])
         return (
