@@ -11,6 +11,7 @@ from scipy.spatial.distance import jensenshannon
 
 from simpersona.features.scalars import SCALAR_NAMES
 from simpersona.personas import distribution as dist
+from simpersona.personas import heldout_recovery as heldout
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -211,7 +212,7 @@ def _train_and_heldout(seed: int = 0, n_shops: int = 8):
 
 def test_heldout_recovery_uses_training_stores_only_and_strata_a_to_d():
     shops, codes, strata, feats, train = _train_and_heldout()
-    rec = dist.heldout_recovery(shops, codes, strata, feats, train, k=4, resamples=200)
+    rec = heldout.heldout_recovery(shops, codes, strata, feats, train, k=4, resamples=200)
     f = rec.figures
     assert f["n_stores_heldout"] == 3 and rec.stratum.strata == ("A", "B", "C", "D")
     assert sorted(rec.stratum.stores["shop_id"].to_list()) == ["shop3", "shop4", "shop5"]
@@ -227,7 +228,7 @@ def test_heldout_recovery_uses_training_stores_only_and_strata_a_to_d():
     # changes the real mix they are scored against, not the profiles.
     flipped = strata.copy()
     flipped[(~train) & (strata == "A")] = "B"
-    again = dist.heldout_recovery(shops, codes, flipped, feats, train, k=4, resamples=50)
+    again = heldout.heldout_recovery(shops, codes, flipped, feats, train, k=4, resamples=50)
     assert again.figures["js_mean_heldout"] > 0.02
     held = ~train & (flipped != "E")
     in_sample = dist.stratum_recovery(shops[held], codes[held], flipped[held], k=4)
@@ -236,9 +237,9 @@ def test_heldout_recovery_uses_training_stores_only_and_strata_a_to_d():
 
 def test_heldout_recovery_says_when_it_is_undefined():
     shops, codes, strata, feats, _ = _train_and_heldout()
-    none = dist.heldout_recovery(shops, codes, strata, feats, np.ones(codes.size, bool), k=4)
+    none = heldout.heldout_recovery(shops, codes, strata, feats, np.ones(codes.size, bool), k=4)
     assert "undefined" in none.note and "js_mean_heldout" not in none.figures
-    one = dist.heldout_recovery(shops, codes, strata, feats, shops != "shop5", k=4)
+    one = heldout.heldout_recovery(shops, codes, strata, feats, shops != "shop5", k=4)
     assert one.figures["n_stores_heldout"] == 1 and "R² across stores is undefined" in one.note
     assert "r2_atc_rate_heldout" not in one.figures
     # Buyers are resampled within stores, so even one store's JS has an interval.

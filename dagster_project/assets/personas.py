@@ -681,6 +681,8 @@ def distribution_recovery(
     mlflow: MLflowResource,
 ) -> dg.MaterializeResult:
     from simpersona.personas import distribution as dist
+    from simpersona.personas import heldout_recovery as heldout
+    from simpersona.personas import recovery_plots as plots
     from simpersona.personas.quality import planted_agreement
 
     wh = warehouse.warehouse()
@@ -702,7 +704,7 @@ def distribution_recovery(
     stores, note, paths = None, "", {}
     for prefix, col, n_k in (("", "token", k), ("kmeans_", "kmeans_cluster", None)):
         codes = assign[col].to_numpy()
-        held = dist.heldout_recovery(
+        held = heldout.heldout_recovery(
             shop_ids, codes, strata, raw, train, k=n_k, resamples=config.resamples
         )
         # The paper's in-sample reading (every buyer, every store, A–E), labelled as such.
@@ -722,11 +724,11 @@ def distribution_recovery(
         if prefix == "":
             note = held.note
             if held.stratum is not None:
-                paths["stratum_recovery"] = dist.plot_stratum_recovery(
+                paths["stratum_recovery"] = plots.plot_stratum_recovery(
                     held.stratum, out_dir / "stratum_recovery.png"
                 )
             if held.features is not None and held.figures["n_stores_heldout"] >= 3:
-                paths["feature_recovery"] = dist.plot_feature_recovery(
+                paths["feature_recovery"] = plots.plot_feature_recovery(
                     held.features, out_dir / "feature_recovery.png"
                 )
                 atomic_write_text(
