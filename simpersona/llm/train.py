@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from simpersona.lake import shareable
 from simpersona.llm.row_delta import merge_rows, train_only_rows
+from simpersona.llm.sft_data import check_tokens_in_range, example_lengths, load_examples
 from simpersona.llm.train_config import (
     TrainConfig,
     TrainResult,
@@ -63,48 +64,6 @@ def _init_distributed(cfg: TrainConfig, gpu: bool) -> None:
 
         if not dist.is_initialized():
             deepspeed.init_distributed(dist_backend="gloo")
-
-
-def load_examples(dataset: str | os.PathLike[str] | Sequence[dict[str, Any]]) -> list[dict]:
-    """SFT rows (`{"messages": [...], ...}`) from a JSONL path or a list, validated."""
-    if isinstance(dataset, str | os.PathLike):
-        from simpersona.traces.dataset import read_dataset
-
-        rows, where = read_dataset(dataset), str(dataset)
-    else:
-        rows, where = list(dataset), "dataset"
-    if not rows:
-        raise ValueError(f"{where}: no examples")
-    for i, r in enumerate(rows):
-        msgs = r.get("messages") if isinstance(r, dict) else None
-        if not isinstance(msgs, list) or not msgs:
-            raise ValueError(f"{where} row {i + 1}: no 'messages' list")
-        if not any(m.get("role") == "assistant" for m in msgs):
-            raise ValueError(f"{where} row {i + 1}: no assistant turn to train on")
-    return rows
-
-
-def example_lengths(tokenizer, rows: Sequence[dict[str, Any]]) -> list[int]:
-    """Tokens of each example rendered with the chat template (what the Trainer sees)."""
-    out = []
-    for r in rows:
-        ids = tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=True)
-        out.append(len(ids["input_ids"]))
-    return out
-
-
-def prompt_lengths(tokenizer, rows: Sequence[dict[str, Any]]) -> list[int]:
-    """Tokens of each example's prompt (all turns before the last assistant turn, with the
-    generation prompt): what the policy feeds the model at run time."""
-    out = []
-    for r in rows:
-        msgs = r["messages"]
-        last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
-        ids = tokenizer.apply_chat_template(
-            msgs[:last], tokenize=True, add_generation_prompt=True, return_dict=True
-        )
-        out.append(len(ids["input_ids"]))
-    return out
 
 
 def _load(model_dir: str | os.PathLike[str], gpu: bool, cfg: TrainConfig):
@@ -174,12 +133,6 @@ def _ensure_persona_tokens(
     else:
         ids = add_persona_tokens(model, tok, k, init=persona_init)
     return ids, True
-
-
-def _check_tokens_in_range(rows: Sequence[dict[str, Any]], k: int, where: str) -> None:
-    bad = sorted({r["token"] for r in rows if r.get("token") is not None and r["token"] >= k})
-    if bad:
-        raise ValueError(f"{where}: persona tokens {bad[:5]} are >= k={k}")
 
 
 def _sft_args(cfg: TrainConfig, out_dir: Path, lr: float, epochs: float, gpu: bool):
@@ -363,7 +316,7 @@ def train_stage1(
         cfg = replace(cfg, deepspeed="zero2")  # K rows train: nothing worth sharding
     gpu = _setup(cfg)
     rows = load_examples(dataset)
-    _check_tokens_in_range(rows, k, str(dataset) if isinstance(dataset, str | Path) else "data")
+    check_tokens_in_range(rows, k, str(dataset) if isinstance(dataset, str | Path) else "data")
     model, tok = _load(model_dir, gpu, cfg)
     ids, added = _ensure_persona_tokens(model, tok, k, persona_init, codebook, cfg.seed)
     tied = is_tied(model)
@@ -403,7 +356,7 @@ def train_stage2(
     added = False
     ids: list[int] = []
     if k is not None:
-        _check_tokens_in_range(rows, k, str(dataset) if isinstance(dataset, str | Path) else "data")
+        check_tokens_in_range(rows, k, str(dataset) if isinstance(dataset, str | Path) else "data")
         ids, added = _ensure_persona_tokens(model, tok, k, persona_init, codebook, cfg.seed)
     zero3 = bool(cfg.deepspeed) and "zero3" in Path(resolve_deepspeed(cfg.deepspeed)).stem
     if lora:
