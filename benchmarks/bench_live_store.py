@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scripts.shops import LAUNCHERS, load_shop  # noqa: E402
 from simpersona.agent.cli import load_shop_events  # noqa: E402
 from simpersona.agent.live import LiveConfig, draw_labels, simulate_live  # noqa: E402
-from simpersona.agent.markov import MarkovPolicy  # noqa: E402
+from simpersona.agent.markov_policy import MarkovPolicy  # noqa: E402
 from simpersona.agent.policy import Persona  # noqa: E402
 from simpersona.agent.simulate import fit_shop_markov  # noqa: E402
 from simpersona.artifacts import current_folder  # noqa: E402

@@ -23,7 +23,8 @@ from simpersona.agent import (
 )
 from simpersona.agent.actions import AddToCart, Click, EndSession, Search
 from simpersona.agent.browser import host_allowed
-from simpersona.agent.markov import MarkovModel, MarkovPolicy, page_state
+from simpersona.agent.markov import MarkovModel, page_state
+from simpersona.agent.markov_policy import MarkovPolicy
 from simpersona.agent.observation import build_observation, estimate_tokens, page_kind
 from simpersona.agent.policy import Policy
 from simpersona.agent.runtime import goal_met

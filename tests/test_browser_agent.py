@@ -28,7 +28,8 @@ from simpersona.agent import (
     run_session,
     run_sessions,
 )
-from simpersona.agent.markov import MarkovModel, MarkovPolicy
+from simpersona.agent.markov import MarkovModel
+from simpersona.agent.markov_policy import MarkovPolicy
 from simpersona.features.scalars import buyer_features
 from simpersona.ingest.ingest import deidentify, ingest_catalog, ingest_events, load_hash_key
 from simpersona.lake import Lake

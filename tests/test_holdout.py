@@ -53,7 +53,7 @@ def _rewrite(path: Path, fn, saved: dict[Path, bytes]) -> None:
 
 def _fit_on(res, shop: str) -> str:
     """The Markov chains fitted on one shop (what a leak would be), as JSON."""
-    from simpersona.agent.markov import ShopData, fit_token_policy
+    from simpersona.agent.markov_fit import ShopData, fit_token_policy
 
     wh = res["warehouse"].warehouse()
     labels = pl.read_parquet(wh.partition_path("persona_assignments", shop))

@@ -17,7 +17,8 @@ import pytest
 
 from scripts.shops import load_shop
 from simpersona.agent.live import LiveConfig, draw_labels, simulate_live
-from simpersona.agent.markov import MarkovModel, MarkovPolicy
+from simpersona.agent.markov import MarkovModel
+from simpersona.agent.markov_policy import MarkovPolicy
 from simpersona.agent.simulate import fit_shop_markov
 from simpersona.ingest.ingest import ingest_catalog, ingest_events
 from simpersona.lake import Lake

@@ -11,7 +11,8 @@ import pytest
 
 from simpersona.agent.actions import parse_action
 from simpersona.agent.llm_policy import LLMPolicy, action_schema, profile_of
-from simpersona.agent.markov import MarkovModel, MarkovPolicy
+from simpersona.agent.markov import MarkovModel
+from simpersona.agent.markov_policy import MarkovPolicy
 from simpersona.agent.plans import AgentPlan, counterparts_by_token, plan_agents
 from simpersona.agent.policy import Persona, ScriptedPolicy
 from simpersona.agent.population import (
@@ -504,7 +505,8 @@ def test_pooled_fit_keeps_shops_apart(shop):
     """fit_token_policy over two shops whose buyer and session ids collide: every buyer is
     counted once per shop, the token's parent is its modal stratum over the pooled buyers,
     and a shop not passed in changes nothing."""
-    from simpersona.agent.markov import MarkovConfig, ShopData, fit_token_policy, token_strata
+    from simpersona.agent.markov import MarkovConfig
+    from simpersona.agent.markov_fit import ShopData, fit_token_policy, token_strata
 
     _, events, outlines, labels = shop
     lab = pl.DataFrame(

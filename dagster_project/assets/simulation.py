@@ -237,7 +237,7 @@ class _Policies:
 
     def policy(self, name: str):
         from simpersona.agent.llm_policy import LLMPolicy
-        from simpersona.agent.markov import MarkovPolicy
+        from simpersona.agent.markov_policy import MarkovPolicy
         from simpersona.llm.client import LLMClient, LLMConfig
 
         if name in ("markov", "markov_notoken"):
@@ -291,7 +291,8 @@ class _Policies:
     def _oracle(self):
         """(version, model): per-token chains fitted on this shop's own events, the
         in-sample upper bound."""
-        from simpersona.agent.markov import MarkovConfig, ShopData, fit_token_policy
+        from simpersona.agent.markov import MarkovConfig
+        from simpersona.agent.markov_fit import ShopData, fit_token_policy
 
         if self.oracle is None:
             labels = pl.read_parquet(
@@ -365,7 +366,8 @@ def markov_policy(
     artifacts: ArtifactsResource,
     mlflow: MLflowResource,
 ) -> dg.MaterializeResult:
-    from simpersona.agent.markov import MarkovConfig, ShopData, fit_token_policy
+    from simpersona.agent.markov import MarkovConfig
+    from simpersona.agent.markov_fit import ShopData, fit_token_policy
     from simpersona.lake import atomic_write_text
 
     wh = warehouse.warehouse()

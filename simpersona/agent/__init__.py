@@ -4,7 +4,8 @@ See docs/agents.md."""
 
 from simpersona.agent.actions import ActionError, parse_action
 from simpersona.agent.browser import BrowserConfig, BrowserPool, BrowserUnavailable
-from simpersona.agent.markov import MarkovConfig, MarkovModel, MarkovPolicy
+from simpersona.agent.markov import MarkovConfig, MarkovModel
+from simpersona.agent.markov_policy import MarkovPolicy
 from simpersona.agent.observation import Element, Observation, observe
 from simpersona.agent.policy import Goal, Memory, Persona, Policy, ScriptedPolicy
 from simpersona.agent.recorder import SessionRecorder, read_recording

@@ -118,7 +118,8 @@ def simulate_url(
     from rich.table import Table
 
     from simpersona.agent.browser import BrowserUnavailable
-    from simpersona.agent.markov import MarkovModel, MarkovPolicy
+    from simpersona.agent.markov import MarkovModel
+    from simpersona.agent.markov_policy import MarkovPolicy
     from simpersona.agent.site_profile import ProfileError, load_profile
 
     console = Console(stderr=True)

@@ -23,7 +23,8 @@ from typing import Any
 import polars as pl
 
 from simpersona.agent.browser import BrowserConfig, BrowserPool
-from simpersona.agent.markov import MarkovModel, MarkovPolicy
+from simpersona.agent.markov import MarkovModel
+from simpersona.agent.markov_policy import MarkovPolicy
 from simpersona.agent.policy import Goal, Policy
 from simpersona.agent.recorder import SessionRecorder
 from simpersona.agent.runtime import run_sessions

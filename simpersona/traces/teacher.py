@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from simpersona.agent.markov import fill_checkout
+from simpersona.agent.checkout_form import fill_checkout
 from simpersona.agent.observation import Observation
 from simpersona.agent.policy import Goal, Memory, Persona
 from simpersona.store.app import dom_id
