@@ -55,7 +55,8 @@ def serve_llm_command(
     Point the LLM client at http://HOST:PORT/v1."""
     import uvicorn
 
-    from simpersona.llm.server import LocalModel, create_app
+    from simpersona.llm.local_model import LocalModel
+    from simpersona.llm.server import create_app
 
     lm = LocalModel(
         model, device=device, dtype=dtype, name=name, max_model_len=max_model_len, threads=threads
