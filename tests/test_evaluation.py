@@ -27,20 +27,22 @@ from simpersona.evaluation.bootstrap import BootstrapConfig
 from simpersona.evaluation.instruction import (
     InstructionConfig,
     TaskStep,
-    calibration,
-    check_result,
     derive_tasks,
-    instruction_figures,
-    instruction_table,
     repeat_tasks,
     required_steps,
-    score_runs,
-    session_flags,
     shop_task_quota,
     task_from_outline,
     task_quotas,
     tasks_frame,
     tasks_from_sessions,
+)
+from simpersona.evaluation.instruction_check import (
+    calibration,
+    check_result,
+    instruction_figures,
+    instruction_table,
+    score_runs,
+    session_flags,
 )
 from simpersona.evaluation.separation import (
     agent_scores,

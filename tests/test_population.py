@@ -23,7 +23,8 @@ from simpersona.agent.population import (
     run_population,
 )
 from simpersona.agent.prompt import messages_for_step
-from simpersona.evaluation.instruction import check_result, task_from_outline
+from simpersona.evaluation.instruction import task_from_outline
+from simpersona.evaluation.instruction_check import check_result
 from simpersona.features.enrich import enrich_sessions
 from simpersona.ingest.sessionize import sessionize
 from simpersona.store import StoreCatalog

@@ -613,13 +613,12 @@ def instruction_following(
     from simpersona.agent.population import results_frame, run_population
     from simpersona.evaluation.instruction import InstructionConfig as TaskConfig
     from simpersona.evaluation.instruction import (
-        instruction_table,
         repeat_tasks,
-        score_runs,
         shop_task_quota,
         tasks_frame,
         tasks_from_sessions,
     )
+    from simpersona.evaluation.instruction_check import instruction_table, score_runs
     from simpersona.lake import atomic_write_parquet
     from simpersona.store import StoreCatalog
 

@@ -32,11 +32,8 @@ from simpersona.evaluation.ablation import (
 )
 from simpersona.evaluation.ara import action_rate_alignment
 from simpersona.evaluation.bootstrap import BootstrapConfig, Interval
-from simpersona.evaluation.instruction import (
-    InstructionTask,
-    instruction_figures,
-    instruction_table,
-)
+from simpersona.evaluation.instruction import InstructionTask
+from simpersona.evaluation.instruction_check import instruction_figures, instruction_table
 from simpersona.evaluation.intervals import (
     ARA_SMALLEST_EFFECT,
     ara_intervals,
