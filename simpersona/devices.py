@@ -1,9 +1,11 @@
-"""One device resolver for every model in the library: the embeddings, the VQ-VAE, the
-model server and training."""
+"""One device resolver for every model in the library (the embeddings, the VQ-VAE, the model
+server, training), and torch's CPU threads for a block."""
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -26,3 +28,19 @@ def resolve_device(name: str = "auto", strict: bool = False) -> torch.device:
                       stacklevel=2)  # fmt: skip
         return torch.device("cpu")
     return torch.device(dev)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `n` for the block (process-wide, hence restored);
+    None or 0 leaves them as they are."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n:
+            torch.set_num_threads(before)

@@ -10,9 +10,8 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import torch
 from fastapi.responses import JSONResponse
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
-from simpersona.devices import resolve_device
+from simpersona.devices import resolve_device, torch_threads
 from simpersona.llm.constrained import (
     JsonConstraint,
     build_tokenizer,
@@ -92,19 +91,6 @@ def _text(content: Any) -> str:
         if all(isinstance(p, dict) and p.get("type") == "text" for p in content):
             return "".join(parts)
     raise APIError(400, "message content must be a string or a list of text parts", "messages")
-
-
-@contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """torch's intra-op threads set to `n` for the block (process-wide, hence restored)."""
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if n:
-            torch.set_num_threads(old)
 
 
 class LocalModel:
@@ -184,7 +170,7 @@ class LocalModel:
         still going; a request leaves the batch when it stops. Each request samples with its
         own settings, generator and JSON constraint, so its tokens are what it would get
         alone (up to float rounding between batch shapes)."""
-        with _torch_threads(self.threads):
+        with torch_threads(self.threads):
             return self._generate_batch(reqs)
 
     def _generate_batch(self, reqs: list[GenRequest]) -> list[Completion]:

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from simpersona.personas.train import torch_threads
+from simpersona.devices import torch_threads
 from simpersona.personas.vqvae import VQVAE
 
 # Rows per encoder pass: on 2 CPU cores 4–16 K rows keep activations in cache (64 K was

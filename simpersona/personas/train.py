@@ -12,7 +12,6 @@ draw from generators seeded by `config.seed`; the caller's global torch RNG is l
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import warnings
@@ -26,7 +25,7 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
-from simpersona.devices import resolve_device
+from simpersona.devices import resolve_device, torch_threads
 from simpersona.features.labels import HEADS, class_weights
 from simpersona.personas.config import VQVAEConfig
 from simpersona.personas.contrastive import funnel_signature
@@ -47,18 +46,6 @@ class TrainResult:
 
     def history_frame(self) -> pl.DataFrame:
         return pl.DataFrame(self.history)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Set torch's intra-op threads for the block, then restore the caller's setting."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def perplexity(counts: torch.Tensor | np.ndarray) -> float:
