@@ -60,8 +60,8 @@ postgres:
 # from PyPI and EverShop from npm (with Debian PostgreSQL), each with a seeded catalogue,
 # installed under $${SIMPERSONA_SHOPS_DIR:-~/.cache/simpersona/shops}; a no-op once installed.
 shops: $(VENV)/.installed postgres
-	@$(BIN)/python scripts/shops/oscar.py install
-	@$(BIN)/python scripts/shops/evershop.py install
+	@$(BIN)/python -m scripts.shops.oscar install
+	@$(BIN)/python -m scripts.shops.evershop install
 
 demo: setup
 	$(BIN)/simpersona demo

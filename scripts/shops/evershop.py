@@ -9,7 +9,7 @@ start(): copy the template cluster into a temp folder, run PostgreSQL on a Unix 
 only (no TCP; as the `postgres` user when running as root), start `evershop start` bound to
 127.0.0.1:PORT (a --import preload forces loopback), wait for HTTP 200 on "/".
 
-Usage: python scripts/shops/evershop.py install | serve [--port N]
+Usage: python -m scripts.shops.evershop install | serve [--port N]
 Stdlib only at module level; psycopg2 is imported lazily (orders()/products() fall back to psql).
 """
 

@@ -20,9 +20,9 @@ static/media/index files).
 
 CLI::
 
-    python scripts/shops/oscar.py install
-    python scripts/shops/oscar.py serve [--port N]
-    python scripts/shops/oscar.py products
+    python -m scripts.shops.oscar install
+    python -m scripts.shops.oscar serve [--port N]
+    python -m scripts.shops.oscar products
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 """Smoke test for the loopback django-oscar shop: a full guest order in Chromium.
 
 Run with a Python that has Playwright (e.g. the repo venv), after
-``python scripts/shops/oscar.py install``::
+``python -m scripts.shops.oscar install``::
 
     .venv/bin/python scripts/shops/oscar/smoke.py [--dump DIR] [--chromium PATH]
 
@@ -100,7 +100,7 @@ async def run(args) -> int:
 
     a, b = launcher.OscarShop(args.root), launcher.OscarShop(args.root)
     if not a.installed():
-        print("not installed; run: python scripts/shops/oscar.py install", file=sys.stderr)
+        print("not installed; run: python -m scripts.shops.oscar install", file=sys.stderr)
         return 2
     t0 = time.monotonic()
     url_a = a.start()
