@@ -14,10 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repo root
 
-from evershop import EverShopShop  # noqa: E402
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+from scripts.shops.evershop import EverShopShop  # noqa: E402
 
 
 def rss_mb(pids: list[int]) -> float:

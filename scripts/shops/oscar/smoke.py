@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
+import importlib
 import re
 import sys
 import time
@@ -25,9 +25,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 HERE = Path(__file__).resolve().parent
-_spec = importlib.util.spec_from_file_location("oscar_launcher", HERE.parent / "oscar.py")
-launcher = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(launcher)
+sys.path.insert(0, str(HERE.parents[2]))  # the repo root
+launcher = importlib.import_module("scripts.shops.oscar")
 
 
 async def guest_order(
