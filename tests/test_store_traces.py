@@ -155,3 +155,19 @@ def test_several_datasets_are_joined_into_one(tmp_path):
     assert _joined([a], tmp_path / "j.jsonl") == a
     joined = _joined([a, b], tmp_path / "j.jsonl")
     assert [json.loads(x)["x"] for x in joined.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_a_recorded_page_with_an_unlabelled_control_makes_examples(tmp_path):
+    """Recordings leave out empty fields (Observation.to_dict): an unlabelled input on a
+    foreign store's checkout comes back with an empty label, not a crash."""
+    from simpersona.agent.observation import Element, Observation
+
+    page = Observation(url="http://127.0.0.1:9/checkout/", kind="checkout", title="Checkout",
+                       text="", elements=(Element("id_line4", "input", ""),))  # fmt: skip
+    recorded = page.to_dict()
+    assert "label" not in recorded["elements"][0]
+    step = _step(1, recorded, {"action": "type", "id": "id_line4", "text": "Springfield"})
+    report = _report([_result("a", "3", TRAINING_GOALS["buy"][0], [step])], [FULL])
+    stats = build_dataset(trace_records(report, "buy"), "stage2", tmp_path / "s2.jsonl")
+    assert stats.examples == 1
+    assert "[id_line4] input" in read_dataset(tmp_path / "s2.jsonl")[0]["messages"][1]["content"]

@@ -26,8 +26,10 @@ NO_PROFILE = "(none)"  # the buyer-profile field of an agent without a persona t
 
 def observation_from_dict(d: Mapping[str, Any]) -> Observation:
     """An observation back from its recorded `to_dict()` form."""
+    # to_dict leaves out empty fields: an element without a label (an unlabelled input on a
+    # store we did not build) comes back with an empty one.
     elements = tuple(
-        Element(**{**e, "options": tuple(e["options"]) if e.get("options") else None})
+        Element(**{"label": "", **e, "options": tuple(e["options"]) if e.get("options") else None})
         for e in d.get("elements", [])
     )
     return Observation(
