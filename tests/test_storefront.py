@@ -766,7 +766,7 @@ def test_cached_pages_are_the_bytes_of_a_full_render(catalog):
             assert f'data-testid="cart-count">{sum(cart.values())}<' in a.text
             assert "sp-hole-" not in a.text
     store = cached.state.storefront
-    assert 0 < len(store._pages) <= 4  # bounded: least recently used pages go first
+    assert 0 < len(store.renderer._pages) <= 4  # bounded: least recently used pages go first
     # a form error is never cached: it re-renders the product page with the message
     dave = TestClient(cached, cookies={"sp_buyer": buyer_cookie("dave", secret)})
     form = {"product_id": p.product_id, "quantity": "x", CSRF_FIELD: csrf_token("dave", secret)}

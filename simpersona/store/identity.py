@@ -26,6 +26,7 @@ import secrets
 
 SECRET_ENV = "SIMPERSONA_STORE_SECRET"
 SIGNATURE_CHARS = 32  # hex characters of HMAC-SHA256 kept in a cookie (128 bits)
+CSRF_FIELD = "csrf_token"  # the hidden input of every state-changing form
 
 
 @functools.cache

@@ -78,6 +78,16 @@ class Line:
         return round(self.unit_price * self.quantity, 2)
 
 
+def subtotal(lines: list[Line]) -> float:
+    """What the lines cost together, before shipping."""
+    return round(sum(line.total for line in lines), 2)
+
+
+def item_count(lines: list[Line]) -> int:
+    """How many items the lines hold (a line of 3 counts 3)."""
+    return sum(line.quantity for line in lines)
+
+
 @dataclass
 class Order:
     number: str
@@ -96,7 +106,7 @@ class Order:
 
     @property
     def item_count(self) -> int:
-        return sum(line.quantity for line in self.lines)
+        return item_count(self.lines)
 
 
 @dataclass
