@@ -19,9 +19,9 @@ from dagster._core.definitions.events import AssetKeyPartitionKey
 from dagster._core.execution.backfill import PartitionBackfill
 from dagster._core.utils import make_new_backfill_id
 
-from dagster_project.jobs import SHOP_REFRESH_ASSETS
+from dagster_project.defs.refresh.sensors import NEEDS_FIT
 from dagster_project.partitions import shop_day_key
-from dagster_project.sensors import NEEDS_FIT
+from dagster_project.selections import SHOP_REFRESH_ASSETS
 from simpersona.lake import Lake
 
 

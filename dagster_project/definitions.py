@@ -1,68 +1,35 @@
-"""The SimPersona code location."""
-
-from __future__ import annotations
+"""The SimPersona code location: each stage's definitions (dagster_project/defs/<stage>/)
+merged, with the resources and executor they share."""
 
 import dagster as dg
 
-from dagster_project.assets import (
-    features,
-    grounding,
-    ingest,
-    personas,
-    probe,
-    simulation,
-    traces,
-)
-from dagster_project.checks import all_checks
-from dagster_project.jobs import (
-    catalog_job,
-    evaluation_job,
-    events_job,
-    features_fit_job,
-    features_shop_job,
-    personas_fit_job,
-    personas_report_job,
-    personas_shop_job,
-    quarantine_job,
-    sft_job,
-    shop_refresh_job,
-    simulation_shop_job,
-    traces_shop_job,
-    vectors_job,
-)
+from dagster_project.defs.evaluation import definitions as evaluation
+from dagster_project.defs.features import definitions as features
+from dagster_project.defs.grounding import definitions as grounding
+from dagster_project.defs.ingest import definitions as ingest
+from dagster_project.defs.personas import definitions as personas
+from dagster_project.defs.refresh import definitions as refresh
+from dagster_project.defs.run import definitions as run
+from dagster_project.defs.simulation import definitions as simulation
+from dagster_project.defs.traces import definitions as traces
 from dagster_project.resources import default_resources
-from dagster_project.run_job import simpersona_run_job
-from dagster_project.schedules import nightly_ingest_schedule
-from dagster_project.sensors import lake_sensor, shop_refresh_sensor
 
-all_assets = dg.load_assets_from_modules(
-    [ingest, features, personas, traces, grounding, probe, simulation]
+# Each stage's Definitions (one module-level Definitions object is allowed per code location).
+STAGES = tuple(
+    m.defs
+    for m in (ingest, features, personas, traces, grounding, simulation, evaluation, refresh, run)
 )
+# Every asset and check, for in-process runs (dagster_project/run.py, tests): dg.materialize
+# takes the definitions, not a Definitions object.
+all_assets = [a for stage in STAGES for a in stage.assets or ()]
+all_checks = [c for stage in STAGES for c in stage.asset_checks or ()]
 
-defs = dg.Definitions(
-    assets=all_assets,
-    asset_checks=all_checks,
-    jobs=[
-        catalog_job,
-        events_job,
-        quarantine_job,
-        features_shop_job,
-        features_fit_job,
-        vectors_job,
-        personas_fit_job,
-        personas_shop_job,
-        personas_report_job,
-        traces_shop_job,
-        sft_job,
-        shop_refresh_job,
-        simulation_shop_job,
-        evaluation_job,
-        simpersona_run_job,
-    ],
-    schedules=[nightly_ingest_schedule],
-    sensors=[lake_sensor, shop_refresh_sensor],
-    # One process per run: parallelism comes from runs (one per partition); per-step
-    # processes would each spend ~10 s importing torch and this code location.
-    executor=dg.in_process_executor,
-    resources=default_resources(),
+defs = dg.Definitions.merge(
+    *STAGES,
+    dg.Definitions(
+        # One process per run: parallelism comes from runs (one per partition); per-step
+        # processes would each spend ~10 s importing torch and this code location.
+        executor=dg.in_process_executor,
+        resources=default_resources(),
+    ),
 )

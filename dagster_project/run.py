@@ -13,12 +13,13 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from dagster_project import jobs
-from dagster_project.assets.simulation import LLM_POLICIES, SimulationConfig
+from dagster_project import selections
 from dagster_project.definitions import all_assets
+from dagster_project.defs.simulation.assets import SimulationConfig
 from dagster_project.partitions import day_partitions, shop_day_key, shop_partitions
 from dagster_project.resources import default_resources
 from simpersona.agent.policy import POLICIES
+from simpersona.agent.policy_set import LLM_POLICIES
 from simpersona.errors import describe
 from simpersona.lake import Lake, sweep_temp_files
 from simpersona.processes import process_alive
@@ -197,14 +198,14 @@ def run_ingestion(
             bar.update(1)
 
     for shop, dates in plan.items():
-        if attempt(jobs.CATALOG, shop, None) is None:
+        if attempt(selections.CATALOG, shop, None) is None:
             bar.update(len(dates))
             continue
         out.catalogs += 1
         if on_partition:
             on_partition(shop, None)
         for date in dates:
-            res = attempt(jobs.EVENTS, shop, date)
+            res = attempt(selections.EVENTS, shop, date)
             if res is None:
                 continue
             md = res.asset_materializations_for_node("raw_events")[0].metadata
@@ -220,7 +221,7 @@ def run_ingestion(
                 by[shop] = by.get(shop, 0) + md[key].value
             if on_partition:
                 on_partition(shop, date)
-    _materialize(list(jobs.QUARANTINE), instance, None, resources)
+    _materialize(list(selections.QUARANTINE), instance, None, resources)
     bar.update(1)
     bar.close()
     out.seconds = time.perf_counter() - t0
@@ -471,9 +472,9 @@ def run_features(
     bar = _progress_bar(2 * len(shops) + 1, "features", progress)
     out = FeaturesRun(shops=len(shops))
     for shop in shops:
-        _materialize(list(jobs.FEATURES_SHOP), instance, shop, resources)
+        _materialize(list(selections.FEATURES_SHOP), instance, shop, resources)
         bar.update(1)
-    res = _materialize(list(jobs.FEATURES_FIT), instance, None, resources, run_config)
+    res = _materialize(list(selections.FEATURES_FIT), instance, None, resources, run_config)
     bar.update(1)
     md = res.asset_materializations_for_node("training_sample")[0].metadata
     out.sample_rows = md["rows"].value
@@ -482,7 +483,7 @@ def run_features(
         k: tmd[k].value for k in tmd if k.startswith("explained_variance_")
     }
     for shop in shops:
-        r = _materialize(list(jobs.VECTORS), instance, shop, resources)
+        r = _materialize(list(selections.VECTORS), instance, shop, resources)
         vmd = r.asset_materializations_for_node("buyer_vectors")[0].metadata
         n = vmd["buyers"].value
         out.buyers += n
@@ -632,7 +633,7 @@ def run_personas(
         return {"ops": {n: ops[n] for n in names if n in ops}}
 
     out = PersonasRun()
-    fit = list(jobs.PERSONAS_FIT)
+    fit = list(selections.PERSONAS_FIT)
     res = _materialize(fit, instance, None, resources, cfg(*fit))
     cmd = _metadata_values(res.asset_materializations_for_node("persona_codebook")[0].metadata)
     rmd = _metadata_values(res.asset_materializations_for_node("codebook_report")[0].metadata)
@@ -642,14 +643,14 @@ def run_personas(
     out.report_table = rmd["table"]
     out.reports = json.loads(Path(rmd["path"]).with_name("report.json").read_text())
     bar.update(1)
-    per_shop = list(jobs.PERSONAS_SHOP)
+    per_shop = list(selections.PERSONAS_SHOP)
     for shop in shops:
         r = _materialize(per_shop, instance, shop, resources, cfg(*per_shop))
         out.buyers += (
             r.asset_materializations_for_node("persona_assignments")[0].metadata["buyers"].value
         )
         bar.update(1)
-    across = list(jobs.PERSONAS_REPORT)
+    across = list(selections.PERSONAS_REPORT)
     res = _materialize(across, instance, None, resources, cfg(*across))
     dmd = _metadata_values(res.asset_materializations_for_node("distribution_recovery")[0].metadata)
     pmd = _metadata_values(res.asset_materializations_for_node("persona_cards")[0].metadata)
@@ -762,13 +763,12 @@ def run_traces(
 ) -> TracesRun:
     """Replay `sessions_per_shop` sessions of each shop (default: the training shops) and
     build the stage-1 and stage-2 SFT datasets."""
-    from dagster_project.assets.personas import _shop_split
     from dagster_project.resources import WarehouseResource
 
     t0 = time.perf_counter()
     if shops is None:
         wh_res = (resources or {}).get("warehouse") or WarehouseResource()
-        shops = _shop_split(wh_res.warehouse())["train"]
+        shops = wh_res.warehouse().shop_split()["train"]
     shops = sorted(shops)
     ops = dict((run_config or {}).get("ops", {}))
     rt = dict(ops.get("replayed_traces", {}).get("config", {}))
@@ -777,7 +777,7 @@ def run_traces(
     bar = _progress_bar(len(shops) + 1, "traces", progress)
     for shop in shops:
         r = _materialize(
-            list(jobs.TRACES_SHOP),
+            list(selections.TRACES_SHOP),
             instance,
             shop,
             resources,
@@ -789,7 +789,7 @@ def run_traces(
         out.detours += md["detours"]
         bar.update(1)
     sft_cfg = {k: v for k, v in ops.items() if k in ("sft_stage1", "sft_stage2")}
-    res = _materialize(list(jobs.SFT), instance, None, resources, {"ops": sft_cfg})
+    res = _materialize(list(selections.SFT), instance, None, resources, {"ops": sft_cfg})
     s1 = _metadata_values(res.asset_materializations_for_node("sft_stage1")[0].metadata)
     s2 = _metadata_values(res.asset_materializations_for_node("sft_stage2")[0].metadata)
     out.stage1_examples, out.stage2_examples = s1["examples"], s2["examples"]
@@ -908,13 +908,12 @@ def run_simulation(
     """Per evaluation shop (default: the eval split) the population simulation and the
     instruction tasks, then (`probe`, when an LLM policy ran) the persona model's intent
     probe, then the evaluation report over them."""
-    from dagster_project.assets.personas import _shop_split
     from dagster_project.resources import WarehouseResource
 
     t0 = time.perf_counter()
     if shops is None:
         wh_res = (resources or {}).get("warehouse") or WarehouseResource()
-        shops = _shop_split(wh_res.warehouse())["eval"]
+        shops = wh_res.warehouse().shop_split()["eval"]
     shops = sorted(shops)
     ops = (run_config or {}).get("ops", {})
     per_shop = ["population_simulation"] + (["instruction_following"] if instruction else [])
@@ -960,7 +959,7 @@ def run_simulation(
     bar.update(1)
     rep = ops.get("evaluation_report") or {"config": {"shops": shops}}
     rep_cfg = {"ops": {"evaluation_report": rep}}
-    r = _materialize(list(jobs.EVALUATION), instance, None, resources, rep_cfg)
+    r = _materialize(list(selections.EVALUATION), instance, None, resources, rep_cfg)
     md = _metadata_values(r.asset_materializations_for_node("evaluation_report")[0].metadata)
     out.headline = dict(md["headline"])
     out.report_html = str(md["report_html"])

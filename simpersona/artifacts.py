@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 from simpersona.lake import atomic_write_text
@@ -52,3 +53,22 @@ def require_current(root: str | os.PathLike[str], name: str) -> tuple[str, Path]
     if version is None:
         raise NoCurrentArtifact(f"no current {name}: materialize {name} first")
     return version, Path(root) / name / version
+
+
+def staging_folder(root: str | os.PathLike[str], name: str, version: str) -> Path:
+    """An empty folder to write `version` of `name` into before `publish` moves it in place
+    (".tmp-<version>-<pid>": the temp-file sweep recognises it)."""
+    tmp = Path(root) / name / f".tmp-{version}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def publish(root: str | os.PathLike[str], name: str, version: str, staged: Path) -> Path:
+    """Move a staged folder to <root>/<name>/<version> (an earlier folder of the same
+    content-hashed version is replaced) and point `name` at it; returns the folder."""
+    folder = Path(root) / name / version
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(staged, folder)
+    set_current(root, name, version)
+    return folder

@@ -14,6 +14,7 @@ files, so analysts can open one DuckDB file and query everything.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from simpersona.schema import QUARANTINE_SCHEMA, SCHEMAS
 
 TABLES = ("raw_events", "products", "collections")
 QUARANTINE_TABLES = ("events", "products", "collections")
+# The training/evaluation shop split, written beside the tables by the training sample.
+SHOP_SPLIT_FILE = "shop_split.json"
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,10 @@ class Warehouse:
         self, table: str, df: pl.DataFrame, shop_id: str, date: str | None = None
     ) -> Path:
         return atomic_write_parquet(
-            df.cast(QUARANTINE_SCHEMA), self.quarantine_path(table, shop_id, date)
+            # a pl.Schema: polars types cast()'s mapping with selector keys, which a plain
+            # dict[str, DataType] does not match (the cast itself is the same)
+            df.cast(pl.Schema(QUARANTINE_SCHEMA)),
+            self.quarantine_path(table, shop_id, date),
         )
 
     # ---- reads -------------------------------------------------------------------------
@@ -114,6 +120,25 @@ class Warehouse:
     def table_path(self, table: str) -> Path:
         """An unpartitioned table's file."""
         return self.root / table / "data.parquet"
+
+    def read_shops(
+        self, table: str, shops: list[str], columns: list[str] | None = None
+    ) -> pl.DataFrame:
+        """The partitions of `table` of the given shops that exist, stacked (an empty frame
+        when none does)."""
+        paths = [self.partition_path(table, s) for s in shops]
+        frames = [pl.read_parquet(p, columns=columns) for p in paths if p.exists()]
+        return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+
+    def missing_partition(self, shop_id: str, tables: tuple[str, ...]) -> str | None:
+        """The first of `tables` whose partition of `shop_id` is not materialized, if any."""
+        return next((t for t in tables if not self.partition_path(t, shop_id).exists()), None)
+
+    def shop_split(self) -> dict[str, list[str]]:
+        """The training/evaluation shop split the training sample recorded (empty lists
+        before it has run)."""
+        path = self.root / SHOP_SPLIT_FILE
+        return json.loads(path.read_text()) if path.exists() else {"train": [], "eval": []}
 
     def read_events(self, shop_id: str) -> pl.DataFrame:
         """All validated events of one shop, every day, ordered by time."""

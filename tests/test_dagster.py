@@ -17,8 +17,8 @@ from dagster_project.definitions import defs
 from dagster_project.partitions import day_partitions, shop_partitions
 from dagster_project.resources import LakeResource
 from dagster_project.run import run_ingestion
-from dagster_project.schedules import nightly_ingest_schedule
-from dagster_project.sensors import lake_sensor
+from dagster_project.defs.ingest.schedules import nightly_ingest_schedule
+from dagster_project.defs.ingest.sensors import lake_sensor
 from simpersona.tracking import Tracker
 from simpersona.warehouse import Warehouse
 from tests.conftest import resources_for, write_small_shop

@@ -2,7 +2,7 @@
 
 import pytest
 
-from dagster_project.assets.simulation import grounding_headline, probe_table
+from simpersona.evaluation.report_inputs import grounding_headline, probe_table
 from dagster_project.resources import resources_under
 from dagster_project.resources.training import DEFAULT_BASE, TrainingLauncherResource
 

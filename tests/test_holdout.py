@@ -13,7 +13,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from dagster_project.assets.simulation import _fit_provenance
+from dagster_project.defs.evaluation.assets import _fit_provenance
 from dagster_project.resources import ArtifactsResource
 from dagster_project.run import _materialize, run_demo
 from simpersona.synth import GeneratorConfig

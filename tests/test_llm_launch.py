@@ -152,7 +152,7 @@ def test_persona_model_asset_trains_registers_and_logs(data, tmp_path):
     import dagster as dg
     from mlflow.tracking import MlflowClient
 
-    from dagster_project.assets.grounding import persona_model
+    from dagster_project.defs.grounding.assets import persona_model
     from dagster_project.resources import ArtifactsResource, MLflowResource, WarehouseResource
     from dagster_project.resources.training import TrainingLauncherResource
 

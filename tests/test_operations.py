@@ -606,8 +606,9 @@ query Partitions($key: AssetKeyInput!) {
 
 # ---- without the daemon: checks and the backfill command -------------------------------------
 def test_checks_fail_visibly_on_rejects_and_a_collapsed_codebook(tmp_path: Path) -> None:
-    from dagster_project.assets.ingest import raw_events
-    from dagster_project.checks import CodebookUsageConfig, all_checks, codebook_usage
+    from dagster_project.defs.ingest.assets import raw_events
+    from dagster_project.definitions import all_checks
+    from dagster_project.defs.personas.checks import CodebookUsageConfig, codebook_usage
     from tests.conftest import resources_for
 
     lake = tmp_path / "lake"
@@ -689,7 +690,7 @@ def test_backfill_command_stores_an_asset_backfill_of_the_shops(tmp_path: Path, 
 
 
 def test_refresh_selection_follows_fits_and_catalog_changes(tmp_path: Path) -> None:
-    from dagster_project.sensors import embeddings_stale, refresh_selection
+    from dagster_project.defs.refresh.sensors import embeddings_stale, refresh_selection
     from simpersona.embeddings import text_hash
     from simpersona.warehouse import Warehouse
 

@@ -422,7 +422,8 @@ def test_action_schema_names_only_the_pages_elements():
 
 
 def test_invalid_actions_within_the_tolerance_are_reported_and_the_session_goes_on(shop, tmp_path):
-    from dagster_project.assets.simulation import SimulationConfig, _Policies
+    from dagster_project.defs.simulation.assets import SimulationConfig
+    from simpersona.agent.policy_set import PolicySet
     from simpersona.agent.session import RuntimeConfig
 
     root, _, _, _ = shop
@@ -444,7 +445,7 @@ def test_invalid_actions_within_the_tolerance_are_reported_and_the_session_goes_
     assert row["malformed_replies"] == 1, row
     assert row["outcome"] != "other" and row["self_reported_done"], row
     # the simulation asset's config reaches the runtime
-    pop = _Policies(None, None, SHOP, SimulationConfig(max_invalid_actions=2)).population_config()
+    pop = PolicySet(None, None, SHOP, SimulationConfig(max_invalid_actions=2)).population_config()
     assert pop.runtime.max_invalid_actions == 2
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from simpersona.artifacts import NoCurrentArtifact, require_current, set_current
 from simpersona.ingest.ingest import DEFAULT_MAX_REJECT_SHARE, HASH_KEY_ENV, load_hash_key
 from simpersona.ingest.validate import DEFAULT_BOUNDS, PlausibilityBounds
 from simpersona.lake import Lake
@@ -35,6 +36,20 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def warehouse(self) -> Warehouse:
         return Warehouse.at(self.root, self.duckdb_path)
+
+    def require(self, shop: str, *tables: str) -> Warehouse:
+        """The warehouse, after failing the step naming the first of `tables` whose
+        partition of `shop` is not materialized."""
+        wh = self.warehouse()
+        require_partitions(wh, shop, *tables)
+        return wh
+
+
+def require_partitions(wh: Warehouse, shop: str, *tables: str) -> None:
+    """Fail the step naming the first of `tables` whose partition of `shop` is not
+    materialized (the upstream asset to materialize first)."""
+    if missing := wh.missing_partition(shop, tables):
+        raise dg.Failure(f"{missing} of shop {shop} is not materialized")
 
 
 class BuyerHashResource(dg.ConfigurableResource):
@@ -127,6 +142,23 @@ class ArtifactsResource(dg.ConfigurableResource):
 
     def path(self, *parts: str) -> Path:
         return Path(self.root, *parts)
+
+    def current(self, name: str) -> tuple[str, Path]:
+        """(version, folder) of the current `name`; fails the step when none is published."""
+        try:
+            return require_current(self.root, name)
+        except NoCurrentArtifact as exc:
+            raise dg.Failure(str(exc)) from None
+
+    def current_or_none(self, name: str) -> tuple[str, Path] | None:
+        """(version, folder) of the current `name`, None when none is published."""
+        try:
+            return require_current(self.root, name)
+        except NoCurrentArtifact:
+            return None
+
+    def set_current(self, name: str, version: str) -> None:
+        set_current(self.root, name, version)
 
 
 _EMBEDDERS: dict[tuple, object] = {}

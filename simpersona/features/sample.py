@@ -120,3 +120,47 @@ def sample_training_pairs(
     if not out:
         return buyers.head(0).with_columns(pl.lit(None, pl.String).alias("split"))
     return pl.concat(out)
+
+
+@dataclass
+class TrainingSample:
+    """The sample's rows (split: train | val | holdout) and the record of the shop split."""
+
+    rows: pl.DataFrame
+    split: ShopSplit
+    holdout_buyers: int | None = None  # buyers of the single shop held out of training
+    seed: int = 0
+
+    def split_record(self, eval_fraction: float) -> dict:
+        """What shop_split.json records: training and evaluation shops, the seed and, with a
+        single shop, the share of its buyers held out."""
+        record: dict = {"train": self.split.train, "eval": self.split.eval, "seed": self.seed}
+        if self.holdout_buyers is not None:
+            record["holdout_buyers"] = {
+                "shop": self.split.train[0], "fraction": eval_fraction, "buyers": self.holdout_buyers
+            }  # fmt: skip
+        return record
+
+
+def build_training_sample(
+    split: ShopSplit, buyers: pl.DataFrame, cfg: SampleConfig
+) -> TrainingSample:
+    """The training sample of the training shops' `buyers` (shop_id, buyer_id, stratum).
+
+    With a single shop and nothing held out, a seeded share (`cfg.eval_fraction`) of its
+    buyers is held out of training instead of a shop and kept as split 'holdout' (strata the
+    sample keeps), so figures on them are out of sample."""
+    held_out = None
+    if split.splits_buyers:
+        mask = holdout_buyers(buyers, cfg.eval_fraction, cfg.seed)
+        held_out, buyers = buyers.filter(mask), buyers.filter(~mask)
+    sample = sample_training_pairs(buyers, split.train, cfg)
+    if held_out is not None and not sample.is_empty():
+        held_rows = held_out.filter(~pl.col("stratum").is_in(list(cfg.drop_strata)))
+        sample = pl.concat(
+            [sample, held_rows.with_columns(pl.lit("holdout").alias("split"))],
+            how="diagonal_relaxed",
+        )
+    return TrainingSample(
+        sample, split, None if held_out is None else held_out.height, seed=cfg.seed
+    )

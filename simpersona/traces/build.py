@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -134,3 +135,67 @@ def keep_rates(trajectories: Sequence[Trajectory]) -> KeepRates:
     for t in trajectories:
         rates.add(t.outline.stratum, t.outline.token, t.verdict)
     return rates
+
+
+@dataclass
+class ShopTraces:
+    """A shop's replayed sessions, judged, with their timings."""
+
+    trajectories: list[Trajectory]
+    goal_seconds: float
+    replay_seconds: float
+
+    @property
+    def rates(self) -> KeepRates:
+        return keep_rates(self.trajectories)
+
+    def figures(self) -> dict[str, float | int]:
+        trajs, rates, replay_s = self.trajectories, self.rates, self.replay_seconds
+        return {
+            "sessions": len(trajs),
+            "kept": rates.kept,
+            "keep_rate": round(rates.rate, 4),
+            "steps": sum(t.result.steps for t in trajs),
+            "detours": sum(t.log.detours for t in trajs),
+            "skipped_events": sum(len(t.log.skipped) for t in trajs),
+            "goal_seconds": round(self.goal_seconds, 2),
+            "replay_seconds": round(replay_s, 2),
+            "sessions_per_min": round(len(trajs) / replay_s * 60, 1) if replay_s else 0,
+        }
+
+    def preview(self, rows: int = 8) -> list[dict[str, Any]]:
+        return [
+            {
+                "stratum": t.outline.stratum,
+                "token": t.outline.token,
+                "keep": t.verdict.keep,
+                "stage2_goal": t.goals.stage2[:160],
+            }
+            for t in self.trajectories[:rows]
+        ]
+
+
+def trace_shop(
+    catalog: Any,
+    outlines: Sequence[SessionOutline],
+    writer: TemplateGoalWriter | LLMGoalWriter,
+    cfg: ReplayConfig,
+    judge: Any = None,
+    on_done: Callable[[Trajectory], None] | None = None,
+) -> ShopTraces:
+    """Goals for each outline, their replay on the shop's storefront and, with an LLM
+    `judge`, its verdict on each (the rule-based verdict of the replay otherwise)."""
+    from simpersona.traces.judge import Required
+
+    t0 = time.perf_counter()
+    goals = write_goals(outlines, writer)
+    goal_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    trajs = replay_shop(catalog, list(zip(outlines, goals, strict=True)), cfg, on_done=on_done)
+    replay_seconds = time.perf_counter() - t0
+    if judge is not None:
+        for t in trajs:
+            t.verdict = judge.judge(
+                t.goals.stage2, Required.of(t.outline), t.steps, t.result.outcome
+            )
+    return ShopTraces(trajs, goal_seconds, replay_seconds)

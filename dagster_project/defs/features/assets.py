@@ -7,21 +7,20 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from dagster_project.assets.ingest import raw_events
 from dagster_project.partitions import shop_partitions
+from dagster_project.record import record
 from dagster_project.resources import (
     ArtifactsResource,
     EmbeddingResource,
     MLflowResource,
     WarehouseResource,
 )
-from simpersona.artifacts import current_folder, set_current
+from simpersona.artifacts import current_folder
 from simpersona.features.enrich import enrich_sessions
 from simpersona.features.labels import BIN_NAMES, HEADS, class_weights
 from simpersona.features.sample import (
     SampleConfig,
-    holdout_buyers,
-    sample_training_pairs,
+    build_training_sample,
     split_shops,
 )
 from simpersona.features.scalars import CHANNELS, STRATA, buyer_features_from_sessions
@@ -35,8 +34,7 @@ from simpersona.features.vectors import (
 )
 from simpersona.lake import atomic_write_parquet, atomic_write_text
 from simpersona.markdown import counts_to_markdown, frame_to_markdown
-
-SHOP_SPLIT_FILE = "shop_split.json"
+from simpersona.warehouse import SHOP_SPLIT_FILE
 
 
 def _shares(series: pl.Series, labels: list[str] | tuple[str, ...]) -> dict[str, float]:
@@ -53,7 +51,7 @@ def _strata_mix(df: pl.DataFrame) -> dict[str, float]:
 @dg.asset(
     group_name="enrich",
     partitions_def=shop_partitions,
-    deps=[raw_events],
+    deps=["raw_events"],
     kinds={"polars", "parquet"},
     description=(
         "Buyer–session records of a shop: counts, duration, cart and order values, and the "
@@ -80,19 +78,17 @@ def enriched_sessions(
         "sessions_with_cart": int((sessions["n_add_to_cart"] > 0).sum()),
         "sessions_with_order": int((sessions["n_checkout_completed"] > 0).sum()),
     }
-    with mlflow.run_for(context, {"shop": shop}) as run:
-        run.log_metrics(figures)
     preview = sessions.head(8).select(
         "buyer_id", "start", "n_events", "duration_s", "viewed_products", "searches"
     )
-    return dg.MaterializeResult(
-        metadata={
-            **figures,
-            "dagster/row_count": sessions.height,
-            "preview": dg.MetadataValue.md(frame_to_markdown(preview)),
-            "path": dg.MetadataValue.path(str(path)),
-            "mlflow_run_id": run.run_id,
-        }
+    return record(
+        context,
+        mlflow,
+        figures,
+        tags={"shop": shop},
+        metadata={"preview": dg.MetadataValue.md(frame_to_markdown(preview))},
+        rows=sessions.height,
+        path=path,
     )
 
 
@@ -125,17 +121,15 @@ def product_embeddings(
         "dim": embedder.dim,
         "seconds": round(res.seconds, 3),
     }
-    with mlflow.run_for(context, {"shop": shop}) as run:
-        run.log_params({"model": embeddings.model, "model_id": embedder.model_id})
-        run.log_metrics(figures)
-    return dg.MaterializeResult(
-        metadata={
-            **figures,
-            "model_id": embedder.model_id,
-            "dagster/row_count": res.embeddings.height,
-            "path": dg.MetadataValue.path(str(path)),
-            "mlflow_run_id": run.run_id,
-        }
+    return record(
+        context,
+        mlflow,
+        figures,
+        tags={"shop": shop},
+        params={"model": embeddings.model, "model_id": embedder.model_id},
+        metadata={"model_id": embedder.model_id},
+        rows=res.embeddings.height,
+        path=path,
     )
 
 
@@ -159,20 +153,21 @@ def buyer_features(
     path = atomic_write_parquet(feats, wh.partition_path("buyer_features", shop))
     mix = _strata_mix(feats)
     figures = {"buyers": feats.height, **{f"stratum_{k}_share": v for k, v in mix.items()}}
-    with mlflow.run_for(context, {"shop": shop}) as run:
-        run.log_metrics(figures)
     preview = feats.head(8).select(
         "buyer_id", "stratum", "sessions", "atc_sessions", "purchase_sessions", "intent_strength"
     )
-    return dg.MaterializeResult(
+    return record(
+        context,
+        mlflow,
+        {"buyers": feats.height},
+        tags={"shop": shop},
+        metrics=figures,
         metadata={
-            "buyers": feats.height,
-            "dagster/row_count": feats.height,
             "strata_mix": dg.MetadataValue.md(counts_to_markdown(mix, "stratum", "share")),
             "preview": dg.MetadataValue.md(frame_to_markdown(preview)),
-            "path": dg.MetadataValue.path(str(path)),
-            "mlflow_run_id": run.run_id,
-        }
+        },
+        rows=feats.height,
+        path=path,
     )
 
 
@@ -222,39 +217,18 @@ def training_sample(
         split = split_shops(shops, cfg)
     except ValueError as exc:
         raise dg.Failure(f"{exc} (shops with buyer features: {shops})") from exc
-    buyers = pl.concat(
-        [
-            pl.read_parquet(
-                wh.partition_path("buyer_features", s), columns=["shop_id", "buyer_id", "stratum"]
-            )
-            for s in split.train
-        ]
-    )
-    held_out = None
-    if split.splits_buyers:
-        # One shop: hold out a share of its buyers instead of shops (figures on them are
-        # out of sample; cross-store recovery needs a held-out shop and is undefined).
-        mask = holdout_buyers(buyers, config.eval_fraction, cfg.seed)
-        held_out, buyers = buyers.filter(mask), buyers.filter(~mask)
-        context.log.warning(
-            f"one shop ({split.train[0]}): {held_out.height:,} of its buyers are held out of "
-            "training instead of a shop; cross-store recovery is undefined"
-        )
-    sample = sample_training_pairs(buyers, split.train, cfg)
+    buyers = wh.read_shops("buyer_features", split.train, ["shop_id", "buyer_id", "stratum"])
+    built = build_training_sample(split, buyers, cfg)
+    sample = built.rows
     if sample.is_empty():
         raise dg.Failure(f"the training shops {split.train} have no buyers in strata A–D")
-    if held_out is not None:  # kept (strata the sample keeps) for out-of-sample reports
-        held_rows = held_out.filter(~pl.col("stratum").is_in(list(cfg.drop_strata)))
-        sample = pl.concat(
-            [sample, held_rows.with_columns(pl.lit("holdout").alias("split"))],
-            how="diagonal_relaxed",
+    if built.holdout_buyers is not None:
+        context.log.warning(
+            f"one shop ({split.train[0]}): {built.holdout_buyers:,} of its buyers are held out "
+            "of training instead of a shop; cross-store recovery is undefined"
         )
     path = atomic_write_parquet(sample, wh.table_path("training_sample"))
-    split_record = {"train": split.train, "eval": split.eval, "seed": cfg.seed}
-    if held_out is not None:
-        split_record["holdout_buyers"] = {
-            "shop": split.train[0], "fraction": config.eval_fraction, "buyers": held_out.height
-        }  # fmt: skip
+    split_record = built.split_record(config.eval_fraction)
     atomic_write_text(json.dumps(split_record, indent=2), wh.root / SHOP_SPLIT_FILE)
     by = sample.group_by(["split", "stratum"]).len().sort(["split", "stratum"])
     figures = {
@@ -265,19 +239,18 @@ def training_sample(
         "train_shops": len(split.train),
         "eval_shops": len(split.eval),
     }
-    with mlflow.run_for(context) as run:
-        run.log_params({**cfg.__dict__, "train": split.train, "eval": split.eval})
-        run.log_metrics(figures)
-    return dg.MaterializeResult(
+    return record(
+        context,
+        mlflow,
+        figures,
+        params={**cfg.__dict__, "train": split.train, "eval": split.eval},
         metadata={
-            **figures,
-            "dagster/row_count": sample.height,
             "train_shop_list": dg.MetadataValue.json(split.train),
             "eval_shop_list": dg.MetadataValue.json(split.eval),
             "rows_by_split_and_stratum": dg.MetadataValue.md(frame_to_markdown(by, 20)),
-            "path": dg.MetadataValue.path(str(path)),
-            "mlflow_run_id": run.run_id,
-        }
+        },
+        rows=sample.height,
+        path=path,
     )
 
 
@@ -334,30 +307,29 @@ def feature_transform(
     weights = {h: class_weights(bins[f"{h}_bin"].to_numpy()).round(4).tolist() for h in HEADS}
     tf.fitted_on["class_weights"] = weights
     folder = tf.save(artifacts.path("feature_transform", tf.version))
-    set_current(artifacts.root, "feature_transform", tf.version)
+    artifacts.set_current("feature_transform", tf.version)
     explained = {c: round(tf.channels[c].explained_variance_ratio, 4) for c in CHANNELS}
     figures = {f"explained_variance_{c}": v for c, v in explained.items()} | {
         "fit_buyers": feats.height
     }
-    with mlflow.run_for(context, {"transform_version": tf.version}) as run:
-        run.log_params({"version": tf.version, "embedding_model_id": model_id, "shops": shops})
-        run.log_metrics(figures)
-        run.log_artifact(folder / "transform.npz", "feature_transform")
-        run.log_artifact(folder / "transform.json", "feature_transform")
     edges = {
         "engagement (log1p seconds)": [round(x, 4) for x in tf.engagement_edges],
         "exploration (log1p sessions)": [round(x, 4) for x in tf.exploration_edges],
         "purchase (s_pur)": list(tf.purchase_edges),
     }
-    return dg.MaterializeResult(
+    return record(
+        context,
+        mlflow,
+        figures,
+        tags={"transform_version": tf.version},
+        params={"version": tf.version, "embedding_model_id": model_id, "shops": shops},
+        artifacts=[(folder / f, "feature_transform") for f in ("transform.npz", "transform.json")],
         metadata={
             "version": tf.version,
-            **figures,
             "label_edges": dg.MetadataValue.json(edges),
             "class_weights": dg.MetadataValue.json(weights),
-            "path": dg.MetadataValue.path(str(folder)),
-            "mlflow_run_id": run.run_id,
-        }
+        },
+        path=folder,
     )
 
 
@@ -406,18 +378,18 @@ def buyer_vectors(
             for b, v in d.items()
         },
     }
-    with mlflow.run_for(context, {"shop": shop, "transform_version": tf.version}) as run:
-        run.log_metrics(figures)
-    return dg.MaterializeResult(
+    return record(
+        context,
+        mlflow,
+        figures,
+        tags={"shop": shop, "transform_version": tf.version},
         metadata={
-            **figures,
-            "dagster/row_count": rows,
             "transform_version": tf.version,
             "strata_mix": dg.MetadataValue.md(counts_to_markdown(mix, "stratum", "share")),
             "preview": dg.MetadataValue.md(frame_to_markdown(meta.head(8))),
-            "path": dg.MetadataValue.path(str(path)),
-            "mlflow_run_id": run.run_id,
-        }
+        },
+        rows=rows,
+        path=path,
     )
 
 

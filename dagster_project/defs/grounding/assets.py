@@ -13,8 +13,8 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from dagster_project.assets.personas import _set_current, load_codebook
-from dagster_project.assets.traces import sft_stage1, sft_stage2
+from dagster_project.defs.personas.assets import load_codebook
+from dagster_project.record import record
 from dagster_project.resources import ArtifactsResource, MLflowResource, WarehouseResource
 from dagster_project.resources.training import TrainingLauncherResource
 from simpersona.lake import atomic_write_text
@@ -79,7 +79,7 @@ def _persona_model_asset(name: str, single_stage: bool | None, description: str)
     @dg.asset(
         name=name,
         group_name="grounding",
-        deps=[sft_stage1, sft_stage2],
+        deps=["sft_stage1", "sft_stage2"],
         kinds={"pytorch", "deepspeed", "mlflow"},
         description=description,
     )
@@ -210,7 +210,7 @@ def _train_persona_model(
         shutil.move(str(work / "out" / "stage1"), model_dir / "stage1")
     shutil.rmtree(folder, ignore_errors=True)  # same weights hash: same model, replace
     os.replace(model_dir, folder)
-    _set_current(artifacts, name, version)
+    artifacts.set_current(name, version)
     shutil.rmtree(work, ignore_errors=True)
 
     figures = {
@@ -230,33 +230,35 @@ def _train_persona_model(
         **training.pretrain_figures(base),
     }
     numeric = {k: v for k, v in figures.items() if v is not None}
-    with mlflow.run_for(context, {f"{name}.version": version}) as run:
-        run.log_params(
-            {
-                **{k: v for k, v in spec.items() if k != "config"},
-                **{f"train.{k}": v for k, v in cfg.to_dict().items()},
-                "base_model": str(base),
-                "launcher_mode": training.mode,
-            }
-        )
-        run.log_metrics(numeric)
+
+    def log_more(run) -> None:
         for stage, r in (("stage1", r1), ("stage2", r2)):
             for step, loss in enumerate((r or {}).get("extra", {}).get("loss_history", [])):
                 run.log_metrics({f"{stage}_loss": loss}, step=step)
         if _folder_bytes(folder) <= MLFLOW_MAX_BYTES:
             run.client.log_artifacts(run.run_id, str(folder), name)
         run.set_tags({"model_path": str(folder)})
-    return dg.MaterializeResult(
+
+    return record(
+        context,
+        mlflow,
+        numeric,
+        tags={f"{name}.version": version},
+        params={
+            **{k: v for k, v in spec.items() if k != "config"},
+            **{f"train.{k}": v for k, v in cfg.to_dict().items()},
+            "base_model": str(base),
+            "launcher_mode": training.mode,
+        },
+        log=log_more,
         metadata={
-            **numeric,
             "version": version,
-            "path": dg.MetadataValue.path(str(folder)),
             "base_model": dg.MetadataValue.path(str(base)),
             "base_model_name": training.base_model_name(),
             "single_stage": single_stage,
             "lora": config.lora,
             "persona_init": config.persona_init,
             "k": k,
-            "mlflow_run_id": run.run_id,
-        }
+        },
+        path=folder,
     )

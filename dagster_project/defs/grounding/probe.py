@@ -10,8 +10,8 @@ import time
 import dagster as dg
 from pydantic import Field
 
-from dagster_project.assets.personas import _current, _shop_split
-from dagster_project.assets.traces import shop_session_inputs
+from dagster_project.defs.traces.assets import shop_session_inputs
+from dagster_project.record import record
 from dagster_project.resources import ArtifactsResource, MLflowResource, WarehouseResource
 
 PERSONA_PROBE = "persona_probe"
@@ -81,10 +81,10 @@ def persona_probe(
     from simpersona.traces.build import write_records
 
     wh = warehouse.warehouse()
-    shops = sorted(_shop_split(wh).get("eval", []))
+    shops = sorted(wh.shop_split().get("eval", []))
     if not shops:
         raise dg.Failure("no evaluation shops in shop_split.json: materialize training_sample")
-    version, folder = _current(artifacts, "persona_model")
+    version, folder = artifacts.current("persona_model")
     t0 = time.perf_counter()
     rows = heldout_prompt_rows(wh, shops, config.sessions_per_shop, config.seed)
     replay_seconds = time.perf_counter() - t0
@@ -111,16 +111,18 @@ def persona_probe(
     atomic_write_text(json.dumps(out, indent=2), artifacts.path(PERSONA_PROBE, f"{version}.json"))
     # The replayed prompts too: benchmarks/persona_grounding.py --quick re-probes without a browser.
     write_records(rows, artifacts.path(PERSONA_PROBE, f"{version}.rows.jsonl"))
-    with mlflow.run_for(context, {"model_version": version}) as run:
-        run.log_params({**config.model_dump(), "shops": shops})
-        run.log_metrics({k: float(v) for k, v in figures.items()})
-    return dg.MaterializeResult(
+    return record(
+        context,
+        mlflow,
+        {k: round(float(v), 4) for k, v in figures.items()},
+        tags={"model_version": version},
+        params={**config.model_dump(), "shops": shops},
+        metrics={k: float(v) for k, v in figures.items()},
         metadata={
-            **{k: round(float(v), 4) for k, v in figures.items()},
             "model_version": version,
             "shops": dg.MetadataValue.json(shops),
             "actions": dg.MetadataValue.json(r["actions"]),
-        }
+        },
     )
 
 

@@ -4,6 +4,7 @@ import dagster as dg
 import polars as pl
 
 from dagster_project.partitions import shop_day_partitions, shop_partitions
+from dagster_project.record import record
 from dagster_project.resources import (
     BuyerHashResource,
     IngestSettings,
@@ -43,20 +44,20 @@ def catalog(
         "rows_rejected": res.rows_rejected,
         "days_removed": len(gone),
     }
-    with mlflow.run_for(context, {"shop": shop}) as run:
-        run.log_params({"shop": shop, "max_reject_share": ingest_settings.max_reject_share})
-        run.log_metrics(figures)
     preview = wh.read_partition("products", shop).head(10).drop("description")
-    return dg.MaterializeResult(
+    return record(
+        context,
+        mlflow,
+        figures,
+        tags={"shop": shop},
+        params={"shop": shop, "max_reject_share": ingest_settings.max_reject_share},
         metadata={
-            **{k: dg.MetadataValue.int(v) for k, v in figures.items()},
             "rejects_by_reason": dg.MetadataValue.md(
                 counts_to_markdown(res.rejects_by_reason, "reason")
             ),
             "preview": dg.MetadataValue.md(frame_to_markdown(preview)),
-            "path": dg.MetadataValue.path(str(wh.partition_path("products", shop))),
-            "mlflow_run_id": run.run_id,
-        }
+        },
+        path=wh.partition_path("products", shop),
     )
 
 
@@ -108,20 +109,24 @@ def raw_events(
         "buyers": res.buyers,
         "sessions_filled": res.sessions_filled,
     }
-    with mlflow.run_for(context, {"shop": shop, "date": date}) as run:
-        run.log_params({"shop": shop, "date": date, "files": ",".join(res.files)})
-        run.log_metrics({**figures, "reject_share": res.reject_share})
-        run.log_metrics({f"events.{k}": v for k, v in res.events_by_type.items()})
-        run.log_metrics({f"rejects.{k}": v for k, v in res.rejects_by_reason.items()})
     preview = (
         pl.read_parquet(res.output_path)
         .head(10)
         .select("ts", "event_type", "buyer_id", "session_id", "product_id", "search_query")
     )
-    return dg.MaterializeResult(
+    return record(
+        context,
+        mlflow,
+        figures,
+        tags={"shop": shop, "date": date},
+        params={"shop": shop, "date": date, "files": ",".join(res.files)},
+        metrics={
+            **figures,
+            "reject_share": res.reject_share,
+            **{f"events.{k}": v for k, v in res.events_by_type.items()},
+            **{f"rejects.{k}": v for k, v in res.rejects_by_reason.items()},
+        },
         metadata={
-            **{k: dg.MetadataValue.int(v) for k, v in figures.items()},
-            "dagster/row_count": dg.MetadataValue.int(res.rows_valid),
             "reject_share": dg.MetadataValue.float(round(res.reject_share, 6)),
             "rejects_by_reason": dg.MetadataValue.md(
                 counts_to_markdown(res.rejects_by_reason, "reason")
@@ -132,10 +137,10 @@ def raw_events(
             ),
             "source_files": dg.MetadataValue.json(res.files),
             "preview": dg.MetadataValue.md(frame_to_markdown(preview)),
-            "path": dg.MetadataValue.path(res.output_path),
             "quarantine_path": dg.MetadataValue.path(res.quarantine_path),
-            "mlflow_run_id": run.run_id,
-        }
+        },
+        rows=res.rows_valid,
+        path=res.output_path,
     )
 
 
@@ -155,16 +160,18 @@ def quarantine(
     views = wh.refresh_views()
     q = wh.read_quarantine()
     by = q.group_by(["table", "shop_id", "reason"]).len().sort("len", descending=True)
-    with mlflow.run_for(context) as run:
-        run.log_metrics({"rows": q.height})
-        if by.height:
-            run.log_text(by.write_csv(), "quarantine_by_reason.csv")
-    return dg.MaterializeResult(
+    return record(
+        context,
+        mlflow,
+        {},
+        metrics={"rows": q.height},
+        log=lambda run: (
+            run.log_text(by.write_csv(), "quarantine_by_reason.csv") if by.height else None
+        ),
         metadata={
-            "dagster/row_count": dg.MetadataValue.int(q.height),
             "by_table_shop_reason": dg.MetadataValue.md(frame_to_markdown(by, 50)),
             "duckdb_views": dg.MetadataValue.json(views),
             "duckdb_path": dg.MetadataValue.path(str(wh.duckdb_path)),
-            "mlflow_run_id": run.run_id,
-        }
+        },
+        rows=q.height,
     )

@@ -12,7 +12,7 @@ import os
 
 import dagster as dg
 
-from dagster_project.jobs import events_job
+from dagster_project.defs.ingest.jobs import events_job
 from dagster_project.partitions import day_partitions, shop_day_key, shop_partitions
 from dagster_project.resources import LakeResource
 

@@ -3,10 +3,7 @@ codebook report, per-shop persona assignments and token distributions, populatio
 across shops and the persona cards. Thin wrappers: the logic lives in simpersona.personas."""
 
 import base64
-import hashlib
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -16,13 +13,8 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from dagster_project.assets.features import (
-    SHOP_SPLIT_FILE,
-    buyer_features,
-    buyer_vectors,
-    training_sample,
-)
 from dagster_project.partitions import shop_partitions
+from dagster_project.record import record
 from dagster_project.resources import (
     DATA_DIR,
     ArtifactsResource,
@@ -30,14 +22,15 @@ from dagster_project.resources import (
     MLflowResource,
     WarehouseResource,
 )
-from simpersona.artifacts import NoCurrentArtifact, current_version, require_current, set_current
+from simpersona.artifacts import current_version
 from simpersona.data_warnings import warehouse_warnings
 from simpersona.features.labels import HEADS
 from simpersona.features.scalars import SCALAR_NAMES, STRATA
 from simpersona.lake import atomic_write_parquet, atomic_write_parquet_chunks, atomic_write_text
 from simpersona.markdown import counts_to_markdown, frame_to_markdown
+from simpersona.personas.codebook_fit import finite_numbers
 from simpersona.personas.config import VQVAEConfig
-from simpersona.personas.sizing import codebook_size_for, sizing_warnings
+from simpersona.personas.sizing import codebook_size_for
 
 CODEBOOK = "persona_codebook"
 _DEFAULTS = VQVAEConfig()  # the "default" preset's values, shown as the config defaults
@@ -62,35 +55,12 @@ REPORT_KEYS = (
 
 
 # ---- helpers -----------------------------------------------------------------------------
-def _finite(d: dict[str, Any]) -> dict[str, float | int]:
-    """Numbers only, NaN/inf dropped (Dagster metadata and MLflow metrics want finite)."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
-            continue
-        if isinstance(v, float | np.floating) and not np.isfinite(v):
-            continue
-        out[k] = int(v) if isinstance(v, int | np.integer) else round(float(v), 6)
-    return out
-
-
-def _set_current(artifacts: ArtifactsResource, name: str, version: str) -> None:
-    set_current(artifacts.root, name, version)
-
-
-def _current(artifacts: ArtifactsResource, name: str) -> tuple[str, Path]:
-    try:
-        return require_current(artifacts.root, name)
-    except NoCurrentArtifact as exc:
-        raise dg.Failure(str(exc)) from None
-
-
 def load_codebook(artifacts: ArtifactsResource):
     """(version, VQVAE on CPU in eval mode, KMeansBaseline) of the current codebook."""
     from simpersona.personas.kmeans_baseline import KMeansBaseline
     from simpersona.personas.vqvae import VQVAE
 
-    version, folder = _current(artifacts, CODEBOOK)
+    version, folder = artifacts.current(CODEBOOK)
     return version, VQVAE.load(folder / "vqvae"), KMeansBaseline.load(folder / "kmeans.npz")
 
 
@@ -132,11 +102,6 @@ def _mix(series: pl.Series) -> dict[str, float]:
     n = max(series.len(), 1)
     counts = dict(series.value_counts().iter_rows())
     return {s: round(counts.get(s, 0) / n, 4) for s in STRATA}
-
-
-def _shop_split(wh) -> dict[str, list[str]]:
-    path = wh.root / SHOP_SPLIT_FILE
-    return json.loads(path.read_text()) if path.exists() else {"train": [], "eval": []}
 
 
 # ---- persona_codebook ----------------------------------------------------------------------
@@ -218,19 +183,9 @@ def _vqvae_config(
         raise dg.Failure(f"invalid VQ-VAE config: {exc}") from exc
 
 
-def _content_version(model, centers: np.ndarray) -> str:
-    """Hash of the trained weights (codebook included) and the k-means centres."""
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    h.update(np.ascontiguousarray(centers).tobytes())
-    return h.hexdigest()[:12]
-
-
 @dg.asset(
     group_name="personas",
-    deps=[training_sample, buyer_vectors],
+    deps=["training_sample", "buyer_vectors"],
     kinds={"pytorch", "scikit-learn", "mlflow"},
     description=(
         "The behaviour-aware VQ-VAE (K persona tokens: the paper's 256 on paper-sized training "
@@ -245,14 +200,16 @@ def persona_codebook(
     artifacts: ArtifactsResource,
     mlflow: MLflowResource,
 ) -> dg.MaterializeResult:
+    from simpersona.artifacts import publish, staging_folder
     from simpersona.devices import resolve_device
-    from simpersona.personas.contrastive import gate1_signatures
-    from simpersona.personas.kmeans_baseline import fit_kmeans
-    from simpersona.personas.quality import bins_matrix, vector_matrix
-    from simpersona.personas.train import train_vqvae
+    from simpersona.personas.codebook_fit import (
+        KMeansParams,
+        codebook_files,
+        fit_codebook,
+        save_codebook,
+    )
 
-    wh = warehouse.warehouse()
-    data = _sample_vectors(wh, ("train", "val"))
+    data = _sample_vectors(warehouse.warehouse(), ("train", "val"))
     train, val = data.filter(pl.col("split") == "train"), data.filter(pl.col("split") == "val")
     shops = sorted(train["shop_id"].unique().to_list())
     tf_version = current_version(artifacts.root, "feature_transform")
@@ -260,126 +217,47 @@ def persona_codebook(
     k, k_rule = codebook_size_for(train.height, requested)
     context.log.info(k_rule)
     cfg = _vqvae_config(config, {"train_shops": shops, "transform_version": tf_version}, k)
-    x, bins = vector_matrix(train["vector"]), bins_matrix(train)
-    has_val = val.height > 0
-    xv, bv = (vector_matrix(val["vector"]), bins_matrix(val)) if has_val else (None, None)
-    result = train_vqvae(
-        x,
-        bins,
-        xv,
-        bv,
-        cfg,
-        # gate-1 levels from the strata (the count cascade) unless read from the vectors' masks
-        signatures=gate1_signatures(cfg, train["stratum"].to_numpy()),
-        val_signatures=gate1_signatures(cfg, val["stratum"].to_numpy()) if has_val else None,
-        progress=False,
-    )
-    t0 = time.perf_counter()
-    km = fit_kmeans(
-        x,
-        k=config.kmeans_k or k,
-        seed=config.seed,
-        batch_size=config.kmeans_batch_size,
-        n_init=config.kmeans_n_init,
-        max_iter=config.kmeans_max_iter,
-    )
-    kmeans_seconds = time.perf_counter() - t0
-
-    model = result.model.cpu()
-    version = _content_version(model, km.centers)
-    root = artifacts.path(CODEBOOK)
-    tmp = root / f".tmp-{version}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save(tmp / "vqvae")
-    km.save(tmp / "kmeans.npz")
-    history = result.history_frame()
-    history.write_csv(tmp / "history.csv")
-    last = result.history[-1] if result.history else {}
-    warnings = sizing_warnings(train.height, k, last.get("recon"), last.get("val_recon"))
-    for w in warnings:
+    km_params = KMeansParams(
+        config.kmeans_k or k, config.seed, config.kmeans_batch_size, config.kmeans_n_init,
+        config.kmeans_max_iter,
+    )  # fmt: skip
+    fit = fit_codebook(train, val, cfg, km_params)
+    for w in fit.warnings:
         context.log.warning(w)
-    meta = {
-        "version": version,
-        "train_rows": train.height,
-        "val_rows": val.height,
-        "train_shops": shops,
-        "transform_version": tf_version,
-        "codebook_size": k,
-        "codebook_size_rule": k_rule,
-        "warnings": warnings,
-        "device": str(resolve_device(cfg.device)),
-        "training_seconds": round(result.seconds, 2),
-        "init_seconds": round(result.init_seconds, 2),
-        "kmeans_seconds": round(kmeans_seconds, 2),
-        "kmeans": {"k": km.k, "inertia": km.inertia, "note": km.note, **km.params},
-        "final": _finite(last),
-    }
-    atomic_write_text(json.dumps(meta, indent=2, default=str), tmp / "meta.json")
-    folder = root / version
-    shutil.rmtree(folder, ignore_errors=True)  # same content hash: same model, replace
-    os.replace(tmp, folder)
-    _set_current(artifacts, CODEBOOK, version)
-
-    figures = {
-        "train_rows": train.height,
-        "val_rows": val.height,
-        "training_seconds": round(result.seconds, 2),
-        "init_seconds": round(result.init_seconds, 2),
-        "kmeans_seconds": round(kmeans_seconds, 2),
-        "epochs_run": len(result.history),  # raised above `epochs` to reach `min_steps`
-        "train_steps": last.get("step"),
-        "final_loss": last.get("loss"),
-        "final_val_loss": last.get("val_loss"),
-        "perplexity": last.get("perplexity"),
-        "dead_codes": last.get("dead_codes"),
-        "used_codes": last.get("used_codes"),
-        "val_perplexity": last.get("val_perplexity"),
-        "kmeans_k": km.k,
-        "kmeans_inertia": km.inertia,
-        "codebook_size": k,
-    }
-    figures = _finite({k: v for k, v in figures.items() if v is not None})
-    with mlflow.run_for(context, {"codebook_version": version}) as run:
-        run.log_params(
-            {
-                "version": version,
-                "vqvae": cfg.to_dict(),
-                "kmeans": {"k": config.kmeans_k or k, **km.params, "seed": config.seed},
-                "train_shops": shops,
-                "transform_version": tf_version,
-                "device": meta["device"],
-            }
-        )
-        for row in result.history:  # per-epoch losses as metric histories
-            run.log_metrics(
-                {k: v for k, v in row.items() if k not in ("epoch", "step")},
-                step=int(row["epoch"]),
-            )
-        run.log_metrics({f"final.{k}": v for k, v in figures.items()})
-        for f in ("vqvae/config.json", "vqvae/model.pt"):
-            run.log_artifact(folder / f, "persona_codebook/vqvae")
-        for f in ("kmeans.npz", "history.csv", "meta.json"):
-            run.log_artifact(folder / f, "persona_codebook")
-    cols = [
-        c
-        for c in ("epoch", "loss", "recon", "commit", "contrastive", "aux", "perplexity")
-        + ("dead_codes", "val_loss")
-        if c in history.columns
-    ]
-    return dg.MaterializeResult(
+    device = str(resolve_device(cfg.device))
+    staged = staging_folder(artifacts.root, CODEBOOK, fit.version)
+    save_codebook(fit, staged, {
+        "train_shops": shops, "transform_version": tf_version, "codebook_size": k,
+        "codebook_size_rule": k_rule, "device": device,
+    })  # fmt: skip
+    folder = publish(artifacts.root, CODEBOOK, fit.version, staged)
+    figures = fit.figures()
+    return record(
+        context,
+        mlflow,
+        {"version": fit.version, **figures},
+        tags={"codebook_version": fit.version},
+        params={
+            "version": fit.version,
+            "vqvae": cfg.to_dict(),
+            "train_shops": shops,
+            "kmeans": {"k": km_params.k, **fit.kmeans.params, "seed": config.seed},
+            "transform_version": tf_version,
+            "device": device,
+        },  # fmt: skip
+        metrics={f"final.{k}": v for k, v in figures.items()},
+        log=fit.log_history,
+        artifacts=codebook_files(folder),
         metadata={
-            "version": version,
-            **figures,
-            "device": meta["device"],
+            "device": device,
             "codebook_size_rule": k_rule,
-            "warnings": dg.MetadataValue.json(warnings),
+            "warnings": dg.MetadataValue.json(fit.warnings),
             "train_shops": dg.MetadataValue.json(shops),
-            "dagster/row_count": train.height,
-            "history": dg.MetadataValue.md(frame_to_markdown(history.select(cols).tail(10))),
+            "history": dg.MetadataValue.md(frame_to_markdown(fit.history_tail())),
             "config": dg.MetadataValue.json(cfg.to_dict()),
-            "path": dg.MetadataValue.path(str(folder)),
-            "mlflow_run_id": run.run_id,
-        }
+        },
+        rows=train.height,
+        path=folder,
     )
 
 
@@ -469,23 +347,23 @@ def codebook_report(
         for key in REPORT_KEYS
         if key in reports[name]
     }
-    flat = _finite({**flat, **ceilings})
-    with mlflow.run_for(context, {"codebook_version": version}) as run:
-        run.log_params({"codebook_version": version, "splits": config.splits})
-        run.log_metrics({k.replace("_", ".", 1): v for k, v in flat.items()})
-        run.log_artifact(folder / "report.json", "codebook_report")
-        run.log_artifact(folder / "report.md", "codebook_report")
-    return dg.MaterializeResult(
-        metadata={
+    flat = finite_numbers({**flat, **ceilings})
+    return record(
+        context,
+        mlflow,
+        {
             "codebook_version": version,
             "buyers": data.height,
             "planted_types": planted is not None,
             **flat,
-            "dagster/row_count": data.height,
-            "table": dg.MetadataValue.md(table),
-            "path": dg.MetadataValue.path(str(folder / "report.md")),
-            "mlflow_run_id": run.run_id,
-        }
+        },
+        tags={"codebook_version": version},
+        params={"codebook_version": version, "splits": config.splits},
+        metrics={k.replace("_", ".", 1): v for k, v in flat.items()},
+        artifacts=[(folder / f, "codebook_report") for f in ("report.json", "report.md")],
+        metadata={"table": dg.MetadataValue.md(table)},
+        rows=data.height,
+        path=folder / "report.md",
     )
 
 
@@ -498,7 +376,7 @@ class PersonaAssignmentsConfig(dg.Config):
 @dg.asset(
     group_name="personas",
     partitions_def=shop_partitions,
-    deps=[buyer_vectors, persona_codebook],
+    deps=["buyer_vectors", persona_codebook],
     kinds={"pytorch", "parquet"},
     description=(
         "Persona token (VQ-VAE code) and k-means cluster of every buyer of a shop, from one "
@@ -517,10 +395,8 @@ def persona_assignments(
     from simpersona.personas.quality import codebook_usage
 
     shop = context.partition_key
-    wh = warehouse.warehouse()
+    wh = warehouse.require(shop, "buyer_vectors")
     src = wh.partition_path("buyer_vectors", shop)
-    if not src.exists():
-        raise dg.Failure(f"buyer_vectors of shop {shop} is not materialized")
     version, model, km = load_codebook(artifacts)
     device = resolve_device(config.device)
     path = wh.partition_path("persona_assignments", shop)
@@ -544,22 +420,22 @@ def persona_assignments(
         "seconds": round(seconds, 3),
         "buyers_per_s": round(rows / seconds, 1) if seconds > 0 else 0.0,
     }
-    with mlflow.run_for(context, {"shop": shop, "codebook_version": version}) as run:
-        run.log_params({"codebook_version": version, "device": str(device)})
-        run.log_metrics(figures)
     preview = pl.read_parquet(path, n_rows=8)
-    return dg.MaterializeResult(
+    return record(
+        context,
+        mlflow,
+        figures,
+        tags={"shop": shop, "codebook_version": version},
+        params={"codebook_version": version, "device": str(device)},
         metadata={
-            **figures,
             "codebook_version": version,
-            "dagster/row_count": rows,
             "strata_mix": dg.MetadataValue.md(
                 counts_to_markdown(_mix(out["stratum"]), "stratum", "share")
             ),
             "preview": dg.MetadataValue.md(frame_to_markdown(preview)),
-            "path": dg.MetadataValue.path(str(path)),
-            "mlflow_run_id": run.run_id,
-        }
+        },
+        rows=rows,
+        path=path,
     )
 
 
@@ -581,11 +457,9 @@ def store_token_distribution(
     from simpersona.personas.quality import codebook_usage
 
     shop = context.partition_key
-    wh = warehouse.warehouse()
+    wh = warehouse.require(shop, "persona_assignments")
     src = wh.partition_path("persona_assignments", shop)
-    if not src.exists():
-        raise dg.Failure(f"persona_assignments of shop {shop} is not materialized")
-    version, folder = _current(artifacts, CODEBOOK)
+    version, folder = artifacts.current(CODEBOOK)
     _check_assignments(wh, [shop], version)
     k = VQVAEConfig.load_json(folder / "vqvae" / "config.json").codebook_size
     tokens = pl.read_parquet(src, columns=["token"])["token"].to_numpy()
@@ -599,17 +473,17 @@ def store_token_distribution(
         "perplexity": round(usage["perplexity"], 3) if tokens.size else 0.0,
         "top_token_share": round(float(top["share"][0]), 4) if top.height else 0.0,
     }
-    with mlflow.run_for(context, {"shop": shop, "codebook_version": version}) as run:
-        run.log_metrics(figures)
-    return dg.MaterializeResult(
+    return record(
+        context,
+        mlflow,
+        figures,
+        tags={"shop": shop, "codebook_version": version},
         metadata={
-            **figures,
             "codebook_version": version,
-            "dagster/row_count": dist.height,
             "top_tokens": dg.MetadataValue.md(frame_to_markdown(top)),
-            "path": dg.MetadataValue.path(str(path)),
-            "mlflow_run_id": run.run_id,
-        }
+        },
+        rows=dist.height,
+        path=path,
     )
 
 
@@ -656,13 +530,9 @@ def _assigned_shops(wh, wanted: list[str]) -> list[str]:
     return sorted(wanted)
 
 
-def _read_shops(wh, table: str, shops: list[str], columns: list[str]) -> pl.DataFrame:
-    return pl.concat([pl.read_parquet(wh.partition_path(table, s), columns=columns) for s in shops])
-
-
 @dg.asset(
     group_name="personas",
-    deps=[store_token_distribution, persona_assignments, buyer_features],
+    deps=[store_token_distribution, persona_assignments, "buyer_features"],
     kinds={"matplotlib", "mlflow"},
     description=(
         "App. B on held-out stores: each evaluation store's stratum mix (A–D; JS divergence) "
@@ -680,106 +550,53 @@ def distribution_recovery(
     buyer_hash: BuyerHashResource,
     mlflow: MLflowResource,
 ) -> dg.MaterializeResult:
-    from simpersona.personas import distribution as dist
-    from simpersona.personas import heldout_recovery as heldout
-    from simpersona.personas import recovery_plots as plots
-    from simpersona.personas.quality import planted_agreement
+    from simpersona.personas.distribution import raw_features_for
+    from simpersona.personas.recovery import planted_figures, population_recovery
+    from simpersona.personas.recovery_table import appendix_b_table
 
     wh = warehouse.warehouse()
     shops = _assigned_shops(wh, config.shops)
     if not shops:
         raise dg.Failure("no persona_assignments partition is materialized")
-    version, folder = _current(artifacts, CODEBOOK)
+    version, folder = artifacts.current(CODEBOOK)
     _check_assignments(wh, shops, version)
     k = VQVAEConfig.load_json(folder / "vqvae" / "config.json").codebook_size
     cols = ["shop_id", "buyer_id", "token", "kmeans_cluster", "stratum"]
-    assign = _read_shops(wh, "persona_assignments", shops, cols)
-    feats = _read_shops(wh, "buyer_features", shops, ["shop_id", "buyer_id", *SCALAR_NAMES])
-    raw = dist.raw_features_for(assign, feats)
-    train = assign["shop_id"].is_in(_shop_split(wh)["train"]).to_numpy()
-    shop_ids = assign["shop_id"].to_numpy()
-    strata = assign["stratum"].to_numpy()
+    assign = wh.read_shops("persona_assignments", shops, cols)
+    feats = wh.read_shops("buyer_features", shops, ["shop_id", "buyer_id", *SCALAR_NAMES])
     out_dir = artifacts.path("distribution_recovery", version)
-    figures: dict[str, Any] = {"buyers": assign.height}
-    stores, note, paths = None, "", {}
-    for prefix, col, n_k in (("", "token", k), ("kmeans_", "kmeans_cluster", None)):
-        codes = assign[col].to_numpy()
-        held = heldout.heldout_recovery(
-            shop_ids, codes, strata, raw, train, k=n_k, resamples=config.resamples
-        )
-        # The paper's in-sample reading (every buyer, every store, A–E), labelled as such.
-        insample = dist.population_report(shop_ids, codes, strata, raw, None, k=n_k)
-        figures |= {f"{prefix}{n}": v for n, v in _finite(held.figures).items()}
-        figures |= {f"{prefix}{n}_insample": v for n, v in _finite(insample["figures"]).items()}
-        js = insample["stratum"].stores.select(
-            "shop_id", "n_buyers", pl.col("js").alias(f"{prefix}js_insample")
-        )
-        if held.stratum is not None:
-            js = js.join(
-                held.stratum.stores.select("shop_id", pl.col("js").alias(f"{prefix}js_heldout")),
-                on="shop_id",
-                how="left",
-            )
-        stores = js if stores is None else stores.join(js.drop("n_buyers"), on="shop_id")
-        if prefix == "":
-            note = held.note
-            if held.stratum is not None:
-                paths["stratum_recovery"] = plots.plot_stratum_recovery(
-                    held.stratum, out_dir / "stratum_recovery.png"
-                )
-            if held.features is not None and held.figures["n_stores_heldout"] >= 3:
-                paths["feature_recovery"] = plots.plot_feature_recovery(
-                    held.features, out_dir / "feature_recovery.png"
-                )
-                atomic_write_text(
-                    held.features.stores.write_csv(), out_dir / "feature_recovery.csv"
-                )
-    assert stores is not None
-    stores = stores.with_columns(
-        pl.when(pl.col("shop_id").is_in(_shop_split(wh)["train"]))
-        .then(pl.lit("train"))
-        .otherwise(pl.lit("held-out"))
-        .alias("split")
-    ).sort(["split", "n_buyers"], descending=[False, True])
+    rec = population_recovery(
+        assign, raw_features_for(assign, feats), wh.shop_split()["train"], k, out_dir,
+        config.resamples,
+    )  # fmt: skip
+    figures, stores, paths = rec.figures, rec.stores, rec.plots
     atomic_write_text(stores.write_csv(), out_dir / "store_js.csv")
-    if note:
-        figures["recovery_note"] = note
-    table = dist.appendix_b_table(figures)
+    table = appendix_b_table(figures)
     atomic_write_text(table, out_dir / "appendix_b.md")
     planted = _planted_for(assign, config.planted_types_path, buyer_hash.hash_key())
     if planted is not None:  # codes vs planted types over every buyer, not just the sample
-        for prefix, col in (("", "token"), ("kmeans_", "kmeans_cluster")):
-            agree = planted_agreement(assign[col].to_numpy(), planted)
-            figures |= _finite(
-                {
-                    f"{prefix}planted_ari_all": agree["ari"],
-                    f"{prefix}planted_nmi_all": agree["nmi"],
-                    f"{prefix}planted_majority_ari_all": agree["majority_ari"],
-                }
-            )
+        figures |= planted_figures(assign, planted)
     # The evaluation report puts these beside the paper's App. B figures.
     atomic_write_text(json.dumps(figures, indent=2, sort_keys=True), out_dir / "figures.json")
-    numbers = _finite(figures)
-    with mlflow.run_for(context, {"codebook_version": version}) as run:
-        run.log_params({"codebook_version": version, "shops": shops})
-        run.log_metrics(numbers)
-        for p in paths.values():
-            run.log_artifact(p, "distribution_recovery")
-        for f in ("store_js.csv", "appendix_b.md"):
-            run.log_artifact(out_dir / f, "distribution_recovery")
-    return dg.MaterializeResult(
+    numbers = finite_numbers(figures)
+    return record(
+        context,
+        mlflow,
+        {**numbers, **({"recovery_note": rec.note} if rec.note else {})},
+        tags={"codebook_version": version},
+        params={"codebook_version": version, "shops": shops},
+        metrics=numbers,
+        artifacts=[(p, "distribution_recovery") for p in paths.values()]
+        + [(out_dir / f, "distribution_recovery") for f in ("store_js.csv", "appendix_b.md")],
         metadata={
-            **numbers,
-            **({"recovery_note": note} if note else {}),
             "codebook_version": version,
-            "dagster/row_count": stores.height,
             "appendix_b": dg.MetadataValue.md(table),
             "store_js": dg.MetadataValue.md(frame_to_markdown(stores, 50)),
             "plots": dg.MetadataValue.md(_png_markdown(paths)),
             **{f"{n}_png": dg.MetadataValue.path(str(p)) for n, p in paths.items()},
-            "path": dg.MetadataValue.path(str(out_dir)),
-            "mlflow_run_id": run.run_id,
-        }
+        },
+        rows=stores.height,
+        path=out_dir,
     )
 
 
@@ -793,9 +610,31 @@ class PersonaCardsConfig(dg.Config):
     top_n: int = Field(default=5, description="Categories and product titles per card.")
 
 
+def _token_aggregates(wh, shops: list[str]) -> list:
+    """Each shop's per-token aggregates for the cards, one shop in memory at a time."""
+    from simpersona.personas.cards import token_aggregates
+
+    parts = []
+    for shop in shops:
+        products = collections = None
+        if wh.has_partition("products", shop):
+            products = wh.read_partition("products", shop)
+        if wh.has_partition("collections", shop):
+            collections = wh.read_partition("collections", shop)
+        parts.append(
+            token_aggregates(
+                wh.read_partition("persona_assignments", shop),
+                wh.read_partition("buyer_features", shop),
+                products,
+                collections,
+            )
+        )
+    return parts
+
+
 @dg.asset(
     group_name="personas",
-    deps=[persona_assignments, buyer_features, dg.AssetKey("catalog")],
+    deps=[persona_assignments, "buyer_features", dg.AssetKey("catalog")],
     kinds={"json", "html"},
     description=(
         "One card per used token: size, stratum profile, bins, raw-feature centroid, top "
@@ -816,24 +655,9 @@ def persona_cards(
     shops = _assigned_shops(wh, config.shops)
     if not shops:
         raise dg.Failure("no persona_assignments partition is materialized")
-    version, _ = _current(artifacts, CODEBOOK)
+    version, _ = artifacts.current(CODEBOOK)
     _check_assignments(wh, shops, version)
-    parts = []
-    for shop in shops:  # one shop in memory at a time
-        products = collections = None
-        if wh.has_partition("products", shop):
-            products = wh.read_partition("products", shop)
-        if wh.has_partition("collections", shop):
-            collections = wh.read_partition("collections", shop)
-        parts.append(
-            pc.token_aggregates(
-                wh.read_partition("persona_assignments", shop),
-                wh.read_partition("buyer_features", shop),
-                products,
-                collections,
-            )
-        )
-    cards = pc.build_cards(pc.combine_aggregates(parts), top_n=config.top_n)
+    cards = pc.build_cards(pc.combine_aggregates(_token_aggregates(wh, shops)), config.top_n)
     folder = artifacts.path("persona_cards", version)
     meta = {"codebook_version": version, "shops": shops, "buyers": sum(c.buyers for c in cards)}
     # what to read first (docs/own-logs.md): the codebook's size warnings, the data's
@@ -843,29 +667,28 @@ def persona_cards(
     for w in warnings:
         context.log.warning(w)
     paths = pages.write_cards(cards, folder, {**meta, "warnings": warnings}, warnings=warnings)
-    _set_current(artifacts, "persona_cards", version)
+    artifacts.set_current("persona_cards", version)
     figures = {
         "cards": len(cards),
         "buyers": meta["buyers"],
         "largest_card_share": cards[0].share if cards else 0.0,
         "cards_with_categories": sum(1 for c in cards if c.top_categories),
     }
-    with mlflow.run_for(context, {"codebook_version": version}) as run:
-        run.log_metrics(figures)
-        for p in paths.values():
-            run.log_artifact(p, "persona_cards")
-    return dg.MaterializeResult(
+    return record(
+        context,
+        mlflow,
+        figures,
+        tags={"codebook_version": version},
+        artifacts=[(p, "persona_cards") for p in paths.values()],
         metadata={
-            **figures,
             "codebook_version": version,
-            "dagster/row_count": len(cards),
             "warnings": dg.MetadataValue.json(warnings),
             "preview": dg.MetadataValue.md(pages.cards_index_markdown(cards, max_rows=20)),
             "json": dg.MetadataValue.path(str(paths["json"])),
             "markdown": dg.MetadataValue.path(str(paths["md"])),
             "html": dg.MetadataValue.path(str(paths["html"])),
-            "mlflow_run_id": run.run_id,
-        }
+        },
+        rows=len(cards),
     )
 
 

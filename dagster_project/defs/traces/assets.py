@@ -2,7 +2,6 @@
 storefront in a real browser → judge; then the stage-1 and stage-2 SFT datasets from the
 training shops. Thin wrappers: the logic lives in simpersona.traces."""
 
-import time
 from collections import Counter
 from typing import Literal
 
@@ -10,10 +9,14 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from dagster_project.assets.features import enriched_sessions
-from dagster_project.assets.personas import _shop_split, persona_assignments
 from dagster_project.partitions import shop_partitions
-from dagster_project.resources import LLMResource, MLflowResource, WarehouseResource
+from dagster_project.record import record
+from dagster_project.resources import (
+    LLMResource,
+    MLflowResource,
+    WarehouseResource,
+    require_partitions,
+)
 from simpersona.markdown import counts_to_markdown, frame_to_markdown
 
 TRACES_DIR = "traces"
@@ -36,19 +39,12 @@ class ReplayedTracesConfig(dg.Config):
     seed: int = Field(default=0, description="Seed of the session selection.")
 
 
-def require_partitions(wh, shop: str, tables: tuple[str, ...]) -> None:
-    """Fail naming the first of `tables` whose partition of `shop` is not materialized."""
-    for table in tables:
-        if not wh.partition_path(table, shop).exists():
-            raise dg.Failure(f"{table} of shop {shop} is not materialized")
-
-
 def shop_session_inputs(wh, shop: str):
     """(enriched sessions, buyer → token/stratum, CategoryIndex) of one shop: what session
     outlines are built from (the replayed traces here, the simulation's counterparts)."""
     from simpersona.traces.outline import CategoryIndex
 
-    require_partitions(wh, shop, ("enriched_sessions", "persona_assignments"))
+    require_partitions(wh, shop, "enriched_sessions", "persona_assignments")
     sessions = pl.read_parquet(wh.partition_path("enriched_sessions", shop))
     assignments = pl.read_parquet(
         wh.partition_path("persona_assignments", shop), columns=["buyer_id", "token", "stratum"]
@@ -59,10 +55,22 @@ def shop_session_inputs(wh, shop: str):
     return sessions, assignments, cats
 
 
+def _every_tenth(context: dg.AssetExecutionContext, total: int, what: str):
+    """A callback logging "replayed n/total <what>" every tenth call and at the last."""
+    done = [0]
+
+    def progress(_item) -> None:
+        done[0] += 1
+        if done[0] % 10 == 0 or done[0] == total:
+            context.log.info(f"replayed {done[0]}/{total} {what}")
+
+    return progress
+
+
 @dg.asset(
     group_name="traces",
     partitions_def=shop_partitions,
-    deps=[enriched_sessions, persona_assignments],
+    deps=["enriched_sessions", "persona_assignments"],
     kinds={"playwright", "json"},
     description=(
         "A shop's sessions replayed on its storefront in headless Chromium by the replay "
@@ -80,100 +88,57 @@ def replayed_traces(
     from simpersona.store import StoreCatalog
     from simpersona.traces.build import (
         TraceSelection,
-        keep_rates,
-        replay_shop,
         select_outlines,
+        trace_shop,
         trajectory_record,
-        write_goals,
         write_records,
     )
     from simpersona.traces.goals import LLMGoalWriter, TemplateGoalWriter
-    from simpersona.traces.judge import LLMJudge, Required
+    from simpersona.traces.judge import LLMJudge
     from simpersona.traces.replay import ReplayConfig
 
     shop = context.partition_key
     wh = warehouse.warehouse()
     sessions, assignments, cats = shop_session_inputs(wh, shop)
     sel = TraceSelection(
-        per_shop=config.sessions_per_shop,
-        min_events=config.min_events,
-        max_events=config.max_events,
-        seed=config.seed,
+        config.sessions_per_shop, config.min_events, config.max_events, seed=config.seed
     )
     outlines = select_outlines(sessions, assignments, cats, sel)
     if not outlines:
         raise dg.Failure(f"shop {shop} has no session of {sel.min_events}–{sel.max_events} events")
     client = llm.client() if "llm" in (config.goal_writer, config.judge) else None
-    writer = LLMGoalWriter(client) if config.goal_writer == "llm" else TemplateGoalWriter()
-    t0 = time.perf_counter()
-    goals = write_goals(outlines, writer)
-    goal_seconds = time.perf_counter() - t0
-    done = [0]
-
-    def progress(_t) -> None:
-        done[0] += 1
-        if done[0] % 10 == 0 or done[0] == len(outlines):
-            context.log.info(f"replayed {done[0]}/{len(outlines)} sessions of {shop}")
-
-    t0 = time.perf_counter()
-    trajs = replay_shop(
+    traces = trace_shop(
         StoreCatalog.from_warehouse(wh, shop),
-        list(zip(outlines, goals, strict=True)),
+        outlines,
+        LLMGoalWriter(client) if config.goal_writer == "llm" else TemplateGoalWriter(),
         ReplayConfig(concurrency=config.concurrency, max_steps=config.max_steps),
-        on_done=progress,
+        judge=LLMJudge(client) if config.judge == "llm" else None,
+        on_done=_every_tenth(context, len(outlines), f"sessions of {shop}"),
     )
-    replay_seconds = time.perf_counter() - t0
-    if config.judge == "llm":
-        judge = LLMJudge(client)
-        for t in trajs:
-            t.verdict = judge.judge(
-                t.goals.stage2, Required.of(t.outline), t.steps, t.result.outcome
-            )
-    rates = keep_rates(trajs)
-    records = [trajectory_record(t) for t in trajs]
-    path = write_records(records, wh.root / TRACES_DIR / f"shop={shop}.jsonl")
-    outcomes = Counter(t.result.outcome for t in trajs)
-    figures = {
-        "sessions": len(trajs),
-        "kept": rates.kept,
-        "keep_rate": round(rates.rate, 4),
-        "steps": sum(t.result.steps for t in trajs),
-        "detours": sum(t.log.detours for t in trajs),
-        "skipped_events": sum(len(t.log.skipped) for t in trajs),
-        "goal_seconds": round(goal_seconds, 2),
-        "replay_seconds": round(replay_seconds, 2),
-        "sessions_per_min": round(len(trajs) / replay_seconds * 60, 1) if replay_seconds else 0,
-    }
+    trajs, rates, figures = traces.trajectories, traces.rates, traces.figures()
+    path = write_records(
+        [trajectory_record(t) for t in trajs], wh.root / TRACES_DIR / f"shop={shop}.jsonl"
+    )
     usage = client.usage.as_dict() if client is not None else {}
-    with mlflow.run_for(context, {"shop": shop}) as run:
-        run.log_params({"goal_writer": config.goal_writer, "judge": config.judge, **sel.__dict__})
-        run.log_metrics({**figures, **{f"llm_{k}": v for k, v in usage.items()}})
-    preview = pl.DataFrame(
-        [
-            {
-                "stratum": t.outline.stratum,
-                "token": t.outline.token,
-                "keep": t.verdict.keep,
-                "stage2_goal": t.goals.stage2[:160],
-            }
-            for t in trajs[:8]
-        ]
-    )
-    return dg.MaterializeResult(
+    return record(
+        context,
+        mlflow,
+        figures,
+        tags={"shop": shop},
+        params={"goal_writer": config.goal_writer, "judge": config.judge, **sel.__dict__},
+        metrics={**figures, **{f"llm_{k}": v for k, v in usage.items()}},
         metadata={
-            **figures,
-            "dagster/row_count": len(trajs),
-            "outcomes": dg.MetadataValue.json(dict(outcomes)),
+            "outcomes": dg.MetadataValue.json(dict(Counter(t.result.outcome for t in trajs))),
             "keep_rate_by_stratum": dg.MetadataValue.md(
                 counts_to_markdown(rates.table("stratum"), "stratum", "keep rate")
             ),
             "keep_rate_by_token": dg.MetadataValue.json(rates.table("token")),
             "missing_actions": dg.MetadataValue.json(dict(rates.missing)),
             "llm_usage": dg.MetadataValue.json(usage),
-            "preview": dg.MetadataValue.md(frame_to_markdown(preview)),
-            "path": dg.MetadataValue.path(str(path)),
-            "mlflow_run_id": run.run_id,
-        }
+            "preview": dg.MetadataValue.md(frame_to_markdown(pl.DataFrame(traces.preview()))),
+        },
+        rows=len(trajs),
+        path=path,
     )
 
 
@@ -196,7 +161,7 @@ def _sft(context, config: SFTDatasetConfig, warehouse, mlflow, stage: str) -> dg
     from simpersona.traces.dataset import build_dataset
 
     wh = warehouse.warehouse()
-    train = _shop_split(wh)["train"]
+    train = wh.shop_split()["train"]
     if not train:
         raise dg.Failure("no training shops: materialize training_sample first")
     have = [s for s in train if (wh.root / TRACES_DIR / f"shop={s}.jsonl").exists()]
@@ -212,26 +177,25 @@ def _sft(context, config: SFTDatasetConfig, warehouse, mlflow, stage: str) -> dg
         counterfactual=config.counterfactual_intent,
     )  # fmt: skip
     meta = stats.as_metadata()
-    with mlflow.run_for(context) as run:
-        run.log_params({"stage": stage, "shops": have, **config.__dict__})
-        run.log_metrics({k: v for k, v in meta.items() if isinstance(v, int | float)})
-        run.log_artifact(path)
     tokens = pl.DataFrame(
         {"token": list(stats.sessions_by_token), "sessions": list(stats.sessions_by_token.values())}
     ).sort("sessions", descending=True)
-    return dg.MaterializeResult(
+    return record(
+        context,
+        mlflow,
+        {k: v for k, v in meta.items() if isinstance(v, int | float)},
+        params={"stage": stage, "shops": have, **config.__dict__},
+        artifacts=[(path, None)],
         metadata={
-            **{k: v for k, v in meta.items() if isinstance(v, int | float)},
-            "dagster/row_count": stats.examples,
             "shops": dg.MetadataValue.json(have),
             "shops_missing": dg.MetadataValue.json(missing),
             "examples_by_stratum": dg.MetadataValue.md(
                 counts_to_markdown(meta["examples_by_stratum"], "stratum", "examples")
             ),
             "sessions_by_token": dg.MetadataValue.md(frame_to_markdown(tokens, 30)),
-            "path": dg.MetadataValue.path(str(path)),
-            "mlflow_run_id": run.run_id,
-        }
+        },
+        rows=stats.examples,
+        path=path,
     )
 
 

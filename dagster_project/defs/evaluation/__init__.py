@@ -1,0 +1,1 @@
+"""Evaluation: the report over every simulated evaluation shop."""

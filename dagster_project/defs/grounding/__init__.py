@@ -1,0 +1,1 @@
+"""Grounding: the persona model's fine-tunes and the persona probe."""

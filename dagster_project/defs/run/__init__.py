@@ -1,0 +1,1 @@
+"""`simpersona run` as a job, for the UI."""

@@ -1,0 +1,1 @@
+"""Simulation: the Markov policy, the population simulation and the instruction tasks."""

@@ -1,0 +1,1 @@
+"""Traces: goals replayed on the storefront in the browser, and the SFT datasets."""
