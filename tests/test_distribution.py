@@ -156,6 +156,13 @@ def test_population_report_writes_pngs(tmp_path):
         assert len(data) > 1000 and data.startswith(PNG_MAGIC)
     table = dist.appendix_b_table(figs)
     assert "| mean JS divergence (base 2) |" in table and "0.054" in table
+    # rendered in recovery_table.py, still importable from distribution.py
+    from simpersona.personas.distribution import appendix_b_table
+    from simpersona.personas.recovery_table import appendix_b_table as rendered
+
+    assert appendix_b_table is rendered is dist.appendix_b_table
+    with pytest.raises(AttributeError):
+        dist.no_such_name  # noqa: B018
 
 
 def test_plots_with_many_stores_and_one_store(tmp_path):

@@ -283,3 +283,7 @@ def test_purity_ceilings_with_fewer_codes_than_groups():
     assert purity_ceilings(x, strata, bins, k=2) == {}
     assert "fewer codes than behaviour groups" in purity_ceilings_line({})
     assert set(purity_ceilings(x, strata, bins, k=200)) == {"ch_pure_strata", "ch_pure_strata_bins"}
+    # rendered in quality_table.py, still importable from quality.py
+    from simpersona.personas import quality_table
+
+    assert purity_ceilings_line is quality_table.purity_ceilings_line

@@ -124,6 +124,30 @@ def test_report_files_are_self_contained(report):
     assert fmt_value(5.5e-22) == "5.5e-22" and fmt_value(42083.0) == "42,083"
 
 
+def test_report_page_escapes_what_it_is_given():
+    """The page is a Jinja2 template with autoescape on: names, cells, the title, the verdict
+    (only its **bold** becomes markup) and the configuration are text, never markup."""
+    from simpersona.evaluation.report import render_html
+
+    page = render_html(
+        {"x<y": 1.5},
+        {"ara_<b>": pl.DataFrame({"<th>": ["<td>&", None]})},
+        {},
+        {"k": "</pre><script>"},
+        title="<T> & 'quoted'",
+        verdict=["**yes** <i>"],
+        notes=["**note** & more"],
+    )
+    assert "<script>" not in page and "<T>" not in page and "<i>" not in page
+    assert "<title>&lt;T&gt; &amp; &#39;quoted&#39;</title>" in page
+    assert "<li><strong>yes</strong> &lt;i&gt;</li>" in page
+    assert "<p class='note'><strong>note</strong> &amp; more</p>" in page
+    assert "<th>&lt;th&gt;</th>" in page and "<td>&lt;td&gt;&amp;</td>" in page
+    assert '<td class="na">—</td>' in page and "<td>x&lt;y</td>" in page
+    assert '<a href="#ara--b">ara_&lt;b&gt;</a>' in page and "&lt;/pre&gt;&lt;script&gt;" in page
+    assert page.startswith("<!DOCTYPE html>") and page.endswith("</main></body></html>")
+
+
 @pytest.mark.browser
 def test_report_renders_in_headless_chromium(report):
     require_chromium()

@@ -189,13 +189,13 @@ def simulate_command(
     lake = lake_or_default(lake, data_dir)
     import polars as pl
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
     from rich.table import Table
 
     from simpersona.agent.browser import BrowserUnavailable
     from simpersona.agent.markov import MarkovModel
     from simpersona.agent.session import RuntimeConfig
     from simpersona.agent.simulate import SimulationConfig, fit_shop_markov, simulate_shop
+    from simpersona.progress import progress_bar
     from simpersona.store.catalog import StoreCatalog
 
     console = Console(stderr=True)
@@ -250,14 +250,7 @@ def simulate_command(
         run_id=run_id,
         runtime=RuntimeConfig(max_steps=max_steps, session_timeout_s=timeout_s),
     )
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task(f"{shop}: sessions", total=sessions)
+    with progress_bar(sessions, f"{shop}: sessions", console=console) as bar:
         try:
             report = simulate_shop(
                 catalog,
@@ -265,7 +258,7 @@ def simulate_command(
                 cfg,
                 out_dir,
                 events_lake=events_lake,
-                on_done=lambda _res: progress.advance(task),
+                on_done=lambda _res: bar.advance(),
             )
         except BrowserUnavailable as exc:
             console.print(f"[red]{exc}[/]")

@@ -114,13 +114,13 @@ def simulate_url(
 ) -> LiveReport:
     """Resolve the options, run the sessions with a progress bar, print and save the summary."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
     from rich.table import Table
 
     from simpersona.agent.browser import BrowserUnavailable
     from simpersona.agent.markov import MarkovModel
     from simpersona.agent.markov_policy import MarkovPolicy
     from simpersona.agent.site_profile import ProfileError, load_profile
+    from simpersona.progress import progress_bar
 
     console = Console(stderr=True)
     if policy not in ("markov", "llm"):
@@ -182,11 +182,7 @@ def simulate_url(
         f"{sessions} {policy} agents on {url} (goal: {goal}; personas: {source}); orders "
         + (f"allowed on {', '.join(order_hosts)}" if allow_orders else "NOT allowed (guarded)")
     )
-    with Progress(
-        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=console,
-    ) as progress:  # fmt: skip
-        task = progress.add_task("sessions", total=sessions)
+    with progress_bar(sessions, "sessions", console=console) as bar:
         try:
             with contextlib.ExitStack() as stack:
                 if policy == "llm":
@@ -198,7 +194,7 @@ def simulate_url(
                     agent = MarkovPolicy(markov, seed=seed, follow_goal=True)
                 report = simulate_live(
                     cfg, agent, personas, out_dir, events_lake,
-                    on_done=lambda _r: progress.advance(task),
+                    on_done=lambda _r: bar.advance(),
                 )  # fmt: skip
         except BrowserUnavailable as exc:
             console.print(f"[red]error:[/] {exc}")

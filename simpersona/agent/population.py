@@ -38,6 +38,7 @@ from simpersona.agent.policy import Goal, Persona, Policy
 from simpersona.agent.runtime import run_session
 from simpersona.agent.session import RuntimeConfig, SessionResult, SessionSpec
 from simpersona.lake import atomic_write_parquet
+from simpersona.progress import progress_bar
 from simpersona.store.events import EventSink
 
 RESULT_SCHEMA: dict[str, pl.DataType] = {
@@ -281,7 +282,6 @@ def run_population(
     todo = [p for p in plans if p.agent_id not in done]
     sink = BuyerEventSink(events_sink)
     lock = threading.Lock()
-    bar = _progress(len(plans), len(done), cfg.progress, catalog.shop_id)
     t0 = time.monotonic()
     if todo:
         if cfg.store_url:
@@ -289,7 +289,17 @@ def run_population(
         else:
             base_url, stop = run_in_thread(create_app(catalog, sink))
         try:
-            with log_path.open("a", encoding="utf-8") as log:
+            with (
+                progress_bar(
+                    len(plans),
+                    f"agents {catalog.shop_id}",
+                    unit="agents",
+                    completed=len(done),
+                    enabled=cfg.progress,
+                    transient=True,
+                ) as bar,
+                log_path.open("a", encoding="utf-8") as log,
+            ):
 
                 def finish(plan: AgentPlan, res: SessionResult) -> None:
                     row = agent_row(plan, res, sink.pop(plan.buyer_id))
@@ -297,8 +307,7 @@ def run_population(
                         log.write(json.dumps(row, ensure_ascii=False) + "\n")
                         log.flush()
                         done[plan.agent_id] = row
-                    if bar is not None:
-                        bar.update(1)
+                    bar.advance()
                     if on_done is not None:
                         on_done(row)
 
@@ -310,8 +319,6 @@ def run_population(
         finally:
             stop()
             sink.close()
-            if bar is not None:
-                bar.close()
     wall = time.monotonic() - t0
     table = results_frame([done[i] for i in ids])
     path = atomic_write_parquet(table, out / f"{name}.parquet")
@@ -364,11 +371,3 @@ async def _run_all(
         finally:
             if hasattr(policy, "aclose"):  # an LLM policy's HTTP client, on this loop
                 await policy.aclose()
-
-
-def _progress(total: int, initial: int, enabled: bool, shop: str) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=f"agents {shop}", unit="agent", leave=False)

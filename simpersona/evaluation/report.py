@@ -1,5 +1,6 @@
-"""The evaluation report: one self-contained HTML page (inline CSS, plots as data URIs) and
-its Markdown twin, with the paper's figures beside ours; plus the matplotlib plot helpers.
+"""The evaluation report: one self-contained HTML page (inline CSS, plots as data URIs; the
+Jinja2 template templates/report.html.j2) and its Markdown twin, with the paper's figures
+beside ours; plus the matplotlib plot helpers.
 
     html, md = render_report(figures, tables, plots, config, out_dir)
 
@@ -13,7 +14,7 @@ name → PNG path. `config`: anything JSON-able (configuration, data versions, s
 from __future__ import annotations
 
 import base64
-import html
+import functools
 import json
 import math
 import re
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup, escape
 
 from simpersona.agent.policy import POLICIES
 from simpersona.evaluation.paper import PAPER_FIGURES, PAPER_TABLES
@@ -48,26 +51,6 @@ TABLE_KINDS: dict[str, tuple[str, str | None]] = {
     "ablation_intervals": ("Table 9 · with − without token, paired intervals", None),
     "errors_intervals": ("Tables 7–8 · two-stage − single-stage, paired intervals", None),
 }
-
-_CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#1d2433;
-background:#f6f7f9;line-height:1.45}
-main{max-width:1180px;margin:0 auto;padding:24px 28px 60px}
-h1{font-size:1.7rem;margin:.2em 0}h2{font-size:1.25rem;margin:1.6em 0 .5em;
-border-bottom:2px solid #dde1e8;padding-bottom:.2em}h3{font-size:1rem;margin:.6em 0 .3em}
-.meta{color:#5b6577;font-size:.9rem}
-table{border-collapse:collapse;font-size:.82rem;background:#fff;margin:.3em 0 1em}
-th,td{border:1px solid #dde1e8;padding:3px 8px;text-align:right;white-space:nowrap}
-th{background:#eef1f5;text-align:center}td:first-child,th:first-child{text-align:left}
-.pair{display:flex;gap:24px;flex-wrap:wrap;align-items:flex-start}
-.pair>div{overflow-x:auto;max-width:100%}
-.paper th{background:#fbeee0}.na{color:#98a1b3}
-.verdict li{margin:.4em 0}.note{color:#5b6577;font-size:.9rem}.wide{overflow-x:auto}
-.toc a{margin-right:14px}figure{margin:0 0 18px;display:inline-block;vertical-align:top}
-figure img{max-width:560px;border:1px solid #dde1e8;background:#fff}
-figcaption{font-size:.85rem;color:#5b6577}
-pre{background:#fff;border:1px solid #dde1e8;padding:10px;font-size:.78rem;overflow-x:auto}
-"""
 
 
 # ---- formatting ------------------------------------------------------------------------------
@@ -157,18 +140,28 @@ def _num(v: Any) -> Any:
 
 
 # ---- HTML ------------------------------------------------------------------------------------
-def _html_table(df: pl.DataFrame, cls: str = "") -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in df.columns)
-    body = []
-    for row in df.iter_rows():
-        cells = []
-        for v in row:
-            text = fmt_value(v)
-            na = ' class="na"' if text == "—" else ""
-            cells.append(f"<td{na}>{html.escape(text)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    c = f' class="{cls}"' if cls else ""
-    return f"<table{c}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+# The page itself is templates/report.html.j2 (Jinja2, autoescape on); this side computes what
+# it shows: every cell already formatted (`fmt_value`).
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+
+
+@functools.cache
+def _templates() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES_DIR)),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=StrictUndefined,
+        auto_reload=False,  # the templates ship with the package
+    )
+    env.filters["strong"] = _strong
+    return env
+
+
+def _table_context(df: pl.DataFrame) -> dict[str, Any]:
+    """A frame as the template's table: column names and rows of formatted cells."""
+    return {"columns": df.columns, "rows": [[fmt_value(v) for v in row] for row in df.iter_rows()]}
 
 
 def _slug(s: str) -> str:
@@ -193,9 +186,47 @@ def _sections(tables: Mapping[str, pl.DataFrame]) -> list[tuple[str, str, pl.Dat
     return out
 
 
-def _strong(text: str) -> str:
+def _strong(text: str) -> Markup:
     """HTML-escaped text with Markdown's **bold** as <strong>."""
-    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text))
+    return Markup(re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", str(escape(text))))
+
+
+def report_context(
+    figures: Mapping[str, Any],
+    tables: Mapping[str, pl.DataFrame],
+    plots: Mapping[str, Path],
+    config: Mapping[str, Any],
+    title: str = "SimPersona evaluation report",
+    verdict: Sequence[str] = (),
+    notes: Sequence[str] = (),
+) -> dict[str, Any]:
+    """What templates/report.html.j2 shows, computed: the paper-vs-ours table, the plots as
+    data URIs, one section per table (with the paper's table beside the first of its kind),
+    every figure and the configuration as JSON."""
+    fig_df = pl.DataFrame(
+        {"figure": list(figures), "value": [fmt_value(_num(v)) for v in figures.values()]}
+    )
+    return {
+        "title": title,
+        "stamp": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "verdict": list(verdict),
+        "notes": list(notes),
+        "comparison": _table_context(paper_comparison(figures)),
+        "plots": [{"name": n, "src": _data_uri(Path(p))} for n, p in plots.items()],
+        "sections": [
+            {
+                "name": name,
+                "slug": _slug(name),
+                "caption": caption,
+                "n_rows": df.height,
+                "ours": _table_context(df),
+                "paper": _table_context(PAPER_TABLES[beside]) if beside else None,
+            }
+            for name, caption, df, beside in _sections(tables)
+        ],
+        "figures": _table_context(fig_df),
+        "config_json": json.dumps(config, indent=2, sort_keys=True, default=str),
+    }
 
 
 def render_html(
@@ -209,55 +240,8 @@ def render_html(
 ) -> str:
     """The report page as one HTML string (no external resources): the verdict first, then
     the paper-vs-ours table, plots, tables, every figure and the configuration."""
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    sections = _sections(tables)
-    toc = ['<a href="#verdict">Verdict</a>', '<a href="#paper-vs-ours">Paper vs ours</a>']
-    if plots:
-        toc.append('<a href="#plots">Plots</a>')
-    toc += [f'<a href="#{_slug(n)}">{html.escape(n)}</a>' for n, *_ in sections]
-    toc += ['<a href="#figures">All figures</a>', '<a href="#configuration">Configuration</a>']
-    parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body><main>",
-        f"<h1>{html.escape(title)}</h1>",
-        f"<p class='meta'>Generated {stamp}. Paper: SimPersona (arXiv 2605.14205); paper "
-        "values are in the orange-headed tables and the “paper” column.</p>",
-        f"<p class='toc'>{''.join(toc)}</p>",
-        "<h2 id='verdict'>Verdict</h2>",
-        "<ol class='verdict'>" + "".join(f"<li>{_strong(v)}</li>" for v in verdict) + "</ol>"
-        if verdict
-        else "<p>No verdict: nothing was compared.</p>",
-        *[f"<p class='note'>{_strong(n)}</p>" for n in notes],
-        "<h2 id='paper-vs-ours'>Paper vs ours</h2>",
-        # One column per policy: wide; it scrolls inside the page instead of past it.
-        f"<div class='wide'>{_html_table(paper_comparison(figures))}</div>",
-    ]
-    if plots:
-        parts.append("<h2 id='plots'>Plots</h2>")
-        for name, path in plots.items():
-            parts.append(
-                f"<figure><img alt='{html.escape(name)}' src='{_data_uri(Path(path))}'>"
-                f"<figcaption>{html.escape(name)}</figcaption></figure>"
-            )
-    for name, caption, df, beside in sections:
-        parts.append(f"<h2 id='{_slug(name)}'>{html.escape(caption)}</h2>")
-        ours = f"<div><h3>Ours ({df.height} rows)</h3>{_html_table(df)}</div>"
-        if beside:
-            paper = f"<div><h3>Paper</h3>{_html_table(PAPER_TABLES[beside], 'paper')}</div>"
-            parts.append(f"<div class='pair'>{ours}{paper}</div>")
-        else:
-            parts.append(f"<div class='pair'>{ours}</div>")
-    fig_df = pl.DataFrame(
-        {"figure": list(figures), "value": [fmt_value(_num(v)) for v in figures.values()]}
-    )
-    parts += [
-        "<h2 id='figures'>All figures</h2>",
-        _html_table(fig_df),
-        "<h2 id='configuration'>Configuration and data versions</h2>",
-        f"<pre>{html.escape(json.dumps(config, indent=2, sort_keys=True, default=str))}</pre>",
-        "</main></body></html>",
-    ]
-    return "\n".join(parts)
+    context = report_context(figures, tables, plots, config, title, verdict, notes)
+    return _templates().get_template("report.html.j2").render(context)
 
 
 # ---- Markdown --------------------------------------------------------------------------------

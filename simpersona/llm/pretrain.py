@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from simpersona.progress import progress_bar
+
 PERSONA_MARKER = re.compile(r"<\|persona_\d+\|>")
 MIN_BLOCK = 16  # shortest training window worth a step
 DOC_SEPARATOR = "<|endoftext|>"  # as in Qwen's pretraining; <|im_end|> ends turns inside
@@ -121,31 +123,24 @@ def _pretrain(
     offsets = torch.arange(block)
     history: list[tuple[int, float]] = []
     t0 = time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.steps, desc="pretrain tiny base", unit="step")
     running = None
-    for step in range(cfg.steps):
-        starts = torch.randint(0, stream.numel() - block + 1, (cfg.batch_size,), generator=gen)
-        x = stream[starts[:, None] + offsets]  # (B, T): HF shifts the labels inside
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        loss = model(input_ids=x, labels=x).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        value = float(loss.detach())
-        running = value if running is None else 0.9 * running + 0.1 * value
-        if step == 0 or (step + 1) % cfg.log_every == 0 or step == cfg.steps - 1:
-            history.append((step + 1, round(value, 4)))
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{running:.3f}")
-    if bar is not None:
-        bar.close()
+    with progress_bar(cfg.steps, "pretrain tiny base", unit="steps", enabled=progress) as bar:
+        for step in range(cfg.steps):
+            starts = torch.randint(0, stream.numel() - block + 1, (cfg.batch_size,), generator=gen)
+            x = stream[starts[:, None] + offsets]  # (B, T): HF shifts the labels inside
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            loss = model(input_ids=x, labels=x).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            value = float(loss.detach())
+            running = value if running is None else 0.9 * running + 0.1 * value
+            if step == 0 or (step + 1) % cfg.log_every == 0 or step == cfg.steps - 1:
+                history.append((step + 1, round(value, 4)))
+            bar.advance()
+            bar.note(loss=f"{running:.3f}")
     model.eval()
     return {
         "steps": cfg.steps,

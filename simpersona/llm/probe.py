@@ -26,6 +26,7 @@ from typing import Any
 
 from simpersona.agent.actions import ActionError, parse_action
 from simpersona.agent.prompt import NO_PROFILE
+from simpersona.progress import track
 
 INTENT = re.compile(r"\b(You are here to) (buy|browse)\b")
 PROFILE = re.compile(r"^Buyer profile: .*$", re.MULTILINE)
@@ -112,7 +113,6 @@ def intent_probe(
     dominant cost on a CPU, runs once per variant rather than once per sample."""
     import numpy as np
     import torch
-    from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cfg = cfg or ProbeConfig()
@@ -133,7 +133,7 @@ def intent_probe(
     truth: Counter[tuple[str, bool]] = Counter()
     variants = [(i, p) for i in ("buy", "browse") for p in ("token", "none")]
     per_prompt: list[dict[tuple[str, str], float]] = []
-    for row in tqdm(prompts, desc="intent probe", disable=not progress):
+    for row in track(prompts, "intent probe", unit="prompts", enabled=progress):
         system, user = row["messages"][0], row["messages"][1]["content"]
         taught = reply_action(row["messages"][2]["content"])
         truth[(INTENT.search(user).group(2), taught == "add_to_cart")] += 1

@@ -1,11 +1,12 @@
-"""Persona cards written out: JSON (the data), Markdown and a self-contained HTML page, from
-the cards `simpersona.personas.cards` builds.
+"""Persona cards written out: JSON (the data), Markdown and a self-contained HTML page (the
+Jinja2 template templates/cards.html.j2), from the cards `simpersona.personas.cards` builds.
 
     write_cards(cards, out_dir)     # cards.json, cards.md, cards.html
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
@@ -13,6 +14,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from simpersona.features.labels import HEADS
 from simpersona.features.scalars import SCALAR_NAMES, STRATA
@@ -113,13 +116,53 @@ def cards_to_markdown(cards: Sequence[PersonaCard], title: str = "Persona cards"
     return "\n".join(out)
 
 
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .5em}
-td.n{text-align:right;white-space:nowrap}.card{border:1px solid #bbb;border-radius:6px;padding:1em;margin:1em 0}
-.desc{font-style:italic}.grid{display:flex;flex-wrap:wrap;gap:1.5em}
-#warnings{background:#fff6e6;border:1px solid #e0b050;border-radius:6px;padding:.2em 1em}
-"""
+# The page itself is templates/cards.html.j2 (Jinja2, autoescape on); this side computes what it
+# shows, every figure formatted.
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+
+
+@functools.cache
+def _templates() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(str(TEMPLATES_DIR)),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=StrictUndefined,
+        auto_reload=False,  # the templates ship with the package
+    )
+
+
+def _card_context(c: PersonaCard) -> dict[str, Any]:
+    def named(items: list[dict[str, Any]]) -> list[dict[str, str]]:
+        return [{"name": str(i["name"]), "share": _pct(i["share"])} for i in items]
+
+    return {
+        "token": c.token,
+        "name": c.name,
+        "description": c.description,
+        "buyers": f"{c.buyers:,}",
+        "share": _pct(c.share),
+        "dominant_stratum": c.dominant_stratum,
+        "strata": [(s, _pct(c.strata[s])) for s in STRATA],
+        "bins": [(h, [_pct(c.bins[h][b]) for b in ("low", "medium", "high")]) for h in HEADS],
+        "centroid": [(n, _fmt(c.centroid[n])) for n in SCALAR_NAMES],
+        "top_categories": named(c.top_categories),
+        "top_titles": named(c.top_titles),
+    }
+
+
+def cards_html_context(
+    cards: Sequence[PersonaCard], title: str = "Persona cards", warnings: Sequence[str] = ()
+) -> dict[str, Any]:
+    """What templates/cards.html.j2 shows: the title, the warnings and every card's figures
+    as formatted text."""
+    return {
+        "title": title,
+        "warnings": list(warnings),
+        "cards": [_card_context(c) for c in cards],
+    }
 
 
 def cards_to_html(
@@ -127,66 +170,8 @@ def cards_to_html(
 ) -> str:
     """One self-contained HTML page (inline CSS, no scripts, no external resources); every
     piece of text is HTML-escaped. `warnings` (docs/own-logs.md) head the page."""
-    e = html.escape
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{e(title)}</h1>",
-    ]
-    if warnings:
-        parts.append(
-            '<div id="warnings"><h2>Read before trusting these cards</h2><ul>'
-            + "".join(f"<li>{e(w)}</li>" for w in warnings)
-            + "</ul></div>"
-        )
-    parts += [
-        f"<p>{len(cards)} personas (used tokens), largest first.</p>",
-        "<table><tr><th>token</th><th>buyers</th><th>share</th><th>stratum</th>"
-        "<th>description</th></tr>",
-    ]
-    for c in cards:
-        parts.append(
-            f'<tr><td class="n"><a href="#token-{c.token}">{c.token}</a></td>'
-            f'<td class="n">{c.buyers:,}</td><td class="n">{e(_pct(c.share))}</td>'
-            f"<td>{e(c.dominant_stratum)}</td><td>{e(c.description)}</td></tr>"
-        )
-    parts.append("</table>")
-    for c in cards:
-        strata = "".join(f"<th>{e(s)}</th>" for s in STRATA)
-        strata_v = "".join(f'<td class="n">{e(_pct(c.strata[s]))}</td>' for s in STRATA)
-        bins = "".join(
-            f"<tr><td>{e(h)}</td>"
-            + "".join(
-                f'<td class="n">{e(_pct(c.bins[h][b]))}</td>' for b in ("low", "medium", "high")
-            )
-            + "</tr>"
-            for h in HEADS
-        )
-        feats = "".join(
-            f'<tr><td>{e(n)}</td><td class="n">{e(_fmt(c.centroid[n]))}</td></tr>'
-            for n in SCALAR_NAMES
-        )
-
-        def items(lst: list[dict[str, Any]]) -> str:
-            if not lst:
-                return "<li>–</li>"
-            return "".join(f"<li>{e(str(i['name']))} ({e(_pct(i['share']))})</li>" for i in lst)
-
-        parts.append(
-            f'<div class="card" id="token-{c.token}"><h2>Token {c.token}: {e(c.name)}</h2>'
-            f'<p class="desc">{e(c.description)}</p>'
-            f"<p>{c.buyers:,} buyers ({e(_pct(c.share))} of all).</p>"
-            f'<div class="grid"><div><table><tr><th>stratum</th>{strata}</tr>'
-            f"<tr><td>share</td>{strata_v}</tr></table>"
-            "<table><tr><th>head</th><th>Low</th><th>Medium</th><th>High</th></tr>"
-            f"{bins}</table></div>"
-            f"<div><table><tr><th>feature</th><th>mean</th></tr>{feats}</table></div>"
-            f"<div><h3>Top categories</h3><ul>{items(c.top_categories)}</ul>"
-            f"<h3>Top products</h3><ul>{items(c.top_titles)}</ul></div></div></div>"
-        )
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    context = cards_html_context(cards, title, warnings)
+    return _templates().get_template("cards.html.j2").render(context)
 
 
 def write_cards(

@@ -12,7 +12,9 @@ Every buyer has a token (code). For store s, p̂_s(k) is the share of its buyers
   stores per feature; paper: intent strength 0.96, ATC rate 0.95, checkout rate 0.90,
   browse-only rate 0.87.
 
-Plots use matplotlib's object API (`Figure` + Agg canvas), never pyplot's global state.
+This module computes; rendering lives beside it: the plots in recovery_plots.py
+(matplotlib's object API, `Figure` + Agg canvas, never pyplot's global state), the App. B
+table in recovery_table.py (`appendix_b_table`, re-exported here).
 """
 
 from __future__ import annotations
@@ -418,35 +420,11 @@ def population_report(
     return {"figures": figures, "paths": paths, "stratum": srec, "features": frec}
 
 
-def appendix_b_table(figures: dict[str, Any], prefix: str = "") -> str:
-    """Markdown table: the held-out figures (`<key>_heldout`, with their 95 % intervals)
-    next to the paper's App. B numbers, and the in-sample reading (`<key>_insample`: every
-    store, profiles from every buyer) as a labelled extra."""
-    rows = [
-        ("js_mean", "mean JS divergence (base 2)", "{:.3f}"),
-        ("js_median", "median JS divergence", "{:.3f}"),
-        ("js_under_0_10", "stores with JS < 0.10", "{:d}"),
-        ("n_stores", "stores", "{:d}"),
-        *[(f"r2_{f}", f"R² {f}", "{:.3f}") for f in HEADLINE_FEATURES],
-    ]
+def __getattr__(name: str) -> Any:
+    """`appendix_b_table` (rendering) lives in recovery_table.py, which imports this module;
+    it is re-exported here lazily so `distribution.appendix_b_table` keeps working."""
+    if name == "appendix_b_table":
+        from simpersona.personas.recovery_table import appendix_b_table
 
-    def cell(key: str, fmt: str) -> str:
-        v = figures.get(key)
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return "–"
-        return fmt.format(int(v)) if "d" in fmt else fmt.format(v)
-
-    lines = [
-        "| metric | ours: held-out stores, A–D | 95 % CI | paper | in-sample (all stores, A–E) |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for key, label, fmt in rows:
-        held = f"{prefix}{key}_heldout"
-        lo, hi = cell(f"{held}_ci_low", fmt), cell(f"{held}_ci_high", fmt)
-        ci = f"{lo} – {hi}" if lo != "–" else "–"
-        ref = PAPER_APPENDIX_B.get(key)
-        paper = "" if ref is None else (f"{int(ref)}" if "d" in fmt else f"{ref:.3f}")
-        insample = cell(f"{prefix}{key}_insample", fmt)
-        lines.append(f"| {label} | {cell(held, fmt)} | {ci} | {paper} | {insample} |")
-    note = figures.get(f"{prefix}recovery_note")
-    return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "")
+        return appendix_b_table
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

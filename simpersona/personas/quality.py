@@ -7,12 +7,13 @@ purchase heads, in that order) and `vectors` ((n, 403) buyer vectors). Every met
 function whose docstring states the exact definition; where the paper is vague the choice is
 ours and `docs/codebook-quality.md` explains it. Shares are returned as fractions in [0, 1];
 `codebook_report` turns them into percentages (`*_pct` keys), as the paper prints them.
+This module computes; quality_table.py renders (tables, console, `purity_ceilings_line`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,9 @@ import scipy.sparse as sp
 
 from simpersona.features.labels import HEADS
 from simpersona.personas.codes import as_codes as _codes
+
+# Rendering lives in quality_table.py; re-exported here, where callers import it from.
+from simpersona.personas.quality_table import purity_ceilings_line as purity_ceilings_line
 
 PURCHASE_SIDE: tuple[str, ...] = ("A", "B", "C")  # strata with an add-to-cart or beyond
 BROWSE_SIDE: tuple[str, ...] = ("D",)  # window shoppers
@@ -297,21 +301,6 @@ def purity_ceilings(
         for name, g in (("strata", st), ("strata_bins", behaviour))
         if np.unique(g).size <= k
     }
-
-
-def purity_ceilings_line(ceilings: Mapping[str, float]) -> str:
-    """`purity_ceilings`' figures as one sentence, for tables and console output."""
-    parts = [
-        f"{label}: {ceilings[key]:.1f}"
-        for key, label in (
-            ("ch_pure_strata", "keep strata apart"),
-            ("ch_pure_strata_bins", "keep strata and all three bins apart"),
-        )
-        if key in ceilings
-    ]
-    if not parts:
-        return "No strata-pure ceiling: the codebook has fewer codes than behaviour groups"
-    return "Calinski–Harabasz (403-d) of the tightest codebooks that " + "; that ".join(parts)
 
 
 # ---- usage -------------------------------------------------------------------------------

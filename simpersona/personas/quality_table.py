@@ -1,5 +1,6 @@
 """The codebook quality reports side by side (`simpersona.personas.quality.codebook_report`),
-with the paper's Table 1 beside them: a Markdown table and a rich console table."""
+with the paper's Table 1 beside them: a Markdown table and a rich console table; and the
+strata-pure ceilings (`simpersona.personas.quality.purity_ceilings`) as one sentence."""
 
 from __future__ import annotations
 
@@ -116,3 +117,18 @@ def print_reports(
     for r in rows:
         table.add_row(*r)
     (console or Console()).print(table)
+
+
+def purity_ceilings_line(ceilings: Mapping[str, float]) -> str:
+    """`quality.purity_ceilings`' figures as one sentence, for tables and console output."""
+    parts = [
+        f"{label}: {ceilings[key]:.1f}"
+        for key, label in (
+            ("ch_pure_strata", "keep strata apart"),
+            ("ch_pure_strata_bins", "keep strata and all three bins apart"),
+        )
+        if key in ceilings
+    ]
+    if not parts:
+        return "No strata-pure ceiling: the codebook has fewer codes than behaviour groups"
+    return "Calinski–Harabasz (403-d) of the tightest codebooks that " + "; that ".join(parts)

@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 import torch
-from tqdm.auto import tqdm
 
 from simpersona.devices import resolve_device, torch_threads
 from simpersona.features.labels import HEADS, class_weights
@@ -31,6 +30,7 @@ from simpersona.personas.config import VQVAEConfig
 from simpersona.personas.contrastive import funnel_signature
 from simpersona.personas.losses import total_loss
 from simpersona.personas.vqvae import VQVAE
+from simpersona.progress import progress_bar
 
 
 @dataclass
@@ -214,46 +214,47 @@ def train_vqvae(
         dead_log: list[dict[str, int]] = []
         step = 0
         epochs = epochs_for(n, cfg)
-        bar = tqdm(range(epochs), desc="vqvae", unit="epoch", disable=not progress)
-        for epoch in bar:
-            model.train()
-            meter = _Meter()
-            counts = torch.zeros(cfg.codebook_size, device=device)
-            resets = 0
-            for idx in _batches(n, cfg.batch_size, gen):
-                idx = idx.to(device)
-                xb, yb = x[idx], y[idx]
-                sb = funnel_signature(xb) if sig is None else sig[idx]
-                out = model(xb)
-                loss, terms = total_loss(out, xb, yb, sb, model.class_weights, cfg)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
-                counts += model.codebook.ema_update(out.z_e, out.idx)
-                step += 1
-                if step >= cfg.dead_warmup_steps and step % cfg.dead_check_every == 0:
-                    n_dead = int(model.codebook.dead_codes().sum())
-                    n_reset = model.codebook.reset_dead(out.z_e, out.idx, gen)
-                    dead_log.append({"step": step, "dead": n_dead, "reset": n_reset})
-                    resets += n_reset
-                meter.add(terms, len(idx))
-            row: dict[str, float] = {"epoch": epoch + 1, "step": step, **meter.means()}
-            row["perplexity"] = perplexity(counts.cpu())
-            row["used_codes"] = int((counts > 0).sum())
-            row["dead_codes"] = int(model.codebook.dead_codes().sum())
-            row["resets"] = resets
-            if has_val:
-                row |= {f"val_{k}": v for k, v in evaluate(model, xv, yv, cfg, sv).items()}
-            row["seconds"] = time.perf_counter() - t0
-            history.append(row)
-            bar.set_postfix(
-                loss=f"{row['loss']:.3f}",
-                ppl=f"{row['perplexity']:.0f}",
-                dead=row["dead_codes"],
-                **({"val": f"{row['val_loss']:.3f}"} if has_val else {}),
-            )
+        with progress_bar(epochs, "vqvae", unit="epochs", enabled=progress) as bar:
+            for epoch in range(epochs):
+                model.train()
+                meter = _Meter()
+                counts = torch.zeros(cfg.codebook_size, device=device)
+                resets = 0
+                for idx in _batches(n, cfg.batch_size, gen):
+                    idx = idx.to(device)
+                    xb, yb = x[idx], y[idx]
+                    sb = funnel_signature(xb) if sig is None else sig[idx]
+                    out = model(xb)
+                    loss, terms = total_loss(out, xb, yb, sb, model.class_weights, cfg)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.grad_clip > 0:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    opt.step()
+                    counts += model.codebook.ema_update(out.z_e, out.idx)
+                    step += 1
+                    if step >= cfg.dead_warmup_steps and step % cfg.dead_check_every == 0:
+                        n_dead = int(model.codebook.dead_codes().sum())
+                        n_reset = model.codebook.reset_dead(out.z_e, out.idx, gen)
+                        dead_log.append({"step": step, "dead": n_dead, "reset": n_reset})
+                        resets += n_reset
+                    meter.add(terms, len(idx))
+                row: dict[str, float] = {"epoch": epoch + 1, "step": step, **meter.means()}
+                row["perplexity"] = perplexity(counts.cpu())
+                row["used_codes"] = int((counts > 0).sum())
+                row["dead_codes"] = int(model.codebook.dead_codes().sum())
+                row["resets"] = resets
+                if has_val:
+                    row |= {f"val_{k}": v for k, v in evaluate(model, xv, yv, cfg, sv).items()}
+                row["seconds"] = time.perf_counter() - t0
+                history.append(row)
+                bar.note(
+                    loss=f"{row['loss']:.3f}",
+                    ppl=f"{row['perplexity']:.0f}",
+                    dead=row["dead_codes"],
+                    **({"val": f"{row['val_loss']:.3f}"} if has_val else {}),
+                )
+                bar.advance()
         model.eval()
     seconds = time.perf_counter() - t0
     if any(not math.isfinite(r["loss"]) for r in history):

@@ -12,7 +12,6 @@ import dataclasses
 import os
 import re
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from datetime import time as dtime
@@ -22,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from simpersona.lake import Lake, atomic_write_parquet
+from simpersona.progress import progress_bar
 from simpersona.schema import EVENT_TYPES
 from simpersona.synth.catalog import ShopCatalog, build_catalog
 from simpersona.synth.config import GeneratorConfig
@@ -324,43 +324,20 @@ def generate_lake(
     plans = plan_shops(config)
     result = GenerateResult(lake_root=lake.root, ground_truth_path=gt_path, config=config)
     truth: list[pl.DataFrame] = []
-    bar = _progress(progress)
-    with bar if bar is not None else nullcontext():
-        task = bar.add_task("generating", total=len(plans)) if bar is not None else None
+    with progress_bar(len(plans), "generating", unit="shops", enabled=progress) as bar:
         for plan in plans:
 
             def on_chunk(n: int, plan: ShopPlan = plan) -> None:
-                if bar is not None and plan.n_buyers:
-                    bar.advance(task, n / plan.n_buyers)
+                if plan.n_buyers:
+                    bar.advance(n / plan.n_buyers)
 
-            if bar is not None:
-                bar.update(task, description=f"{plan.shop_id} ({plan.n_buyers:,} buyers)")
+            bar.update(description=f"{plan.shop_id} ({plan.n_buyers:,} buyers)")
             counts, shop_truth = generate_shop(lake, plan, config, tt, on_chunk)
             result.shops.append(counts)
             truth.extend(shop_truth)
-            if bar is not None and plan.n_buyers == 0:
-                bar.advance(task, 1)
+            if plan.n_buyers == 0:
+                bar.advance(1)
     gt = pl.concat(truth) if truth else pl.DataFrame(schema=GROUND_TRUTH_SCHEMA)
     atomic_write_parquet(gt, gt_path)
     result.seconds = time.perf_counter() - t0
     return result
-
-
-def _progress(enabled: bool):
-    if not enabled:
-        return None
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("shops"),
-        TimeElapsedColumn(),
-    )
