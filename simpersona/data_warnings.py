@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from simpersona.polars_scalars import as_float
 from simpersona.warehouse import Warehouse
 
 # A title with no letters ("4756105", "12-884") or equal to the product id names nothing a
@@ -133,7 +134,7 @@ def shop_specific_tokens(assignments: pl.DataFrame) -> list[DataWarning]:
         .agg(pl.col("token").is_in(single).mean().alias("share"))
         .sort("share")
     )
-    share = float(per_shop["share"].median() or 0.0)
+    share = as_float(per_shop["share"].median() or 0.0)
     if share <= SHOP_SPECIFIC_SHARE:
         return []
     return [

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from simpersona.ingest.sessionize import sessionize
+from simpersona.polars_scalars import as_float
 
 STRATA: tuple[str, ...] = ("A", "B", "C", "D", "E")
 BROWSE_TYPES: tuple[str, ...] = ("product_view", "collection_view", "search")
@@ -93,14 +94,14 @@ def realism_stats(events: pl.DataFrame) -> dict[str, float]:
     if n == 0:
         return out
     ne = b["n_events"]
-    out["single_event_share"] = float((ne == 1).mean())
-    out["events_per_buyer_median"] = float(ne.quantile(0.5, "nearest"))
-    out["events_per_buyer_p90"] = float(ne.quantile(0.9, "nearest"))
-    out["events_per_buyer_mean"] = float(ne.mean())
-    out["sessions_per_buyer_mean"] = float(b["n_sessions"].mean())
-    out["atc_rate"] = float(b["has_atc"].mean())
-    out["checkout_rate"] = float(b["has_checkout"].mean())
-    out["purchase_rate"] = float(b["has_purchase"].mean())
+    out["single_event_share"] = as_float((ne == 1).mean())
+    out["events_per_buyer_median"] = as_float(ne.quantile(0.5, "nearest"))
+    out["events_per_buyer_p90"] = as_float(ne.quantile(0.9, "nearest"))
+    out["events_per_buyer_mean"] = as_float(ne.mean())
+    out["sessions_per_buyer_mean"] = as_float(b["n_sessions"].mean())
+    out["atc_rate"] = as_float(b["has_atc"].mean())
+    out["checkout_rate"] = as_float(b["has_checkout"].mean())
+    out["purchase_rate"] = as_float(b["has_purchase"].mean())
     counts = dict(b["stratum"].value_counts().iter_rows())
     for s in STRATA:
         out[f"stratum_{s}_share"] = counts.get(s, 0) / n

@@ -240,7 +240,9 @@ class MarkovModel:
                 for i, et in enumerate(row["event_type"]):
                     pid = row["product_id"][i]
                     if et in ("product_view", "add_to_cart", "checkout_completed") and pid:
-                        weight = {"product_view": 1.0, "add_to_cart": 2.0}.get(et, 3.0)
+                        # whole weights: a Counter counts ints, and _top's shares of these
+                        # small integer sums are the same floats as of the float sums
+                        weight = {"product_view": 1, "add_to_cart": 2}.get(et, 3)
                         for t in topics_of_product.get(pid, ()):
                             topics[k][t] += weight
                     if et == "search" and row.get("search_query"):

@@ -62,6 +62,7 @@ class MarkovPolicy:
                 if target != here or target in ("product", "search", "collection"):
                     break
                 current = st["state"] = target
+            assert target is not None  # the loop above draws at least once
             if target == "end" and self.follow_goal:
                 target = _toward_goal(goal, current, observation, st)
             st["target"], st["tries"], st["last_role"] = target, 0, None

@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from simpersona.evaluation.tables import OUTCOMES, require_columns
+from simpersona.polars_scalars import as_float
 
 
 def outcome_distribution(variants: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
@@ -77,7 +78,7 @@ def error_distribution_stats(agents: pl.DataFrame) -> dict[str, float]:
         "shops_goal_below_70": float((g < 0.70).sum()),
         "mean_other": float(o.mean()),
         "max_other": float(o.max()),
-        "other_share": float((agents["outcome"] == "other").mean()),
+        "other_share": as_float((agents["outcome"] == "other").mean()),
     }
 
 
@@ -143,7 +144,7 @@ def token_ablation(with_token: pl.DataFrame, without_token: pl.DataFrame) -> pl.
             "goal_reached_share": goals / n,
             "atc_events": _atc_events(df),
             "checkout_reached": float(df["checkout_reached"].cast(pl.Int64).sum()),
-            "actions_per_session_ok": float(ok["n_actions"].mean()) if ok.height else math.nan,
+            "actions_per_session_ok": as_float(ok["n_actions"].mean()) if ok.height else math.nan,
         }
 
     w, wo = figs(with_token), figs(without_token)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, overload
 
 import numpy as np
 import polars as pl
@@ -56,6 +56,10 @@ class ARAConfig:
     seed: int = 0
 
 
+@overload
+def align(real: float, agent: float) -> float: ...
+@overload
+def align(real: np.ndarray, agent: np.ndarray) -> np.ndarray: ...
 def align(real: float | np.ndarray, agent: float | np.ndarray) -> float | np.ndarray:
     """1 − |real − agent|: 1 for identical rates, 0 for opposite ones (0 vs 1)."""
     return 1.0 - np.abs(np.asarray(real, dtype=float) - np.asarray(agent, dtype=float))
@@ -200,7 +204,7 @@ def ara_table(cells: pl.DataFrame, config: ARAConfig | None = None) -> pl.DataFr
     strata in `config.strata` that have cells) and a `Pooled` row (all cells)."""
     cfg = config or ARAConfig()
     cols = [f"{m}_{p}" for m in _METRICS for p in PAIRINGS]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for s in STRATA:
         sub = cells.filter(pl.col("stratum") == s)
         if sub.height == 0:

@@ -49,6 +49,7 @@ from simpersona.evaluation.tables import require_columns
 from simpersona.traces.outline import SessionEvent, SessionOutline, outline_from_row
 
 TaskKind = Literal["cart", "checkout", "purchase"]
+TaskTarget = Literal["add_to_cart", "checkout", "purchase"]
 TASK_KINDS: tuple[str, ...] = ("cart", "checkout", "purchase")
 STEP_KINDS: tuple[str, ...] = (
     "search",
@@ -131,7 +132,7 @@ class InstructionTask:
     session_id: str
     steps: tuple[str, ...]
     text: str
-    target: Literal["add_to_cart", "checkout", "purchase"]
+    target: TaskTarget
     product_id: str | None
     product_title: str = ""
     token: int | None = None
@@ -312,7 +313,12 @@ def task_from_outline(
         + " ".join(f"{i}. {s}." for i, s in enumerate(steps, 1))
         + f" {closing}"
     )
-    target = {"cart": "add_to_cart", "checkout": "checkout", "purchase": "purchase"}[kind]
+    targets: dict[TaskKind, TaskTarget] = {
+        "cart": "add_to_cart",
+        "checkout": "checkout",
+        "purchase": "purchase",
+    }
+    target = targets[kind]
     return InstructionTask(
         task_id=f"{outline.shop_id}:{outline.session_id}:{kind}",
         kind=kind,
@@ -321,7 +327,7 @@ def task_from_outline(
         session_id=outline.session_id,
         steps=tuple(steps),
         text=text,
-        target=target,  # type: ignore[arg-type]
+        target=target,
         product_id=target_event.product_id,
         product_title=_name(target_event),
         token=outline.token,
@@ -412,7 +418,7 @@ def tasks_from_sessions(
 
 def tasks_frame(tasks: Sequence[InstructionTask]) -> pl.DataFrame:
     """The tasks as a table (one row each)."""
-    schema = {
+    schema: dict[str, pl.DataType | type[pl.DataType]] = {
         "task_id": pl.Utf8,
         "task_kind": pl.Utf8,
         "shop_id": pl.Utf8,

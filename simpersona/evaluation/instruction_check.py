@@ -19,6 +19,7 @@ from simpersona.evaluation.instruction import (
     units,
 )
 from simpersona.evaluation.tables import require_columns
+from simpersona.polars_scalars import as_float
 
 # The checker's per-run columns (booleans are null where a run has no event trace).
 CHECK_SCHEMA: dict[str, pl.DataType] = {
@@ -201,7 +202,7 @@ def score_runs(tasks: Sequence[InstructionTask], runs: pl.DataFrame) -> pl.DataF
 def _rate(s: pl.Series) -> float:
     """Share of true values among the known (non-null) ones; NaN when none is known."""
     s = s.drop_nulls()
-    return float(s.cast(pl.Float64).mean()) if s.len() else math.nan
+    return as_float(s.cast(pl.Float64).mean()) if s.len() else math.nan
 
 
 def _col_rate(frame: pl.DataFrame, column: str) -> float:
@@ -238,7 +239,7 @@ def instruction_table(scored: pl.DataFrame) -> pl.DataFrame:
                 "runs": sub.height,
                 **{c: _col_rate(sub, c) for c in _RATES},
                 "self_reported": _rate(claimed),
-                "avg_steps": float(sub["steps"].mean())
+                "avg_steps": as_float(sub["steps"].mean())
                 if "steps" in sub.columns and sub.height
                 else math.nan,
                 "trace_missing": missing,

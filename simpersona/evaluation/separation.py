@@ -83,8 +83,8 @@ def gradient(scores: np.ndarray, bins: np.ndarray) -> float:
 
 
 def permutation_pvalue(
-    scores: Sequence[float],
-    bins: Sequence[int],
+    scores: Sequence[float] | np.ndarray,
+    bins: Sequence[int] | np.ndarray,
     n_resamples: int = 10_000,
     seed: int = 0,
     chunk: int = 1_000,

@@ -45,6 +45,7 @@ from simpersona.evaluation.intervals import (
 from simpersona.evaluation.report import plot_ara_by_stratum, plot_purchase_funnel
 from simpersona.evaluation.separation import purchase_funnel, separation_figures, separation_table
 from simpersona.evaluation.tables import OUTCOMES, token_bins, with_sampled_tokens
+from simpersona.polars_scalars import as_float
 
 # Figures copied into summary.json per policy, as `<name>_<policy>`; those in WITH_CI also
 # as `<name>_<policy>_ci_low` / `_ci_high` (their 95 % bootstrap interval).
@@ -190,8 +191,8 @@ def evaluate(
         figs["valid_action_rate"] = _valid_action_rate(a)
         figs["valid_json_rate"] = _valid_json_rate(a)
         figs["agents"] = float(a.height)
-        figs["purchase_rate"] = float(a["purchase"].mean()) if a.height else math.nan
-        figs["atc_rate"] = float(a["add_to_cart"].mean()) if a.height else math.nan
+        figs["purchase_rate"] = as_float(a["purchase"].mean()) if a.height else math.nan
+        figs["atc_rate"] = as_float(a["add_to_cart"].mean()) if a.height else math.nan
         ev.figures.update({f"{k}_{p}": v for k, v in figs.items()})
         ivs = ara_intervals(real, {p: a}, boot=boot) | separation_intervals({p: a}, bins, boot)
         ev.intervals |= ivs
@@ -285,7 +286,7 @@ def _instruction(ev: Evaluation, runs: pl.DataFrame, boot: BootstrapConfig) -> N
         scored = flagged.filter(pl.col("policy") == p)
         ev.tables[f"instruction_{p}"] = instruction_table(scored)
         ev.figures.update({f"{k}_{p}": v for k, v in instruction_figures(scored).items()})
-        measures = {
+        measures: dict[str, tuple[str, str | None]] = {
             f"instruction_{k}_success": ("success", f"is_{k}")
             for k in ("cart", "checkout", "purchase")
         }

@@ -211,10 +211,11 @@ def key_hashes(
 def _string_hashes(values: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     """The two independent 64-bit hashes of each value of a column (as strings)."""
     values = values.cast(pl.String)
-    return tuple(  # type: ignore[return-value]
+    first, second = (
         values.hash(seed=s + 5, seed_1=s + 103, seed_2=s + 213, seed_3=s + 311).to_numpy()
         for s in _SEEDS
     )
+    return first, second
 
 
 def _filled_session_hashes(
@@ -283,8 +284,8 @@ def dense_codes(values: pl.Series) -> tuple[np.ndarray, pl.Series]:
         return lookup[codes], names.gather(order)
     values = values.cast(pl.String)
     names = values.drop_nulls().unique().sort()
-    codes = values.cast(pl.Enum(names.to_list())).to_physical().cast(pl.Int64)
-    return codes.fill_null(-1).to_numpy(), names
+    coded = values.cast(pl.Enum(names.to_list())).to_physical().cast(pl.Int64)
+    return coded.fill_null(-1).to_numpy(), names
 
 
 def event_codes(events: pl.DataFrame) -> np.ndarray:

@@ -184,7 +184,9 @@ class FeatureTransform:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
-        np.savez(buf, **self._arrays())
+        # allow_pickle is savez's default, named so that a type checker does not match the
+        # arrays' names against it
+        np.savez(buf, allow_pickle=True, **self._arrays())
         tmp = folder / ".transform.npz.tmp"
         tmp.write_bytes(buf.getvalue())
         tmp.replace(folder / "transform.npz")

@@ -90,7 +90,7 @@ def averaging_matrix(
     lookup = np.fromiter(emb.index.values(), dtype=np.int64, count=len(ids))
     keep = col >= 0
     rows, cols = items["row"].to_numpy()[keep], lookup[col[keep]]
-    counts = np.bincount(rows, minlength=n).astype(dtype)
+    counts: np.ndarray = np.bincount(rows, minlength=n).astype(dtype)
     observed = counts > 0
     weights = (1.0 / counts[rows]).astype(dtype)
     avg = sp.csr_matrix((weights, (rows, cols)), shape=(n, emb.matrix.shape[0]))

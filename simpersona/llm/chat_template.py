@@ -24,7 +24,9 @@ _S, _U1, _A1, _U2, _A2 = "SYSPROBE7", "USERPROBE1", "ASSTPROBE1", "USERPROBE2", 
 
 
 def has_generation_markers(template: str | None) -> bool:
-    return bool(template) and "generation" in template and "endgeneration" in template
+    if not template:
+        return False
+    return "generation" in template and "endgeneration" in template
 
 
 @dataclass(frozen=True)

@@ -303,6 +303,7 @@ class LLMClient:
                     },
                 ]
         else:
+            assert schema is not None  # without a schema the loop breaks on the first reply
             raise LLMOutputError(
                 f"LLM reply for request {key[:12]} (model {body['model']!r}) did not validate "
                 f"against {schema.__name__} after {attempts} attempts: {error}",

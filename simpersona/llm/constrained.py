@@ -20,18 +20,21 @@ JSON within max_tokens; if not even that fits, generation ends with finish_reaso
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard, cast
 
 import llguidance
 import llguidance.hf
 import numpy as np
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+if TYPE_CHECKING:  # a TypedDict of llguidance's stubs only (not importable at run time)
+    from llguidance._lib import JsonCompileOptions
 
 # json.dumps' default separators: constrained output then looks like the SFT traces (written
 # with json.dumps) and like what Qwen models write anyway. No other whitespace is allowed, so a
 # model cannot stall in a run of spaces.
-JSON_OPTIONS: dict[str, Any] = {
+JSON_OPTIONS: JsonCompileOptions = {
     "item_separator": ", ",
     "key_separator": ": ",
     "whitespace_flexible": False,
@@ -69,7 +72,10 @@ def build_tokenizer(tokenizer: PreTrainedTokenizerBase, n_vocab: int) -> llguida
     """llguidance's view of an HF fast tokenizer with `n_vocab` logits (the model's padded
     vocabulary: ids past the tokenizer are never allowed). Build once per model (~1 s for a
     150 k vocabulary)."""
-    return llguidance.hf.from_tokenizer(tokenizer, n_vocab=n_vocab)
+    # a fast tokenizer (what AutoTokenizer loads for the served models); llguidance reads
+    # the underlying `tokenizers` one
+    fast = cast(PreTrainedTokenizerFast, tokenizer)
+    return llguidance.hf.from_tokenizer(fast, n_vocab=n_vocab)
 
 
 def compile_schema(schema: dict[str, Any], lltok: llguidance.LLTokenizer) -> str:
@@ -113,7 +119,7 @@ class JsonConstraint:
         mask = np.unpackbits(bits, bitorder="little")[: self.n_vocab].astype(bool)
         return torch.from_numpy(mask)
 
-    def _valid(self, token: int | None) -> bool:
+    def _valid(self, token: int | None) -> TypeGuard[int]:
         return token is not None and self.matcher.validate_tokens([token]) == 1
 
     def _closer_token(self) -> int:

@@ -14,11 +14,12 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from fastapi.responses import JSONResponse
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers.cache_utils import CacheLayerMixin
 
 from simpersona.devices import resolve_device, torch_threads
 from simpersona.llm.constrained import (
@@ -115,7 +116,9 @@ class LocalModel:
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
         self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch_dtype)
-        self.model.to(self.device).eval()
+        # PreTrainedModel.to all the same: transformers wraps it with functools.wraps, which
+        # type checkers read as an unbound function, so it is typed through nn.Module
+        cast(torch.nn.Module, self.model).to(self.device).eval()
         if not self.tokenizer.chat_template:  # a bare base model: ChatML, what we train with
             self.tokenizer.chat_template = CHAT_TEMPLATE
         cfg = self.model.config
@@ -207,7 +210,7 @@ class LocalModel:
                     continue
                 ids[i].append(token)
                 if r.stop or r.on_token is not None:
-                    text = self.tokenizer.decode(ids[i], skip_special_tokens=True)
+                    text = self._decode(ids[i])
                     cut = min((k for s in r.stop if (k := text.find(s)) >= 0), default=-1)
                     if cut >= 0:
                         texts[i], finish[i] = text[:cut], "stop"
@@ -243,11 +246,15 @@ class LocalModel:
             c = r.constraint
             if c is not None and finish[i] == "length" and c.complete:
                 finish[i] = "stop"  # the budget ran out exactly as the JSON completed
-            text = texts[i]
-            if text is None:
-                text = self.tokenizer.decode(ids[i], skip_special_tokens=True)
-            results.append(Completion(text, len(r.prompt), len(ids[i]), finish[i]))
+            final = texts[i]
+            if final is None:
+                final = self._decode(ids[i])
+            results.append(Completion(final, len(r.prompt), len(ids[i]), finish[i]))
         return results
+
+    def _decode(self, ids: list[int]) -> str:
+        # one sequence of ids decodes to one string (decode is typed for batches as well)
+        return cast(str, self.tokenizer.decode(ids, skip_special_tokens=True))
 
     def _prefill(self, prompts: list[list[int]]):
         """(row order, cache, attention mask, next positions, last logits) of a batch of
@@ -328,6 +335,13 @@ class LocalModel:
         return self._prefix[1]
 
 
+def _filled(layer: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """(keys, values) of a cache layer the prefill filled. A DynamicCache types its layers as
+    any layer kind and their keys and values as optional until the first forward."""
+    attention = cast(CacheLayerMixin, layer)
+    return cast(torch.Tensor, attention.keys), cast(torch.Tensor, attention.values)
+
+
 def _stack_caches(groups: list[tuple[DynamicCache, int]], plen: int, config: Any) -> DynamicCache:
     """One cache with the rows of every group stacked in order, each group's positions after
     the prefix (`plen`) left-padded by its given count of zeros (masked out by the caller's
@@ -343,8 +357,8 @@ def _stack_caches(groups: list[tuple[DynamicCache, int]], plen: int, config: Any
 
     layers = []
     for i in range(len(groups[0][0].layers)):
-        keys = torch.cat([padded(c.layers[i].keys, n) for c, n in groups])
-        values = torch.cat([padded(c.layers[i].values, n) for c, n in groups])
+        keys = torch.cat([padded(_filled(c.layers[i])[0], n) for c, n in groups])
+        values = torch.cat([padded(_filled(c.layers[i])[1], n) for c, n in groups])
         layers.append((keys, values))
     return DynamicCache(ddp_cache_data=layers, config=config)
 
@@ -361,7 +375,7 @@ class GenRequest:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     constraint: JsonConstraint | None = None
-    on_token: Callable[[str], None] | None = None
+    on_token: Callable[[str], object] | None = None  # its return value is ignored
 
 
 class BatchEngine:

@@ -11,7 +11,7 @@ already exist and "the last K rows" are not the new tokens (peft#2368).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -33,6 +33,12 @@ def is_tied(model: PreTrainedModel) -> bool:
     """Whether the input embeddings and lm_head share one matrix."""
     out = model.get_output_embeddings()
     return out is not None and out.weight is model.get_input_embeddings().weight
+
+
+def _input_rows(model: PreTrainedModel) -> torch.Tensor:
+    """The input embedding matrix: the weight of an nn.Embedding (transformers types the
+    module as any nn.Module, whose attributes are Tensor | Module to a type checker)."""
+    return cast(torch.Tensor, model.get_input_embeddings().weight)
 
 
 @torch.no_grad()
@@ -76,18 +82,18 @@ def add_persona_tokens(
     tokenizer.add_special_tokens(
         {"extra_special_tokens": tokens}, replace_extra_special_tokens=False
     )
-    ids = tokenizer.convert_tokens_to_ids(tokens)
+    ids = cast(list[int], tokenizer.convert_tokens_to_ids(tokens))  # a list for a list
     if ids != list(range(n_old, n_old + k)):
         raise RuntimeError(f"persona tokens got unexpected ids {ids[:3]} …")
 
-    rows = model.get_input_embeddings().weight.shape[0]
+    rows = _input_rows(model).shape[0]
     if max(ids) >= rows:
         # mean_resizing=False: our own init below writes every new id; the padding rows past
         # them are never produced by the tokenizer.
         model.resize_token_embeddings(
             len(tokenizer), pad_to_multiple_of=PAD_MULTIPLE, mean_resizing=False
         )
-    _fill_rows(model.get_input_embeddings().weight, ids, n_old, init)
+    _fill_rows(_input_rows(model), ids, n_old, init)
     if not is_tied(model) and model.get_output_embeddings() is not None:
         _fill_rows(model.get_output_embeddings().weight, ids, n_old, "mean")
     return ids
@@ -132,7 +138,7 @@ def init_from_codebook(
     codebook = np.asarray(codebook, dtype=np.float64)
     if codebook.ndim != 2 or codebook.shape[0] != len(ids):
         raise ValueError(f"codebook must be [{len(ids)}, d], got {codebook.shape}")
-    weight = model.get_input_embeddings().weight
+    weight = _input_rows(model)
     persona = set(ids)
     real = [i for i in range(min(ids)) if i not in persona]  # the tokens before the personas
     emb = weight[real].double().cpu().numpy()
@@ -156,7 +162,7 @@ def text_embeddings(
 ) -> np.ndarray:
     """Mean input embedding of each text's tokens, [len(texts), hidden]: targets in
     embedding space for `init_from_codebook(fit_on=...)`."""
-    weight = model.get_input_embeddings().weight
+    weight = _input_rows(model)
     out = []
     for text in texts:
         tid = tokenizer(text, add_special_tokens=False)["input_ids"]

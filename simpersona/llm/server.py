@@ -184,7 +184,9 @@ def create_app(lm: LocalModel, max_batch: int = 16) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        err: dict[str, Any] = (
+            exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        )
         loc = ".".join(str(x) for x in err["loc"] if x != "body")
         return APIError(400, f"{loc}: {err['msg']}" if loc else err["msg"], param=loc).response()
 

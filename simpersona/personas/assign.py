@@ -18,7 +18,7 @@ import copy
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import polars as pl
@@ -32,7 +32,9 @@ from simpersona.personas.vqvae import VQVAE
 # Rows per encoder pass: on 2 CPU cores 4–16 K rows keep activations in cache (64 K was
 # 25–35 % slower); a GPU wants far larger batches.
 DEFAULT_BATCH = {"cpu": 16_384, "cuda": 262_144}
-VectorSource = np.ndarray | torch.Tensor | pl.DataFrame | pl.Series | pa.Table | pa.RecordBatch
+VectorSource: TypeAlias = (
+    np.ndarray | torch.Tensor | pl.DataFrame | pl.Series | pa.Table | pa.RecordBatch
+)
 
 
 def as_matrix(chunk: Any, column: str = "vector") -> np.ndarray | torch.Tensor:
@@ -44,16 +46,21 @@ def as_matrix(chunk: Any, column: str = "vector") -> np.ndarray | torch.Tensor:
     if isinstance(chunk, pl.Series):
         arr = chunk.to_numpy()
         if arr.dtype == object:  # List column (ragged type): stack the rows
-            arr = np.stack(arr)
+            arr = np.stack(list(arr))
         return np.ascontiguousarray(arr, dtype=np.float32)
     if isinstance(chunk, pa.RecordBatch | pa.Table):
-        col = chunk.column(column)
-        if isinstance(col, pa.ChunkedArray):
-            col = col.combine_chunks()
-        width = col.type.list_size
-        values = col.flatten().to_numpy(zero_copy_only=False)
-        return np.ascontiguousarray(values.reshape(-1, width), dtype=np.float32)
+        return _arrow_matrix(chunk, column)
     return np.ascontiguousarray(chunk, dtype=np.float32)
+
+
+def _arrow_matrix(chunk: pa.RecordBatch | pa.Table, column: str) -> np.ndarray:
+    """The fixed-size-list `column` of a pyarrow table or record batch as (n, d) float32."""
+    col = chunk.column(column)
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    width = col.type.list_size
+    values = col.flatten().to_numpy(zero_copy_only=False)
+    return np.ascontiguousarray(values.reshape(-1, width), dtype=np.float32)
 
 
 def _chunks(source: VectorSource | Iterable[VectorSource]) -> Iterator[Any]:
@@ -74,7 +81,7 @@ def iter_parquet_vectors(
     for path in paths:
         with pq.ParquetFile(path) as f:
             for batch in f.iter_batches(batch_size=batch_rows, columns=[column]):
-                yield as_matrix(batch, column)
+                yield _arrow_matrix(batch, column)
 
 
 class _Runner:
@@ -134,6 +141,7 @@ def iter_assign_tokens(
                     z, t, d = run(x[s : s + batch_size], with_distances)
                     tok[s : s + len(t)] = t.cpu().numpy()
                     if dist is not None:
+                        assert d is not None  # asked for with_distances, as dist was
                         dist[s : s + len(t)] = d.cpu().numpy()
                     if lat is not None:
                         lat[s : s + len(t)] = z.cpu().numpy()

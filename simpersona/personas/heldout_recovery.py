@@ -25,6 +25,7 @@ from simpersona.personas.distribution import (
     js_divergence,
     stratum_recovery,
 )
+from simpersona.polars_scalars import as_float
 
 FUNNEL_STRATA: tuple[str, ...] = ("A", "B", "C", "D")  # App. B's strata; E on its own line
 
@@ -184,16 +185,16 @@ def heldout_recovery(
             est = float(_r2(d["real"].to_numpy(), d["reconstructed"].to_numpy()))
             figs[f"r2_{f}_heldout"] = est
             if f in HEADLINE_FEATURES and f in names:
-                r = interval(est, r2_boot[:, [names[i] for i in head].index(f)], n_buyers,
-                             n_st, method="basic", bounds=(-math.inf, 1.0))  # fmt: skip
-                figs |= {f"r2_{f}_heldout_ci_low": r.low, f"r2_{f}_heldout_ci_high": r.high}
+                ci = interval(est, r2_boot[:, [names[i] for i in head].index(f)], n_buyers,
+                              n_st, method="basic", bounds=(-math.inf, 1.0))  # fmt: skip
+                figs |= {f"r2_{f}_heldout_ci_low": ci.low, f"r2_{f}_heldout_ci_high": ci.high}
     else:
         notes.append(f"R² across stores is undefined with {n_st} held-out store(s) (needs 3)")
     # Stratum E on its own line: profiles over A–E from the training stores' buyers.
     all5 = stratum_recovery(shops[held], c[held], lab[held], k=n_k,
                             reference=(c[train], lab[train]), strata_order=STRATA)  # fmt: skip
     e = all5.mix.filter(pl.col("stratum") == "E").select("shop_id", "real", "recovered")
-    figs["e_share_real_heldout"] = float(e["real"].mean())
-    figs["e_share_recovered_heldout"] = float(e["recovered"].mean())
+    figs["e_share_real_heldout"] = as_float(e["real"].mean())
+    figs["e_share_recovered_heldout"] = as_float(e["recovered"].mean())
     note = "; ".join(notes)
     return HeldoutRecovery(figs, note[:1].upper() + note[1:] + "." if note else "", srec, frec, e)

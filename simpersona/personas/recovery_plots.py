@@ -19,7 +19,7 @@ from simpersona.personas.distribution import (
 )
 
 
-def _log_height(x: np.ndarray) -> np.ndarray:
+def _log_height(x: float | np.ndarray) -> np.ndarray:
     return np.log1p(100.0 * np.asarray(x, dtype=np.float64))
 
 

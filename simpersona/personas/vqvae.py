@@ -58,6 +58,12 @@ def argmin_rows(d: torch.Tensor) -> torch.Tensor:
 class EMACodebook(nn.Module):
     """K codes in R^D, updated by EMA (Eq. 7), never by gradient; dead-code reset (Eq. 8)."""
 
+    # The buffers registered in __init__, declared for the type checker (nn.Module types
+    # attribute lookups as Tensor | Module); annotations only, so no class attributes.
+    embed: torch.Tensor
+    usage: torch.Tensor
+    initialized: torch.Tensor
+
     def __init__(self, cfg: VQVAEConfig):
         super().__init__()
         self.cfg = cfg

@@ -286,7 +286,9 @@ def build_catalog(
 
     # Per-category collection lists (category collection + its noun collections).
     cc = np.array(coll_cat)
-    members, starts, counts = [], [], []
+    members: list[np.ndarray] = []
+    starts: list[int] = []
+    counts: list[int] = []
     for ci in range(len(cats)):
         m = np.flatnonzero(cc == ci)
         starts.append(sum(len(x) for x in members))

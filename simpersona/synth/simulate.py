@@ -279,7 +279,8 @@ def simulate_chunk(
     rm = a_rank < n_rm[a_s]
     r_s = a_s[rm]
     r_key = a_key[rm] + (n_browse[r_s] - a_key[rm]) * rng.uniform(0.05, 0.95, int(rm.sum()))
-    cart_value = np.bincount(a_s, weights=a_price * a_qty, minlength=n_s)
+    # float64 with weights (numpy's stubs type bincount as integer counts only)
+    cart_value: np.ndarray = np.bincount(a_s, weights=a_price * a_qty, minlength=n_s)
     cart_value -= np.bincount(r_s, weights=a_price[rm] * a_qty[rm], minlength=n_s)
     cart_value = np.round(np.maximum(cart_value, 0.0), 2)
 

@@ -12,7 +12,7 @@ import asyncio
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, Field
@@ -60,7 +60,17 @@ class Verdict:
     reason: str = ""
 
 
-def trajectory_facts(steps: Sequence[dict[str, Any]]) -> dict[str, set[str] | bool]:
+class TrajectoryFacts(TypedDict):
+    """`trajectory_facts`' answer."""
+
+    searched: set[str]
+    shown: set[str]
+    carted: set[str]
+    checkout: bool
+    confirmed: bool
+
+
+def trajectory_facts(steps: Sequence[dict[str, Any]]) -> TrajectoryFacts:
     """What a recorded trajectory did: queries searched, products whose page was shown,
     products added to the cart, whether a checkout or confirmation page was reached."""
     searched: set[str] = set()

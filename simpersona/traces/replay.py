@@ -99,8 +99,9 @@ def landing(o: SessionOutline, base_url: str) -> tuple[str, PlannedStep]:
             return links.collection(first.collection_id), PlannedStep(
                 0, ["collection_view"], "landing"
             )
-        if first.event_type == "search" and (first.search_query or "").strip():
-            return links.search(first.search_query.strip()), PlannedStep(0, ["search"], "landing")
+        query = (first.search_query or "").strip()
+        if first.event_type == "search" and query:
+            return links.search(query), PlannedStep(0, ["search"], "landing")
         if first.event_type == "page_view":
             # Any page view lands as one: the cart, a page the store has, else the home page.
             path = urlsplit(first.url or "").path.rstrip("/")
