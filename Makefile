@@ -83,6 +83,7 @@ ui: setup
 lint: setup
 	$(BIN)/ruff check simpersona dagster_project tests benchmarks scripts
 	$(BIN)/ruff format --check simpersona dagster_project tests benchmarks scripts
+	$(BIN)/mypy
 
 format: setup
 	$(BIN)/ruff format simpersona dagster_project tests benchmarks scripts

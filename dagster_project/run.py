@@ -181,7 +181,7 @@ def run_ingestion(
     register_partitions(instance, lake)
     wanted = set(shops) if shops else None
     plan = {s: lake.dates(s) for s in lake.shops() if wanted is None or s in wanted}
-    bar = _progress_bar(sum(len(d) + 1 for d in plan.values()) + 1, "ingest", progress)
+    bar = _RunBar(sum(len(d) + 1 for d in plan.values()) + 1, "ingest", progress)
     out = IngestRun()
 
     def attempt(selection: tuple[str, ...], shop: str, date: str | None):
@@ -230,10 +230,23 @@ def run_ingestion(
     return out
 
 
-def _progress_bar(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+class _RunBar:
+    """A stage's bar over its runs (simpersona.progress), advanced and closed by the loops
+    below, which close it early on a failure; it disappears when done."""
 
-    return tqdm(total=total, desc=desc, unit="run", disable=not enabled, leave=False)
+    def __init__(self, total: int, desc: str, enabled: bool) -> None:
+        from simpersona.progress import progress_bar
+
+        self._block = progress_bar(total, desc, unit="runs", enabled=enabled, transient=True)
+        self._bar = self._block.__enter__()
+
+    def update(self, n: int = 1) -> None:
+        self._bar.advance(n)
+
+    def close(self) -> None:
+        if self._block is not None:
+            self._block.__exit__(None, None, None)
+            self._block = None
 
 
 # The demo's simulation: small enough for 2 cores within the demo's 30 minutes (the
@@ -272,7 +285,7 @@ DEMO_SIMULATION = {
 # benchmarks/persona_grounding.py takes larger samples.
 DEMO_TRACES_REAL_BASE = 6  # sessions replayed per training shop: ~80 stage-2 examples
 DEMO_GROUNDING_REAL_BASE = {
-    "ops": {"persona_model": {"config": {"train_overrides": json.dumps({"stage1_epochs": 0.25})}}}
+    "ops": {"persona_model": {"config": {"train": {"stage1_epochs": 0.25}}}}
 }
 DEMO_SIMULATION_REAL_BASE = {
     "ops": {
@@ -469,7 +482,7 @@ def run_features(
     and feature transform; then per shop buyer vectors."""
     t0 = time.perf_counter()
     shops = sorted(shops or instance.get_dynamic_partitions(shop_partitions.name))
-    bar = _progress_bar(2 * len(shops) + 1, "features", progress)
+    bar = _RunBar(2 * len(shops) + 1, "features", progress)
     out = FeaturesRun(shops=len(shops))
     for shop in shops:
         _materialize(list(selections.FEATURES_SHOP), instance, shop, resources)
@@ -626,7 +639,7 @@ def run_personas(
     run gets the ops it selects."""
     t0 = time.perf_counter()
     shops = sorted(shops or instance.get_dynamic_partitions(shop_partitions.name))
-    bar = _progress_bar(len(shops) + 2, "personas", progress)
+    bar = _RunBar(len(shops) + 2, "personas", progress)
     ops = (run_config or {}).get("ops", {})
 
     def cfg(*names: str) -> dict:
@@ -774,7 +787,7 @@ def run_traces(
     rt = dict(ops.get("replayed_traces", {}).get("config", {}))
     rt.setdefault("sessions_per_shop", sessions_per_shop)
     out = TracesRun(shops=shops)
-    bar = _progress_bar(len(shops) + 1, "traces", progress)
+    bar = _RunBar(len(shops) + 1, "traces", progress)
     for shop in shops:
         r = _materialize(
             list(selections.TRACES_SHOP),
@@ -918,7 +931,7 @@ def run_simulation(
     ops = (run_config or {}).get("ops", {})
     per_shop = ["population_simulation"] + (["instruction_following"] if instruction else [])
     out = SimulationRun(shops=shops)
-    bar = _progress_bar(len(shops) + 3, "simulation", progress)
+    bar = _RunBar(len(shops) + 3, "simulation", progress)
     # The Markov policy is fitted on the training shops first (out of sample on these).
     fit = ops.get("markov_policy")
     r = _materialize(

@@ -14,11 +14,11 @@ import polars as pl
 import pytest
 
 from dagster_project.definitions import defs
+from dagster_project.defs.ingest.schedules import nightly_ingest_schedule
+from dagster_project.defs.ingest.sensors import lake_sensor
 from dagster_project.partitions import day_partitions, shop_partitions
 from dagster_project.resources import LakeResource
 from dagster_project.run import run_ingestion
-from dagster_project.defs.ingest.schedules import nightly_ingest_schedule
-from dagster_project.defs.ingest.sensors import lake_sensor
 from simpersona.tracking import Tracker
 from simpersona.warehouse import Warehouse
 from tests.conftest import resources_for, write_small_shop
@@ -166,3 +166,25 @@ def test_failed_partition_reports_file_and_reason(tmp_path: Path) -> None:
     assert pl.read_parquet(
         tmp_path / "warehouse/quarantine/events/shop=alpha/date=2025-03-01/data.parquet"
     )["reason"].to_list() == ["missing_field"]
+
+
+def test_hyperparameter_overrides_are_typed_config():
+    """The VQ-VAE's and the persona model's hyper-parameters are nested, typed run config: a
+    known field is taken as given, a misspelt or mistyped one fails the launch naming it."""
+    from dagster_project.defs.grounding.assets import PersonaModelConfig
+    from dagster_project.defs.personas.assets import PersonaCodebookConfig, _vqvae_config
+
+    cfg = PersonaCodebookConfig(vqvae={"lambda_con": 0.3, "hidden_dims": [64, 32]})
+    vq = _vqvae_config(cfg, {}, codebook_size=16)
+    assert (vq.lambda_con, list(vq.hidden_dims), vq.codebook_size) == (0.3, [64, 32], 16)
+    assert _vqvae_config(PersonaCodebookConfig(), {}).lambda_con == 0.15  # the preset's
+    assert PersonaModelConfig(train={"epochs": 2}).train.model_dump(exclude_none=True) == {
+        "epochs": 2
+    }
+    job = defs.get_job_def("personas_fit_job")
+    bad = {"ops": {"persona_codebook": {"config": {"vqvae": {"lambda_conn": 0.3}}}}}
+    with pytest.raises(dg.DagsterInvalidConfigError, match="lambda_conn"):
+        dg.validate_run_config(job, bad)
+    bad = {"ops": {"persona_codebook": {"config": {"vqvae": {"lambda_con": "high"}}}}}
+    with pytest.raises(dg.DagsterInvalidConfigError, match="lambda_con"):
+        dg.validate_run_config(job, bad)

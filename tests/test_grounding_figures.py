@@ -2,9 +2,9 @@
 
 import pytest
 
-from simpersona.evaluation.report_inputs import grounding_headline, probe_table
 from dagster_project.resources import resources_under
 from dagster_project.resources.training import DEFAULT_BASE, TrainingLauncherResource
+from simpersona.evaluation.report_inputs import grounding_headline, probe_table
 
 PROBE = {
     "prompts": 20,

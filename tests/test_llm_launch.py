@@ -176,9 +176,7 @@ def test_persona_model_asset_trains_registers_and_logs(data, tmp_path):
         ),
     }
     overrides = {k: v for k, v in CONFIG.items() if k not in ("device", "bf16", "num_threads")}
-    run_config = {
-        "ops": {"persona_model": {"config": {"k": K, "train_overrides": json.dumps(overrides)}}}
-    }
+    run_config = {"ops": {"persona_model": {"config": {"k": K, "train": overrides}}}}
     with dg.instance_for_test() as instance:
         res = dg.materialize(
             [persona_model], resources=resources, run_config=run_config, instance=instance

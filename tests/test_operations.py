@@ -606,8 +606,8 @@ query Partitions($key: AssetKeyInput!) {
 
 # ---- without the daemon: checks and the backfill command -------------------------------------
 def test_checks_fail_visibly_on_rejects_and_a_collapsed_codebook(tmp_path: Path) -> None:
-    from dagster_project.defs.ingest.assets import raw_events
     from dagster_project.definitions import all_checks
+    from dagster_project.defs.ingest.assets import raw_events
     from dagster_project.defs.personas.checks import CodebookUsageConfig, codebook_usage
     from tests.conftest import resources_for
 

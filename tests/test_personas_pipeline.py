@@ -55,10 +55,8 @@ TINY_GROUNDING = {
     "ops": {
         "persona_model": {
             "config": {
-                "train_overrides": json.dumps(
-                    {"max_steps": 2, "effective_batch": 2, "per_device_batch": 2,
-                     "warmup_steps": 0, "progress": False}
-                )
+                "train": {"max_steps": 2, "effective_batch": 2, "per_device_batch": 2,
+                          "warmup_steps": 0, "progress": False}
             }
         }
     }

@@ -55,8 +55,7 @@ def token_shares(
 def llm_policy(data_dir: Path, llm_model: Path | None, llm_url: str | None, conc: int) -> Iterator[Any]:  # fmt: skip
     """The persona LLM policy: `llm_url`'s endpoint, else the `llm_model` folder (default
     the data dir's current persona_model) served on loopback while the block runs."""
-    from simpersona.agent.llm_policy import LLMPolicy
-    from simpersona.llm.client import LLMClient, LLMConfig
+    from simpersona.agent.llm_policy import served_llm_policy
 
     if llm_url:
         base, name = llm_url.rstrip("/").removesuffix("/v1"), ""
@@ -72,16 +71,8 @@ def llm_policy(data_dir: Path, llm_model: Path | None, llm_url: str | None, conc
 
         server, name = serve_in_background(folder), Path(folder).name
     with server as base_url:
-        client = LLMClient(
-            LLMConfig(
-                base_url=base_url + "/v1",
-                model=name or "persona-model",
-                max_retries=2,
-                concurrency=conc,
-            )  # fmt: skip
-        )
         # Guided decoding with each page's action schema, as population_simulation runs it.
-        yield LLMPolicy(client, constrained=True)
+        yield served_llm_policy(base_url, name or "persona-model", conc)
 
 
 def simulate_url(

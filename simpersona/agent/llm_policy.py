@@ -159,3 +159,27 @@ class LLMPolicy:
         s.seconds += time.monotonic() - t0
         s.replies = [*s.replies, reply.content][-self.keep_replies :]
         return reply.content
+
+
+def served_llm_policy(
+    base_url: str,
+    model: str,
+    concurrency: int,
+    *,
+    temperature: float = 0.7,
+    max_tokens: int = 160,
+    client_max_tokens: int | None = None,
+    constrained: bool = True,
+) -> LLMPolicy:
+    """The LLM policy on an OpenAI-compatible server at `base_url` (without /v1): the
+    persona model served on loopback (serve-llm names it after its folder) or vLLM; two
+    retries per request, `concurrency` requests at once, guided decoding by default."""
+    from simpersona.llm.client import LLMClient, LLMConfig
+
+    settings: dict = {"max_tokens": client_max_tokens} if client_max_tokens else {}
+    config = LLMConfig(
+        base_url=base_url + "/v1", model=model, max_retries=2, concurrency=concurrency, **settings
+    )
+    return LLMPolicy(
+        LLMClient(config), temperature=temperature, max_tokens=max_tokens, constrained=constrained
+    )

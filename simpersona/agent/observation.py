@@ -229,25 +229,11 @@ def _clip(text: str, n: int) -> str:
 
 
 def page_kind(raw_page: str | None, url: str, payment_fields: bool = False) -> str:
-    """The storefront's `data-page`, else a guess from the URL path (Shopify-like stores)."""
+    """The storefront's `data-page`, else what the URL says (page_reading.infer_kind on the
+    URL alone: product, collection, search, cart, checkout, confirmation, info pages)."""
     if raw_page in PAGE_KINDS:
         return raw_page
-    path = urlsplit(url).path.lower().rstrip("/")
-    if "/thank-you" in path or "/orders/" in path:
-        return "confirmation"
-    if "/checkout" in path or payment_fields:
-        return "checkout"
-    for marker, kind in (
-        ("/products/", "product"),
-        ("/collections", "collection"),
-        ("/search", "search"),
-        ("/cart", "cart"),
-        ("/pages/", "info"),
-        ("/blogs/", "info"),
-    ):
-        if marker in path + "/":
-            return kind
-    return "home" if path in ("", "/") else "other"
+    return infer_kind({"url": url, "payment_fields": payment_fields}, None, 0)
 
 
 def _priority(e: Element) -> tuple[int, float]:

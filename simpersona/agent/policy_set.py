@@ -104,9 +104,8 @@ class PolicySet:
         )
 
     def policy(self, name: str):
-        from simpersona.agent.llm_policy import LLMPolicy
+        from simpersona.agent.llm_policy import served_llm_policy
         from simpersona.agent.markov_policy import MarkovPolicy
-        from simpersona.llm.client import LLMClient, LLMConfig
 
         if name in ("markov", "markov_notoken"):
             return MarkovPolicy(self._markov_model()[1], seed=self.cfg.seed)
@@ -122,20 +121,13 @@ class PolicySet:
         else:
             _, folder, _, base_url = self._served(asset)
             model = ""
-        client = LLMClient(
-            LLMConfig(
-                base_url=base_url + "/v1",
-                # serve-llm names the model after its folder
-                model=model or folder.name,
-                max_retries=2,
-                concurrency=self.cfg.concurrency,
-                max_tokens=self.cfg.max_tokens,
-            )
-        )
-        return LLMPolicy(
-            client,
+        return served_llm_policy(
+            base_url,
+            model or folder.name,  # serve-llm names the model after its folder
+            self.cfg.concurrency,
             temperature=self.cfg.temperature,
             max_tokens=self.cfg.max_tokens,
+            client_max_tokens=self.cfg.max_tokens,
             constrained=self.cfg.guided_decoding,
         )
 

@@ -18,10 +18,11 @@ from typing import Final
 
 import polars as pl
 
+from simpersona.agent.session import OUTCOMES as OUTCOMES  # an agent session's outcomes
+from simpersona.features.labels import BIN_NAMES as BIN_NAMES
+from simpersona.features.scalars import STRATA as STRATA
+
 BIN_COLUMNS: Final[tuple[str, ...]] = ("engagement_bin", "exploration_bin", "purchase_bin")
-BIN_NAMES: Final[tuple[str, ...]] = ("Low", "Medium", "High")
-STRATA: Final[tuple[str, ...]] = ("A", "B", "C", "D", "E")
-OUTCOMES: Final[tuple[str, ...]] = ("goal_reached", "steps_limit", "time_limit", "other", "crash")
 
 REAL_COLUMNS: Final[tuple[str, ...]] = (
     "shop_id",

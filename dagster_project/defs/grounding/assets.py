@@ -13,15 +13,20 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from dagster_project.config_overrides import overrides_config
 from dagster_project.defs.personas.assets import load_codebook
 from dagster_project.record import record
 from dagster_project.resources import ArtifactsResource, MLflowResource, WarehouseResource
 from dagster_project.resources.training import TrainingLauncherResource
 from simpersona.lake import atomic_write_text
+from simpersona.llm.train_config import TrainConfig
 
 PERSONA_MODEL = "persona_model"
 SINGLE_STAGE_MODEL = "persona_model_single_stage"
 MLFLOW_MAX_BYTES = 1 << 30  # bigger models are referenced by path, not copied into MLflow
+
+
+TrainOverrides = overrides_config(TrainConfig, "TrainOverrides")
 
 
 class PersonaModelConfig(dg.Config):
@@ -42,8 +47,10 @@ class PersonaModelConfig(dg.Config):
         default="mean",
         description="Persona rows at start; codebook: from the current VQ-VAE codebook.",
     )
-    train_overrides: str = Field(
-        default="{}", description='JSON of TrainConfig fields, e.g. {"epochs": 2, "lr": 1e-3}.'
+    train: TrainOverrides = Field(
+        default_factory=TrainOverrides,
+        description="TrainConfig fields on top of the profile (e.g. epochs: 2, lr: 0.001); "
+        "unset ones keep the profile's values.",
     )
 
 
@@ -120,8 +127,6 @@ def _profile(profile: str, training: TrainingLauncherResource):
     """The TrainConfig of a profile name ("auto": by the base and the device)."""
     import torch
 
-    from simpersona.llm.train_config import TrainConfig
-
     if profile == "auto":
         gpu = torch.cuda.is_available() or training.mode in ("deepspeed", "torchrun")
         profile = "production" if gpu else ("cpu" if training.uses_tiny() else "cpu_base")
@@ -139,19 +144,17 @@ def _train_persona_model(
     single_stage: bool,
 ) -> dg.MaterializeResult:
     """Train, version and record one persona model under <artifacts>/<name>/."""
-    from simpersona.llm.train_config import TrainConfig
-
     wh = warehouse.warehouse()
     s1, s2 = wh.root / "sft" / "stage1.jsonl", wh.root / "sft" / "stage2.jsonl"
     for p in (s1, s2):
         if not p.exists():
             raise dg.Failure(f"{p} is missing: materialize sft_stage1 and sft_stage2 first")
     try:
-        overrides = json.loads(config.train_overrides or "{}")
+        overrides = config.train.model_dump(exclude_none=True)
         base_cfg = _profile(config.profile, training)
         cfg = TrainConfig.from_dict({**base_cfg.to_dict(), **overrides})
-    except (json.JSONDecodeError, TypeError, ValueError) as exc:
-        raise dg.Failure(f"invalid train_overrides: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise dg.Failure(f"invalid train config: {exc}") from exc
     base = training.base_model_path([s1, s2])
     root = artifacts.path(name)
     work = root / f".run-{context.run.run_id[:8]}"

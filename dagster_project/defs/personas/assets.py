@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
+from dagster_project.config_overrides import overrides_config
 from dagster_project.partitions import shop_partitions
 from dagster_project.record import record
 from dagster_project.resources import (
@@ -105,12 +106,15 @@ def _mix(series: pl.Series) -> dict[str, float]:
 
 
 # ---- persona_codebook ----------------------------------------------------------------------
+VQVAEOverrides = overrides_config(VQVAEConfig, "VQVAEOverrides")
+
+
 class PersonaCodebookConfig(dg.Config):
     preset: str = Field(
         default="default",
         description="VQ-VAE preset: 'default' (ours) or 'paper' (gate 1 from interaction "
         "counts, squared-norm commitment, no mask group; docs/vqvae.md). The fields below "
-        "and vqvae_overrides apply on top of it.",
+        "and `vqvae` apply on top of it.",
     )
     epochs: int = Field(default=_DEFAULTS.epochs, description="Training epochs.")
     min_steps: int = Field(
@@ -127,16 +131,16 @@ class PersonaCodebookConfig(dg.Config):
         default=_DEFAULTS.num_threads or 0,
         description="torch threads while training (1 is fastest on busy CPUs); 0 = torch's.",
     )
-    vqvae_overrides: str = Field(
-        default="{}",
-        description="JSON object of further VQVAEConfig fields (e.g. "
-        '{"lambda_con": 0.3, "codebook_size": 128}); the preset values otherwise.',
+    vqvae: VQVAEOverrides = Field(
+        default_factory=VQVAEOverrides,
+        description="Further VQVAEConfig fields (e.g. lambda_con: 0.3, codebook_size: 128) "
+        "on top of the preset and the fields above; unset ones keep the preset's values.",
     )
     codebook_size: int = Field(
         default=0,
         description="Persona tokens K. 0: from the training split's size, about ten buyers "
         "per code and the paper's 256 from 2,560 training buyers (simpersona/personas/"
-        "sizing.py); a codebook_size in vqvae_overrides counts as given.",
+        "sizing.py); a vqvae.codebook_size counts as given.",
     )
     kmeans_k: int = Field(
         default=0, description="Clusters of the MiniBatch k-means baseline; 0: the same K."
@@ -147,13 +151,7 @@ class PersonaCodebookConfig(dg.Config):
 
 
 def _overrides(config: PersonaCodebookConfig) -> dict[str, Any]:
-    try:
-        overrides = json.loads(config.vqvae_overrides or "{}")
-    except json.JSONDecodeError as exc:
-        raise dg.Failure(f"vqvae_overrides is not JSON: {exc}") from exc
-    if not isinstance(overrides, dict):
-        raise dg.Failure(f"vqvae_overrides must be a JSON object, not {overrides!r}")
-    return overrides
+    return config.vqvae.model_dump(exclude_none=True)
 
 
 def _vqvae_config(
