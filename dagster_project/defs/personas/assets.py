@@ -486,12 +486,17 @@ def store_token_distribution(
 
 
 # ---- distribution_recovery -----------------------------------------------------------------
-class DistributionRecoveryConfig(dg.Config):
+class AcrossShopsConfig(dg.Config):
+    """The shops a report across shops covers."""
+
     shops: list[str] = Field(
         default=[],
         description="Shops to include; [] = every shop with persona assignments (simpersona "
         "run passes its own, so shops of earlier runs are left out).",
     )
+
+
+class DistributionRecoveryConfig(AcrossShopsConfig):
     resamples: int = Field(
         default=2000, description="Bootstrap resamples of the held-out stores (intervals)."
     )
@@ -517,15 +522,20 @@ def _check_assignments(wh, shops: list[str], version: str) -> None:
         )
 
 
-def _assigned_shops(wh, wanted: list[str]) -> list[str]:
-    """`wanted` (each must have persona assignments), else every shop that has them."""
+def _assigned(wh, artifacts: ArtifactsResource, wanted: list[str]) -> tuple[list[str], str, Path]:
+    """(shops, codebook version, codebook folder) of a report across shops: `wanted` (each
+    must have persona assignments), else every shop that has them, all assigned with the
+    current codebook."""
     have = wh.shops_with("persona_assignments")
-    if not wanted:
-        return have
     missing = sorted(set(wanted) - set(have))
     if missing:
         raise dg.Failure(f"shops without persona_assignments: {missing}; materialize them first")
-    return sorted(wanted)
+    shops = sorted(wanted) if wanted else have
+    if not shops:
+        raise dg.Failure("no persona_assignments partition is materialized")
+    version, folder = artifacts.current(CODEBOOK)
+    _check_assignments(wh, shops, version)
+    return shops, version, folder
 
 
 @dg.asset(
@@ -553,11 +563,7 @@ def distribution_recovery(
     from simpersona.personas.recovery_table import appendix_b_table
 
     wh = warehouse.warehouse()
-    shops = _assigned_shops(wh, config.shops)
-    if not shops:
-        raise dg.Failure("no persona_assignments partition is materialized")
-    version, folder = artifacts.current(CODEBOOK)
-    _check_assignments(wh, shops, version)
+    shops, version, folder = _assigned(wh, artifacts, config.shops)
     k = VQVAEConfig.load_json(folder / "vqvae" / "config.json").codebook_size
     cols = ["shop_id", "buyer_id", "token", "kmeans_cluster", "stratum"]
     assign = wh.read_shops("persona_assignments", shops, cols)
@@ -599,12 +605,7 @@ def distribution_recovery(
 
 
 # ---- persona_cards -------------------------------------------------------------------------
-class PersonaCardsConfig(dg.Config):
-    shops: list[str] = Field(
-        default=[],
-        description="Shops to include; [] = every shop with persona assignments (simpersona "
-        "run passes its own, so shops of earlier runs are left out).",
-    )
+class PersonaCardsConfig(AcrossShopsConfig):
     top_n: int = Field(default=5, description="Categories and product titles per card.")
 
 
@@ -650,11 +651,7 @@ def persona_cards(
     from simpersona.personas import cards as pc
 
     wh = warehouse.warehouse()
-    shops = _assigned_shops(wh, config.shops)
-    if not shops:
-        raise dg.Failure("no persona_assignments partition is materialized")
-    version, _ = artifacts.current(CODEBOOK)
-    _check_assignments(wh, shops, version)
+    shops, version, _ = _assigned(wh, artifacts, config.shops)
     cards = pc.build_cards(pc.combine_aggregates(_token_aggregates(wh, shops)), config.top_n)
     folder = artifacts.path("persona_cards", version)
     meta = {"codebook_version": version, "shops": shops, "buyers": sum(c.buyers for c in cards)}
