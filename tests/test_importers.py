@@ -3,6 +3,7 @@ files for the faults the real data does not have."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 from pathlib import Path
@@ -10,16 +11,17 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from simpersona.ingest.generic import GenericMapping, read_generic
+from simpersona.ingest.generic import read_generic
 from simpersona.ingest.importers import (
     ImporterError,
     MappingError,
     import_command,
     lake_part,
+    read_import,
     resolve_paths,
     run_import,
 )
-from simpersona.ingest.rees46 import read_rees46
+from simpersona.ingest.mapping import GenericMapping, bundled_mapping
 from simpersona.ingest.shopify_pixels import match_item_name, read_shopify_pixels
 from simpersona.ingest.urls import classify_page, clean_handle
 from simpersona.schema import EVENT_TYPES, QUARANTINE_SCHEMA
@@ -31,6 +33,9 @@ PUFFY = PUBLIC / "puffy-dtc-web-events-2025"
 REES = PUBLIC / "rees46-multicategory-store-sample"
 REES_MAPPING = REPO / "examples" / "mappings" / "rees46.yaml"
 TEMPLATE_MAPPING = REPO / "examples" / "mappings" / "user-item-event.yaml"
+INGEST = REPO / "simpersona" / "ingest"
+FORMAT_MODULES = {"shopify_pixels", "generic"}  # `rees46` is generic + its bundled mapping
+ABOVE_FORMATS = {"registry", "run", "command", "importers"}
 
 
 def realdata(fn):
@@ -67,13 +72,13 @@ def puffy():
 @pytest.fixture(scope="module")
 def rees_oct():
     require_public_data(PUBLIC)
-    return read_rees46([REES / "2019-Oct_head.csv"])
+    return read_import("rees46", [REES / "2019-Oct_head.csv"])
 
 
 @pytest.fixture(scope="module")
 def rees_nov():
     require_public_data(PUBLIC)
-    return read_rees46([REES / "2019-Nov_head_noheader.csv"])
+    return read_import("rees46", [REES / "2019-Nov_head_noheader.csv"])
 
 
 def _types(result) -> dict[str, int]:
@@ -346,33 +351,61 @@ def test_rees46_nov_without_header(rees_nov):
     assert rees_nov.events["ts"].min().isoformat() == "2019-11-01T00:00:00+00:00"
 
 
+def test_rees46_is_the_generic_importer_with_the_bundled_mapping():
+    """`--format rees46` reads with the mapping shipped in the package; the documented
+    example for `--format generic` is the same file."""
+    bundled = bundled_mapping("rees46")
+    assert bundled.is_file() and bundled.parent.name == "mappings"
+    assert bundled.read_bytes() == REES_MAPPING.read_bytes()
+    m = GenericMapping.load(bundled)
+    assert m.shop_id == "rees46" and m.source == str(bundled)
+
+
 @realdata
 def test_generic_mapping_equals_rees46_importer():
-    dedicated = read_rees46([REES])
-    generic = read_generic([REES], REES_MAPPING)
-    assert generic.counts["source"] == dedicated.counts["source"]
-    assert generic.counts["events"] == dedicated.counts["events"]
-    assert generic.counts["rejected"] == dedicated.counts["rejected"]
-    cols = [
-        "source_file",
-        "source_row",
-        "shop_id",
-        "buyer_id",
-        "session_id",
-        "ts",
-        "event_type",
-        "product_id",
-        "price",
-        "order_value",
-        "quantity",
-    ]
-    a = dedicated.events.select(cols).sort("source_file", "source_row")
-    b = generic.events.select(cols).sort("source_file", "source_row")
-    assert a.equals(b)
-    assert generic.rejects.drop("raw").equals(dedicated.rejects.drop("raw"))
-    assert set(generic.products["product_id"]) == set(dedicated.products["product_id"])
-    assert set(generic.collections["collection_id"]) == set(dedicated.collections["collection_id"])
+    """Row for row: the same events, rejects, catalog and counts; only the event ids'
+    prefix and the format's name differ."""
+    dedicated = read_import("rees46", [REES])
+    generic = read_import("generic", [REES], mapping=REES_MAPPING)
+    assert (dedicated.format, generic.format) == ("rees46", "generic")
+    assert generic.counts == dedicated.counts
+    assert dedicated.events["event_id"].str.starts_with("rees46-").all()
     assert generic.events["event_id"].str.starts_with("generic-").all()
+    assert generic.events.drop("event_id").equals(dedicated.events.drop("event_id"))
+    suffixes = [r.events["event_id"].str.split("-").list.last() for r in (generic, dedicated)]
+    assert suffixes[0].equals(suffixes[1])
+    assert generic.rejects.equals(dedicated.rejects)
+    assert generic.products.equals(dedicated.products)
+    assert generic.collections.equals(dedicated.collections)
+
+
+def test_catalog_templates_take_the_first_whose_columns_all_have_a_value(tmp_path):
+    """The bundled REES46 mapping's naming rules: brand + last category level, brand only,
+    category only, neither (docs/importers.md, "rees46")."""
+    f = tmp_path / "rees.csv"
+    f.write_text(
+        "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,"
+        "user_session\n"
+        "2019-10-01 00:00:04 UTC,view,1,9,appliances.kitchen.sewing_machine,janome,5,u,s\n"
+        "2019-10-01 00:00:05 UTC,view,2,9,,shiseido,5,u,s\n"
+        "2019-10-01 00:00:06 UTC,view,3,9,kids.toys,,5,u,s\n"
+        "2019-10-01 00:00:07 UTC,purchase,4,9,,,5,u,s\n",
+        encoding="utf-8",
+    )
+    r = read_import("rees46", [f])
+    got = {p: (t, d) for p, t, d in r.products.select("product_id", "title", "description").rows()}
+    assert got == {
+        "1": ("Janome Sewing Machine", "Appliances > Kitchen > Sewing Machine. Brand: Janome"),
+        "2": ("Shiseido Product", "Brand: Shiseido"),
+        "3": ("Toys", "Kids > Toys"),
+        "4": ("Product 4", None),
+    }
+    assert r.counts["catalog"] == {
+        "products": 4,
+        "collections": 5,
+        "products_without_category_code": 2,
+    }
+    assert r.events["event_id"].str.starts_with("rees46-").all()
 
 
 # ---- generic (synthetic) -------------------------------------------------------------------
@@ -524,8 +557,24 @@ def test_missing_and_unreadable_files(tmp_path):
         ("fields: {ts: t, event_type: e, buyer_id: u, colour: c}\n", "fields.colour"),
         ("fields: {ts: t, event_type: e, buyer_id: u}\nshop_idd: x\n", "shop_idd"),
         ("fields: {ts: t, event_type: e, buyer_id: u}\ntimezone: Mars/Base\n", "timezone"),
+        ("fields: {ts: t, event_type: e, buyer_id: 7}\n", "fields.buyer_id"),
+        ("fields: {ts: t, event_type: e, buyer_id: u}\nevent_types: {yes: x}\n", "event_types.True"),
+        ("fields: {ts: t, event_type: e, buyer_id: u}\nconstants: {quantity: 1.5}\n",
+         "constants.quantity"),
+        ("fields: {ts: t, event_type: e}\nconstants: {buyer_id: b, ts: 1}\n", "constants.ts"),
+        ("fields: {ts: t, event_type: e, buyer_id: u}\nby_event_type: {search: {colour: 1}}\n",
+         "by_event_type.search.colour"),
+        ("fields: {ts: t, event_type: e, buyer_id: u}\nby_event_type: {search: {fields: {ts: t}}}\n",
+         "by_event_type.search.fields.ts"),
+        ("fields: {ts: t, event_type: e, buyer_id: u}\ncatalog: {readable: 'yes'}\n",
+         "catalog.readable"),
+        ("fields: {ts: t, event_type: e, buyer_id: u}\ncatalog: {title_format: '{brand:upper}'}\n",
+         "catalog.title_format"),
+        ("fields: {ts: t, event_type: e, buyer_id: u}\ncatalog: {title: a, title_format: '{a}'}\n",
+         "catalog.title_format"),
+        ("fields: {ts: t, event_type: e, buyer_id: u}\nheader: false\n", "columns"),
     ],
-)
+)  # fmt: skip
 def test_bad_mapping_names_file_and_field(tmp_path, text, field):
     path = tmp_path / "bad_mapping.yaml"
     path.write_text(text, encoding="utf-8")
@@ -622,3 +671,44 @@ def test_commands_share_the_data_dir_and_quarantine_shows_import_rejects(tmp_pat
     # --data-dir wins over the variable, the same way for every command
     res = runner.invoke(app, ["partitions", "--data-dir", str(tmp_path / "elsewhere")])
     assert res.exit_code == 1 and "no shops" in res.output
+
+
+# ---- the package's shape -------------------------------------------------------------------
+def _ingest_imports() -> dict[str, set[str]]:
+    """module -> the simpersona.ingest modules it imports (anywhere, lazy imports too)."""
+    modules = {f.stem for f in INGEST.glob("*.py")}
+    graph = {}
+    for f in INGEST.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            deps |= {n.split(".")[2] for n in names if n.startswith("simpersona.ingest.")}
+        graph[f.stem] = (deps & modules) - {f.stem}
+    return graph
+
+
+def _reach(graph: dict[str, set[str]], module: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        for dep in graph[todo.pop()] - seen:
+            seen.add(dep)
+            todo.append(dep)
+    return seen
+
+
+def test_ingest_modules_import_without_cycles_and_formats_only_the_common_parts():
+    graph = _ingest_imports()
+    for module in graph:
+        assert module not in _reach(graph, module), f"{module} imports itself through a cycle"
+    for fmt in FORMAT_MODULES:
+        reach = _reach(graph, fmt)
+        assert not reach & (FORMAT_MODULES | ABOVE_FORMATS), (fmt, reach)
+    assert _reach(graph, "registry") >= FORMAT_MODULES
+    for f in INGEST.glob("*.py"):
+        n = len(f.read_text(encoding="utf-8").splitlines())
+        assert n < 500, f"{f.name} has {n} lines"

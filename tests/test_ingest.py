@@ -212,9 +212,9 @@ def test_timestamp_parsing() -> None:
 
 def test_one_timestamp_parser_for_importers_and_validation() -> None:
     """What the importers and the warehouse used to read differently now reads the same."""
-    from simpersona.ingest import generic, rees46, shopify_pixels, validate
+    from simpersona.ingest import generic, shopify_pixels, validate
 
-    for reader in (generic, rees46, shopify_pixels, validate):
+    for reader in (generic, shopify_pixels, validate):
         assert reader.parse_timestamp is parse_timestamp
     utc = dt.UTC
     cases = {

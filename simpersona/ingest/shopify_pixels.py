@@ -30,29 +30,31 @@ from typing import Any
 
 import polars as pl
 
-from simpersona.ingest.importers import (
+from simpersona.ingest.csv_rows import blank_to_null, read_csv_rows
+from simpersona.ingest.errors import ImporterError
+from simpersona.ingest.rejects import (
     UNKNOWN_EVENT_TYPE,
     UNMAPPABLE_EVENT_TYPE,
     UNPARSEABLE_TIMESTAMP,
-    ImporterError,
+    concat_rejects,
+    reject_rows,
+    rejects_frame,
+)
+from simpersona.ingest.result import (
     ImportResult,
     ProgressFn,
     base_counts,
-    blank_to_null,
     collections_frame,
     empty_events,
     event_ids,
     events_frame,
     products_frame,
-    read_csv_rows,
-    reject_rows,
-    rejects_frame,
-    resolve_paths,
     value_counts,
 )
+from simpersona.ingest.sources import resolve_paths
 from simpersona.ingest.urls import classify_page, readable, slugify
 from simpersona.ingest.validate import DEFAULT_BOUNDS
-from simpersona.schema import QUARANTINE_SCHEMA, sanitize_shop_id
+from simpersona.schema import sanitize_shop_id
 from simpersona.timestamps import parse_timestamp
 
 FORMAT = "shopify-pixels"
@@ -385,9 +387,7 @@ def read_shopify_pixels(
         {"shop_id": shop, "collection_id": c, "title": readable(c)} for c in sorted(coll_ids)
     ]
 
-    rejects_df = pl.concat([r.select(list(QUARANTINE_SCHEMA)) for r in rejects]).sort(
-        ["source_file", "source_row"], maintain_order=True
-    )
+    rejects_df = concat_rejects(rejects)
     counts = base_counts(source, events, rejects_df)
     counts["page_viewed_as"] = value_counts(ok.filter(name == URL_TYPED)["event_type"])
     counts["cart_product"] = {
