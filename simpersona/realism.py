@@ -15,6 +15,7 @@ import polars as pl
 
 from simpersona.ingest.sessionize import sessionize
 from simpersona.polars_scalars import as_float
+from simpersona.schema import EVENT_TYPES
 
 STRATA: tuple[str, ...] = ("A", "B", "C", "D", "E")
 BROWSE_TYPES: tuple[str, ...] = ("product_view", "collection_view", "search")
@@ -183,16 +184,8 @@ def _fmt(x: float) -> str:
 
 
 # ---- separability of planted types --------------------------------------------------------
-FEATURE_EVENT_TYPES: tuple[str, ...] = (
-    "page_view",
-    "collection_view",
-    "product_view",
-    "search",
-    "add_to_cart",
-    "remove_from_cart",
-    "checkout_started",
-    "checkout_completed",
-)
+# One count per canonical event type (docs/data-model.md).
+FEATURE_EVENT_TYPES: tuple[str, ...] = EVENT_TYPES
 
 
 def buyer_features(events: pl.DataFrame) -> pl.DataFrame:

@@ -155,8 +155,7 @@ class Storefront(StorefrontBase):
     def _cart_page(
         self, v: Visit, error: str | None = None, notice: str | None = None, status: int = 200
     ) -> HTMLResponse:
-        with self.lock:
-            lines = v.shop.lines(v.buyer_id)
+        lines = self.cart_lines(v)
         return self.render(
             "cart.html", v, "cart", status, **pages.cart_context(lines, error, notice)
         )
@@ -260,6 +259,18 @@ class Storefront(StorefrontBase):
             raise HTTPException(404, "Checkout not found")
         return co
 
+    def _step_redirect(
+        self, v: Visit, co: Checkout, *, needs_info: bool = False
+    ) -> Response | None:
+        """Where a checkout step sends the buyer instead of itself, if anywhere: the
+        confirmation once the order is placed; the information step while a step that
+        `needs_info` (payment, placing the order) has no address yet."""
+        if co.order is not None:
+            return self.redirect(v, v.links.thank_you(co.token))
+        if needs_info and not co.has_info:
+            return self.redirect(v, v.links.checkout_info(co.token))
+        return None
+
     def _checkout_page(
         self, template: str, v: Visit, co: Checkout, lines: list[Line], **form: Any
     ) -> HTMLResponse:
@@ -271,8 +282,8 @@ class Storefront(StorefrontBase):
     async def checkout_info(self, request: Request) -> Response:
         v = self.visit(request)
         co = self._checkout_for(v, request)
-        if co.order is not None:
-            return self.redirect(v, v.links.thank_you(co.token))
+        if (elsewhere := self._step_redirect(v, co)) is not None:
+            return elsewhere
         with self.lock:
             lines = v.shop.lines(v.buyer_id)
             first = not co.started_logged
@@ -292,11 +303,10 @@ class Storefront(StorefrontBase):
     async def checkout_info_submit(self, request: Request) -> Response:
         v = self.visit(request)
         co = self._checkout_for(v, request)
-        if co.order is not None:
-            return self.redirect(v, v.links.thank_you(co.token))
+        if (elsewhere := self._step_redirect(v, co)) is not None:
+            return elsewhere
         info = validate_info(await self.checked_form(request, v))
-        with self.lock:
-            lines = v.shop.lines(v.buyer_id)
+        lines = self.cart_lines(v)
         if not lines:
             return self.redirect(v, v.links.cart())
         if info.errors:
@@ -310,12 +320,9 @@ class Storefront(StorefrontBase):
     async def checkout_payment(self, request: Request) -> Response:
         v = self.visit(request)
         co = self._checkout_for(v, request)
-        if co.order is not None:
-            return self.redirect(v, v.links.thank_you(co.token))
-        if not co.has_info:
-            return self.redirect(v, v.links.checkout_info(co.token))
-        with self.lock:
-            lines = v.shop.lines(v.buyer_id)
+        if (elsewhere := self._step_redirect(v, co, needs_info=True)) is not None:
+            return elsewhere
+        lines = self.cart_lines(v)
         if not lines:
             return self.redirect(v, v.links.cart())
         return self._checkout_page(PAYMENT_TEMPLATE, v, co, lines, values={})
@@ -323,13 +330,10 @@ class Storefront(StorefrontBase):
     async def place_order(self, request: Request) -> Response:
         v = self.visit(request)
         co = self._checkout_for(v, request)
-        if co.order is not None:
-            return self.redirect(v, v.links.thank_you(co.token))
-        if not co.has_info:
-            return self.redirect(v, v.links.checkout_info(co.token))
+        if (elsewhere := self._step_redirect(v, co, needs_info=True)) is not None:
+            return elsewhere
         payment = validate_payment(await self.checked_form(request, v), v.now)
-        with self.lock:
-            lines = v.shop.lines(v.buyer_id)
+        lines = self.cart_lines(v)
         if not lines:
             return self.redirect(v, v.links.cart())
         if payment.errors:

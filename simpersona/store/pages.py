@@ -10,7 +10,7 @@ adds the shop chrome (header, menus, cart count; `render.Renderer.chrome`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from simpersona.store.catalog import Collection, Product, StoreCatalog
@@ -136,33 +136,35 @@ def collections_context(cat: StoreCatalog) -> dict[str, Any]:
     return {"collections": [c for c in cat.collections.values() if c.product_ids]}
 
 
+def _listing_context(
+    products: list[Product], page: int, page_url: Callable[[int], str]
+) -> dict[str, Any]:
+    """One page of a product listing (a collection, search results) and what the
+    `pagination` macro of `_macros.html` needs: the page number within range, the number of
+    pages and the URL of page n."""
+    items, page_no, pages = paginate(products, page)
+    return {
+        "products": items,
+        "total": len(products),
+        "page_no": page_no,
+        "pages": pages,
+        "page_url": page_url,
+    }
+
+
 def collection_context(
     cat: StoreCatalog, coll: Collection, sort: str, page: int, links: Links
 ) -> dict[str, Any]:
     products = sort_products(cat.products_of(coll.product_ids), sort)
-    items, page, pages = paginate(products, page)
-    return {
-        "collection": coll,
-        "products": items,
-        "total": len(products),
-        "page_no": page,
-        "pages": pages,
-        "sort": sort,
-        "page_url": lambda n: links.collection(coll.collection_id, n, sort),
-    }
+    listing = _listing_context(
+        products, page, lambda n: links.collection(coll.collection_id, n, sort)
+    )
+    return {"collection": coll, "sort": sort, **listing}
 
 
 def search_context(cat: StoreCatalog, q: str, page: int, links: Links) -> dict[str, Any]:
     results = cat.search(q) if q else []
-    items, page, pages = paginate(results, page)
-    return {
-        "q": q,
-        "products": items,
-        "total": len(results),
-        "page_no": page,
-        "pages": pages,
-        "page_url": lambda n: links.search(q, n),
-    }
+    return {"q": q, **_listing_context(results, page, lambda n: links.search(q, n))}
 
 
 def product_context(

@@ -37,6 +37,7 @@ from simpersona.store.render import MAX_PAGES, Renderer
 from simpersona.store.state import (
     MAX_BUYERS,
     SESSION_TIMEOUT,
+    Line,
     ShopState,
     clean_id,
     item_count,
@@ -139,6 +140,11 @@ class StorefrontBase:
             )
         return form
 
+    def cart_lines(self, visit: Visit) -> list[Line]:
+        """The lines of the visiting buyer's cart, read under the lock."""
+        with self.lock:
+            return visit.shop.lines(visit.buyer_id)
+
     # ---- events -----------------------------------------------------------------------------
     def emit(self, visit: Visit, event_type: str, url: str, **fields: Any) -> None:
         if not visit.log:
@@ -219,8 +225,7 @@ class StorefrontBase:
         """Template variables of the shop chrome (header, nav, cart count) for a visit."""
         if visit is None:
             return {"shop": None}
-        with self.lock:
-            cart_count = item_count(visit.shop.lines(visit.buyer_id))
+        cart_count = item_count(self.cart_lines(visit))
         token = csrf_token(visit.buyer_id, self.secret)
         return self.renderer.chrome(visit.catalog, visit.links, cart_count, token)
 
