@@ -4,7 +4,6 @@ Thin wrapper: the logic lives in simpersona.llm.train / simpersona.llm.launch.""
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Literal
@@ -18,6 +17,7 @@ from dagster_project.defs.personas.assets import load_codebook
 from dagster_project.record import record
 from dagster_project.resources import ArtifactsResource, MLflowResource, WarehouseResource
 from dagster_project.resources.training import TrainingLauncherResource
+from simpersona.artifacts import publish
 from simpersona.lake import atomic_write_text
 from simpersona.llm.train_config import TrainConfig
 
@@ -211,9 +211,7 @@ def _train_persona_model(
     atomic_write_text(json.dumps(meta, indent=2, default=str) + "\n", model_dir / "grounding.json")
     if r1 is not None:
         shutil.move(str(work / "out" / "stage1"), model_dir / "stage1")
-    shutil.rmtree(folder, ignore_errors=True)  # same weights hash: same model, replace
-    os.replace(model_dir, folder)
-    artifacts.set_current(name, version)
+    folder = publish(artifacts.root, name, version, model_dir)  # same weights hash: replaced
     shutil.rmtree(work, ignore_errors=True)
 
     figures = {
