@@ -1,4 +1,4 @@
-"""Benchmark of product-title embedding with the persistent cache (simpersona/embeddings.py).
+"""Benchmark of product-title embedding with the persistent cache (simpersona/embeddings/).
 
     python benchmarks/bench_embeddings.py --quick   # 300 titles, < 1 min with the model loaded
     python benchmarks/bench_embeddings.py           # 5,000 titles

@@ -1,4 +1,4 @@
-"""Product-title embeddings and their persistent cache (simpersona/embeddings.py).
+"""Product-title embeddings and their persistent cache (simpersona/embeddings/).
 
 One real embedder (the packaged all-MiniLM-L6-v2) is loaded once per module, with the network
 blocked; cache mechanics that do not need real vectors use a tiny deterministic fake.
@@ -201,7 +201,7 @@ def test_normalize_flag_is_part_of_model_id():
 def test_cuda_request_falls_back_to_cpu_when_unavailable(embedder):
     import torch
 
-    from simpersona.embeddings import _resolve_device
+    from simpersona.embeddings.model import _resolve_device
 
     if torch.cuda.is_available():
         assert _resolve_device("auto") == "cuda" and _resolve_device("cuda") == "cuda"
