@@ -116,7 +116,7 @@ def _rejects(data_dir: Path):
         rows = pl.concat([pl.read_parquet(f) for f in imported], how="diagonal_relaxed")
         rows = rows.select(list(QUARANTINE_SCHEMA))
         parts.insert(0, rows.with_columns(pl.lit("import").alias("stage")))
-    return pl.concat([p.cast(QUARANTINE_SCHEMA | {"stage": pl.String}) for p in parts])
+    return pl.concat([p.cast(pl.Schema(QUARANTINE_SCHEMA | {"stage": pl.String})) for p in parts])
 
 
 @app.command("quarantine")

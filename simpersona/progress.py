@@ -82,7 +82,7 @@ def progress_bar(
     description: str,
     *,
     unit: str = "",
-    completed: float = 0,
+    completed: int = 0,
     enabled: bool = True,
     transient: bool = False,
     console: Any = None,

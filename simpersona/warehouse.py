@@ -38,7 +38,9 @@ class Warehouse:
     duckdb_path: Path
 
     @classmethod
-    def at(cls, root: str | os.PathLike[str], duckdb_path: str | os.PathLike[str] | None = None):
+    def at(
+        cls, root: str | os.PathLike[str], duckdb_path: str | os.PathLike[str] | None = None
+    ) -> Warehouse:
         root = Path(root)
         return cls(root, Path(duckdb_path) if duckdb_path else root.parent / "warehouse.duckdb")
 

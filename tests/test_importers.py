@@ -545,6 +545,20 @@ def test_missing_and_unreadable_files(tmp_path):
             read_shopify_pixels([locked])
 
 
+def test_gzip_cut_inside_its_first_block_names_the_file(tmp_path):
+    """A .csv.gz that ends within the first 8 KiB fails the first read with EOFError, which
+    has no strerror: an ImporterError naming the file, not an AttributeError."""
+    import gzip
+
+    packed = gzip.compress(
+        (PIXEL_HEADER + "c1,https://x/,2025-01-01T00:00:00Z,page_viewed,,ua\n").encode()
+    )
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(ImporterError, match="cut.csv.gz.*cannot read file"):
+        read_shopify_pixels([cut])
+
+
 @pytest.mark.parametrize(
     ("text", "field"),
     [

@@ -38,7 +38,7 @@ class PolicySet:
     def __init__(self, artifacts_root: str | Path | None, wh: Any, shop: str, cfg: Any) -> None:
         self.artifacts_root, self.wh, self.shop, self.cfg = artifacts_root, wh, shop, cfg
         self.served: dict[str, tuple[str, Path, Any, str]] = {}  # asset → version, folder, …
-        self.model_version = None
+        self.model_version: str | None = None
         self.markov = None
         self.oracle = None
 
@@ -195,7 +195,7 @@ def agents_for(cfg: Any, policy: str) -> int:
     Markov count (when set) for the Markov ones, else the common one."""
     if policy.endswith("_neutral"):
         return int(cfg.ablation_agents_per_shop)
-    if policy in MARKOV_POLICIES and getattr(cfg, "markov_agents_per_shop", 0):
+    if policy in MARKOV_POLICIES and getattr(cfg, "markov_agents_per_shop", None):
         return int(cfg.markov_agents_per_shop)
     return int(cfg.agents_per_shop)
 

@@ -38,6 +38,7 @@ from simpersona.agent.policy import Goal, Persona, Policy
 from simpersona.agent.runtime import run_session
 from simpersona.agent.session import RuntimeConfig, SessionResult, SessionSpec
 from simpersona.lake import atomic_write_parquet
+from simpersona.polars_scalars import as_float
 from simpersona.progress import progress_bar
 from simpersona.store.events import EventSink
 
@@ -247,9 +248,9 @@ class PopulationRun:
             "wall_s": round(self.wall_s, 2),
             "agents_per_min": round(self.ran / self.wall_s * 60, 1) if self.wall_s else 0.0,
             "outcomes": dict(t.group_by("outcome").len().sort("outcome").iter_rows()),
-            "atc_rate": round(float(t["add_to_cart"].mean()), 4) if n else 0.0,
-            "purchase_rate": round(float(t["purchase"].mean()), 4) if n else 0.0,
-            "mean_steps": round(float(t["steps"].mean()), 2) if n else 0.0,
+            "atc_rate": round(as_float(t["add_to_cart"].mean()), 4) if n else 0.0,
+            "purchase_rate": round(as_float(t["purchase"].mean()), 4) if n else 0.0,
+            "mean_steps": round(as_float(t["steps"].mean()), 2) if n else 0.0,
         }
 
 

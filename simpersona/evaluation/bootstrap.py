@@ -154,7 +154,7 @@ class CellIndex:
     sizes: np.ndarray
 
     @classmethod
-    def of(cls, shop: Sequence, cell: Sequence) -> CellIndex:
+    def of(cls, shop: Sequence | np.ndarray, cell: Sequence | np.ndarray) -> CellIndex:
         shop_a, cell_a = np.asarray(shop).astype(str), np.asarray(cell).astype(str)
         if shop_a.shape != cell_a.shape or shop_a.ndim != 1:
             raise ValueError("shop and cell must be 1-D and of one length (one entry per unit)")
@@ -163,7 +163,7 @@ class CellIndex:
         cells = [tuple(k.split("\x1f", 1)) for k in uniq.tolist()]
         _, cell_shop = np.unique([c[0] for c in cells], return_inverse=True)
         sizes = np.bincount(unit_cell, minlength=uniq.size)
-        return cls(unit_cell.reshape(-1), np.asarray(cell_shop).reshape(-1), cells, sizes)  # type: ignore[arg-type]
+        return cls(unit_cell.reshape(-1), np.asarray(cell_shop).reshape(-1), cells, sizes)
 
 
 @dataclass(frozen=True)

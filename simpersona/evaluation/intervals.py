@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -50,12 +49,6 @@ def pair_key(agent_id: str, shop_id: str, policy: str) -> str:
     prefix = f"{shop_id}-{policy}-"
     rest = agent_id[len(prefix) :] if agent_id.startswith(prefix) else agent_id
     return f"{shop_id}:{rest}"
-
-
-def _cell_index(shop: pl.Series, cell: pl.Series) -> CellIndex:
-    """`CellIndex.of` the two columns as numpy arrays (it reads them with np.asarray; its
-    parameters are typed as sequences, which an ndarray is not to a type checker)."""
-    return CellIndex.of(cast(Sequence[Any], shop.to_numpy()), cast(Sequence[Any], cell.to_numpy()))
 
 
 def with_pair_keys(agents: pl.DataFrame) -> pl.DataFrame:
@@ -223,7 +216,7 @@ def ara_intervals(
     units = _ara_units(real, agents_by_policy, cfg)
     if units.height == 0:
         return {}
-    index = _cell_index(units["shop_id"], units["token"].cast(pl.String))
+    index = CellIndex.of(units["shop_id"].to_numpy(), units["token"].cast(pl.String).to_numpy())
     stat = _ara_statistic(units, index, real, list(agents_by_policy), cfg)
     return bootstrap_statistics(index, stat, boot)
 
@@ -290,7 +283,7 @@ def separation_intervals(
     units = _separation_units(agents_by_policy, bins)
     if units.height == 0:
         return {}
-    index = _cell_index(units["shop_id"], units["token"].cast(pl.String))
+    index = CellIndex.of(units["shop_id"].to_numpy(), units["token"].cast(pl.String).to_numpy())
     return bootstrap_statistics(index, _separation_statistic(units, list(agents_by_policy)), boot)
 
 
@@ -314,7 +307,7 @@ def paired_intervals(
     cfg = config or ARAConfig()
     units = _ara_units(real, both, cfg)
     if units.height:
-        index = _cell_index(units["shop_id"], units["token"].cast(pl.String))
+        index = CellIndex.of(units["shop_id"].to_numpy(), units["token"].cast(pl.String).to_numpy())
         stat = _ara_statistic(units, index, real, [pa, pb], cfg)
 
         def gaps(draws: Draws) -> dict[str, np.ndarray]:
@@ -327,7 +320,7 @@ def paired_intervals(
         out |= bootstrap_statistics(index, gaps, boot)
     sep = _separation_units(both, bins)
     if sep.height:
-        index = _cell_index(sep["shop_id"], sep["token"].cast(pl.String))
+        index = CellIndex.of(sep["shop_id"].to_numpy(), sep["token"].cast(pl.String).to_numpy())
         sstat = _separation_statistic(sep, [pa, pb])
 
         def d_gap(draws: Draws) -> dict[str, np.ndarray]:
@@ -368,7 +361,7 @@ def rate_intervals(
     cell_values = (
         units["token"] if cell == "token" else units[f"{cell}__{policies[0]}"]
     ).cast(pl.String).fill_null("none")  # fmt: skip
-    index = _cell_index(units["shop_id"], cell_values)
+    index = CellIndex.of(units["shop_id"].to_numpy(), cell_values.to_numpy())
 
     def column(name: str, p: str) -> np.ndarray:
         return units[f"{name}__{p}"].cast(pl.Float64).fill_null(np.nan).to_numpy()

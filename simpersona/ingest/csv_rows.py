@@ -91,8 +91,10 @@ def check_text_file(path: Path) -> None:
         else:
             with open(path, "rb") as fh:
                 head = fh.read(8192)
-    except (OSError, EOFError) as e:
+    except OSError as e:
         raise ImporterError(f"cannot read file ({e.strerror or e})", file=path) from e
+    except EOFError as e:  # a gzip stream that ends inside its first 8 KiB; has no strerror
+        raise ImporterError(f"cannot read file ({e})", file=path) from e
     if head.startswith(b"PAR1"):
         raise ImporterError("is a Parquet file; this importer reads CSV text", file=path)
     if b"\x00" in head:

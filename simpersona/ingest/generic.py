@@ -219,16 +219,18 @@ def _map_file(
         df = df.with_columns(
             parse_timestamp(src(ts_name), mapping.timestamp_format, mapping.timezone).alias("ts")
         )
-    # shop
+    # shop: a constant, else the mapping's shop_id_column (read_generic refuses a mapping
+    # with neither, so the column is set whenever there is no constant)
+    shop_column = mapping.shop_id_column or ""
     if shop_const is not None:
         df = df.with_columns(
             pl.lit(shop_const, pl.String).alias("shop_id"), pl.lit(False).alias("_bad_shop")
         )
     else:
-        shop_src = blank_to_null(src(mapping.shop_id_column)).str.strip_chars()
-        values = df.select(shop_src.unique().drop_nulls()).to_series().to_list()
-        safe = {}
-        for v in values:
+        shop_src = blank_to_null(src(shop_column)).str.strip_chars()
+        raw_shops = df.select(shop_src.unique().drop_nulls()).to_series().to_list()
+        safe: dict[str, str | None] = {}
+        for v in raw_shops:
             try:
                 safe[v] = sanitize_shop_id(v)
             except ValueError:
@@ -261,7 +263,7 @@ def _map_file(
     )
     rest = rest & ~bad_ts
     if shop_const is None:
-        shop_field = col[mapping.shop_id_column]
+        shop_field = col[shop_column]
         rejects += [
             reject_rows(
                 df.filter(rest & no_shop),

@@ -22,11 +22,10 @@ def sessionize(events: pl.DataFrame, gap_minutes: int = SESSION_GAP_MINUTES) -> 
     todo = events.filter(missing).select("shop_id", "buyer_id", "ts")
     groups = _exact_groups(todo, ["shop_id", "buyer_id"])
     ts = todo["ts"]
-    if groups is None or ts.null_count() or gap_units(ts.dtype, gap_minutes) is None:
+    gap = gap_units(ts.dtype, gap_minutes)
+    if groups is None or ts.null_count() or gap is None:
         return _sessionize_polars(events, gap_minutes)
-    session, first = inactivity_sessions(
-        groups, ts.to_physical().to_numpy(), gap_units(ts.dtype, gap_minutes)
-    )
+    session, first = inactivity_sessions(groups, ts.to_physical().to_numpy(), gap)
     ids = session_ids(todo["buyer_id"].gather(first), ts.gather(first)).gather(session)
     # Put the new ids into the null slots, rows keeping their order. Not Series.scatter: on
     # String columns it corrupts the result (polars 1.x; docs/pitfalls), so each row gathers

@@ -136,8 +136,8 @@ def _parse_order(payload: str | None) -> dict[str, Any] | None:
         return None
     if not isinstance(data, dict):
         return None
-    items = data.get("items") if isinstance(data.get("items"), list) else []
-    items = [it for it in items if isinstance(it, dict)]
+    raw_items = data.get("items")
+    items = [it for it in raw_items if isinstance(it, dict)] if isinstance(raw_items, list) else []
     revenue = data.get("revenue")
     try:
         revenue = float(revenue) if revenue is not None else None
@@ -295,10 +295,11 @@ def read_shopify_pixels(
     # ---- orders ----------------------------------------------------------------------------
     handles = sorted(set(ok["product_id"].drop_nulls().to_list()))
     orders = ok.filter(et == "checkout_completed").select("_order", "event_data")
-    order_rows = []
+    # (row order, revenue, quantity, the one catalog product the order names)
+    order_rows: list[tuple[int, float | None, int | None, str | None]] = []
     item_titles: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     item_prices: dict[str, list[float]] = defaultdict(list)
-    notes = defaultdict(int)
+    notes: dict[str, int] = defaultdict(int)
     tx_seen: dict[str, int] = defaultdict(int)
     for order_idx, payload in orders.iter_rows():
         order = _parse_order(payload)

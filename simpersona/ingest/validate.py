@@ -189,7 +189,7 @@ def _quarantine(
         pl.col("reason"),
         pl.col("raw"),
     )
-    return out.cast(QUARANTINE_SCHEMA)
+    return out.cast(pl.Schema(QUARANTINE_SCHEMA))
 
 
 def _first_reason(df: pl.DataFrame, rules: list[Rule]) -> pl.DataFrame:

@@ -285,7 +285,7 @@ def train_llm_command(
         "config": cfg,
     }
     lc = LaunchConfig(
-        mode=mode,  # type: ignore[arg-type]
+        mode=mode,  # type: ignore[arg-type]  # the CLI's str; build_argv rejects an unknown mode
         hostfile=hostfile,
         nodes=nodes,
         num_gpus=num_gpus,

@@ -22,7 +22,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -59,7 +59,8 @@ class PretrainConfig:
 def corpus_stream(tokenizer: PreTrainedTokenizerBase, texts: Iterable[str]) -> torch.Tensor:
     """All texts as one 1-D id stream, each followed by <|endoftext|>; persona markers
     removed. Duplicate texts (stage-1 and stage-2 share most pages) are kept once."""
-    sep = tokenizer.convert_tokens_to_ids(DOC_SEPARATOR)
+    # one token in, one id (or None) out; a list of tokens would give a list
+    sep = cast("int | None", tokenizer.convert_tokens_to_ids(DOC_SEPARATOR))
     if sep is None or sep == tokenizer.unk_token_id:
         sep = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     seen: set[str] = set()
@@ -114,8 +115,12 @@ def _pretrain(
     torch.manual_seed(cfg.seed)
     decay = [p for p in model.parameters() if p.ndim >= 2]  # matrices; not norms, biases
     no_decay = [p for p in model.parameters() if p.ndim < 2]
+    groups: list[dict[str, Any]] = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay},
+    ]
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay}],
+        groups,
         lr=cfg.lr,
         betas=(0.9, 0.95),
     )

@@ -22,7 +22,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from simpersona.agent.actions import ActionError, parse_action
 from simpersona.agent.prompt import NO_PROFILE
@@ -92,9 +92,12 @@ def reply_action(text: str) -> str:
     """The action kind of a reply, validated as the runtime does (`parse_action`); "bad"
     for a reply the runtime would end as malformed."""
     try:
-        return parse_action(text).action
+        # the kind as the runtime records it (`to_dict`): `_Action` itself has no `action`
+        # field, each action class declares its own
+        kind: str = parse_action(text).to_dict()["action"]
     except ActionError:
         return "bad"
+    return kind
 
 
 def intent_probe(
@@ -136,7 +139,9 @@ def intent_probe(
     for row in track(prompts, "intent probe", unit="prompts", enabled=progress):
         system, user = row["messages"][0], row["messages"][1]["content"]
         taught = reply_action(row["messages"][2]["content"])
-        truth[(INTENT.search(user).group(2), taught == "add_to_cart")] += 1
+        intent_line = INTENT.search(user)
+        assert intent_line is not None  # probe_prompts keeps only prompts that state it
+        truth[(intent_line.group(2), taught == "add_to_cart")] += 1
         texts = []
         for intent, profile in variants:
             text = with_intent(user, intent)
@@ -164,7 +169,8 @@ def intent_probe(
         carts: Counter[tuple[str, str]] = Counter()
         for j, seq in enumerate(out):  # variant-major: samples of a variant are adjacent
             key = variants[j // cfg.samples]
-            kind = reply_action(tok.decode(seq[n:], skip_special_tokens=True))
+            # one sequence of ids decodes to one string (a batch would give a list)
+            kind = reply_action(cast(str, tok.decode(seq[n:], skip_special_tokens=True)))
             counts[(*key, kind)] += 1
             carts[key] += kind == "add_to_cart"
         per_prompt.append({k: carts[k] / cfg.samples for k in variants})

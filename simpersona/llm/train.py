@@ -358,7 +358,7 @@ def train_stage2(
     if k is not None:
         check_tokens_in_range(rows, k, str(dataset) if isinstance(dataset, str | Path) else "data")
         ids, added = _ensure_persona_tokens(model, tok, k, persona_init, codebook, cfg.seed)
-    zero3 = bool(cfg.deepspeed) and "zero3" in Path(resolve_deepspeed(cfg.deepspeed)).stem
+    zero3 = bool(cfg.deepspeed) and "zero3" in Path(resolve_deepspeed(cfg.deepspeed) or "").stem
     if lora:
         from peft import LoraConfig, get_peft_model
 
@@ -377,7 +377,7 @@ def train_stage2(
             for name, p in model.named_parameters():
                 p.requires_grad_("lora_" in name or name.endswith(".delta"))
     out = Path(out_dir)
-    extra = {"lora": lora, "k": k, "persona_tokens_added": added}
+    extra: dict[str, Any] = {"lora": lora, "k": k, "persona_tokens_added": added}
     if added:
         extra["persona_init"] = persona_init
     trainer, result, work = _fit(

@@ -5,6 +5,7 @@ DeepSpeed choices that follow from them (docs/llm.md, "Training")."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -101,7 +102,11 @@ class TrainConfig:
         if profile == "auto":
             tiny = model_dir is not None and (Path(model_dir) / "tiny_config.json").exists()
             profile = "production" if gpu else ("cpu" if tiny else "cpu_base")
-        makers = {"cpu": cls.cpu, "cpu_base": cls.cpu_base, "production": cls}
+        makers: dict[str, Callable[[], TrainConfig]] = {
+            "cpu": cls.cpu,
+            "cpu_base": cls.cpu_base,
+            "production": cls,
+        }
         if profile not in makers:
             raise ValueError(f"profile must be auto or one of {', '.join(makers)}, got {profile!r}")
         return makers[profile]()

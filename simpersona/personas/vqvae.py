@@ -181,6 +181,9 @@ class VQOutput:
 class VQVAE(nn.Module):
     """Encoder → EMA codebook → decoder, plus the engagement / exploration / purchase heads."""
 
+    # The buffer registered in __init__, declared for the type checker as in EMACodebook.
+    class_weights: torch.Tensor
+
     def __init__(self, config: VQVAEConfig | None = None):
         super().__init__()
         self.config = cfg = config or VQVAEConfig()

@@ -174,6 +174,7 @@ class LakeEventSink(EventSink):
         with self._flush_lock:
             with self._lock:  # rotate: later events go to a new segment
                 if self._fh is not None:
+                    assert self._segment is not None  # emit sets both, flush clears both
                     self._fh.close()
                     self._closed_segments[self._segment] = self._in_segment
                     self._fh, self._segment, self._in_segment = None, None, 0

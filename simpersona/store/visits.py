@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -49,6 +49,8 @@ SESSION_COOKIE_PREFIX = "sp_session_"
 BUYER_COOKIE_MAX_AGE = 2 * 365 * 24 * 3600
 
 AfterAdd = Literal["cart", "product"]  # where an add to cart leads
+# `_finish` hands back the response it was given, of the same class (an HTMLResponse stays one)
+_ResponseT = TypeVar("_ResponseT", bound=Response)
 
 
 @dataclass
@@ -196,7 +198,7 @@ class StorefrontBase:
         return self.origin(request) + request.url.path + (f"?{query}" if query else "")
 
     # ---- responses --------------------------------------------------------------------------
-    def _finish(self, response: Response, visit: Visit) -> Response:
+    def _finish(self, response: _ResponseT, visit: Visit) -> _ResponseT:
         shop_id = visit.catalog.shop_id
         response.set_cookie(
             BUYER_COOKIE,

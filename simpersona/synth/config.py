@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from simpersona.synth.types import DEFAULT_TYPES, PROFILES, BuyerType, Profile
 from simpersona.synth.vocab import CATEGORIES
@@ -125,8 +126,9 @@ class GeneratorConfig:
             raise ValueError("chunk_events must be >= 1")
         self.resolved_shares()
 
-    def replace(self, **changes: object) -> GeneratorConfig:
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+    def replace(self, **changes: Any) -> GeneratorConfig:
+        # Any, as dataclasses.replace takes it: each field has its own type
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-friendly summary (types by name)."""
