@@ -1,40 +1,47 @@
 """Shopping agents: a Playwright browser runtime (observations, actions, limits, outcomes),
 the policy interface with a persona Markov policy, and session recordings.
-See docs/agents.md."""
+See docs/agents.md.
 
-from simpersona.agent.actions import ActionError, parse_action
-from simpersona.agent.browser import BrowserConfig, BrowserPool, BrowserUnavailable
-from simpersona.agent.markov import MarkovConfig, MarkovModel
-from simpersona.agent.markov_policy import MarkovPolicy
-from simpersona.agent.observation import Element, Observation, observe
-from simpersona.agent.policy import Goal, Memory, Persona, Policy, ScriptedPolicy
-from simpersona.agent.recorder import SessionRecorder, read_recording
-from simpersona.agent.runtime import run_session, run_sessions
-from simpersona.agent.session import OUTCOMES, RuntimeConfig, SessionResult, SessionSpec
+Names are loaded on first use (PEP 562), so importing one module of the package (its policy
+names, say) does not start the browser layer's imports.
+"""
 
-__all__ = [
-    "OUTCOMES",
-    "ActionError",
-    "BrowserConfig",
-    "BrowserPool",
-    "BrowserUnavailable",
-    "Element",
-    "Goal",
-    "MarkovConfig",
-    "MarkovModel",
-    "MarkovPolicy",
-    "Memory",
-    "Observation",
-    "Persona",
-    "Policy",
-    "RuntimeConfig",
-    "ScriptedPolicy",
-    "SessionRecorder",
-    "SessionResult",
-    "SessionSpec",
-    "observe",
-    "parse_action",
-    "read_recording",
-    "run_session",
-    "run_sessions",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ActionError": "simpersona.agent.actions",
+    "BrowserConfig": "simpersona.agent.browser",
+    "BrowserPool": "simpersona.agent.browser",
+    "BrowserUnavailable": "simpersona.agent.browser",
+    "Element": "simpersona.agent.observation",
+    "Goal": "simpersona.agent.policy",
+    "MarkovConfig": "simpersona.agent.markov",
+    "MarkovModel": "simpersona.agent.markov",
+    "MarkovPolicy": "simpersona.agent.markov_policy",
+    "Memory": "simpersona.agent.policy",
+    "Observation": "simpersona.agent.observation",
+    "observe": "simpersona.agent.observation",
+    "OUTCOMES": "simpersona.agent.session",
+    "parse_action": "simpersona.agent.actions",
+    "Persona": "simpersona.agent.policy",
+    "Policy": "simpersona.agent.policy",
+    "read_recording": "simpersona.agent.recorder",
+    "run_session": "simpersona.agent.runtime",
+    "run_sessions": "simpersona.agent.runtime",
+    "RuntimeConfig": "simpersona.agent.session",
+    "ScriptedPolicy": "simpersona.agent.policy",
+    "SessionRecorder": "simpersona.agent.recorder",
+    "SessionResult": "simpersona.agent.session",
+    "SessionSpec": "simpersona.agent.session",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

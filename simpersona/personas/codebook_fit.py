@@ -14,16 +14,18 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
 from simpersona.lake import atomic_write_text
 from simpersona.personas.config import VQVAEConfig
-from simpersona.personas.kmeans_baseline import KMeansBaseline
 from simpersona.personas.sizing import sizing_warnings
-from simpersona.personas.train import TrainResult
+
+if TYPE_CHECKING:  # torch and scikit-learn load only when a codebook is fitted
+    from simpersona.personas.kmeans_baseline import KMeansBaseline
+    from simpersona.personas.train import TrainResult
 
 HISTORY_COLUMNS = (
     "epoch", "loss", "recon", "commit", "contrastive", "aux", "perplexity", "dead_codes",

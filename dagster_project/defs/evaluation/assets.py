@@ -16,12 +16,6 @@ from dagster_project.defs.grounding.probe import probe_figures
 from dagster_project.record import record
 from dagster_project.resources import ArtifactsResource, MLflowResource, WarehouseResource
 from simpersona.agent.policy_set import MARKOV_POLICY, PERSONA_MODEL
-from simpersona.evaluation.report_inputs import (
-    RECOVERY_HEADLINE,
-    add_population_recovery,
-    add_probe,
-    grounding_headline,
-)
 from simpersona.lake import atomic_write_text
 
 # What the report reads of each evaluated shop.
@@ -72,6 +66,8 @@ def _evaluate(wh, artifacts: ArtifactsResource, config, shops: list[str], out: s
 
 def _population_recovery(ev, artifacts: ArtifactsResource) -> tuple[str | None, dict]:
     """(codebook version, recovery figures) of the current codebook, added to `ev`."""
+    from simpersona.evaluation.report_inputs import add_population_recovery
+
     current = artifacts.current_or_none("persona_codebook")
     if current is None:
         return None, {}
@@ -132,6 +128,7 @@ def evaluation_report(
     mlflow: MLflowResource,
 ) -> dg.MaterializeResult:
     from simpersona.evaluation import render_report
+    from simpersona.evaluation.report_inputs import RECOVERY_HEADLINE, add_probe, grounding_headline
 
     wh = warehouse.warehouse()
     shops = list(config.shops) or wh.shop_split().get("eval", [])
