@@ -82,3 +82,33 @@ def test_one_device_resolver(recwarn):
         assert "CUDA is not available" in str(recwarn.pop(UserWarning).message)
         with pytest.raises(RuntimeError, match="no CUDA device"):
             resolve_device("cuda", strict=True)
+
+
+def test_the_house_keeps_its_shape():
+    """Modules of one idea (no simpersona module over 500 lines) and thin assets (no asset
+    body over 60 lines: load, call the library, record), as docs/architecture.md says."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    long_modules = {
+        str(p.relative_to(root)): n
+        for p in (root / "simpersona").rglob("*.py")
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500
+    }
+    assert long_modules == {}
+    long_assets = {}
+    for path in (root / "dagster_project").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.FunctionDef) or not any(
+                "asset" in ast.unparse(d) for d in node.decorator_list
+            ):
+                continue
+            body = node.body
+            if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                body = body[1:]  # the docstring does not count
+            assert node.end_lineno is not None
+            lines = node.end_lineno - body[0].lineno + 1
+            if lines > 60:
+                long_assets[f"{path.relative_to(root)}:{node.name}"] = lines
+    assert long_assets == {}

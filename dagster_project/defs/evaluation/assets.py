@@ -24,6 +24,11 @@ INPUT_TABLES = (
 )  # fmt: skip
 
 
+def _stamp() -> str:
+    """The report's folder name: the UTC time it was made."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
 def _finite(d: dict) -> dict:
     """The finite numbers of `d` (what MLflow metrics and the figures entry take)."""
     return {k: v for k, v in d.items() if isinstance(v, int | float) and math.isfinite(v)}
@@ -135,8 +140,7 @@ def evaluation_report(
     shops = [s for s in shops if wh.partition_path("population_simulation", s).exists()]
     if not shops:
         raise dg.Failure("no evaluation shop has a population_simulation: materialize it first")
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out = config.report_dir or str(artifacts.path("evaluation_report", stamp))
+    out = config.report_dir or str(artifacts.path("evaluation_report", _stamp()))
     ev, agents, runs, fit_shops, (codebook_version, recovery) = _evaluate(
         wh, artifacts, config, shops, out
     )
