@@ -8,8 +8,7 @@ names, say) does not start the browser layer's imports.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from simpersona.lazy import lazy_getattr
 
 _EXPORTS = {
     "ActionError": "simpersona.agent.actions",
@@ -41,7 +40,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

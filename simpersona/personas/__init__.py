@@ -7,8 +7,9 @@ torch-free sibling does not pay for importing torch.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from simpersona.lazy import lazy_getattr
 
 _EXPORTS = {
     "VQVAEConfig": "config",
@@ -39,10 +40,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 
 def load_model(path: str) -> Any:
