@@ -1,6 +1,7 @@
 """Run the pipeline in-process against a persistent Dagster instance (the CLI and the demo
 use this; the web UI and daemon use the same definitions)."""
 
+import hashlib
 import json
 import os
 import re
@@ -313,6 +314,21 @@ DEMO_SIMULATION_REAL_BASE = {
 }
 
 
+def seed_hash_key(buyer_hash, seed: int) -> None:
+    """Generated buyers have no real identity, so the demo may derive its buyer-hash key from
+    the seed: the hashed ids, and every figure after ingestion, are then the same from run to
+    run. A key that is configured, or a key file that exists, is left as it is."""
+    from simpersona.ingest.ingest import HASH_KEY_ENV
+
+    path = Path(buyer_hash.key_file)
+    if buyer_hash.key or os.environ.get(HASH_KEY_ENV) or path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(hashlib.sha256(f"simpersona-demo-seed-{seed}".encode()).hexdigest())
+
+
 def run_demo(
     data_dir: str | os.PathLike[str],
     n_shops: int = 6,
@@ -365,6 +381,7 @@ def run_demo(
     say = console.print if console is not None else print
     lake_root = data_dir / "lake"
     gen_cfg = generator or GeneratorConfig(n_shops=n_shops, n_buyers=n_buyers, seed=seed)
+    seed_hash_key(resources["buyer_hash"], gen_cfg.seed)
     say(f"[1/7] generating {gen_cfg.n_shops} shops, {gen_cfg.n_buyers:,} buyers into {lake_root}")
     planted = data_dir / "ground_truth" / "planted_types.parquet"
     gen = generate_lake(lake_root, gen_cfg, ground_truth_path=planted, progress=False)

@@ -112,3 +112,30 @@ def test_the_house_keeps_its_shape():
             if lines > 60:
                 long_assets[f"{path.relative_to(root)}:{node.name}"] = lines
     assert long_assets == {}
+
+
+def test_the_demo_derives_its_buyer_hash_key_from_the_seed(tmp_path, monkeypatch):
+    """Generated buyers only: the same seed gives the same key (reproducible hashed ids), a
+    configured key or an existing key file is left alone."""
+    import stat
+
+    from dagster_project.resources import BuyerHashResource
+    from dagster_project.run import seed_hash_key
+    from simpersona.ingest.ingest import HASH_KEY_ENV, load_hash_key
+
+    monkeypatch.delenv(HASH_KEY_ENV, raising=False)
+    keys = []
+    for run in ("a", "b"):
+        res = BuyerHashResource(key_file=str(tmp_path / run / ".buyer_hash_key"))
+        seed_hash_key(res, seed=7)
+        assert stat.S_IMODE((tmp_path / run / ".buyer_hash_key").stat().st_mode) == 0o600
+        keys.append(load_hash_key(None, res.key_file))
+    assert keys[0] == keys[1]
+    other = BuyerHashResource(key_file=str(tmp_path / "c" / ".buyer_hash_key"))
+    seed_hash_key(other, seed=8)
+    assert load_hash_key(None, other.key_file) != keys[0]
+    seed_hash_key(BuyerHashResource(key_file=other.key_file), seed=7)  # an existing file wins
+    assert load_hash_key(None, other.key_file) != keys[0]
+    given = BuyerHashResource(key="k", key_file=str(tmp_path / "d" / ".buyer_hash_key"))
+    seed_hash_key(given, seed=7)
+    assert not (tmp_path / "d").exists()
