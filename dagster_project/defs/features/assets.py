@@ -14,6 +14,7 @@ from dagster_project.resources import (
     EmbeddingResource,
     MLflowResource,
     WarehouseResource,
+    require_partitions,
 )
 from simpersona.artifacts import current_folder
 from simpersona.features.enrich import enrich_sessions
@@ -255,10 +256,10 @@ def training_sample(
 
 
 def _embeddings_of(wh, shop: str) -> ProductEmbeddings:
-    path = wh.partition_path("product_embeddings", shop)
-    if not path.exists():
-        raise dg.Failure(f"product_embeddings of shop {shop} is not materialized")
-    return ProductEmbeddings.from_frame(pl.read_parquet(path))
+    require_partitions(wh, shop, "product_embeddings")
+    return ProductEmbeddings.from_frame(
+        pl.read_parquet(wh.partition_path("product_embeddings", shop))
+    )
 
 
 def load_current_transform(artifacts: ArtifactsResource) -> FeatureTransform:
