@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -115,15 +116,29 @@ PAGES: dict[str, tuple[int, str]] = {
         HEAD.format(title="Page not found", head="") + "<main><p>Sorry</p></main></body></html>",
     ),
     "/robots.txt": (200, "User-agent: *\nDisallow: /private/\n"),
+    # A page whose stylesheet arrives late (SLOW_CSS): what it shows depends on the CSS.
+    "/sale/": (
+        200,
+        HEAD.format(title="Sale", head='<link rel="stylesheet" href="/slow.css">')
+        + HEADER.format(count="")
+        + """<main><a class="badge" href="/products/trail-shoe">Sale</a>
+<button class="css-hidden">Hidden by the stylesheet</button></main></body></html>""",
+    ),
+    "/slow.css": (200, ".badge { text-transform: uppercase } .css-hidden { display: none }"),
 }
+SLOW_CSS_S = 0.8
 
 
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         status, body = PAGES.get(self.path, (404, "<html><body>Not found</body></html>"))
         data = body.encode()
+        if self.path.endswith(".css"):
+            time.sleep(SLOW_CSS_S)
         self.send_response(status)
-        kind = "text/plain" if self.path.endswith(".txt") else "text/html; charset=utf-8"
+        kind = {".txt": "text/plain", ".css": "text/css"}.get(
+            Path(self.path).suffix, "text/html; charset=utf-8"
+        )
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -148,10 +163,10 @@ def read(site):
     pool = BrowserPool(size=1)
     loop.run_until_complete(pool.start())
 
-    def read_page(path: str, profiles=()):
+    def read_page(path: str, profiles=(), wait_until: str = "load"):
         async def go():
             async with pool.page(allowlist=("127.0.0.1",)) as page:
-                resp = await page.goto(site + path)
+                resp = await page.goto(site + path, wait_until=wait_until)
                 return await observe(page, profiles=profiles, status=resp.status)
 
         return loop.run_until_complete(go())
@@ -197,6 +212,16 @@ def test_identical_controls_get_their_context_in_the_label(read):
     labels = [e.label for e in obs.elements if e.kind == "button"]
     assert len(labels) == 2 and labels[0] != labels[1]
     assert "Standard" in labels[0] and "Express" in labels[1] and "9.99" in labels[1]
+
+
+def test_a_page_is_read_as_styled_even_before_its_stylesheet_arrives(read):
+    # Labels come from innerText and visibility from computed style, so both depend on the
+    # CSS: a page read at DOMContentLoaded must read as it will once styled, or the same
+    # session reads "Sale" one run and "SALE" the next (and the SFT data with it).
+    obs = read("/sale/", wait_until="domcontentloaded")
+    labels = [e.label for e in obs.elements]
+    assert "SALE" in labels and "Sale" not in labels
+    assert not any("Hidden by the stylesheet" in label for label in labels)
 
 
 def test_cart_confirmation_and_error_pages(read):

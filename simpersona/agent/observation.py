@@ -58,6 +58,9 @@ ALIAS_JS = """(pairs) => {
 }"""
 CHARS_PER_TOKEN = 4  # rough size of a token in English page text; enough for a budget
 DEFAULT_TOKEN_BUDGET = 1500
+# The longest a read waits for stylesheets still loading (page_reading.js): pages read the
+# same whether or not their CSS came before DOMContentLoaded.
+STYLE_WAIT_MS = 3000
 MAX_LABEL = 80
 # What a prompt shows of a page (Observation.render): characters of the page text and of a
 # label, options of a select. The observation keeps more; the prompt is the model's cost.
@@ -451,6 +454,7 @@ async def observe(
     arg = {
         "maxText": token_budget * CHARS_PER_TOKEN,
         "profiles": [p.js for p in chosen],
+        "styleWaitMs": STYLE_WAIT_MS,
     }
     for attempt in range(3):
         try:

@@ -2,7 +2,29 @@
 // interactive element in document order (ids stable across reads: the element's id, else a
 // `data-sp-agent-id` given here), the structured data, the header's cart texts, and what the
 // first matching site profile points at. One page.evaluate call per observation.
-({maxText, profiles}) => {
+async ({maxText, profiles, styleWaitMs}) => {
+  // Labels are innerText and visibility is computed style, so both change when a stylesheet
+  // applies (`text-transform`, `display: none`). A page is read at DOMContentLoaded, which
+  // does not wait for stylesheets: wait for those still loading (load or error), bounded, and
+  // not at all once the document has loaded (its load event waits for every stylesheet).
+  if (document.readyState !== 'complete') {
+    const waited = (window.__spStylesWaited ||= new WeakSet());  // a failed sheet: once a page
+    const pending = [...document.querySelectorAll('link[rel~="stylesheet"]')]
+      .filter(l => !l.sheet && !l.disabled && !waited.has(l));
+    if (pending.length) {
+      await new Promise((resolve) => {
+        let left = pending.length;
+        const one = () => { if (--left <= 0) resolve(); };
+        for (const l of pending) {
+          waited.add(l);
+          l.addEventListener('load', one, {once: true});
+          l.addEventListener('error', one, {once: true});
+        }
+        window.addEventListener('load', resolve, {once: true});
+        setTimeout(resolve, styleWaitMs || 0);
+      });
+    }
+  }
   const body = document.body;
   if (!body) return {empty: true, url: location.href, title: document.title};
   const vh = window.innerHeight, sy = window.scrollY;
