@@ -19,7 +19,7 @@ STAGES = tuple(
     m.defs
     for m in (ingest, features, personas, traces, grounding, simulation, evaluation, refresh, run)
 )
-# Every asset and check, for in-process runs (dagster_project/run.py, tests): dg.materialize
+# Every asset and check, for in-process runs (dagster_project/run/, tests): dg.materialize
 # takes the definitions, not a Definitions object.
 all_assets = [a for stage in STAGES for a in stage.assets or ()]
 all_checks = [c for stage in STAGES for c in stage.asset_checks or ()]

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-shop_partitions = dg.DynamicPartitionsDefinition(name="shops")
-day_partitions = dg.DynamicPartitionsDefinition(name="days")
+SHOPS, DAYS = "shops", "days"  # the dynamic partitions' names, for the instance's calls
+shop_partitions = dg.DynamicPartitionsDefinition(name=SHOPS)
+day_partitions = dg.DynamicPartitionsDefinition(name=DAYS)
 shop_day_partitions = dg.MultiPartitionsDefinition(
     {"shop": shop_partitions, "date": day_partitions}
 )

@@ -1,5 +1,5 @@
 """Each stage's assets, defined once: the stages' jobs (dagster_project/defs/*/jobs.py),
-the refresh sensor, the CLI's in-process runs (dagster_project/run.py) and the demo all
+the refresh sensor, the CLI's in-process runs (dagster_project/run/stages.py) and the demo all
 select them from here."""
 
 import dagster as dg

@@ -15,7 +15,7 @@ import pytest
 
 from dagster_project.defs.evaluation.assets import _fit_provenance
 from dagster_project.resources import ArtifactsResource
-from dagster_project.run import _materialize, run_demo
+from dagster_project.run import materialize, run_demo
 from simpersona.synth import GeneratorConfig
 from tests.conftest import resources_for
 from tests.test_personas_pipeline import FAST
@@ -40,7 +40,7 @@ def _split(root: Path) -> dict:
 
 
 def _fit_markov(instance, res) -> tuple[str, str]:
-    r = _materialize(["markov_policy"], instance, None, res)
+    r = materialize(["markov_policy"], instance, None, res)
     md = r.asset_materializations_for_node("markov_policy")[0].metadata
     folder = Path(md["path"].value)
     return md["version"].value, (folder / "markov.json").read_text()
@@ -117,26 +117,26 @@ def test_a_markov_policy_fitted_on_a_shop_is_refused_there(pipeline):
     try:
         # The honest run: fitted on the training shops, simulated and reported on `shop`.
         _fit_markov(instance, res)
-        _materialize(["population_simulation"], instance, shop, res, sim)
+        materialize(["population_simulation"], instance, shop, res, sim)
         report = {"ops": {"evaluation_report": {"config": {"shops": [shop], "resamples": 20}}}}
-        _materialize(["evaluation_report"], instance, None, res, report)
+        materialize(["evaluation_report"], instance, None, res, report)
         # Now the same shop also trained the policy: simulating and reporting it are refused.
         leaky = {**split, "train": sorted([*split["train"], shop])}
         split_path.write_text(json.dumps(leaky))
         _fit_markov(instance, res)
         with pytest.raises(Exception, match="is a training shop"):
-            _materialize(["population_simulation"], instance, shop, res, sim)
+            materialize(["population_simulation"], instance, shop, res, sim)
         # Past the split's guard, the policy's own provenance refuses it.
         anyway = {"ops": {"population_simulation": {"config": {**TINY_SIM,
                   "policies": ["markov"], "eval_shops_only": False}}}}  # fmt: skip
         with pytest.raises(Exception, match="would be in-sample"):
-            _materialize(["population_simulation"], instance, shop, res, anyway)
+            materialize(["population_simulation"], instance, shop, res, anyway)
         with pytest.raises(Exception, match="an in-sample figure"):
-            _materialize(["evaluation_report"], instance, None, res, report)
+            materialize(["evaluation_report"], instance, None, res, report)
         # The oracle is fitted on the shop on purpose, and says so in its name.
         oracle = {"ops": {"population_simulation": {"config": {**TINY_SIM,
                   "policies": ["markov_oracle"], "eval_shops_only": False}}}}  # fmt: skip
-        r = _materialize(["population_simulation"], instance, shop, res, oracle)
+        r = materialize(["population_simulation"], instance, shop, res, oracle)
         assert (
             r.asset_materializations_for_node("population_simulation")[0].metadata["agents"].value
             == 2

@@ -7,7 +7,13 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from simpersona.artifacts import NoCurrentArtifact, require_current, set_current
+from simpersona.artifacts import (
+    NoCurrentArtifact,
+    publish,
+    require_current,
+    set_current,
+    staging_folder,
+)
 from simpersona.ingest.ingest import DEFAULT_MAX_REJECT_SHARE, HASH_KEY_ENV, load_hash_key
 from simpersona.ingest.validate import DEFAULT_BOUNDS, PlausibilityBounds
 from simpersona.lake import Lake
@@ -159,6 +165,14 @@ class ArtifactsResource(dg.ConfigurableResource):
 
     def set_current(self, name: str, version: str) -> None:
         set_current(self.root, name, version)
+
+    def staging_folder(self, name: str, version: str) -> Path:
+        """An empty folder to write `version` of `name` into; `publish` moves it in place."""
+        return staging_folder(self.root, name, version)
+
+    def publish(self, name: str, version: str, staged: Path) -> Path:
+        """Move the staged folder to <root>/<name>/<version> and make it current."""
+        return publish(self.root, name, version, staged)
 
 
 _EMBEDDERS: dict[tuple, object] = {}

@@ -16,7 +16,6 @@ from dagster_project.resources import (
     WarehouseResource,
     require_partitions,
 )
-from simpersona.artifacts import current_folder
 from simpersona.features.enrich import enrich_sessions
 from simpersona.features.labels import BIN_NAMES, HEADS, class_weights
 from simpersona.features.sample import (
@@ -263,10 +262,7 @@ def _embeddings_of(wh, shop: str) -> ProductEmbeddings:
 
 
 def load_current_transform(artifacts: ArtifactsResource) -> FeatureTransform:
-    folder = current_folder(artifacts.root, "feature_transform")
-    if folder is None:
-        raise dg.Failure("no fitted feature transform: materialize feature_transform first")
-    return FeatureTransform.load(folder)
+    return FeatureTransform.load(artifacts.current("feature_transform")[1])
 
 
 class FeatureTransformConfig(dg.Config):
@@ -307,8 +303,8 @@ def feature_transform(
     bins = label_columns(feats, tf)
     weights = {h: class_weights(bins[f"{h}_bin"].to_numpy()).round(4).tolist() for h in HEADS}
     tf.fitted_on["class_weights"] = weights
-    folder = tf.save(artifacts.path("feature_transform", tf.version))
-    artifacts.set_current("feature_transform", tf.version)
+    staged = tf.save(artifacts.staging_folder("feature_transform", tf.version))
+    folder = artifacts.publish("feature_transform", tf.version, staged)
     explained = {c: round(tf.channels[c].explained_variance_ratio, 4) for c in CHANNELS}
     figures = {f"explained_variance_{c}": v for c, v in explained.items()} | {
         "fit_buyers": feats.height

@@ -17,7 +17,6 @@ from dagster_project.defs.personas.assets import load_codebook
 from dagster_project.record import record
 from dagster_project.resources import ArtifactsResource, MLflowResource, WarehouseResource
 from dagster_project.resources.training import TrainingLauncherResource
-from simpersona.artifacts import publish
 from simpersona.lake import atomic_write_text
 from simpersona.llm.train_config import TrainConfig
 
@@ -211,7 +210,7 @@ def _train_persona_model(
     atomic_write_text(json.dumps(meta, indent=2, default=str) + "\n", model_dir / "grounding.json")
     if r1 is not None:
         shutil.move(str(work / "out" / "stage1"), model_dir / "stage1")
-    folder = publish(artifacts.root, name, version, model_dir)  # same weights hash: replaced
+    folder = artifacts.publish(name, version, model_dir)  # same weights hash: replaced
     shutil.rmtree(work, ignore_errors=True)
 
     figures = {

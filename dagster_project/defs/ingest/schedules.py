@@ -13,7 +13,7 @@ import os
 import dagster as dg
 
 from dagster_project.defs.ingest.jobs import events_job
-from dagster_project.partitions import day_partitions, shop_day_key, shop_partitions
+from dagster_project.partitions import DAYS, SHOPS, shop_day_key
 from dagster_project.resources import LakeResource
 
 NIGHTLY_CRON = os.environ.get("SIMPERSONA_NIGHTLY_CRON", "0 2 * * *")
@@ -36,12 +36,12 @@ def nightly_ingest_schedule(context: dg.ScheduleEvaluationContext, lake: LakeRes
     shops = [s for s in lk.shops() if day in lk.dates(s)]
     if not shops:
         return dg.SkipReason(f"no shop has raw files for {day}")
-    known_shops = set(context.instance.get_dynamic_partitions(shop_partitions.name))
+    known_shops = set(context.instance.get_dynamic_partitions(SHOPS))
     new_shops = sorted(set(shops) - known_shops)
     if new_shops:
-        context.instance.add_dynamic_partitions(shop_partitions.name, new_shops)
-    if not context.instance.has_dynamic_partition(day_partitions.name, day):
-        context.instance.add_dynamic_partitions(day_partitions.name, [day])
+        context.instance.add_dynamic_partitions(SHOPS, new_shops)
+    if not context.instance.has_dynamic_partition(DAYS, day):
+        context.instance.add_dynamic_partitions(DAYS, [day])
     return [
         dg.RunRequest(
             run_key=f"nightly:{shop}:{day}",

@@ -7,7 +7,7 @@ import dagster as dg
 
 from dagster_project.defs.ingest.jobs import catalog_job, events_job
 from dagster_project.defs.refresh.sensors import SENSOR_INTERVAL_S
-from dagster_project.partitions import day_partitions, shop_day_key, shop_partitions
+from dagster_project.partitions import DAYS, SHOPS, day_partitions, shop_day_key, shop_partitions
 from dagster_project.resources import LakeResource
 
 
@@ -25,8 +25,8 @@ def lake_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.S
     started_ns = time.time_ns()
     since_ns = int(context.cursor) if context.cursor else 0
     changes = lake.lake().changed_since(since_ns)
-    known_shops = set(context.instance.get_dynamic_partitions(shop_partitions.name))
-    known_days = set(context.instance.get_dynamic_partitions(day_partitions.name))
+    known_shops = set(context.instance.get_dynamic_partitions(SHOPS))
+    known_days = set(context.instance.get_dynamic_partitions(DAYS))
     new_shops = sorted(set(changes.shops) - known_shops)
     new_days = sorted(changes.days - known_days)
     requests = []

@@ -198,7 +198,6 @@ def persona_codebook(
     artifacts: ArtifactsResource,
     mlflow: MLflowResource,
 ) -> dg.MaterializeResult:
-    from simpersona.artifacts import publish, staging_folder
     from simpersona.devices import resolve_device
     from simpersona.personas.codebook_fit import (
         KMeansParams,
@@ -223,12 +222,12 @@ def persona_codebook(
     for w in fit.warnings:
         context.log.warning(w)
     device = str(resolve_device(cfg.device))
-    staged = staging_folder(artifacts.root, CODEBOOK, fit.version)
+    staged = artifacts.staging_folder(CODEBOOK, fit.version)
     save_codebook(fit, staged, {
         "train_shops": shops, "transform_version": tf_version, "codebook_size": k,
         "codebook_size_rule": k_rule, "device": device,
     })  # fmt: skip
-    folder = publish(artifacts.root, CODEBOOK, fit.version, staged)
+    folder = artifacts.publish(CODEBOOK, fit.version, staged)
     figures = fit.figures()
     return record(
         context,
@@ -653,7 +652,6 @@ def persona_cards(
     wh = warehouse.warehouse()
     shops, version, _ = _assigned(wh, artifacts, config.shops)
     cards = pc.build_cards(pc.combine_aggregates(_token_aggregates(wh, shops)), config.top_n)
-    folder = artifacts.path("persona_cards", version)
     meta = {"codebook_version": version, "shops": shops, "buyers": sum(c.buyers for c in cards)}
     # what to read first (docs/own-logs.md): the codebook's size warnings, the data's
     codebook_meta = json.loads((artifacts.path(CODEBOOK, version) / "meta.json").read_text())
@@ -661,8 +659,14 @@ def persona_cards(
     warnings += [str(w) for w in warehouse_warnings(wh, shops)]
     for w in warnings:
         context.log.warning(w)
-    paths = pages.write_cards(cards, folder, {**meta, "warnings": warnings}, warnings=warnings)
-    artifacts.set_current("persona_cards", version)
+    staged = artifacts.staging_folder("persona_cards", version)
+    pages.write_cards(cards, staged, {**meta, "warnings": warnings}, warnings=warnings)
+    folder = artifacts.publish("persona_cards", version, staged)
+    paths = {
+        "json": folder / "cards.json",
+        "md": folder / "cards.md",
+        "html": folder / "cards.html",
+    }
     figures = {
         "cards": len(cards),
         "buyers": meta["buyers"],

@@ -201,7 +201,6 @@ def markov_policy(
 ) -> dg.MaterializeResult:
     from simpersona.agent.markov import MarkovConfig
     from simpersona.agent.markov_fit import fit_token_policy
-    from simpersona.artifacts import publish, staging_folder
     from simpersona.lake import atomic_write_text
 
     wh = warehouse.warehouse()
@@ -215,7 +214,7 @@ def markov_policy(
     )
     text = json.dumps(model.to_dict(), indent=1, sort_keys=True)
     version = hashlib.sha256(text.encode()).hexdigest()[:12]
-    staged = staging_folder(artifacts.root, MARKOV_POLICY, version)
+    staged = artifacts.staging_folder(MARKOV_POLICY, version)
     fit = {
         "fit_shops": train,
         "eval_shops": sorted(split.get("eval", [])),
@@ -227,7 +226,7 @@ def markov_policy(
     }
     atomic_write_text(text, staged / "markov.json")
     atomic_write_text(json.dumps(fit, indent=2) + "\n", staged / "fit.json")
-    folder = publish(artifacts.root, MARKOV_POLICY, version, staged)
+    folder = artifacts.publish(MARKOV_POLICY, version, staged)
     return record(
         context,
         mlflow,
