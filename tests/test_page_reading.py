@@ -302,6 +302,38 @@ def test_robots_txt_is_honoured_where_checked(site):
         RobotsGuard("sometimes")
 
 
+def _robots_answering(status: int) -> ThreadingHTTPServer:
+    """A store on loopback whose robots.txt answers with `status` (every other page: 200)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(status if self.path == "/robots.txt" else 200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            """No access log in the test output."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_robots_txt_that_cannot_be_read_disallows_as_rfc_9309_says():
+    # a server error: the store may have rules nobody can read, so nothing is fetched;
+    # a 4xx (no file): nothing is disallowed
+    answers = {}
+    for status in (503, 404, 403):
+        server = _robots_answering(status)
+        url = f"http://127.0.0.1:{server.server_address[1]}/products/trail-shoe"
+        answers[status] = RobotsGuard("always").allowed(url)
+        server.shutdown()
+        server.server_close()
+    assert answers == {503: False, 404: True, 403: True}
+    # nothing listens there any more: unreachable, so nothing is fetched
+    assert not RobotsGuard("always").allowed(url)
+
+
 def test_the_rate_limiter_spaces_requests_per_host():
     lim = HostRateLimiter(10.0)
     delays = [lim.delay("a") for _ in range(5)]

@@ -22,6 +22,7 @@ import re
 import time
 import urllib.robotparser
 from collections.abc import Iterable
+from urllib.error import HTTPError
 from urllib.parse import urlsplit
 from urllib.request import Request, urlopen
 
@@ -118,10 +119,18 @@ class HostRateLimiter:
             await asyncio.sleep(d)
 
 
+def _disallow_all() -> urllib.robotparser.RobotFileParser:
+    parser = urllib.robotparser.RobotFileParser()
+    parser.parse(["User-agent: *", "Disallow: /"])
+    return parser
+
+
 class RobotsGuard:
-    """robots.txt of each host, fetched once (5 s timeout; a missing file allows all, an
-    unreachable one is treated as missing). `mode`: "auto" checks hosts that are not
-    loopback, "always" every host, "never" none."""
+    """robots.txt of each host, fetched once (5 s timeout), read as RFC 9309 says: a file
+    that is missing or otherwise refused with a 4xx allows everything; a server error (5xx)
+    or an unreachable file disallows everything, since the store may have rules we cannot
+    see. `mode`: "auto" checks hosts that are not loopback, "always" every host, "never"
+    none."""
 
     def __init__(self, mode: str = "auto", user_agent: str = USER_AGENT) -> None:
         if mode not in ("auto", "always", "never"):
@@ -141,8 +150,10 @@ class RobotsGuard:
                     text = resp.read(512_000).decode("utf-8", "replace")
                 parser = urllib.robotparser.RobotFileParser()
                 parser.parse(text.splitlines())
+            except HTTPError as exc:
+                parser = None if 400 <= exc.code < 500 else _disallow_all()
             except Exception:
-                parser = None  # no robots.txt (404) or unreachable: nothing disallowed
+                parser = _disallow_all()  # unreachable (timeout, refused, reset)
             self._parsers[origin] = parser
         return self._parsers[origin]
 
