@@ -253,6 +253,14 @@ def demo_command(
             "embedded tiny model: about 15 minutes faster, reads nothing)."
         ),
     ] = None,
+    store_walks: Annotated[
+        int,
+        typer.Option(
+            help="Personas of each training shop that also walk its storefront to a goal for "
+            "the persona model's training data (docs/llm.md, 'Traces on your store'); "
+            "each walk's examples add training time."
+        ),
+    ] = 0,
 ) -> None:
     """Run every stage that exists end-to-end on generated data and write
     <data-dir>/reports/latest/summary.json."""
@@ -261,7 +269,7 @@ def demo_command(
 
     summary, report_dir = run_demo(
         data_dir, n_shops=shops, n_buyers=buyers, seed=seed, console=console,
-        base_model=base_model,
+        base_model=base_model, store_walks_per_shop=store_walks,
     )  # fmt: skip
     table = Table("figure", "value", title="SimPersona demo")
     for k, v in summary.items():

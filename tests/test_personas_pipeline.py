@@ -29,6 +29,8 @@ from simpersona.personas.kmeans_baseline import KMeansBaseline
 from simpersona.personas.sizing import codebook_size_for
 from simpersona.personas.vqvae import VQVAE
 from simpersona.synth import GeneratorConfig
+from simpersona.traces.build import read_records
+from simpersona.traces.store import TRAINING_GOALS, disjoint_from_evaluation
 from simpersona.tracking import Tracker
 from simpersona.warehouse import Warehouse
 from tests.conftest import resources_for
@@ -117,6 +119,9 @@ def test_demo_personas_on_generated_shops(tmp_path: Path) -> None:
             resources=res,
             persona_run_config=FAST,
             traces_per_shop=3,
+            # two personas of each training shop also walk its storefront (a short walk)
+            store_walks_per_shop=2,
+            traces_run_config={"ops": {"store_walk_traces": {"config": {"max_steps": 14}}}},
             grounding_run_config=TINY_GROUNDING,
             simulation_run_config=TINY_SIMULATION,
         )
@@ -150,6 +155,23 @@ def test_demo_personas_on_generated_shops(tmp_path: Path) -> None:
         for shop in split["train"]:
             assert (wh.root / "traces" / f"shop={shop}.jsonl").exists()
         assert not any((wh.root / "traces" / f"shop={s}.jsonl").exists() for s in split["eval"])
+        # store walks: the training shops' personas on their storefront, with goals the
+        # evaluation never shows, every step a reasoned action; none on an evaluation shop
+        assert saved["store_walk_sessions"] == 2 * len(split["train"])
+        walks = [
+            r for s in split["train"]
+            for r in read_records(wh.root / "store_walks" / f"shop={s}.jsonl")
+        ]  # fmt: skip
+        assert len(walks) == 2 * len(split["train"]) and disjoint_from_evaluation(
+            [r["goal_stage2"] for r in walks]
+        )
+        assert all(r["goal_stage2"] in TRAINING_GOALS["buy"] and r["steps"] for r in walks)
+        acted = [s for r in walks for s in r["steps"] if s.get("action") and not s.get("error")]
+        assert acted and all(s["reasoning"] for s in acted)
+        assert not any(
+            (wh.root / "store_walks" / f"shop={s}.jsonl").exists() for s in split["eval"]
+        )
+        assert saved["store_walks_kept"] == sum(r["keep"] for r in walks)
         # grounding, simulation and the report: every summary key of those stages
         assert saved["stage1_seconds"] > 0 and saved["stage2_seconds"] > 0
         assert saved["single_stage_stage2_seconds"] > 0  # the App. F ablation trained too

@@ -58,6 +58,9 @@ DEMO_SIMULATION = {
 # Sized so `simpersona demo` stays within ~35 minutes on 2 cores (docs/llm.md, "The real
 # base on 2 CPU cores": stage 2 costs ~7 s an example, an LLM agent step ~2 s);
 # benchmarks/persona_grounding.py takes larger samples.
+# Store walks (only with --store-walks): the first 12 steps of each, the CPU recipe of
+# docs/llm.md ("Traces on your store"), since every example costs training time.
+DEMO_STORE_WALKS = {"ops": {"store_walk_traces": {"config": {"kept_steps": 12}}}}
 DEMO_TRACES_REAL_BASE = 6  # sessions replayed per training shop: ~80 stage-2 examples
 DEMO_GROUNDING_REAL_BASE = {
     "ops": {"persona_model": {"config": {"train": {"stage1_epochs": 0.25}}}}
@@ -115,11 +118,13 @@ def run_demo(
     resources: dict | None = None,
     persona_run_config: dict | None = None,
     traces_per_shop: int | None = None,
+    traces_run_config: dict | None = None,
     grounding_run_config: dict | None = None,
     simulation_run_config: dict | None = None,
     simulate: bool = True,
     single_stage: bool | None = None,
     base_model: str | None = None,
+    store_walks_per_shop: int = 0,
 ) -> tuple[dict, Path]:
     """Generate shops, run every stage that exists, write reports/latest/summary.json.
 
@@ -127,12 +132,15 @@ def run_demo(
     `resources` and `persona_run_config` (Dagster run config of the personas assets) let
     tests run the demo small and in isolation; `traces_per_shop` sessions of each training
     shop are replayed in the browser for the SFT datasets (default 12; 8 with a real base;
-    0: skip the traces stage and everything after it); `grounding_run_config` /
+    0: skip the traces stage and everything after it; `traces_run_config` is the Dagster run
+    config of its assets); `grounding_run_config` /
     `simulation_run_config` are Dagster run configs of the persona model and of the
     simulation assets (default: DEMO_SIMULATION);
     `simulate=False` stops after the traces; `single_stage` also trains the single-stage
     ablation (App. F) for the `llm_single` policy (default: with the tiny model only);
-    `base_model` replaces the training resource's base (a packaged name, a folder, "tiny").
+    `base_model` replaces the training resource's base (a packaged name, a folder, "tiny");
+    `store_walks_per_shop` personas of each training shop also walk its storefront for the
+    SFT data (store_walk_traces; default none: each walk's examples cost training time).
     A real base gets the DEMO_*_REAL_BASE configurations unless others are given."""
     from simpersona.reports import new_report_dir, update_summary
     from simpersona.synth import GeneratorConfig, generate_lake
@@ -179,7 +187,12 @@ def run_demo(
     if traces_per_shop > 0:
         say(f"[5/7] traces: goals, {traces_per_shop} replays per training shop, SFT datasets")
         traces = run_traces(
-            instance, resources=resources, sessions_per_shop=traces_per_shop, progress=True
+            instance,
+            resources=resources,
+            sessions_per_shop=traces_per_shop,
+            run_config=traces_run_config or DEMO_STORE_WALKS,
+            progress=True,
+            store_walks_per_shop=store_walks_per_shop,
         )
         say(
             f"      {traces.sessions} sessions replayed, keep rate {traces.keep_rate:.2f}; "

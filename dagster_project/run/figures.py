@@ -240,6 +240,8 @@ class TracesRun:
     stage2_examples: int = 0
     sft_sessions: int = 0
     tokens_in_use: int = 0
+    walk_sessions: int = 0  # store_walk_traces: personas' own walks, and those kept
+    walks_kept: int = 0
     seconds: float = 0.0
 
     @property
@@ -251,6 +253,11 @@ class TracesRun:
         self.sessions += traces["sessions"]
         self.kept += traces["kept"]
         self.detours += traces["detours"]
+
+    def add_walks(self, walks: Recorded) -> None:
+        """One shop's store_walk_traces."""
+        self.walk_sessions += walks["sessions"]
+        self.walks_kept += walks["kept"]
 
     def add_sft(self, stage1: Recorded, stage2: Recorded) -> None:
         self.stage1_examples, self.stage2_examples = stage1["examples"], stage2["examples"]
@@ -268,7 +275,11 @@ class TracesRun:
             "sft_stage1_examples": self.stage1_examples,
             "sft_stage2_examples": self.stage2_examples,
             "traces_seconds": round(self.seconds, 2),
-        }
+        } | (
+            {"store_walk_sessions": self.walk_sessions, "store_walks_kept": self.walks_kept}
+            if self.walk_sessions
+            else {}
+        )
 
 
 @dataclass

@@ -168,19 +168,30 @@ def run_traces(
     sessions_per_shop: int = 90,
     run_config: RunConfig = None,
     progress: bool = False,
+    store_walks_per_shop: int = 0,
 ) -> TracesRun:
-    """Replay `sessions_per_shop` sessions of each shop (default: the training shops) and
-    build the stage-1 and stage-2 SFT datasets."""
+    """Replay `sessions_per_shop` sessions of each shop (default: the training shops); with
+    `store_walks_per_shop`, fit the Markov policy and let that many personas of each shop walk
+    its storefront (store_walk_traces); then build the stage-1 and stage-2 SFT datasets."""
     t0 = time.perf_counter()
     shops = _split_shops(resources, "train", shops)
     ops = dict((run_config or {}).get("ops", {}))
     replay = dict(ops.get("replayed_traces", {}).get("config", {}))
     replay.setdefault("sessions_per_shop", sessions_per_shop)
     ops["replayed_traces"] = {"config": replay}
+    if store_walks_per_shop:
+        walks = dict(ops.get("store_walk_traces", {}).get("config", {}))
+        walks.setdefault("sessions_per_shop", store_walks_per_shop)
+        ops["store_walk_traces"] = {"config": walks}
     out = TracesRun(shops=shops)
-    with StageRuns("traces", len(shops) + 1, instance, resources, {"ops": ops}, progress) as runs:
+    total = len(shops) * (2 if store_walks_per_shop else 1) + 1 + bool(store_walks_per_shop)
+    with StageRuns("traces", total, instance, resources, {"ops": ops}, progress) as runs:
         for shop in shops:
             out.add_replays(runs.run(selections.TRACES_SHOP, shop)["replayed_traces"])
+        if store_walks_per_shop:
+            runs.run(["markov_policy"])  # the walks' policy, fitted on the training shops
+            for shop in shops:
+                out.add_walks(runs.run(selections.STORE_WALKS, shop)["store_walk_traces"])
         sft = runs.run(selections.SFT)
         out.add_sft(sft["sft_stage1"], sft["sft_stage2"])
     out.seconds = time.perf_counter() - t0

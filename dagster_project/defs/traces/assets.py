@@ -12,6 +12,7 @@ from pydantic import Field
 from dagster_project.partitions import shop_partitions
 from dagster_project.record import record
 from dagster_project.resources import (
+    ArtifactsResource,
     LLMResource,
     MLflowResource,
     WarehouseResource,
@@ -20,6 +21,7 @@ from dagster_project.resources import (
 from simpersona.markdown import counts_to_markdown, frame_to_markdown
 
 TRACES_DIR = "traces"
+STORE_WALKS_DIR = "store_walks"
 
 
 class ReplayedTracesConfig(dg.Config):
@@ -142,6 +144,81 @@ def replayed_traces(
     )
 
 
+class StoreWalkTracesConfig(dg.Config):
+    sessions_per_shop: int = Field(
+        default=16,
+        description=(
+            "Personas per training shop that walk its storefront on their own (half with the "
+            "add to cart leading back to the product page); docs/llm.md's CPU recipe."
+        ),
+    )
+    kept_steps: int | None = Field(
+        default=None,
+        description="Steps of each session made examples (all by default; 12 bounds CPU training).",
+    )
+    max_steps: int = Field(default=40, description="Steps a session may take.")
+    goal: Literal["buy", "cart", "view", "browse"] = Field(
+        default="buy", description="The walks' goal (texts the evaluation never shows)."
+    )
+    concurrency: int = Field(default=2, description="Browser sessions at once.")
+    seed: int = Field(default=0, description="Seed of the personas and their walks.")
+
+
+@dg.asset(
+    group_name="traces",
+    partitions_def=shop_partitions,
+    deps=["persona_assignments", "markov_policy"],
+    kinds={"playwright", "json"},
+    description=(
+        "A training shop's personas walking its storefront on their own (the Markov policy, "
+        "keeping to a shopping goal the evaluation never shows) as SFT trajectories: what "
+        "teaches the persona model to shop a store without a named product, to checkout."
+    ),
+)
+def store_walk_traces(
+    context: dg.AssetExecutionContext,
+    config: StoreWalkTracesConfig,
+    warehouse: WarehouseResource,
+    artifacts: ArtifactsResource,
+    mlflow: MLflowResource,
+) -> dg.MaterializeResult:
+    from simpersona.agent.markov import MarkovModel
+    from simpersona.store import StoreCatalog
+    from simpersona.traces.build import write_records
+    from simpersona.traces.walks import WalkConfig, walk_store
+
+    shop = context.partition_key
+    wh = warehouse.warehouse()
+    if shop not in wh.shop_split()["train"]:
+        raise dg.Failure(f"shop {shop} is not a training shop: walks train the persona model")
+    require_partitions(wh, shop, "persona_assignments")
+    _, folder = artifacts.current("markov_policy")
+    tokens = pl.read_parquet(wh.partition_path("persona_assignments", shop), columns=["token"])
+    shares = tokens["token"].cast(pl.String).value_counts(normalize=True)
+    cfg = WalkConfig(
+        sessions=config.sessions_per_shop, kept_steps=config.kept_steps,
+        max_steps=config.max_steps, concurrency=config.concurrency, goal=config.goal,
+        seed=config.seed,
+    )  # fmt: skip
+    records, figures = walk_store(
+        StoreCatalog.from_warehouse(wh, shop),
+        MarkovModel.load(folder / "markov.json"),
+        dict(zip(shares["token"], shares["proportion"], strict=True)),
+        cfg,
+        wh.root / STORE_WALKS_DIR / f".work-{shop}",
+    )
+    path = write_records(records, wh.root / STORE_WALKS_DIR / f"shop={shop}.jsonl")
+    return record(
+        context,
+        mlflow,
+        figures,
+        tags={"shop": shop, "markov_policy_version": folder.name},
+        params=config.__dict__,
+        rows=len(records),
+        path=path,
+    )
+
+
 class SFTDatasetConfig(dg.Config):
     max_sessions: int = Field(
         default=3600, description="Sessions in the dataset at most (the paper: 3,600)."
@@ -153,6 +230,10 @@ class SFTDatasetConfig(dg.Config):
             "Stage 2: a flipped-intent twin of each intent-goal step on the goal's product "
             "page (buy carts, browse leaves), so the intent, not the page, decides the reply."
         ),
+    )
+    store_walks: bool = Field(
+        default=True,
+        description="Add the training shops' store_walk_traces, where materialized.",
     )
 
 
@@ -171,6 +252,9 @@ def _sft(context, config: SFTDatasetConfig, warehouse, mlflow, stage: str) -> dg
     if missing:
         context.log.warning(f"training shops without replayed_traces, left out: {missing}")
     records = [r for s in have for r in read_records(wh.root / TRACES_DIR / f"shop={s}.jsonl")]
+    walks = [wh.root / STORE_WALKS_DIR / f"shop={s}.jsonl" for s in train]
+    walks = [p for p in walks if config.store_walks and p.exists()]
+    records += [r for p in walks for r in read_records(p)]
     path = wh.root / "sft" / f"{stage}.jsonl"
     stats = build_dataset(
         records, stage, path, config.max_sessions, config.seed,
@@ -189,6 +273,7 @@ def _sft(context, config: SFTDatasetConfig, warehouse, mlflow, stage: str) -> dg
         metadata={
             "shops": dg.MetadataValue.json(have),
             "shops_missing": dg.MetadataValue.json(missing),
+            "store_walk_shops": dg.MetadataValue.json([p.stem.split("=", 1)[1] for p in walks]),
             "examples_by_stratum": dg.MetadataValue.md(
                 counts_to_markdown(meta["examples_by_stratum"], "stratum", "examples")
             ),
@@ -201,7 +286,7 @@ def _sft(context, config: SFTDatasetConfig, warehouse, mlflow, stage: str) -> dg
 
 @dg.asset(
     group_name="traces",
-    deps=[replayed_traces],
+    deps=[replayed_traces, store_walk_traces],
     kinds={"json"},
     description=(
         "Stage-1 SFT dataset (chat-messages JSONL): intent-neutral goals, the persona token in "
@@ -219,7 +304,7 @@ def sft_stage1(
 
 @dg.asset(
     group_name="traces",
-    deps=[replayed_traces],
+    deps=[replayed_traces, store_walk_traces],
     kinds={"json"},
     description=(
         "Stage-2 SFT dataset (chat-messages JSONL): goals with the intent of the buyer's "
