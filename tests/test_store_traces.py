@@ -171,3 +171,12 @@ def test_a_recorded_page_with_an_unlabelled_control_makes_examples(tmp_path):
     stats = build_dataset(trace_records(report, "buy"), "stage2", tmp_path / "s2.jsonl")
     assert stats.examples == 1
     assert "[id_line4] input" in read_dataset(tmp_path / "s2.jsonl")[0]["messages"][1]["content"]
+
+
+def test_walk_config_refuses_what_it_cannot_walk():
+    from simpersona.traces.walks import WalkConfig
+
+    assert WalkConfig().kept_steps is None  # every step by default, checkout forms included
+    for bad in ({"goal": "steal"}, {"sessions": -1}, {"kept_steps": 0}, {"max_steps": 0}):
+        with pytest.raises(ValueError):
+            WalkConfig(**bad)

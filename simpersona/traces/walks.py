@@ -46,7 +46,11 @@ class WalkConfig:
     def __post_init__(self) -> None:
         if self.goal not in TRAINING_GOALS or self.goal not in KEEP_STEP:
             raise ValueError(f"goal must be one of {', '.join(TRAINING_GOALS)}, got {self.goal!r}")
-        if self.sessions < 0 or self.max_steps < 1 or (self.kept_steps or 1) < 1:
+        if (
+            self.sessions < 0
+            or self.max_steps < 1
+            or (self.kept_steps is not None and self.kept_steps < 1)
+        ):
             raise ValueError("sessions must be ≥ 0, kept_steps (when given) and max_steps ≥ 1")
 
 
