@@ -167,7 +167,7 @@ class StoreWalkTracesConfig(dg.Config):
 @dg.asset(
     group_name="traces",
     partitions_def=shop_partitions,
-    deps=["persona_assignments", "markov_policy"],
+    deps=["store_token_distribution", "markov_policy"],
     kinds={"playwright", "json"},
     description=(
         "A training shop's personas walking its storefront on their own (the Markov policy, "
@@ -191,10 +191,9 @@ def store_walk_traces(
     wh = warehouse.warehouse()
     if shop not in wh.shop_split()["train"]:
         raise dg.Failure(f"shop {shop} is not a training shop: walks train the persona model")
-    require_partitions(wh, shop, "persona_assignments")
+    require_partitions(wh, shop, "store_token_distribution")  # p̂_s, as the simulation draws
     _, folder = artifacts.current("markov_policy")
-    tokens = pl.read_parquet(wh.partition_path("persona_assignments", shop), columns=["token"])
-    shares = tokens["token"].cast(pl.String).value_counts(normalize=True)
+    shares = pl.read_parquet(wh.partition_path("store_token_distribution", shop))
     cfg = WalkConfig(
         sessions=config.sessions_per_shop, kept_steps=config.kept_steps,
         max_steps=config.max_steps, concurrency=config.concurrency, goal=config.goal,
@@ -203,7 +202,7 @@ def store_walk_traces(
     records, figures = walk_store(
         StoreCatalog.from_warehouse(wh, shop),
         MarkovModel.load(folder / "markov.json"),
-        dict(zip(shares["token"], shares["proportion"], strict=True)),
+        dict(zip(shares["token"].cast(pl.String), shares["share"], strict=True)),
         cfg,
         wh.root / STORE_WALKS_DIR / f".work-{shop}",
     )
